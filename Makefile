@@ -1,0 +1,47 @@
+# Lookalike: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/lookalike
+
+.PHONY: setup build test test-race demo bench bench-quick proto fmt vet
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(GO) build -o $(BIN) ./cmd/lookalike
+
+# Every test: unit, real-model, real-bbolt, real-gRPC and end-to-end, then the concurrent
+# parts again under the race detector.
+test: setup
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m -run 'Race|Concurrent' ./...
+
+demo: build
+	@bash scripts/demo.sh
+
+bench: build
+	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
+	@bash benchmarks/run.sh
+
+bench-quick: build
+	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
+	@QUICK=1 bash benchmarks/run.sh
+
+# Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler).
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+proto: setup
+	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(CURDIR)/.lookalike/bin:$$PATH protoc -I proto \
+	  --go_out=proto --go_opt=paths=source_relative \
+	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+	  proto/lookalike/v1/lookalike.proto
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
