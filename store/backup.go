@@ -1,0 +1,249 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxCheckErrors bounds how many bbolt consistency errors Check reports.
+const maxCheckErrors = 10
+
+// Backup writes a consistent copy of the whole file to w while the store keeps serving
+// (one read transaction: writers continue, the copy shows the state at its start).
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("store: backup: %w", err)
+	}
+	return n, nil
+}
+
+// BackupFile writes a backup to path atomically: a temporary file beside it, fsynced, then
+// renamed over path, so path holds either the old backup or the complete new one.
+func (s *Store) BackupFile(path string) (int64, error) {
+	var n int64
+	err := writeAtomically(path, func(f *os.File) error {
+		var err error
+		n, err = s.Backup(f)
+		return err
+	})
+	return n, err
+}
+
+// writeAtomically fills a temporary file beside path with fill, fsyncs it, renames it over
+// path and fsyncs the directory.
+func writeAtomically(path string, fill func(*os.File) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("store: temporary file for %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err = fill(f); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("store: sync %s: %w", tmp, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("store: close %s: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("store: rename into %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("store: open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("store: sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Check runs bbolt's page-level consistency check and then the store's own invariants
+// (every item decodes, keys, vectors and ids map one to one, counts and the log agree with
+// meta). It reads every record, so it costs a full pass; writers wait while it runs,
+// because bbolt's check is only safe against concurrent writers inside a write transaction.
+func (s *Store) Check() error {
+	tx, err := s.db.Begin(!s.db.IsReadOnly())
+	if err != nil {
+		return closedErr(fmt.Errorf("store: check: %w", err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	return checkTx(tx, s.dim)
+}
+
+func checkTx(tx *bolt.Tx, dim int) error {
+	var errs []error
+	for err := range tx.Check() {
+		if len(errs) < maxCheckErrors {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: bbolt check: %w", ErrCorrupt, errors.Join(errs...))
+	}
+	return checkInvariants(tx, dim)
+}
+
+func checkInvariants(tx *bolt.Tx, dim int) error {
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("%w: bucket %q missing", ErrCorrupt, name)
+		}
+	}
+	m, err := readMeta(tx)
+	if err != nil {
+		return err
+	}
+	if dim == 0 {
+		dim = m.dim
+	}
+	if m.dim != dim {
+		return fmt.Errorf("%w: meta dim %d, expected %d", ErrCorrupt, m.dim, dim)
+	}
+	keys, vectors := tx.Bucket(bucketKeys), tx.Bucket(bucketVectors)
+	categories := make(map[string]uint64)
+	var items uint64
+	err = tx.Bucket(bucketItems).ForEach(func(id, raw []byte) error {
+		it, err := decodeItem(string(id), raw)
+		if err != nil {
+			return err
+		}
+		if it.Key == 0 || it.Key >= m.nextKey {
+			return fmt.Errorf("%w: item %q has key %d, next key is %d", ErrCorrupt, id, it.Key, m.nextKey)
+		}
+		if back := keys.Get(keyBytes(it.Key)); string(back) != string(id) {
+			return fmt.Errorf("%w: key %d maps to %q, not %q", ErrCorrupt, it.Key, back, id)
+		}
+		if v := vectors.Get(keyBytes(it.Key)); len(v) != 4*dim {
+			return fmt.Errorf("%w: item %q has a vector of %d bytes, want %d", ErrCorrupt, id, len(v), 4*dim)
+		}
+		categories[it.Category]++
+		items++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n := uint64(keys.Stats().KeyN); n != items {
+		return fmt.Errorf("%w: %d keys for %d items", ErrCorrupt, n, items)
+	}
+	if n := uint64(vectors.Stats().KeyN); n != items {
+		return fmt.Errorf("%w: %d vectors for %d items", ErrCorrupt, n, items)
+	}
+	if items != m.count {
+		return fmt.Errorf("%w: %d items, meta counts %d", ErrCorrupt, items, m.count)
+	}
+	stored := 0
+	err = tx.Bucket(bucketCategories).ForEach(func(k, v []byte) error {
+		stored++
+		if len(k) < 1 || len(v) != 8 {
+			return fmt.Errorf("%w: category record %q", ErrCorrupt, k)
+		}
+		if counted, recorded := categories[string(k[1:])], binary.BigEndian.Uint64(v); counted != recorded {
+			return fmt.Errorf("%w: category %q records %d items, counted %d", ErrCorrupt, k[1:], recorded, counted)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if stored != len(categories) {
+		return fmt.Errorf("%w: %d category counts for %d categories", ErrCorrupt, stored, len(categories))
+	}
+	if n := uint64(tx.Bucket(bucketLog).Stats().KeyN); n != m.seq-m.logFloor {
+		return fmt.Errorf("%w: log holds %d entries, meta says %d", ErrCorrupt, n, m.seq-m.logFloor)
+	}
+	return nil
+}
+
+// Restore replaces the store file at dst with the backup at backup. The backup is first
+// copied beside dst and verified there (it opens, passes Check and holds a store); only then
+// is it renamed over dst, so a bad backup leaves dst untouched. The restored file gets a new
+// Generation. dst must not be open: Restore fails with ErrInUse while a store holds it.
+func Restore(backup, dst string) error {
+	start := time.Now()
+	unlock, err := lockIfExists(dst)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	err = writeAtomically(dst, func(f *os.File) error {
+		src, err := os.Open(backup)
+		if err != nil {
+			return fmt.Errorf("store: restore: %w", err)
+		}
+		defer src.Close()
+		if _, err := io.Copy(f, src); err != nil {
+			return fmt.Errorf("store: restore: copy %s: %w", backup, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("store: restore: sync: %w", err)
+		}
+		return verifyAndRegenerate(f.Name())
+	})
+	if err != nil {
+		return fmt.Errorf("store: restore %s from %s: %w", dst, backup, err)
+	}
+	slog.Default().Info("store restored", "path", dst, "backup", backup, "took", time.Since(start))
+	return nil
+}
+
+// verifyAndRegenerate opens the copied backup, checks it and gives it a new generation id.
+func verifyAndRegenerate(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("%w: backup does not open: %w", ErrCorrupt, err)
+	}
+	defer db.Close()
+	if err := checkFileSize(db); err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := checkTx(tx, 0); err != nil {
+			return err
+		}
+		m, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		if m.schema != SchemaVersion {
+			return fmt.Errorf("%w: backup has schema %d, this build reads %d", ErrSchemaVersion, m.schema, SchemaVersion)
+		}
+		generation, err := newGeneration()
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaGeneration, []byte(generation))
+	})
+	if err != nil {
+		return err
+	}
+	return db.Close()
+}
