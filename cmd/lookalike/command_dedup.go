@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	lookalikev1 "lookalike/proto/lookalike/v1"
+)
+
+// dedupJSON is `lookalike dedup --json`.
+type dedupJSON struct {
+	Threshold float64       `json:"threshold"`
+	Clusters  []clusterJSON `json:"clusters"`
+}
+
+type clusterJSON struct {
+	IDs      []string      `json:"ids"`
+	Edges    []edgeJSON    `json:"edges"`
+	Products []productJSON `json:"products"`
+}
+
+type edgeJSON struct {
+	A     string  `json:"a"`
+	B     string  `json:"b"`
+	Score float32 `json:"score"`
+}
+
+func runDedup(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "dedup", "[flags]",
+		"Find clusters of near-duplicate products (pairs at or above --threshold, joined transitively),\n"+
+			"largest first. --html writes a self-contained page with each cluster's thumbnails side by side,\n"+
+			"because duplicates are reviewed by looking.")
+	var cf clientFlags
+	var ff filterFlags
+	cf.register(fs, a)
+	ff.register(fs)
+	threshold := fs.Float64("threshold", 0.9, "similarity at or above which two products are duplicates")
+	maxNeighbors := fs.Int("max-neighbors", 0, "neighbours examined per product, 1..1000 (0: the server's default, 10)")
+	ef := fs.Int("ef", 0, "HNSW search breadth; 0 is the server's default")
+	limit := fs.Int("limit", 0, "show at most this many clusters (0: all)")
+	htmlPath := fs.String("html", "", "also write an HTML review page with thumbnails to this file")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("takes no arguments")
+	}
+	if *threshold < -1 || *threshold > 1 {
+		return usagef("--threshold must be a similarity in -1..1, got %g", *threshold)
+	}
+	if *maxNeighbors < 0 || *maxNeighbors > 1000 {
+		return usagef("--max-neighbors must be in 0..1000, got %d", *maxNeighbors)
+	}
+	c, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	// The scan touches every product, so it gets a longer deadline than one lookup.
+	scanCtx, cancel := context.WithCancel(ctx)
+	if cf.timeout > 0 {
+		scanCtx, cancel = context.WithTimeout(ctx, 10*cf.timeout)
+	}
+	defer cancel()
+	t := float32(*threshold)
+	st, err := c.client.FindDuplicates(scanCtx, &lookalikev1.FindDuplicatesRequest{
+		Threshold: &t, Filter: ff.proto(), MaxNeighbors: int32(*maxNeighbors), Ef: int32(*ef),
+	})
+	if err != nil {
+		return describeRPCError(cf.server, err)
+	}
+	var clusters []*lookalikev1.DuplicateCluster
+	for {
+		cl, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return describeRPCError(cf.server, err)
+		}
+		clusters = append(clusters, cl)
+		if *limit > 0 && len(clusters) == *limit {
+			cancel()
+			break
+		}
+	}
+
+	products, err := fetchProducts(ctx, c, cf.server, clusters)
+	if err != nil {
+		return err
+	}
+	out := dedupJSON{Threshold: *threshold, Clusters: make([]clusterJSON, 0, len(clusters))}
+	for _, cl := range clusters {
+		cj := clusterJSON{IDs: cl.GetIds(), Edges: make([]edgeJSON, 0, len(cl.GetEdges()))}
+		for _, e := range cl.GetEdges() {
+			cj.Edges = append(cj.Edges, edgeJSON{A: e.GetA(), B: e.GetB(), Score: e.GetScore()})
+		}
+		for _, id := range cl.GetIds() {
+			cj.Products = append(cj.Products, toProductJSON(products[id]))
+		}
+		out.Clusters = append(out.Clusters, cj)
+	}
+
+	if *htmlPath != "" {
+		if err := writeDedupHTML(ctx, *htmlPath, out, newImageLoader(cf.timeout), time.Now()); err != nil {
+			return err
+		}
+		if !*asJSON {
+			defer fmt.Fprintf(a.stdout, "\nreview page: %s\n", *htmlPath)
+		}
+	}
+	if *asJSON {
+		return writeJSON(a.stdout, out)
+	}
+	return printDedupTable(a.stdout, out)
+}
+
+// fetchProducts looks up every cluster member once, a few at a time. A member deleted since the
+// scan is shown by id alone rather than failing the report.
+func fetchProducts(ctx context.Context, c *connection, server string, clusters []*lookalikev1.DuplicateCluster) (map[string]*lookalikev1.Product, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, cl := range clusters {
+		for _, id := range cl.GetIds() {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	var (
+		mu       sync.Mutex
+		products = make(map[string]*lookalikev1.Product, len(ids))
+		firstErr error
+		wg       sync.WaitGroup
+		next     = make(chan string)
+	)
+	for range min(8, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				callCtx, cancel := c.call(ctx)
+				resp, err := c.client.Get(callCtx, &lookalikev1.GetRequest{Id: id})
+				cancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					products[id] = resp.GetProduct()
+				case isNotFound(err):
+					products[id] = &lookalikev1.Product{Id: id}
+				case firstErr == nil:
+					firstErr = describeRPCError(server, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	return products, firstErr
+}
+
+func printDedupTable(w io.Writer, out dedupJSON) error {
+	if len(out.Clusters) == 0 {
+		_, err := fmt.Fprintf(w, "no near-duplicates at threshold %.2f\n", out.Threshold)
+		return err
+	}
+	fmt.Fprintf(w, "%d clusters of near-duplicates at threshold %.2f\n", len(out.Clusters), out.Threshold)
+	for i, cl := range out.Clusters {
+		lo, hi := scoreRange(cl.Edges)
+		fmt.Fprintf(w, "\ncluster %d: %d products, scores %.4f..%.4f\n", i+1, len(cl.IDs), lo, hi)
+		tw := newTable(w)
+		for _, p := range cl.Products {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", clean(p.ID, 40), clean(p.Category, 20), clean(p.Title, 50))
+		}
+		tw.Flush()
+		for _, e := range cl.Edges {
+			fmt.Fprintf(w, "    %.4f  %s ~ %s\n", e.Score, e.A, e.B)
+		}
+	}
+	return nil
+}
+
+func scoreRange(edges []edgeJSON) (lo, hi float32) {
+	for i, e := range edges {
+		if i == 0 || e.Score < lo {
+			lo = e.Score
+		}
+		if i == 0 || e.Score > hi {
+			hi = e.Score
+		}
+	}
+	return lo, hi
+}
+
+func writeDedupHTML(ctx context.Context, path string, out dedupJSON, loader *imageLoader, now time.Time) error {
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return fmt.Errorf("write HTML report: %w", err)
+	}
+	err = renderDedupHTML(ctx, f, out, loader, now)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(path+".tmp", path)
+	}
+	if err != nil {
+		os.Remove(path + ".tmp")
+		return fmt.Errorf("write HTML report: %w", err)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	return status.Code(err) == codes.NotFound
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// datasetColumns says how a shared dataset's labels.csv maps onto manifest columns. Product ids
+// come from the file name without its extension, unique within each dataset.
+type datasetColumns struct {
+	category string // labels.csv column used as the product category
+	title    string // labels.csv column used as the product title
+}
+
+func datasetLayouts() map[string]datasetColumns {
+	return map[string]datasetColumns{
+		"grocery":  {category: "coarse_label", title: "label"},
+		"clothing": {category: "label", title: "label"},
+		"abo":      {category: "label", title: "product_id"},
+	}
+}
+
+func runManifest(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "manifest", "--dataset NAME [flags] OUT.csv",
+		"Write an ingest manifest (CSV) for one of the shared labelled datasets in ../shared/datasets,\n"+
+			"with image paths relative to OUT's directory. Columns: id, image, category, title, then the\n"+
+			"dataset's other labels as attributes. grocery: category = coarse_label, title = label.")
+	dataset := fs.String("dataset", "", "grocery, clothing or abo")
+	root := fs.String("datasets", a.getenv("LOOKALIKE_DATASETS"), "datasets directory (default: ../shared/datasets above the project root; env LOOKALIKE_DATASETS)")
+	var splits stringList
+	fs.Var(&splits, "split", "only rows whose split column is one of these (repeatable or comma-separated; e.g. iconic,train)")
+	limit := fs.Int("limit", 0, "at most this many rows (0: all)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want exactly one OUT file, got %d arguments", fs.NArg())
+	}
+	layout, ok := datasetLayouts()[*dataset]
+	if !ok {
+		return usagef("--dataset must be grocery, clothing or abo, got %q", *dataset)
+	}
+	dir := *root
+	if dir == "" {
+		found, err := findSharedDir("datasets")
+		if err != nil {
+			return err
+		}
+		dir = found
+	}
+	src := filepath.Join(dir, *dataset)
+	out := fs.Arg(0)
+	n, err := writeDatasetManifest(src, out, layout, splits, *limit)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "wrote %d products from %s to %s\n", n, src, out)
+	return ctx.Err()
+}
+
+func writeDatasetManifest(src, out string, layout datasetColumns, splits []string, limit int) (int, error) {
+	f, err := os.Open(filepath.Join(src, "labels.csv"))
+	if err != nil {
+		return 0, fmt.Errorf("dataset: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	header, err := r.Read()
+	if err != nil {
+		return 0, fmt.Errorf("dataset labels.csv: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[h] = i
+	}
+	for _, need := range []string{"file", layout.category, layout.title} {
+		if _, ok := col[need]; !ok {
+			return 0, fmt.Errorf("dataset labels.csv has no %q column", need)
+		}
+	}
+	outDir, err := filepath.Abs(filepath.Dir(out))
+	if err != nil {
+		return 0, err
+	}
+	absSrc, err := filepath.Abs(src)
+	if err != nil {
+		return 0, err
+	}
+	// Attributes: the dataset's other labels, minus the ones already used and bookkeeping.
+	var attrCols []string
+	for _, h := range header {
+		switch h {
+		case "file", "source_path", layout.category, layout.title:
+		default:
+			attrCols = append(attrCols, h)
+		}
+	}
+	tmp := out + ".tmp"
+	of, err := os.Create(tmp)
+	if err != nil {
+		return 0, fmt.Errorf("write manifest: %w", err)
+	}
+	w := csv.NewWriter(of)
+	w.Write(append([]string{columnID, columnImage, columnCategory, columnTitle}, attrCols...))
+	n := 0
+	for limit <= 0 || n < limit {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			of.Close()
+			os.Remove(tmp)
+			return 0, fmt.Errorf("dataset labels.csv: %w", err)
+		}
+		if len(splits) > 0 {
+			i, ok := col["split"]
+			if !ok || !contains(splits, rec[i]) {
+				continue
+			}
+		}
+		file := rec[col["file"]]
+		image, err := filepath.Rel(outDir, filepath.Join(absSrc, filepath.FromSlash(file)))
+		if err != nil {
+			image = filepath.Join(absSrc, filepath.FromSlash(file))
+		}
+		id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
+		row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}
+		for _, c := range attrCols {
+			row = append(row, rec[col[c]])
+		}
+		w.Write(row)
+		n++
+	}
+	w.Flush()
+	if err := errors.Join(w.Error(), of.Close()); err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("write manifest: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return 0, fmt.Errorf("write manifest: %w", err)
+	}
+	return n, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// findSharedDir finds ../shared/<name> next to the project root (the directory holding go.mod),
+// looking up from the working directory and then from the executable.
+func findSharedDir(name string) (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	var tried []string
+	for _, start := range starts {
+		for dir := start; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				candidate := filepath.Join(filepath.Dir(dir), "shared", name)
+				if st, err := os.Stat(candidate); err == nil && st.IsDir() {
+					return candidate, nil
+				}
+				tried = append(tried, candidate)
+				break
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	return "", fmt.Errorf("no shared %s directory found (looked for ../shared/%s above the project root: %s)", name, name, strings.Join(tried, ", "))
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	lookalikev1 "lookalike/proto/lookalike/v1"
+)
+
+// statsJSON is `lookalike stats --json`.
+type statsJSON struct {
+	Count           uint64            `json:"count"`
+	CountByCategory map[string]uint64 `json:"count_by_category"`
+	ModelIdentity   string            `json:"model_identity"`
+	Dim             uint32            `json:"dim"`
+	Index           indexJSON         `json:"index"`
+	StoreSeq        uint64            `json:"store_seq"`
+	SnapshotSeq     uint64            `json:"snapshot_seq"`
+	SnapshotTime    string            `json:"snapshot_time,omitempty"`
+	SnapshotAgeSecs float64           `json:"snapshot_age_seconds,omitempty"`
+}
+
+type indexJSON struct {
+	Metric         string `json:"metric"`
+	M              uint32 `json:"m"`
+	EFConstruction uint32 `json:"ef_construction"`
+	EFSearch       uint32 `json:"ef_search"`
+	Size           uint64 `json:"size"`
+}
+
+func runStats(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "stats", "[flags]",
+		"Describe the catalogue: product counts per category, the model, the index and its last snapshot.")
+	var cf clientFlags
+	cf.register(fs, a)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("takes no arguments")
+	}
+	c, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	callCtx, cancel := c.call(ctx)
+	defer cancel()
+	resp, err := c.client.Stats(callCtx, &lookalikev1.StatsRequest{})
+	if err != nil {
+		return describeRPCError(cf.server, err)
+	}
+	out := toStatsJSON(resp)
+	if *asJSON {
+		return writeJSON(a.stdout, out)
+	}
+	tw := newTable(a.stdout)
+	fmt.Fprintf(tw, "products\t%d\n", out.Count)
+	fmt.Fprintf(tw, "model\t%s\n", clean(out.ModelIdentity, 0))
+	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
+	fmt.Fprintf(tw, "index\t%s, M=%d, efConstruction=%d, efSearch=%d, %d vectors\n",
+		clean(out.Index.Metric, 0), out.Index.M, out.Index.EFConstruction, out.Index.EFSearch, out.Index.Size)
+	fmt.Fprintf(tw, "store seq\t%d\n", out.StoreSeq)
+	if out.SnapshotTime != "" {
+		fmt.Fprintf(tw, "snapshot\tseq %d, saved %s (%s ago)\n", out.SnapshotSeq, out.SnapshotTime,
+			formatDuration(time.Duration(out.SnapshotAgeSecs*float64(time.Second))))
+	} else {
+		fmt.Fprintf(tw, "snapshot\tnone yet\n")
+	}
+	cats := make([]string, 0, len(out.CountByCategory))
+	for c := range out.CountByCategory {
+		cats = append(cats, c)
+	}
+	sort.Slice(cats, func(i, j int) bool {
+		ci, cj := out.CountByCategory[cats[i]], out.CountByCategory[cats[j]]
+		if ci != cj {
+			return ci > cj
+		}
+		return cats[i] < cats[j]
+	})
+	for _, c := range cats {
+		name := c
+		if name == "" {
+			name = "(none)"
+		}
+		fmt.Fprintf(tw, "category %s\t%d\n", clean(name, 40), out.CountByCategory[c])
+	}
+	return tw.Flush()
+}
+
+func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
+	out := statsJSON{
+		Count:           r.GetCount(),
+		CountByCategory: r.GetCountByCategory(),
+		ModelIdentity:   r.GetModelIdentity(),
+		Dim:             r.GetDim(),
+		Index: indexJSON{
+			Metric:         r.GetIndex().GetMetric(),
+			M:              r.GetIndex().GetM(),
+			EFConstruction: r.GetIndex().GetEfConstruction(),
+			EFSearch:       r.GetIndex().GetEfSearch(),
+			Size:           r.GetIndex().GetSize(),
+		},
+		StoreSeq:    r.GetStoreSeq(),
+		SnapshotSeq: r.GetSnapshotSeq(),
+	}
+	if out.CountByCategory == nil {
+		out.CountByCategory = map[string]uint64{}
+	}
+	if r.GetSnapshotTime() != nil {
+		out.SnapshotTime = r.GetSnapshotTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	if r.GetSnapshotAge() != nil {
+		out.SnapshotAgeSecs = r.GetSnapshotAge().AsDuration().Seconds()
+	}
+	return out
+}

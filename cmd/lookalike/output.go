@@ -1,0 +1,216 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	lookalikev1 "lookalike/proto/lookalike/v1"
+)
+
+// The JSON shapes below are the CLI's contract with scripts (documented in README.md). They are
+// plain structs rather than protojson so field names and types stay put if the proto grows.
+
+// productJSON is a stored product.
+type productJSON struct {
+	ID          string            `json:"id"`
+	Category    string            `json:"category"`
+	Title       string            `json:"title"`
+	Attributes  map[string]string `json:"attributes"`
+	ImageURL    string            `json:"image_url"`
+	ImageSHA256 string            `json:"image_sha256"`
+	Created     string            `json:"created,omitempty"`
+	Updated     string            `json:"updated,omitempty"`
+	Vector      []float32         `json:"vector,omitempty"`
+}
+
+// resultJSON is one ranked search result.
+type resultJSON struct {
+	Rank    int         `json:"rank"`
+	Score   float32     `json:"score"`
+	Product productJSON `json:"product"`
+}
+
+func toProductJSON(p *lookalikev1.Product) productJSON {
+	if p == nil {
+		return productJSON{Attributes: map[string]string{}}
+	}
+	out := productJSON{
+		ID:          p.GetId(),
+		Category:    p.GetCategory(),
+		Title:       p.GetTitle(),
+		Attributes:  p.GetAttributes(),
+		ImageURL:    p.GetImageUrl(),
+		ImageSHA256: p.GetImageSha256(),
+		Vector:      p.GetVector(),
+	}
+	if out.Attributes == nil {
+		out.Attributes = map[string]string{}
+	}
+	if p.GetCreated() != nil {
+		out.Created = p.GetCreated().AsTime().UTC().Format(time.RFC3339Nano)
+	}
+	if p.GetUpdated() != nil {
+		out.Updated = p.GetUpdated().AsTime().UTC().Format(time.RFC3339Nano)
+	}
+	return out
+}
+
+func toResultsJSON(results []*lookalikev1.SearchResult) []resultJSON {
+	out := make([]resultJSON, 0, len(results))
+	for i, r := range results {
+		out = append(out, resultJSON{Rank: i + 1, Score: r.GetScore(), Product: toProductJSON(r.GetProduct())})
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	return nil
+}
+
+// newTable aligns columns for people; cells must not contain tabs (clean removes them).
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// clean makes a value safe for one table cell and keeps long titles from wrecking the layout.
+func clean(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if max > 0 && len([]rune(s)) > max {
+		r := []rune(s)
+		s = string(r[:max-1]) + "…"
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printResultsTable(w io.Writer, results []*lookalikev1.SearchResult) error {
+	if len(results) == 0 {
+		_, err := fmt.Fprintln(w, "no results")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "RANK\tSCORE\tID\tCATEGORY\tTITLE")
+	for i, r := range results {
+		p := r.GetProduct()
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\n", i+1, r.GetScore(), clean(p.GetId(), 40), clean(p.GetCategory(), 20), clean(p.GetTitle(), 50))
+	}
+	return tw.Flush()
+}
+
+func printProduct(w io.Writer, p *lookalikev1.Product) error {
+	tw := newTable(w)
+	j := toProductJSON(p)
+	fmt.Fprintf(tw, "id\t%s\n", j.ID)
+	fmt.Fprintf(tw, "category\t%s\n", clean(j.Category, 0))
+	fmt.Fprintf(tw, "title\t%s\n", clean(j.Title, 0))
+	fmt.Fprintf(tw, "image_url\t%s\n", clean(j.ImageURL, 0))
+	fmt.Fprintf(tw, "image_sha256\t%s\n", clean(j.ImageSHA256, 0))
+	fmt.Fprintf(tw, "created\t%s\n", clean(j.Created, 0))
+	fmt.Fprintf(tw, "updated\t%s\n", clean(j.Updated, 0))
+	keys := make([]string, 0, len(j.Attributes))
+	for k := range j.Attributes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "attr %s\t%s\n", clean(k, 0), clean(j.Attributes[k], 0))
+	}
+	if len(j.Vector) > 0 {
+		fmt.Fprintf(tw, "vector\t%d dims %s\n", len(j.Vector), vectorPreview(j.Vector, 6))
+	}
+	return tw.Flush()
+}
+
+// vectorPreview shows the first few components, enough to eyeball that two vectors differ.
+func vectorPreview(v []float32, n int) string {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, x := range v {
+		if i == n {
+			b.WriteString(" …")
+			break
+		}
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%.4f", x)
+	}
+	b.WriteString("]")
+	return b.String()
+}
+
+// stringList collects a repeatable flag such as --category A --category B (or A,B).
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*s = append(*s, part)
+		}
+	}
+	return nil
+}
+
+// keyValues collects a repeatable --attr key=value flag.
+type keyValues map[string]string
+
+func (kv keyValues) String() string {
+	parts := make([]string, 0, len(kv))
+	for k, v := range kv {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (kv keyValues) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want key=value, got %q", v)
+	}
+	kv[strings.TrimSpace(k)] = val
+	return nil
+}
+
+// filterFlags are the result filters search, similar and dedup share.
+type filterFlags struct {
+	categories stringList
+	attributes keyValues
+	exclude    stringList
+}
+
+func (f *filterFlags) register(fs *flag.FlagSet) {
+	fs.Var(&f.categories, "category", "only products in this category (repeat or comma-separate for any of several)")
+	fs.Var(f.attributesValue(), "attr", "only products with this attribute, key=value (repeatable)")
+	fs.Var(&f.exclude, "exclude", "never return these product ids (repeatable)")
+}
+
+func (f *filterFlags) attributesValue() keyValues {
+	if f.attributes == nil {
+		f.attributes = keyValues{}
+	}
+	return f.attributes
+}
+
+func (f *filterFlags) proto() *lookalikev1.Filter {
+	if len(f.categories) == 0 && len(f.attributes) == 0 && len(f.exclude) == 0 {
+		return nil
+	}
+	return &lookalikev1.Filter{Categories: f.categories, Attributes: f.attributes, ExcludeIds: f.exclude}
+}
