@@ -1,0 +1,579 @@
+// Command annbench measures recall@10 and single-thread queries per second of Lookalike's HNSW
+// index beside hnswlib, FAISS IndexHNSWFlat (peers/ann_peers.py, run in the same invocation)
+// and github.com/coder/hnsw v0.6.1, all built with the same M and efConstruction on the same
+// vectors, with Lookalike's exact index as the recall-1.0 reference. Ground truth comes from
+// benchkit's own brute force, never from the code under test.
+//
+//	annbench -set fashion-mnist|photos [-base N] [-queries N] [-ef 10,20,...] -out benchmarks/results
+//
+// It writes ann-<set>.md (tables), ann-<set>.png (recall vs QPS) and ann-<set>.json (rows).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"math/rand"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/coder/hnsw"
+
+	"lookalike/benchmarks/internal/benchkit"
+	"lookalike/index"
+)
+
+// config is everything one run is parameterised by.
+type config struct {
+	set                string
+	nBase, nQueries    int
+	m, efConstruction  int
+	efs                []int
+	k                  int
+	minTime, exactTime time.Duration
+	libraries          []string
+	outDir, workDir    string
+	photoVectors       string
+	python             string
+	seed               int64
+}
+
+// Row is one (library, ef) measurement; the JSON file holds these.
+type Row struct {
+	Library        string  `json:"library"`
+	EF             int     `json:"ef"`
+	Recall         float64 `json:"recall"`
+	QPS            float64 `json:"qps"`
+	BuildSeconds   float64 `json:"build_s"`
+	BytesPerVector float64 `json:"bytes_per_vector"`
+	Queries        int     `json:"queries"`
+}
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	cfg, err := parseFlags(os.Args[1:])
+	if err == nil {
+		err = run(ctx, log, cfg)
+	}
+	if err != nil {
+		log.Error("annbench failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("annbench", flag.ContinueOnError)
+	fs.StringVar(&cfg.set, "set", "fashion-mnist", "vector set: fashion-mnist (784-d, L2) or photos (1280-d embeddings, cosine)")
+	fs.IntVar(&cfg.nBase, "base", 0, "base vectors to index (0: all)")
+	fs.IntVar(&cfg.nQueries, "queries", 2000, "queries (0: all)")
+	fs.IntVar(&cfg.m, "M", 16, "HNSW M for every library")
+	fs.IntVar(&cfg.efConstruction, "ef-construction", 200, "HNSW efConstruction for every library")
+	efs := fs.String("ef", "10,20,40,80,120,200,400,800", "efSearch values")
+	fs.IntVar(&cfg.k, "k", 10, "neighbours per query")
+	fs.DurationVar(&cfg.minTime, "min-time", time.Second, "time each (library, ef) over at least this long")
+	fs.DurationVar(&cfg.exactTime, "exact-time", 3*time.Second, "time the exact index this long (on the queries it gets through)")
+	libs := fs.String("libraries", "lookalike,exact,coder-hnsw,hnswlib,faiss", "what to measure")
+	fs.StringVar(&cfg.outDir, "out", "benchmarks/results", "results folder")
+	fs.StringVar(&cfg.workDir, "work", "", "scratch folder (default <out>/tmp/ann-<set>)")
+	fs.StringVar(&cfg.photoVectors, "photo-vectors", "", "photo embeddings .fvecs written by embedbench (default <out>/tmp/photo-embeddings.fvecs)")
+	fs.StringVar(&cfg.python, "python", "/usr/bin/python3", "Python with hnswlib, faiss and numpy")
+	fs.Int64Var(&cfg.seed, "seed", 1, "seed for graph levels and sampling")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	for _, s := range strings.Split(*efs, ",") {
+		ef, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || ef <= 0 {
+			return cfg, fmt.Errorf("annbench: bad -ef value %q", s)
+		}
+		cfg.efs = append(cfg.efs, ef)
+	}
+	cfg.libraries = strings.Split(*libs, ",")
+	if cfg.workDir == "" {
+		cfg.workDir = filepath.Join(cfg.outDir, "tmp", "ann-"+cfg.set)
+	}
+	if cfg.photoVectors == "" {
+		cfg.photoVectors = filepath.Join(cfg.outDir, "tmp", "photo-embeddings.fvecs")
+	}
+	return cfg, nil
+}
+
+// vectorSet is one benchmark's data.
+type vectorSet struct {
+	name, description string
+	base, queries     [][]float32
+	metric            benchkit.Metric
+}
+
+func loadSet(cfg config) (vectorSet, error) {
+	switch cfg.set {
+	case "fashion-mnist":
+		train, err := benchkit.ReadIDXImages(filepath.Join(benchkit.FashionMNISTDir, "train-images-idx3-ubyte.gz"))
+		if err != nil {
+			return vectorSet{}, err
+		}
+		test, err := benchkit.ReadIDXImages(filepath.Join(benchkit.FashionMNISTDir, "t10k-images-idx3-ubyte.gz"))
+		if err != nil {
+			return vectorSet{}, err
+		}
+		base, queries := firstN(train, cfg.nBase), firstN(test, cfg.nQueries)
+		return vectorSet{
+			name: "Fashion-MNIST",
+			description: fmt.Sprintf("Fashion-MNIST (Debian dataset-fashion-mnist): the first %d train images as the base, "+
+				"the first %d test images as queries, 784-d raw pixels, Euclidean", len(base), len(queries)),
+			base: base, queries: queries, metric: benchkit.L2,
+		}, nil
+	case "photos":
+		all, err := benchkit.ReadFvecs(cfg.photoVectors)
+		if err != nil {
+			return vectorSet{}, fmt.Errorf("annbench: photo embeddings (run embedbench first): %w", err)
+		}
+		// Every tenth photo is a query and is left out of the base, so no query finds itself.
+		var base, queries [][]float32
+		for i, v := range all {
+			if i%10 == 5 {
+				queries = append(queries, v)
+			} else {
+				base = append(base, v)
+			}
+		}
+		base, queries = firstN(base, cfg.nBase), firstN(queries, cfg.nQueries)
+		return vectorSet{
+			name: "shared photos",
+			description: fmt.Sprintf("MobileNetV2 embeddings (1280-d, L2-normalised) of the shared photos: %d base, "+
+				"%d held-out queries (every tenth photo), cosine (inner product)", len(base), len(queries)),
+			base: base, queries: queries, metric: benchkit.InnerProduct,
+		}, nil
+	}
+	return vectorSet{}, fmt.Errorf("annbench: unknown set %q", cfg.set)
+}
+
+func firstN(rows [][]float32, n int) [][]float32 {
+	if n <= 0 || n >= len(rows) {
+		return rows
+	}
+	return rows[:n]
+}
+
+func run(ctx context.Context, log *slog.Logger, cfg config) error {
+	machine := benchkit.DescribeMachine(ctx, ".")
+	set, err := loadSet(cfg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.workDir, 0o755); err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+	log.Info("data", "set", set.name, "base", len(set.base), "queries", len(set.queries), "dim", len(set.base[0]))
+
+	truth, err := cachedTruth(ctx, log, cfg, set)
+	if err != nil {
+		return err
+	}
+
+	var rows []Row
+	if slices.Contains(cfg.libraries, "hnswlib") || slices.Contains(cfg.libraries, "faiss") {
+		peerRows, err := runPeers(ctx, log, cfg, set, truth)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, peerRows...)
+	}
+	// Every Go measurement runs on one thread, as the peers do.
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	for _, lib := range cfg.libraries {
+		var libRows []Row
+		switch lib {
+		case "lookalike":
+			libRows, err = benchLookalike(log, cfg, set, truth)
+		case "coder-hnsw":
+			libRows, err = benchCoder(log, cfg, set, truth)
+		case "exact":
+			libRows, err = benchExact(log, cfg, set, truth)
+		case "hnswlib", "faiss":
+			continue
+		default:
+			err = fmt.Errorf("annbench: unknown library %q", lib)
+		}
+		if err != nil {
+			return err
+		}
+		rows = append(rows, libRows...)
+	}
+	return writeResults(cfg, set, machine, rows)
+}
+
+// cachedTruth computes exact ground truth on all cores, reusing the previous run's when the
+// vectors are byte-identical (it costs minutes on two cores for the full set).
+func cachedTruth(ctx context.Context, log *slog.Logger, cfg config, set vectorSet) (benchkit.Truth, error) {
+	key := fmt.Sprintf("%s k=%d metric=%s hash=%x\n", set.name, cfg.k, set.metric, hashVectors(set.base, set.queries))
+	idsPath, keyPath := filepath.Join(cfg.workDir, "truth.ivecs"), filepath.Join(cfg.workDir, "truth.key")
+	if old, err := os.ReadFile(keyPath); err == nil && string(old) == key {
+		if ids, err := benchkit.ReadIvecs(idsPath); err == nil && len(ids) == len(set.queries) {
+			t := benchkit.Truth{IDs: ids, Distances: make([][]float64, len(ids))}
+			for qi, row := range ids {
+				for _, id := range row {
+					t.Distances[qi] = append(t.Distances[qi], set.metric.Distance(set.queries[qi], set.base[id]))
+				}
+			}
+			log.Info("ground truth reused", "file", idsPath)
+			return t, nil
+		}
+	}
+	start := time.Now()
+	t, err := benchkit.ExactTruth(ctx, set.base, set.queries, cfg.k, set.metric, runtime.NumCPU())
+	if err != nil {
+		return t, err
+	}
+	log.Info("ground truth computed", "seconds", time.Since(start).Seconds())
+	if err := benchkit.WriteIvecs(idsPath, t.IDs); err != nil {
+		return t, err
+	}
+	if err := os.WriteFile(keyPath, []byte(key), 0o644); err != nil {
+		return t, fmt.Errorf("annbench: %w", err)
+	}
+	return t, nil
+}
+
+func hashVectors(sets ...[][]float32) uint64 {
+	h := fnv.New64a()
+	for _, rows := range sets {
+		fmt.Fprintf(h, "%d;", len(rows))
+		for _, r := range rows {
+			h.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(r))), 4*len(r)))
+		}
+	}
+	return h.Sum64()
+}
+
+type peerRow struct {
+	Library        string  `json:"library"`
+	EF             int     `json:"ef"`
+	QPS            float64 `json:"qps"`
+	BuildSeconds   float64 `json:"build_s"`
+	BytesPerVector float64 `json:"bytes_per_vector"`
+	IDs            string  `json:"ids"`
+}
+
+func runPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "base.fvecs"), set.base); err != nil {
+		return nil, err
+	}
+	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "queries.fvecs"), set.queries); err != nil {
+		return nil, err
+	}
+	var libs []string
+	for _, l := range cfg.libraries {
+		if l == "hnswlib" || l == "faiss" {
+			libs = append(libs, l)
+		}
+	}
+	efs := make([]string, len(cfg.efs))
+	for i, ef := range cfg.efs {
+		efs[i] = strconv.Itoa(ef)
+	}
+	out := filepath.Join(cfg.workDir, "peers.json")
+	script := filepath.Join("benchmarks", "peers", "ann_peers.py")
+	cmd := exec.CommandContext(ctx, cfg.python, script,
+		"--workdir", cfg.workDir, "--metric", set.metric.String(),
+		"--M", strconv.Itoa(cfg.m), "--ef-construction", strconv.Itoa(cfg.efConstruction),
+		"--ef", strings.Join(efs, ","), "--k", strconv.Itoa(cfg.k), "--seed", strconv.FormatInt(cfg.seed, 10),
+		"--min-seconds", strconv.FormatFloat(cfg.minTime.Seconds(), 'f', 3, 64),
+		"--libraries", strings.Join(libs, ","), "--out", out)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// One thread, whatever the BLAS or OpenMP defaults would pick.
+	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
+	log.Info("running peers", "script", script, "libraries", libs)
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("annbench: peers (%s; make bench installs python3-hnswlib python3-faiss python3-numpy): %w", script, err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("annbench: peers output: %w", err)
+	}
+	var prs []peerRow
+	if err := json.Unmarshal(raw, &prs); err != nil {
+		return nil, fmt.Errorf("annbench: peers output %s: %w", out, err)
+	}
+	rows := make([]Row, 0, len(prs))
+	for _, p := range prs {
+		ids, err := benchkit.ReadIvecs(p.IDs)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) != len(set.queries) {
+			return nil, fmt.Errorf("annbench: %s answered %d of %d queries", p.Library, len(ids), len(set.queries))
+		}
+		rows = append(rows, Row{
+			Library: p.Library, EF: p.EF, QPS: p.QPS, BuildSeconds: p.BuildSeconds,
+			BytesPerVector: p.BytesPerVector, Queries: len(ids),
+			Recall: benchkit.Recall(truth, set.base, set.queries, ids, cfg.k, set.metric),
+		})
+	}
+	return rows, nil
+}
+
+// heapInUse is the live heap after a full collection: the memory an index holds is the growth
+// of this across its build.
+func heapInUse() int64 {
+	// Twice: sync.Pool contents survive one collection in the victim cache, and an index's
+	// scratch pools must not leak into the next index's figure.
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+func benchLookalike(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+	metric := index.L2
+	if set.metric == benchkit.InnerProduct {
+		metric = index.InnerProduct
+	}
+	before := heapInUse()
+	start := time.Now()
+	h := index.NewHNSW(len(set.base[0]), index.Config{
+		Metric: metric, M: cfg.m, EFConstruction: cfg.efConstruction, EFSearch: cfg.efs[0], Seed: cfg.seed,
+	})
+	for i, v := range set.base {
+		// A fresh copy per Add, dropped afterwards, so the memory figure counts what the index
+		// itself keeps and not the benchmark's own slice.
+		if err := h.Add(index.Key(i), slices.Clone(v)); err != nil {
+			return nil, fmt.Errorf("annbench: lookalike add %d: %w", i, err)
+		}
+	}
+	build := time.Since(start)
+	perVector := float64(heapInUse()-before) / float64(len(set.base))
+	log.Info("built", "library", "lookalike", "seconds", build.Seconds())
+	var rows []Row
+	for _, ef := range cfg.efs {
+		opt := index.SearchOptions{EF: ef}
+		res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+			return neighborIDs(h.Search(q, cfg.k, opt))
+		}, cfg.minTime, time.Duration(math.MaxInt64))
+		rows = append(rows, measured("lookalike", ef, res, build, perVector, cfg, set, truth))
+		log.Info("measured", "library", "lookalike", "ef", ef, "recall", rows[len(rows)-1].Recall, "qps", res.QPS)
+	}
+	runtime.KeepAlive(h)
+	return rows, nil
+}
+
+func benchExact(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+	metric := index.L2
+	if set.metric == benchkit.InnerProduct {
+		metric = index.InnerProduct
+	}
+	before := heapInUse()
+	start := time.Now()
+	e := index.NewExact(len(set.base[0]), metric)
+	for i, v := range set.base {
+		if err := e.Add(index.Key(i), slices.Clone(v)); err != nil {
+			return nil, fmt.Errorf("annbench: exact add %d: %w", i, err)
+		}
+	}
+	build := time.Since(start)
+	perVector := float64(heapInUse()-before) / float64(len(set.base))
+	res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+		return neighborIDs(e.Search(q, cfg.k, index.SearchOptions{}))
+	}, min(cfg.minTime, cfg.exactTime), cfg.exactTime)
+	row := measured("lookalike-exact", 0, res, build, perVector, cfg, set, truth)
+	log.Info("measured", "library", "lookalike-exact", "recall", row.Recall, "qps", res.QPS, "queries", res.Answered)
+	runtime.KeepAlive(e)
+	return []Row{row}, nil
+}
+
+func benchCoder(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+	before := heapInUse()
+	start := time.Now()
+	g := hnsw.NewGraph[uint32]()
+	g.M = cfg.m
+	// coder/hnsw's Ml is the chance of rising a level; 1/M is the paper's (and hnswlib's) choice.
+	g.Ml = 1 / float64(cfg.m)
+	g.Rng = rand.New(rand.NewSource(cfg.seed))
+	g.Distance = hnsw.EuclideanDistance
+	if set.metric == benchkit.InnerProduct {
+		g.Distance = hnsw.CosineDistance
+	}
+	// coder/hnsw builds with EfSearch: set it to efConstruction while inserting.
+	g.EfSearch = cfg.efConstruction
+	for i, v := range set.base {
+		g.Add(hnsw.MakeNode(uint32(i), slices.Clone(v)))
+	}
+	build := time.Since(start)
+	perVector := float64(heapInUse()-before) / float64(len(set.base))
+	log.Info("built", "library", "coder-hnsw", "seconds", build.Seconds())
+	var rows []Row
+	for _, ef := range cfg.efs {
+		g.EfSearch = max(ef, cfg.k)
+		res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+			nodes := g.Search(q, cfg.k)
+			ids := make([]int32, len(nodes))
+			for i, n := range nodes {
+				ids[i] = int32(n.Key)
+			}
+			return ids
+		}, cfg.minTime, time.Duration(math.MaxInt64))
+		rows = append(rows, measured("coder-hnsw", ef, res, build, perVector, cfg, set, truth))
+		log.Info("measured", "library", "coder-hnsw", "ef", ef, "recall", rows[len(rows)-1].Recall, "qps", res.QPS)
+	}
+	runtime.KeepAlive(g)
+	return rows, nil
+}
+
+func neighborIDs(ns []index.Neighbor) []int32 {
+	ids := make([]int32, len(ns))
+	for i, n := range ns {
+		ids[i] = int32(n.Key)
+	}
+	return ids
+}
+
+func measured(lib string, ef int, res benchkit.PassResult, build time.Duration, perVector float64,
+	cfg config, set vectorSet, truth benchkit.Truth) Row {
+	n := res.Answered
+	sub := benchkit.Truth{IDs: truth.IDs[:n], Distances: truth.Distances[:n]}
+	return Row{
+		Library: lib, EF: ef, QPS: res.QPS, BuildSeconds: build.Seconds(), BytesPerVector: perVector, Queries: n,
+		Recall: benchkit.Recall(sub, set.base, set.queries[:n], res.IDs, cfg.k, set.metric),
+	}
+}
+
+var errNoRows = errors.New("annbench: nothing was measured")
+
+func writeResults(cfg config, set vectorSet, machine benchkit.Machine, rows []Row) error {
+	if len(rows) == 0 {
+		return errNoRows
+	}
+	slug := "ann-" + cfg.set
+	raw, err := json.MarshalIndent(rows, "", " ")
+	if err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.outDir, slug+".json"), raw, 0o644); err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+
+	var libs []string
+	for _, r := range rows {
+		if !slices.Contains(libs, r.Library) {
+			libs = append(libs, r.Library)
+		}
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "## ANN index: %s\n\n%s", set.name, machine.Markdown())
+	fmt.Fprintf(&md, "- data: %s\n- every library: M=%d, efConstruction=%d, k=%d, built and queried on one thread; "+
+		"each (library, ef) timed over at least %s of repeated passes over the queries; peers called with one batched call per pass\n"+
+		"- recall@10 against exact brute-force ground truth (a result counts when it is within the 10th true distance, as the public ANN benchmarks count ties)\n\n",
+		set.description, cfg.m, cfg.efConstruction, cfg.k, cfg.minTime)
+
+	recall := benchkit.Table{Title: "recall@10 and queries per second by efSearch", Header: []string{"efSearch"}}
+	for _, l := range libs {
+		if l != "lookalike-exact" {
+			recall.Header = append(recall.Header, l+" recall", l+" QPS")
+		}
+	}
+	for _, ef := range cfg.efs {
+		cells := []any{ef}
+		for _, l := range libs {
+			if l == "lookalike-exact" {
+				continue
+			}
+			if r, ok := find(rows, l, ef); ok {
+				cells = append(cells, fmt.Sprintf("%.4f", r.Recall), fmt.Sprintf("%.0f", r.QPS))
+			} else {
+				cells = append(cells, "", "")
+			}
+		}
+		recall.Add(cells...)
+	}
+	md.WriteString(recall.Markdown())
+
+	build := benchkit.Table{
+		Title:  "build and memory",
+		Note:   "Memory per vector, vectors included: growth of the Go heap after a full GC across the build (Go), or of the process RSS (peers).",
+		Header: []string{"library", "build seconds", "vectors/s", "bytes per vector"},
+	}
+	for _, l := range libs {
+		for _, r := range rows {
+			if r.Library == l {
+				build.Add(l, fmt.Sprintf("%.1f", r.BuildSeconds), fmt.Sprintf("%.0f", float64(len(set.base))/r.BuildSeconds),
+					fmt.Sprintf("%.0f", r.BytesPerVector))
+				break
+			}
+		}
+	}
+	md.WriteString(build.Markdown())
+
+	if r, ok := find(rows, "lookalike-exact", 0); ok {
+		fmt.Fprintf(&md, "Exact reference (lookalike `index.Exact`, brute force): recall@10 %.4f, %.1f QPS over %d queries.\n\n",
+			r.Recall, r.QPS, r.Queries)
+	}
+	md.WriteString(targetLine(rows))
+
+	png := slug + ".png"
+	fmt.Fprintf(&md, "![recall vs QPS](%s)\n", png)
+	if err := os.WriteFile(filepath.Join(cfg.outDir, slug+".md"), []byte(md.String()), 0o644); err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+
+	var curves []benchkit.Curve
+	for _, l := range libs {
+		if l == "lookalike-exact" {
+			continue
+		}
+		c := benchkit.Curve{Name: l}
+		for _, r := range rows {
+			if r.Library == l {
+				c.Recall, c.QPS = append(c.Recall, r.Recall), append(c.QPS, r.QPS)
+			}
+		}
+		curves = append(curves, c)
+	}
+	title := fmt.Sprintf("%s, M=%d efC=%d, one thread (%s)", set.name, cfg.m, cfg.efConstruction, machine.Commit)
+	return benchkit.WriteRecallQPSPlot(filepath.Join(cfg.outDir, png), title, curves)
+}
+
+func find(rows []Row, lib string, ef int) (Row, bool) {
+	for _, r := range rows {
+		if r.Library == lib && r.EF == ef {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+// targetLine compares Lookalike with hnswlib at the lowest ef where each reaches recall 0.95.
+func targetLine(rows []Row) string {
+	first := func(lib string) (Row, bool) {
+		for _, r := range rows {
+			if r.Library == lib && r.Recall >= 0.95 {
+				return r, true
+			}
+		}
+		return Row{}, false
+	}
+	ours, ok1 := first("lookalike")
+	peer, ok2 := first("hnswlib")
+	if !ok1 || !ok2 {
+		return "Target (QPS at recall@10 >= 0.95 vs hnswlib): not reached by both in this run.\n\n"
+	}
+	return fmt.Sprintf("Target, QPS at recall@10 >= 0.95 (lowest ef reaching it): lookalike %.0f QPS (ef %d, recall %.4f) vs hnswlib %.0f QPS (ef %d, recall %.4f): **%.2fx** hnswlib (target >= 0.8x).\n\n",
+		ours.QPS, ours.EF, ours.Recall, peer.QPS, peer.EF, peer.Recall, ours.QPS/peer.QPS)
+}

@@ -1,0 +1,89 @@
+package benchkit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Machine says where and when a result was measured, so tables from different runs are never
+// compared by mistake.
+type Machine struct {
+	CPU       string // "model name" from /proc/cpuinfo
+	Cores     int    // logical CPUs visible to this process
+	GoVersion string
+	Date      time.Time
+	Commit    string // short git commit, with "+dirty" when the tree has local changes
+}
+
+// Markdown renders the stamp as a short bullet list for the head of a results file.
+func (m Machine) Markdown() string {
+	return fmt.Sprintf("- machine: %s, %d cores, %s\n- date: %s\n- commit: %s\n",
+		m.CPU, m.Cores, m.GoVersion, m.Date.UTC().Format(time.RFC3339), m.Commit)
+}
+
+// DescribeMachine reads the CPU model and the git commit of the checkout at root.
+func DescribeMachine(ctx context.Context, root string) Machine {
+	m := Machine{CPU: cpuModel(), Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Date: time.Now()}
+	m.Commit = gitCommit(ctx, root)
+	return m
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(name) == "model name" {
+			return strings.TrimSpace(value)
+		}
+	}
+	return "unknown CPU"
+}
+
+func gitCommit(ctx context.Context, root string) string {
+	out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	commit := strings.TrimSpace(string(out))
+	// Only tracked files count: results written by this very run must not mark it dirty.
+	status, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
+	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
+		commit += "+dirty"
+	}
+	return commit
+}
+
+// ErrNoProjectRoot is returned when no go.mod is found above the working directory.
+var ErrNoProjectRoot = errors.New("benchkit: no go.mod above the working directory")
+
+// ProjectRoot walks up from the working directory to the folder holding go.mod; shared data
+// lives at ../shared relative to it.
+func ProjectRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("benchkit: working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", ErrNoProjectRoot
+		}
+		dir = parent
+	}
+}
