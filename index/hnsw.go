@@ -1,0 +1,476 @@
+package index
+
+import (
+	"log/slog"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config tunes an HNSW index. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	Metric Metric
+	// M is the number of links per node above layer 0; layer 0 keeps 2M.
+	M int
+	// EFConstruction is the candidate-list size while inserting.
+	EFConstruction int
+	// EFSearch is the candidate-list size of a search whose options leave EF at 0.
+	EFSearch int
+	// Seed makes level assignment, and so single-threaded builds, reproducible.
+	Seed int64
+	// MaxTombstoneFraction is the share of deleted nodes that triggers a compaction (a rebuild
+	// of the graph from the live vectors).
+	MaxTombstoneFraction float64
+	// Logger receives compaction progress; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the parameters the recall tests hold the index to: M=16,
+// efConstruction=200, efSearch=64, compaction at 20% tombstones.
+func DefaultConfig() Config {
+	return Config{Metric: InnerProduct, M: 16, EFConstruction: 200, EFSearch: 64, Seed: 1, MaxTombstoneFraction: 0.2}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.M < 2 {
+		c.M = d.M
+	}
+	if c.EFConstruction <= 0 {
+		c.EFConstruction = d.EFConstruction
+	}
+	if c.EFSearch <= 0 {
+		c.EFSearch = d.EFSearch
+	}
+	if c.MaxTombstoneFraction <= 0 || c.MaxTombstoneFraction >= 1 {
+		c.MaxTombstoneFraction = d.MaxTombstoneFraction
+	}
+	if !c.Metric.valid() {
+		c.Metric = InnerProduct
+	}
+	return c
+}
+
+// minCompaction keeps tiny indexes from rebuilding on every other delete.
+const minCompaction = 64
+
+// HNSW is a hierarchical navigable small world graph (Malkov and Yashunin), implemented as in
+// the paper and hnswlib. It is safe for concurrent use.
+//
+// Locking: mu guards the graph. Searches hold its read lock; writers take the write lock only
+// to publish a finished insertion or a deletion, which copies a few neighbour lists. The long
+// parts of an insertion (the candidate search and the neighbour selection) run under the
+// read lock and under writeMu, which orders writers among themselves without blocking
+// readers. A compaction builds the new graph aside and swaps it in.
+type HNSW struct {
+	dim int
+	cfg Config
+	mL  float64 // level multiplier 1/ln(M)
+
+	mu      sync.RWMutex
+	writeMu sync.Mutex
+	g       *graph
+
+	inserted atomic.Uint64 // drives the deterministic level sequence
+	scratch  sync.Pool
+}
+
+// NewHNSW returns an empty index of dim-dimensional vectors.
+func NewHNSW(dim int, cfg Config) *HNSW {
+	cfg = cfg.withDefaults()
+	h := &HNSW{dim: dim, cfg: cfg, mL: 1 / math.Log(float64(cfg.M))}
+	h.g = newGraph(dim, cfg.Metric, cfg.M)
+	h.scratch.New = func() any { return &scratch{} }
+	return h
+}
+
+// Dim is the vector dimension.
+func (h *HNSW) Dim() int { return h.dim }
+
+// Config returns the parameters in effect (defaults filled in).
+func (h *HNSW) Config() Config { return h.cfg }
+
+func (h *HNSW) logger() *slog.Logger {
+	if h.cfg.Logger != nil {
+		return h.cfg.Logger
+	}
+	return slog.Default()
+}
+
+func (h *HNSW) getScratch() *scratch  { return h.scratch.Get().(*scratch) }
+func (h *HNSW) putScratch(s *scratch) { h.scratch.Put(s) }
+
+// randomLevel draws the level of the n-th insertion from an exponential distribution, using
+// a hash of (seed, n) so that no generator state has to be shared between writers.
+func (h *HNSW) randomLevel() int {
+	n := h.inserted.Add(1)
+	x := uint64(h.cfg.Seed) + n*0x9e3779b97f4a7c15
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	u := (float64(x>>11) + 0.5) / (1 << 53)
+	level := int(-math.Log(u) * h.mL)
+	return min(level, maxLevelCap)
+}
+
+// Len counts the live keys.
+func (h *HNSW) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.g.byKey)
+}
+
+// Vector returns a copy of the vector stored under key.
+func (h *HNSW) Vector(key Key) ([]float32, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	node, ok := h.g.byKey[key]
+	if !ok {
+		return nil, false
+	}
+	return append([]float32(nil), h.g.vec(node)...), true
+}
+
+// Contains reports whether key is live.
+func (h *HNSW) Contains(key Key) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.g.byKey[key]
+	return ok
+}
+
+// Add inserts vec under key; an existing key is replaced (its old node becomes a tombstone).
+func (h *HNSW) Add(key Key, vec []float32) error {
+	if err := checkVector(h.dim, vec); err != nil {
+		return err
+	}
+	s := h.getScratch()
+	defer h.putScratch(s)
+	level := h.randomLevel()
+
+	// Search phase: concurrent with readers and other inserters.
+	h.mu.RLock()
+	planned := h.g
+	plannedMax := planned.maxLevel
+	top := planned.plan(s, vec, level, h.cfg.EFConstruction)
+	h.mu.RUnlock()
+
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	g := h.g
+	// A compaction swapped the graph, or the graph grew taller than what was searched:
+	// search again, now with no writer able to interfere.
+	if g != planned || (g.maxLevel != plannedMax && level > plannedMax) {
+		top = g.plan(s, vec, level, h.cfg.EFConstruction)
+	}
+	h.insertPlanned(g, s, key, vec, level, top)
+	h.maybeCompact()
+	return nil
+}
+
+// plan runs the search phase of an insertion: the greedy descent to the new node's level,
+// then an efConstruction beam search on each level it will live on, leaving the candidates
+// of level l in s.levelCands[l], closest first. It returns the highest planned level, -1 for
+// an empty graph.
+func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
+	if g.maxLevel < 0 {
+		return -1
+	}
+	top := min(level, g.maxLevel)
+	ep, epDist := g.greedyDescend(q, top)
+	for len(s.levelCands) <= top {
+		s.levelCands = append(s.levelCands, nil)
+	}
+	for lvl := top; lvl >= 0; lvl-- {
+		g.searchLayer(s, q, ep, epDist, lvl, efc, true, nil)
+		s.levelCands[lvl] = s.res.drainAscending(s.levelCands[lvl][:0])
+		ep, epDist = s.levelCands[lvl][0].node, s.levelCands[lvl][0].dist
+	}
+	return top
+}
+
+// insertPlanned links a new node using the planned candidates; the caller holds writeMu.
+func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level, top int) {
+	id := uint32(g.n)
+	if int(id>>blockShift) >= len(g.vecs) {
+		vecBlock := make([]float32, blockSize*g.dim)
+		linkBlock := make([]uint32, blockSize*g.stride0)
+		h.mu.Lock()
+		g.vecs = append(g.vecs, vecBlock)
+		g.links0 = append(g.links0, linkBlock)
+		h.mu.Unlock()
+	}
+	// No reader can reach slot id before it is published below, so it is filled without mu.
+	copy(g.vec(id), vec)
+
+	s.updates = s.updates[:0]
+	s.updateIDs = s.updateIDs[:0]
+	for lvl := top; lvl >= 0; lvl-- {
+		s.selected = g.selectNeighbors(s.levelCands[lvl], g.m, s.selected)
+		from := len(s.updateIDs)
+		for _, c := range s.selected {
+			s.updateIDs = append(s.updateIDs, c.node)
+		}
+		s.updates = append(s.updates, linkUpdate{node: id, lvl: lvl, from: from, to: len(s.updateIDs)})
+
+		maxL := g.maxLinks(lvl)
+		for _, c := range s.selected {
+			old := g.links(c.node, lvl)
+			from := len(s.updateIDs)
+			if len(old) < maxL {
+				s.updateIDs = append(s.updateIDs, old...)
+				s.updateIDs = append(s.updateIDs, id)
+			} else {
+				// Full: keep the best maxL of the old links plus the new node, chosen by the
+				// same heuristic so the list stays diverse.
+				base := g.vec(c.node)
+				s.pool = append(s.pool[:0], candidate{c.dist, id})
+				for _, o := range old {
+					s.pool = append(s.pool, candidate{distance(g.l2, base, g.vec(o)), o})
+				}
+				sortCandidates(s.pool)
+				var kept []candidate
+				kept = g.selectNeighbors(s.pool, maxL, s.sorted)
+				s.sorted = kept
+				for _, k := range kept {
+					s.updateIDs = append(s.updateIDs, k.node)
+				}
+			}
+			s.updates = append(s.updates, linkUpdate{node: c.node, lvl: lvl, from: from, to: len(s.updateIDs)})
+		}
+	}
+	var upper []uint32
+	if level > 0 {
+		upper = make([]uint32, level*g.strideU)
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g.keys = append(g.keys, key)
+	g.levels = append(g.levels, uint8(level))
+	g.deleted = append(g.deleted, false)
+	g.upper = append(g.upper, upper)
+	base := int(id&blockMask) * g.stride0
+	g.links0[id>>blockShift][base] = 0
+	for _, u := range s.updates {
+		g.setLinks(u.node, u.lvl, s.updateIDs[u.from:u.to])
+	}
+	g.n++
+	if old, ok := g.byKey[key]; ok {
+		g.deleted[old] = true
+		g.tombstones++
+	}
+	g.byKey[key] = id
+	if level > g.maxLevel {
+		g.entry = id
+		g.maxLevel = level
+	}
+}
+
+// Delete tombstones key: the node keeps routing searches but is never returned. It reports
+// whether the key was live.
+func (h *HNSW) Delete(key Key) bool {
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	h.mu.Lock()
+	g := h.g
+	node, ok := g.byKey[key]
+	if ok {
+		delete(g.byKey, key)
+		g.deleted[node] = true
+		g.tombstones++
+	}
+	h.mu.Unlock()
+	if ok {
+		h.maybeCompact()
+	}
+	return ok
+}
+
+// maybeCompact rebuilds the graph when tombstones pile up; the caller holds writeMu.
+func (h *HNSW) maybeCompact() {
+	g := h.g
+	if len(g.byKey) == 0 && g.n > 0 {
+		h.swap(newGraph(h.dim, h.cfg.Metric, h.cfg.M))
+		return
+	}
+	if g.tombstones >= minCompaction && float64(g.tombstones) > h.cfg.MaxTombstoneFraction*float64(g.n) {
+		h.compactLocked()
+	}
+}
+
+// Compact rebuilds the graph from the live vectors now, dropping every tombstone. Searches
+// continue on the old graph meanwhile; writers wait.
+func (h *HNSW) Compact() {
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	h.compactLocked()
+}
+
+func (h *HNSW) compactLocked() {
+	old := h.g
+	start := time.Now()
+	live := len(old.byKey)
+	nodes := make([]uint32, 0, live)
+	for node := 0; node < old.n; node++ {
+		if !old.deleted[node] {
+			nodes = append(nodes, uint32(node))
+		}
+	}
+	fresh := NewHNSW(h.dim, h.cfg)
+	fresh.inserted.Store(h.inserted.Load())
+	workers := min(runtime.GOMAXPROCS(0), max(1, live/1000))
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(nodes) {
+					return
+				}
+				// Vectors come from the old graph, which only writers change, and we are the writer.
+				_ = fresh.Add(old.keys[nodes[i]], old.vec(nodes[i]))
+			}
+		})
+	}
+	wg.Wait()
+	h.inserted.Store(fresh.inserted.Load())
+	h.swap(fresh.g)
+	h.logger().Info("index: compacted HNSW graph", "live", live, "tombstones_dropped", old.tombstones,
+		"took", time.Since(start))
+}
+
+func (h *HNSW) swap(g *graph) {
+	h.mu.Lock()
+	h.g = g
+	h.mu.Unlock()
+}
+
+// Search returns the k nearest live neighbours of query, best first.
+func (h *HNSW) Search(query []float32, k int, opt SearchOptions) []Neighbor {
+	return h.SearchAppend(nil, query, k, opt)
+}
+
+// SearchAppend is Search appending to dst, so a caller that reuses dst searches without
+// allocating. The filter runs under the index's read lock: it must not call into the index.
+func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOptions) []Neighbor {
+	if k <= 0 || len(query) != h.dim {
+		return dst
+	}
+	s := h.getScratch()
+	defer h.putScratch(s)
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	g := h.g
+	live := len(g.byKey)
+	if live == 0 {
+		return dst
+	}
+	ef := opt.EF
+	if ef <= 0 {
+		ef = h.cfg.EFSearch
+	}
+	ef = max(ef, k)
+
+	if opt.Filter != nil && g.preferScan(opt.Filter, ef) {
+		g.scan(s, query, k, opt.Filter)
+	} else {
+		ep, epDist := g.greedyDescend(query, 0)
+		g.searchLayer(s, query, ep, epDist, 0, ef, false, opt.Filter)
+		if s.res.len() < min(k, live) {
+			// The walk ran out of reachable matches. An exact scan of the matching subset is
+			// the only way to be sure whether k of them exist.
+			g.scan(s, query, k, opt.Filter)
+		}
+	}
+	s.sorted = s.res.drainAscending(s.sorted[:0])
+	for i := 0; i < len(s.sorted) && i < k; i++ {
+		c := s.sorted[i]
+		dst = append(dst, Neighbor{Key: g.keys[c.node], Score: -c.dist})
+	}
+	return dst
+}
+
+// scan leaves in s.res the k closest live nodes that pass filter (nil: all), by brute force.
+func (g *graph) scan(s *scratch, q []float32, k int, filter func(Key) bool) {
+	res := &s.res
+	res.reset()
+	for node := 0; node < g.n; node++ {
+		if g.deleted[node] || (filter != nil && !filter(g.keys[node])) {
+			continue
+		}
+		d := g.dist(q, uint32(node))
+		if res.len() < k {
+			res.push(candidate{d, uint32(node)})
+		} else if d < res.top().dist {
+			res.pop()
+			res.push(candidate{d, uint32(node)})
+		}
+	}
+}
+
+// selectivitySamples is how many live nodes a filtered search tests to estimate the share
+// of the catalogue its filter keeps.
+const selectivitySamples = 256
+
+// preferScan estimates the filter's selectivity p from a fixed pseudo-random sample and
+// compares the two costs in distance computations: an exact scan pays a cheap filter call per
+// live node plus one distance per match; a filtered graph walk must expand about ef/p nodes,
+// each with up to 2M neighbours.
+func (g *graph) preferScan(filter func(Key) bool, ef int) bool {
+	live := g.n - g.tombstones
+	sampled, matched := 0, 0
+	if live <= selectivitySamples {
+		return true
+	}
+	x := uint32(2463534242)
+	for tries := 0; sampled < selectivitySamples && tries < 4*selectivitySamples; tries++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		node := x % uint32(g.n)
+		if g.deleted[node] {
+			continue
+		}
+		sampled++
+		if filter(g.keys[node]) {
+			matched++
+		}
+	}
+	p := (float64(matched) + 0.5) / (float64(sampled) + 1)
+	scanCost := float64(live)/8 + p*float64(live)
+	walkCost := 16 * float64(ef) / p
+	return scanCost <= walkCost
+}
+
+// Stats describes the graph for logs and benchmarks.
+type Stats struct {
+	Live, Tombstones, Nodes, MaxLevel int
+	// Bytes estimates the memory held by vectors, links and key tables.
+	Bytes int64
+}
+
+// Stats returns the current figures.
+func (h *HNSW) Stats() Stats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	g := h.g
+	var b int64
+	for _, blk := range g.vecs {
+		b += int64(cap(blk)) * 4
+	}
+	for _, blk := range g.links0 {
+		b += int64(cap(blk)) * 4
+	}
+	for _, u := range g.upper {
+		b += int64(cap(u))*4 + 24
+	}
+	b += int64(cap(g.keys))*4 + int64(cap(g.levels)) + int64(cap(g.deleted))
+	b += int64(len(g.byKey)) * 16 // approximate bucket cost of a map[uint32]uint32 entry
+	return Stats{Live: len(g.byKey), Tombstones: g.tombstones, Nodes: g.n, MaxLevel: g.maxLevel, Bytes: b}
+}
