@@ -1,0 +1,203 @@
+package embed
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+
+	"golang.org/x/image/webp"
+)
+
+// Limits bound what Decode accepts; both are checked before any pixel memory is allocated.
+type Limits struct {
+	// MaxBytes is the largest encoded input accepted.
+	MaxBytes int64
+	// MaxPixels is the largest width*height accepted, as declared in the image header.
+	MaxPixels int64
+}
+
+// DefaultLimits accepts a 20 MiB file of up to 40 megapixels (a full-size phone photo).
+func DefaultLimits() Limits {
+	return Limits{MaxBytes: 20 << 20, MaxPixels: 40_000_000}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = d.MaxBytes
+	}
+	if l.MaxPixels <= 0 {
+		l.MaxPixels = d.MaxPixels
+	}
+	return l
+}
+
+// Image formats Decode recognises.
+const (
+	FormatJPEG = "jpeg"
+	FormatPNG  = "png"
+	FormatGIF  = "gif"
+	FormatWebP = "webp"
+)
+
+// DecodeOptions tune Decode.
+type DecodeOptions struct {
+	// Limits bound the input; zero fields take DefaultLimits.
+	Limits Limits
+	// MinShortSide, when positive, lets a JPEG be decoded at a reduced DCT scale
+	// (1/2, 1/4, 1/8 ...) as long as its shorter side stays at least this long. It needs
+	// libjpeg-turbo (a cgo build); the pure-Go decoder always decodes at full size.
+	MinShortSide int
+	// PureGo decodes JPEGs with the standard library even when libjpeg-turbo is available.
+	PureGo bool
+}
+
+// Decoded is a decoded image as stored in the file, with the EXIF orientation that says
+// how to display it.
+type Decoded struct {
+	// Image holds the pixels, possibly at reduced scale (see Scale), not yet oriented.
+	Image image.Image
+	// Format is FormatJPEG, FormatPNG, FormatGIF or FormatWebP.
+	Format string
+	// Width and Height are the full stored size from the header.
+	Width, Height int
+	// Orientation is the EXIF orientation, 1 (upright) to 8; 1 for non-JPEG images.
+	Orientation int
+	// ScaleDenom is how much the decoder shrank the image: 1 for full size, 2 for half...
+	// (approximately, for non-power-of-two DCT scales: Width/Image.Bounds().Dx()).
+	ScaleDenom float64
+	// Decoder names the decoder used: "libjpeg-turbo" or "go".
+	Decoder string
+}
+
+// Upright returns the image turned the way its EXIF orientation says it should be shown.
+func (d Decoded) Upright() image.Image {
+	if d.Orientation <= 1 || d.Orientation > 8 {
+		return d.Image
+	}
+	return orient(toRGBA(d.Image), d.Orientation)
+}
+
+// sniffFormat recognises an image format by its magic bytes.
+func sniffFormat(data []byte) (string, error) {
+	switch {
+	case len(data) == 0:
+		return "", fmt.Errorf("%w: no data (0 bytes)", ErrUnsupportedFormat)
+	case bytes.HasPrefix(data, []byte{0xFF, 0xD8, 0xFF}):
+		return FormatJPEG, nil
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		return FormatPNG, nil
+	case bytes.HasPrefix(data, []byte("GIF87a")), bytes.HasPrefix(data, []byte("GIF89a")):
+		return FormatGIF, nil
+	case len(data) >= 12 && bytes.Equal(data[:4], []byte("RIFF")) && bytes.Equal(data[8:12], []byte("WEBP")):
+		return FormatWebP, nil
+	}
+	return "", fmt.Errorf("%w: %s", ErrUnsupportedFormat, describeUnknown(data))
+}
+
+// describeUnknown names common formats we do not decode, to make the error useful.
+func describeUnknown(data []byte) string {
+	switch {
+	case bytes.HasPrefix(data, []byte("BM")):
+		return "BMP is not supported (JPEG, PNG, GIF, WebP are)"
+	case bytes.HasPrefix(data, []byte("II*\x00")), bytes.HasPrefix(data, []byte("MM\x00*")):
+		return "TIFF is not supported (JPEG, PNG, GIF, WebP are)"
+	case len(data) >= 12 && bytes.Equal(data[4:8], []byte("ftyp")):
+		return "HEIF/AVIF is not supported (JPEG, PNG, GIF, WebP are)"
+	case bytes.HasPrefix(data, []byte{0xFF, 0xD8}):
+		return "truncated JPEG start of image"
+	}
+	n := min(len(data), 8)
+	return fmt.Sprintf("unrecognised header % x (JPEG, PNG, GIF, WebP are supported)", data[:n])
+}
+
+// DecodeConfig reads only the header: the format and the stored size. It checks the byte
+// limit but not the pixel limit.
+func DecodeConfig(data []byte, lim Limits) (format string, width, height int, err error) {
+	lim = lim.withDefaults()
+	if int64(len(data)) > lim.MaxBytes {
+		return "", 0, 0, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrTooLarge, len(data), lim.MaxBytes)
+	}
+	format, err = sniffFormat(data)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	var cfg image.Config
+	r := bytes.NewReader(data)
+	switch format {
+	case FormatJPEG:
+		cfg, err = jpeg.DecodeConfig(r)
+	case FormatPNG:
+		cfg, err = png.DecodeConfig(r)
+	case FormatGIF:
+		cfg, err = gif.DecodeConfig(r)
+	case FormatWebP:
+		cfg, err = webp.DecodeConfig(r)
+	}
+	if err != nil {
+		return format, 0, 0, fmt.Errorf("%w: %s header: %w", ErrCorrupt, format, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return format, 0, 0, fmt.Errorf("%w: %s header declares %dx%d pixels", ErrCorrupt, format, cfg.Width, cfg.Height)
+	}
+	return format, cfg.Width, cfg.Height, nil
+}
+
+// Decode checks the limits against the header, then decodes the image (the first frame of
+// a GIF). Errors wrap ErrUnsupportedFormat, ErrCorrupt or ErrTooLarge; it never panics.
+func Decode(data []byte, opt DecodeOptions) (dec Decoded, err error) {
+	defer func() {
+		// The decoders are not supposed to panic; if one does on hostile input, the input is
+		// corrupt, and the process must survive it.
+		if r := recover(); r != nil {
+			dec, err = Decoded{}, fmt.Errorf("%w: decoder panic: %v", ErrCorrupt, r)
+		}
+	}()
+	lim := opt.Limits.withDefaults()
+	format, w, h, err := DecodeConfig(data, lim)
+	if err != nil {
+		return Decoded{}, err
+	}
+	if px := int64(w) * int64(h); px > lim.MaxPixels {
+		return Decoded{}, fmt.Errorf("%w: %s header declares %dx%d = %d pixels, over the %d pixel limit",
+			ErrTooLarge, format, w, h, px, lim.MaxPixels)
+	}
+	dec = Decoded{Format: format, Width: w, Height: h, Orientation: 1, ScaleDenom: 1, Decoder: "go"}
+	var img image.Image
+	r := bytes.NewReader(data)
+	switch format {
+	case FormatJPEG:
+		dec.Orientation = jpegOrientation(data)
+		if !opt.PureGo && turboAvailable {
+			if timg, denom, ok, terr := turboDecode(data, w, h, opt.MinShortSide); ok {
+				if terr != nil {
+					return Decoded{}, terr
+				}
+				dec.Image, dec.ScaleDenom, dec.Decoder = timg, denom, "libjpeg-turbo"
+				return dec, nil
+			}
+		}
+		img, err = jpeg.Decode(r)
+	case FormatPNG:
+		img, err = png.Decode(r)
+	case FormatGIF:
+		img, err = gif.Decode(r)
+	case FormatWebP:
+		img, err = webp.Decode(r)
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Decoded{}, fmt.Errorf("%w: %s: %w", ErrCorrupt, format, err)
+	}
+	if b := img.Bounds(); b.Dx() <= 0 || b.Dy() <= 0 {
+		return Decoded{}, fmt.Errorf("%w: %s decoded to an empty image", ErrCorrupt, format)
+	}
+	dec.Image = img
+	return dec, nil
+}

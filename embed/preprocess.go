@@ -1,0 +1,179 @@
+package embed
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+
+	"golang.org/x/image/draw"
+)
+
+// Preprocessor turns a decoded image into one model input: resize and crop by the Spec
+// straight into a reusable Width x Height canvas, then one pass that normalises into the
+// tensor. It keeps its canvases between calls, so use one per goroutine.
+type Preprocessor struct {
+	spec   Spec
+	scaler draw.Scaler
+	// scale and bias map an 8-bit pixel of tensor channel k to (v*PixelScale/255-mean)/std.
+	scale, bias [3]float32
+	// srcChan[k] is the RGBA byte offset feeding tensor channel k (RGB or BGR order).
+	srcChan [3]int
+	canvas  *image.RGBA // Width x Height, the image as shown
+	turned  *image.RGBA // Height x Width, for 90-degree EXIF orientations
+}
+
+// NewPreprocessor returns a Preprocessor for the spec.
+func NewPreprocessor(s Spec) (*Preprocessor, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Preprocessor{spec: s, scaler: kernelScaler(s.Resize.Kernel)}
+	for k := 0; k < 3; k++ {
+		p.scale[k] = s.PixelScale / 255 / s.Std[k]
+		p.bias[k] = -s.Mean[k] / s.Std[k]
+		p.srcChan[k] = k
+		if s.Channels == ChannelsBGR {
+			p.srcChan[k] = 2 - k
+		}
+	}
+	p.canvas = image.NewRGBA(image.Rect(0, 0, s.Width, s.Height))
+	return p, nil
+}
+
+func kernelScaler(name string) draw.Scaler {
+	switch name {
+	case KernelApproxBiLinear:
+		return draw.ApproxBiLinear
+	case KernelCatmullRom:
+		return draw.CatmullRom
+	case KernelNearest:
+		return draw.NearestNeighbor
+	default:
+		return draw.BiLinear
+	}
+}
+
+// TensorLen is the number of float32s one image occupies in the input tensor.
+func (s Spec) TensorLen() int { return 3 * s.Width * s.Height }
+
+// Into resizes and crops the decoded image, turned by its EXIF orientation, and writes it
+// normalised into dst, which must hold Spec.TensorLen() values.
+func (p *Preprocessor) Into(dst []float32, d Decoded) error {
+	canvas, err := p.Resize(d)
+	if err != nil {
+		return err
+	}
+	return p.Normalize(dst, canvas)
+}
+
+// Resize resizes and crops the decoded image by the Spec into the Width x Height canvas,
+// turning it by its EXIF orientation; transparent pixels are composited over white. The
+// returned image is reused by the next call.
+func (p *Preprocessor) Resize(d Decoded) (*image.RGBA, error) {
+	if d.Image == nil {
+		return nil, fmt.Errorf("embed: preprocess: no image")
+	}
+	src := d.Image
+	sb := src.Bounds()
+	if sb.Empty() {
+		return nil, fmt.Errorf("%w: empty image", ErrCorrupt)
+	}
+	o := d.Orientation
+	if o < 1 || o > 8 {
+		o = 1
+	}
+	// Resizing and centre-cropping commute with the eight EXIF turns, so the work happens on
+	// the stored pixels and only the small result is turned.
+	target := p.canvas
+	if o >= 5 {
+		if p.turned == nil {
+			p.turned = image.NewRGBA(image.Rect(0, 0, p.spec.Height, p.spec.Width))
+		}
+		target = p.turned
+	}
+	srcRect := p.sourceRect(sb, target.Rect.Dx(), target.Rect.Dy())
+
+	op := draw.Src
+	if !isOpaque(src) {
+		// Alpha over white: the model never saw transparency, and white is what a product
+		// photo with a cut-out background is shown on.
+		fillWhite(target)
+		op = draw.Over
+	}
+	p.scaler.Scale(target, target.Rect, src, srcRect, op, nil)
+	if o != 1 {
+		orientInto(p.canvas, target, o)
+	}
+	return p.canvas, nil
+}
+
+// sourceRect is the part of the stored image (bounds sb) that maps onto a tw x th target:
+// the whole image for ResizeStretch, the centred crop for ResizeShorterThenCrop.
+func (p *Preprocessor) sourceRect(sb image.Rectangle, tw, th int) image.Rectangle {
+	if p.spec.Resize.Policy == ResizeStretch {
+		return sb
+	}
+	w, h := sb.Dx(), sb.Dy()
+	// Scaling the shorter side to ShorterSide and cutting tw x th from the middle equals
+	// cutting (tw, th) * shorter/ShorterSide from the middle of the original.
+	f := float64(min(w, h)) / float64(p.spec.Resize.ShorterSide)
+	cw := max(1, min(w, int(float64(tw)*f+0.5)))
+	ch := max(1, min(h, int(float64(th)*f+0.5)))
+	x0 := sb.Min.X + (w-cw)/2
+	y0 := sb.Min.Y + (h-ch)/2
+	return image.Rect(x0, y0, x0+cw, y0+ch)
+}
+
+// Normalize writes the canvas (Width x Height RGBA) into dst in the Spec's layout, channel
+// order and normalisation.
+func (p *Preprocessor) Normalize(dst []float32, canvas *image.RGBA) error {
+	w, h := p.spec.Width, p.spec.Height
+	if canvas.Rect.Dx() != w || canvas.Rect.Dy() != h {
+		return fmt.Errorf("embed: normalise: canvas is %v, want %dx%d", canvas.Rect.Size(), w, h)
+	}
+	n := w * h
+	if len(dst) < 3*n {
+		return fmt.Errorf("embed: normalise: tensor holds %d values, want %d", len(dst), 3*n)
+	}
+	c0, c1, c2 := p.srcChan[0], p.srcChan[1], p.srcChan[2]
+	s0, s1, s2 := p.scale[0], p.scale[1], p.scale[2]
+	b0, b1, b2 := p.bias[0], p.bias[1], p.bias[2]
+	if p.spec.Layout == LayoutNHWC {
+		out := dst[:3*n]
+		for y := 0; y < h; y++ {
+			row := canvas.Pix[y*canvas.Stride : y*canvas.Stride+4*w]
+			o := out[3*y*w : 3*(y+1)*w]
+			for x := 0; x < w; x++ {
+				px := row[4*x : 4*x+4]
+				o[3*x] = float32(px[c0])*s0 + b0
+				o[3*x+1] = float32(px[c1])*s1 + b1
+				o[3*x+2] = float32(px[c2])*s2 + b2
+			}
+		}
+		return nil
+	}
+	p0, p1, p2 := dst[:n], dst[n:2*n], dst[2*n:3*n]
+	for y := 0; y < h; y++ {
+		row := canvas.Pix[y*canvas.Stride : y*canvas.Stride+4*w]
+		q0, q1, q2 := p0[y*w:(y+1)*w], p1[y*w:(y+1)*w], p2[y*w:(y+1)*w]
+		for x := range q0 {
+			px := row[4*x : 4*x+4]
+			q0[x] = float32(px[c0])*s0 + b0
+			q1[x] = float32(px[c1])*s1 + b1
+			q2[x] = float32(px[c2])*s2 + b2
+		}
+	}
+	return nil
+}
+
+// isOpaque reports whether every pixel of img is opaque, for the image types that know.
+func isOpaque(img image.Image) bool {
+	if o, ok := img.(interface{ Opaque() bool }); ok {
+		return o.Opaque()
+	}
+	return false
+}
+
+func fillWhite(img *image.RGBA) {
+	draw.Draw(img, img.Rect, image.NewUniform(color.White), image.Point{}, draw.Src)
+}
