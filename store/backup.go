@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -98,7 +100,14 @@ func (s *Store) Check() error {
 	return checkTx(tx, s.dim)
 }
 
+// checkTx walks the store's own records first, on this goroutine with faults turned into
+// panics and recovered: a damaged page can point past the end of the file, and touching it
+// would otherwise kill the process. bbolt's check, which runs on a goroutine of its own, then
+// only meets pages that walk has already read.
 func checkTx(tx *bolt.Tx, dim int) error {
+	if err := recoverFaults(func() error { return checkInvariants(tx, dim) }); err != nil {
+		return err
+	}
 	var errs []error
 	for err := range tx.Check() {
 		if len(errs) < maxCheckErrors {
@@ -109,6 +118,17 @@ func checkTx(tx *bolt.Tx, dim int) error {
 		return fmt.Errorf("%w: bbolt check: %w", ErrCorrupt, errors.Join(errs...))
 	}
 	return checkInvariants(tx, dim)
+}
+
+// recoverFaults runs fn, turning a memory fault or a panic inside bbolt into ErrCorrupt.
+func recoverFaults(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: reading the file failed: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
 }
 
 func checkInvariants(tx *bolt.Tx, dim int) error {
@@ -141,8 +161,15 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 		if back := keys.Get(keyBytes(it.Key)); string(back) != string(id) {
 			return fmt.Errorf("%w: key %d maps to %q, not %q", ErrCorrupt, it.Key, back, id)
 		}
-		if v := vectors.Get(keyBytes(it.Key)); len(v) != 4*dim {
+		v := vectors.Get(keyBytes(it.Key))
+		if len(v) != 4*dim {
 			return fmt.Errorf("%w: item %q has a vector of %d bytes, want %d", ErrCorrupt, id, len(v), 4*dim)
+		}
+		// Reading every element also touches every overflow page of the vectors bucket.
+		for i := 0; i < len(v); i += 4 {
+			if x := float64(math.Float32frombits(binary.LittleEndian.Uint32(v[i:]))); math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("%w: item %q vector element %d is %v", ErrCorrupt, id, i/4, x)
+			}
 		}
 		categories[it.Category]++
 		items++
