@@ -1,0 +1,415 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"lookalike/index"
+	"lookalike/store"
+)
+
+// File names inside Config.DataDir.
+const (
+	// StoreFileName is the bbolt file holding products and vectors (the source of truth).
+	StoreFileName = "lookalike.db"
+	// SnapshotFileName is the saved HNSW graph (derived; rebuilt when missing or damaged).
+	SnapshotFileName = "index.hnsw"
+)
+
+// Defaults for IndexParams fields left at zero.
+const (
+	DefaultM              = 16
+	DefaultEFConstruction = 200
+	DefaultEFSearch       = 64
+)
+
+// Embedder turns photo bytes into L2-normalised vectors; *embed.Embedder implements it.
+type Embedder interface {
+	Embed(ctx context.Context, image []byte) ([]float32, error)
+	Dim() int
+	Identity() string
+}
+
+// IndexParams are the HNSW parameters used when the graph is built from scratch. A loaded
+// snapshot keeps the parameters it was built with, except EFSearch, which is a query-time
+// default and always comes from here.
+type IndexParams struct {
+	M              int
+	EFConstruction int
+	EFSearch       int
+}
+
+func (p IndexParams) withDefaults() IndexParams {
+	if p.M <= 0 {
+		p.M = DefaultM
+	}
+	if p.EFConstruction <= 0 {
+		p.EFConstruction = DefaultEFConstruction
+	}
+	if p.EFSearch <= 0 {
+		p.EFSearch = DefaultEFSearch
+	}
+	return p
+}
+
+// Config says where the catalogue lives and how to build it.
+type Config struct {
+	// DataDir holds StoreFileName and SnapshotFileName; it is created if missing.
+	DataDir string
+	// Embedder embeds photos; the catalogue does not close it (its opener does).
+	Embedder Embedder
+	// Index parameters for a fresh graph.
+	Index IndexParams
+	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
+	// (Close and SaveSnapshot still save).
+	SnapshotInterval time.Duration
+	// Logger receives progress and warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// entry is the in-memory copy of a product's metadata (everything but the vector), so that
+// filters and results never touch the database.
+type entry struct {
+	id          string
+	key         index.Key
+	category    string
+	title       string
+	imageURL    string
+	attributes  map[string]string
+	imageSHA256 string
+	created     time.Time
+	updated     time.Time
+}
+
+func entryFromItem(it store.Item) *entry {
+	return &entry{
+		id: it.ID, key: it.Key, category: it.Category, title: it.Title, imageURL: it.ImageURL,
+		attributes: cloneAttributes(it.Attributes), imageSHA256: it.ImageSHA256,
+		created: it.Created, updated: it.Updated,
+	}
+}
+
+func (e *entry) product() Product {
+	return Product{
+		ID: e.id, Category: e.category, Title: e.title, ImageURL: e.imageURL,
+		Attributes: cloneAttributes(e.attributes), ImageSHA256: e.imageSHA256,
+		Created: e.created, Updated: e.updated,
+	}
+}
+
+// Catalog is an open product catalogue. All methods are safe for concurrent use.
+type Catalog struct {
+	cfg      Config
+	log      *slog.Logger
+	embedder Embedder
+	dim      int
+	store    *store.Store
+	graph    *index.HNSW
+	params   IndexParams
+
+	// life guards the open/closed state: operations hold it shared, Close exclusively, so
+	// Close waits for in-flight calls and later calls see ErrClosed.
+	life   sync.RWMutex
+	closed bool
+
+	// writeMu serialises store+index writes so the index applies them in store order.
+	writeMu sync.Mutex
+
+	// metaMu guards byKey and byID.
+	metaMu sync.RWMutex
+	byKey  map[index.Key]*entry
+	byID   map[string]*entry
+
+	// snapMu serialises snapshot saves and guards the snapshot fields.
+	snapMu       sync.Mutex
+	snapshotSeq  uint64
+	snapshotTime time.Time
+
+	stopPeriodic context.CancelFunc
+	periodicDone chan struct{}
+}
+
+// Open opens (or creates) the catalogue in cfg.DataDir: the store with the embedder's
+// identity and dimension, then the graph from its snapshot caught up with the store's change
+// log, or rebuilt from the store when the snapshot is missing, stale or damaged.
+func Open(ctx context.Context, cfg Config) (*Catalog, error) {
+	if cfg.Embedder == nil {
+		return nil, fmt.Errorf("%w: catalog.Config.Embedder is nil", ErrInvalidArgument)
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: catalog.Config.DataDir is empty", ErrInvalidArgument)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("catalog: create data dir: %w", err)
+	}
+	dim := cfg.Embedder.Dim()
+	st, err := store.Open(filepath.Join(cfg.DataDir, StoreFileName), store.Options{
+		ModelIdentity: cfg.Embedder.Identity(), Dim: dim, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: open store: %w", err)
+	}
+	c := &Catalog{
+		cfg: cfg, log: log, embedder: cfg.Embedder, dim: dim, store: st,
+		params: cfg.Index.withDefaults(),
+		byKey:  make(map[index.Key]*entry), byID: make(map[string]*entry),
+	}
+	if err := c.loadIndex(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	if cfg.SnapshotInterval > 0 {
+		pctx, cancel := context.WithCancel(context.Background())
+		c.stopPeriodic = cancel
+		c.periodicDone = make(chan struct{})
+		go c.savePeriodically(pctx, cfg.SnapshotInterval)
+	}
+	return c, nil
+}
+
+func (c *Catalog) snapshotPath() string { return filepath.Join(c.cfg.DataDir, SnapshotFileName) }
+
+func (c *Catalog) newGraph() *index.HNSW {
+	return index.NewHNSW(c.dim, index.Config{
+		Metric: index.InnerProduct, M: c.params.M,
+		EFConstruction: c.params.EFConstruction, EFSearch: c.params.EFSearch, Logger: c.log,
+	})
+}
+
+// loadIndex fills the metadata table from the store and brings the graph up to the store's
+// state. A bad snapshot is logged and replaced by a rebuild: it never stops the start.
+func (c *Catalog) loadIndex(ctx context.Context) error {
+	start := time.Now()
+	graph, snapSeq, ok := c.loadSnapshot()
+	if ok {
+		if err := c.replay(graph, snapSeq); err != nil {
+			c.log.Warn("graph snapshot cannot be caught up with the store; rebuilding", "err", err)
+			ok = false
+		}
+	}
+	if err := c.store.ForEach(func(it store.Item) error {
+		e := entryFromItem(it)
+		c.byKey[e.key] = e
+		c.byID[e.id] = e
+		return ctx.Err()
+	}); err != nil {
+		return fmt.Errorf("catalog: read store: %w", err)
+	}
+	if ok && graph.Len() != len(c.byKey) {
+		c.log.Warn("graph snapshot disagrees with the store; rebuilding",
+			"graph_items", graph.Len(), "store_items", len(c.byKey))
+		ok = false
+	}
+	if ok {
+		c.graph = graph
+		c.snapshotSeq = snapSeq
+		if st, err := os.Stat(c.snapshotPath()); err == nil {
+			c.snapshotTime = st.ModTime()
+		}
+		c.log.Info("graph loaded from snapshot", "items", graph.Len(), "snapshot_seq", snapSeq,
+			"store_seq", c.store.Seq(), "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	graph, err := c.rebuild(ctx)
+	if err != nil {
+		return err
+	}
+	c.graph = graph
+	return nil
+}
+
+// loadSnapshot reads the saved graph if there is a usable one.
+func (c *Catalog) loadSnapshot() (*index.HNSW, uint64, bool) {
+	graph, seq, err := index.LoadHNSW(c.snapshotPath())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.log.Info("no graph snapshot; building the graph from the store")
+		return nil, 0, false
+	case err != nil:
+		c.log.Warn("graph snapshot unusable; rebuilding from the store", "path", c.snapshotPath(), "err", err)
+		return nil, 0, false
+	case graph.Dim() != c.dim:
+		c.log.Warn("graph snapshot has another dimension; rebuilding", "snapshot_dim", graph.Dim(), "dim", c.dim)
+		return nil, 0, false
+	case seq > c.store.Seq():
+		c.log.Warn("graph snapshot is newer than the store (store restored from a backup?); rebuilding",
+			"snapshot_seq", seq, "store_seq", c.store.Seq())
+		return nil, 0, false
+	}
+	return graph, seq, true
+}
+
+// replay applies the store changes made after the snapshot was taken.
+func (c *Catalog) replay(graph *index.HNSW, since uint64) error {
+	n := 0
+	err := c.store.ChangesSince(since, func(ch store.Change) error {
+		n++
+		if ch.Deleted {
+			graph.Delete(ch.Key)
+			return nil
+		}
+		it, err := c.store.GetByKey(ch.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			// Deleted again later; its own change record follows, but be safe.
+			graph.Delete(ch.Key)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return graph.Add(ch.Key, it.Vector)
+	})
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		c.log.Info("graph snapshot caught up with the store", "changes", n)
+	}
+	return nil
+}
+
+// rebuild builds a fresh graph from every vector in the store.
+func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
+	graph := c.newGraph()
+	total := len(c.byKey)
+	start, last := time.Now(), time.Now()
+	c.log.Info("building graph from store", "items", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
+	done := 0
+	err := c.store.ForEach(func(it store.Item) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := graph.Add(it.Key, it.Vector); err != nil {
+			return fmt.Errorf("add %q: %w", it.ID, err)
+		}
+		done++
+		if time.Since(last) >= 2*time.Second {
+			last = time.Now()
+			c.log.Info("building graph", "done", done, "items", total,
+				"elapsed", time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
+	}
+	c.log.Info("graph built", "items", done, "took", time.Since(start).Round(time.Millisecond))
+	return graph, nil
+}
+
+func (c *Catalog) savePeriodically(ctx context.Context, every time.Duration) {
+	defer close(c.periodicDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.SaveSnapshot(ctx); err != nil && !errors.Is(err, ErrClosed) {
+				c.log.Warn("periodic graph snapshot failed", "err", err)
+			}
+		}
+	}
+}
+
+// enter marks the start of an operation; the caller must call c.life.RUnlock when done.
+func (c *Catalog) enter() error {
+	c.life.RLock()
+	if c.closed {
+		c.life.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// SaveSnapshot writes the graph to the data directory if it changed since the last save,
+// then lets the store forget the change log the snapshot covers.
+func (c *Catalog) SaveSnapshot(ctx context.Context) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.life.RUnlock()
+	return c.saveSnapshot(ctx)
+}
+
+func (c *Catalog) saveSnapshot(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	// Every write with a seq <= this one is already in the graph (writes hold writeMu across
+	// store and index). Later writes may or may not land in the file; replaying them on the
+	// next open is idempotent, so the snapshot stays correct either way.
+	c.writeMu.Lock()
+	seq := c.store.Seq()
+	c.writeMu.Unlock()
+	if seq == c.snapshotSeq && !c.snapshotTime.IsZero() {
+		return nil
+	}
+	start := time.Now()
+	if err := c.graph.Save(c.snapshotPath(), seq); err != nil {
+		return fmt.Errorf("catalog: save graph snapshot: %w", err)
+	}
+	c.snapshotSeq, c.snapshotTime = seq, time.Now()
+	c.log.Info("graph snapshot saved", "seq", seq, "items", c.graph.Len(),
+		"took", time.Since(start).Round(time.Millisecond))
+	if err := c.store.TruncateLog(seq); err != nil {
+		c.log.Warn("store change log not truncated", "seq", seq, "err", err)
+	}
+	return nil
+}
+
+// Close waits for in-flight calls, saves the graph snapshot if it changed and closes the
+// store. Later calls return ErrClosed. The embedder is left open.
+func (c *Catalog) Close() error {
+	if c.stopPeriodic != nil {
+		c.stopPeriodic()
+		<-c.periodicDone
+	}
+	c.life.Lock()
+	defer c.life.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	saveErr := c.saveSnapshot(context.Background())
+	closeErr := c.store.Close()
+	if closeErr != nil {
+		closeErr = fmt.Errorf("catalog: close store: %w", closeErr)
+	}
+	return errors.Join(saveErr, closeErr)
+}
+
+// Dim is the embedding dimension.
+func (c *Catalog) Dim() int { return c.dim }
+
+// Len counts the products.
+func (c *Catalog) Len() int {
+	c.metaMu.RLock()
+	defer c.metaMu.RUnlock()
+	return len(c.byKey)
+}
+
+func cloneAttributes(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,271 @@
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"lookalike/index"
+)
+
+// Defaults for duplicate detection.
+const (
+	DefaultDuplicateThreshold = 0.9
+	DefaultMaxNeighbors       = 10
+)
+
+// PairCheck is an extra signal for duplicate detection: after two products pass the
+// embedding threshold, every configured PairCheck must confirm them (a perceptual-hash
+// comparison, say). Implementations must be safe for concurrent use.
+type PairCheck interface {
+	SameProduct(ctx context.Context, a, b Product, score float32) (bool, error)
+}
+
+// DuplicateOptions tunes FindDuplicates.
+type DuplicateOptions struct {
+	// Threshold joins two products whose similarity is at least this; NaN or 0 means
+	// DefaultDuplicateThreshold. Must be in [-1, 1].
+	Threshold float32
+	// Filter restricts both the scanned products and their partners.
+	Filter Filter
+	// MaxNeighbors examined per product, 1..MaxK; 0 means DefaultMaxNeighbors.
+	MaxNeighbors int
+	// EF for the graph searches; 0 means the catalogue default.
+	EF int
+	// Checks must all confirm a pair before it joins a cluster.
+	Checks []PairCheck
+}
+
+// Cluster is a connected group of near-duplicates.
+type Cluster struct {
+	IDs   []string // sorted
+	Edges []Edge   // the pairs that joined them
+}
+
+// Edge is one near-duplicate pair, A < B.
+type Edge struct {
+	A, B  string
+	Score float32
+}
+
+func checkThreshold(t float32) (float32, error) {
+	if t == 0 || math.IsNaN(float64(t)) {
+		return DefaultDuplicateThreshold, nil
+	}
+	if t < -1 || t > 1 {
+		return 0, fmt.Errorf("%w: threshold %v is outside [-1, 1]", ErrInvalidArgument, t)
+	}
+	return t, nil
+}
+
+// FindDuplicates searches every product inside the filter for neighbours at or above the
+// threshold, joins them with union-find and hands emit each cluster of two or more, largest
+// first (ties by first id). An error from emit stops the scan and is returned.
+func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit func(Cluster) error) error {
+	threshold, err := checkThreshold(opt.Threshold)
+	if err != nil {
+		return err
+	}
+	neighbors := opt.MaxNeighbors
+	if neighbors == 0 {
+		neighbors = DefaultMaxNeighbors
+	}
+	if neighbors < 1 || neighbors > MaxK {
+		return fmt.Errorf("%w: max_neighbors is %d, must be 1..%d", ErrInvalidArgument, neighbors, MaxK)
+	}
+	if opt.EF < 0 || opt.EF > MaxEF {
+		return fmt.Errorf("%w: ef is %d, must be 0..%d", ErrInvalidArgument, opt.EF, MaxEF)
+	}
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.life.RUnlock()
+
+	a := c.compileFilter(opt.Filter)
+	c.metaMu.RLock()
+	members := make([]*entry, 0, len(c.byKey))
+	for _, e := range c.byKey {
+		if a == nil || a.entryOK(e) {
+			members = append(members, e)
+		}
+	}
+	c.metaMu.RUnlock()
+
+	type pair struct{ lo, hi index.Key }
+	edges := make(map[pair]float32)
+	uf := newUnionFind()
+	ef := c.ef(opt.EF)
+	for i, e := range members {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		vec, ok := c.graph.Vector(e.key)
+		if !ok {
+			continue
+		}
+		for _, n := range c.graph.Search(vec, neighbors+1, index.SearchOptions{EF: max(ef, neighbors+1), Filter: a.fn()}) {
+			if n.Key == e.key || n.Score < threshold {
+				continue
+			}
+			p := pair{min(e.key, n.Key), max(e.key, n.Key)}
+			if _, seen := edges[p]; seen {
+				continue
+			}
+			ok, err := c.confirm(ctx, opt.Checks, p.lo, p.hi, n.Score)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			edges[p] = n.Score
+			uf.union(p.lo, p.hi)
+		}
+	}
+
+	groups := make(map[index.Key]*Cluster)
+	c.metaMu.RLock()
+	for p, score := range edges {
+		ea, okA := c.byKey[p.lo]
+		eb, okB := c.byKey[p.hi]
+		if !okA || !okB {
+			continue // deleted during the scan
+		}
+		root := uf.find(p.lo)
+		cl := groups[root]
+		if cl == nil {
+			cl = &Cluster{}
+			groups[root] = cl
+		}
+		x, y := ea.id, eb.id
+		if y < x {
+			x, y = y, x
+		}
+		cl.Edges = append(cl.Edges, Edge{A: x, B: y, Score: score})
+		cl.IDs = append(cl.IDs, ea.id, eb.id)
+	}
+	c.metaMu.RUnlock()
+
+	clusters := make([]*Cluster, 0, len(groups))
+	for _, cl := range groups {
+		slices.Sort(cl.IDs)
+		cl.IDs = slices.Compact(cl.IDs)
+		if len(cl.IDs) < 2 {
+			continue
+		}
+		slices.SortFunc(cl.Edges, func(x, y Edge) int {
+			if c := strings.Compare(x.A, y.A); c != 0 {
+				return c
+			}
+			return strings.Compare(x.B, y.B)
+		})
+		clusters = append(clusters, cl)
+	}
+	slices.SortFunc(clusters, func(x, y *Cluster) int {
+		if len(x.IDs) != len(y.IDs) {
+			return len(y.IDs) - len(x.IDs)
+		}
+		return strings.Compare(x.IDs[0], y.IDs[0])
+	})
+	for _, cl := range clusters {
+		if err := emit(*cl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// confirm runs the extra pairwise checks on a candidate pair.
+func (c *Catalog) confirm(ctx context.Context, checks []PairCheck, a, b index.Key, score float32) (bool, error) {
+	if len(checks) == 0 {
+		return true, nil
+	}
+	c.metaMu.RLock()
+	ea, okA := c.byKey[a]
+	eb, okB := c.byKey[b]
+	c.metaMu.RUnlock()
+	if !okA || !okB {
+		return false, nil
+	}
+	pa, pb := ea.product(), eb.product()
+	for _, chk := range checks {
+		ok, err := chk.SameProduct(ctx, pa, pb, score)
+		if err != nil {
+			return false, fmt.Errorf("catalog: duplicate check: %w", err)
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// DuplicateCheck answers CheckDuplicate.
+type DuplicateCheck struct {
+	IsDuplicate bool
+	BestMatch   *Result // nil when no product is inside the filter
+	Threshold   float32
+}
+
+// CheckDuplicate embeds a photo and reports its best match and whether that match reaches
+// the threshold (0 means DefaultDuplicateThreshold).
+func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold float32, f Filter) (DuplicateCheck, error) {
+	t, err := checkThreshold(threshold)
+	if err != nil {
+		return DuplicateCheck{}, err
+	}
+	res, err := c.SearchByImage(ctx, image, SearchOptions{K: 1, Filter: f})
+	if err != nil {
+		return DuplicateCheck{}, err
+	}
+	out := DuplicateCheck{Threshold: t}
+	if len(res) > 0 {
+		best := res[0]
+		out.BestMatch = &best
+		out.IsDuplicate = best.Score >= t
+	}
+	return out, nil
+}
+
+// unionFind groups keys; the zero value is not usable, call newUnionFind.
+type unionFind struct{ parent map[index.Key]index.Key }
+
+func newUnionFind() *unionFind { return &unionFind{parent: make(map[index.Key]index.Key)} }
+
+func (u *unionFind) find(k index.Key) index.Key {
+	root := k
+	for {
+		p, ok := u.parent[root]
+		if !ok || p == root {
+			break
+		}
+		root = p
+	}
+	for k != root {
+		next, ok := u.parent[k]
+		if !ok {
+			break
+		}
+		u.parent[k] = root
+		k = next
+	}
+	return root
+}
+
+func (u *unionFind) union(a, b index.Key) {
+	ra, rb := u.find(a), u.find(b)
+	if ra == rb {
+		return
+	}
+	if rb < ra {
+		ra, rb = rb, ra
+	}
+	u.parent[rb] = ra
+	if _, ok := u.parent[ra]; !ok {
+		u.parent[ra] = ra
+	}
+}

@@ -1,0 +1,57 @@
+package catalog
+
+import (
+	"context"
+	"time"
+
+	"lookalike/index"
+)
+
+// Stats describes the catalogue, the model and the index.
+type Stats struct {
+	Count           int
+	CountByCategory map[string]int
+	ModelIdentity   string
+	Dim             int
+	Index           IndexStats
+	StoreSeq        uint64
+	SnapshotSeq     uint64    // store seq covered by the last saved or loaded snapshot; 0 if none
+	SnapshotTime    time.Time // zero if none
+}
+
+// IndexStats are the graph's parameters and size.
+type IndexStats struct {
+	M              int
+	EFConstruction int
+	EFSearch       int
+	Metric         string
+	Size           int
+}
+
+// Stats reports the catalogue's current state.
+func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
+	if err := c.enter(); err != nil {
+		return Stats{}, err
+	}
+	defer c.life.RUnlock()
+	gc := c.graph.Config()
+	s := Stats{
+		ModelIdentity: c.embedder.Identity(), Dim: c.dim,
+		Index: IndexStats{
+			M: gc.M, EFConstruction: gc.EFConstruction, EFSearch: c.params.EFSearch,
+			Metric: index.InnerProduct.String(), Size: c.graph.Len(),
+		},
+		StoreSeq: c.store.Seq(),
+	}
+	c.metaMu.RLock()
+	s.Count = len(c.byKey)
+	s.CountByCategory = make(map[string]int)
+	for _, e := range c.byKey {
+		s.CountByCategory[e.category]++
+	}
+	c.metaMu.RUnlock()
+	c.snapMu.Lock()
+	s.SnapshotSeq, s.SnapshotTime = c.snapshotSeq, c.snapshotTime
+	c.snapMu.Unlock()
+	return s, ctx.Err()
+}

@@ -1,0 +1,60 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"lookalike/catalog"
+	"lookalike/embed"
+)
+
+// toStatus maps an error from catalog or embed to the gRPC status a client sees. It is the
+// only place where that decision is made.
+//
+// An image over the size limits (embed.ErrTooLarge) is INVALID_ARGUMENT, not
+// RESOURCE_EXHAUSTED: the request itself is at fault and retrying it later cannot succeed,
+// whereas RESOURCE_EXHAUSTED tells clients to back off and retry (as for embed.ErrOverloaded
+// and the concurrency limit).
+func toStatus(log *slog.Logger, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codeOf(err)
+	if code == codes.Internal {
+		log.Error("internal error", "method", method, "err", err)
+		return status.Error(codes.Internal, "internal error; see the server log")
+	}
+	return status.Error(code, err.Error())
+}
+
+// codeOf classifies an error; codes.Internal for anything unexpected.
+func codeOf(err error) codes.Code {
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return s.Code()
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, catalog.ErrInvalidArgument),
+		errors.Is(err, embed.ErrUnsupportedFormat),
+		errors.Is(err, embed.ErrCorrupt),
+		errors.Is(err, embed.ErrTooLarge):
+		return codes.InvalidArgument
+	case errors.Is(err, catalog.ErrNotFound):
+		return codes.NotFound
+	case errors.Is(err, embed.ErrOverloaded):
+		return codes.ResourceExhausted
+	case errors.Is(err, catalog.ErrClosed), errors.Is(err, embed.ErrClosed):
+		return codes.Unavailable
+	}
+	return codes.Internal
+}

@@ -1,0 +1,166 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// healthPrefix marks the methods that stay open to everyone and are never shed: load
+// balancers and orchestrators must always be able to ask.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+func isHealth(fullMethod string) bool { return strings.HasPrefix(fullMethod, healthPrefix) }
+
+// methodName shortens "/lookalike.v1.Lookalike/Upsert" to "Upsert" for labels and logs.
+func methodName(fullMethod string) string {
+	if i := strings.LastIndexByte(fullMethod, '/'); i >= 0 {
+		return fullMethod[i+1:]
+	}
+	return fullMethod
+}
+
+// recoverer turns a panic in a handler into INTERNAL for that one call.
+type recoverer struct{ log *slog.Logger }
+
+func (r recoverer) caught(method string, p any) error {
+	r.log.Error("panic in handler", "method", method, "panic", p, "stack", string(debug.Stack()))
+	return status.Error(codes.Internal, "internal error; see the server log")
+}
+
+func (r recoverer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, r.caught(info.FullMethod, p)
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (r recoverer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = r.caught(info.FullMethod, p)
+		}
+	}()
+	return h(srv, ss)
+}
+
+// authenticator demands "authorization: Bearer <token>" on everything but health.
+type authenticator struct{ token []byte }
+
+func (a authenticator) check(ctx context.Context, fullMethod string) error {
+	if isHealth(fullMethod) {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		scheme, tok, ok := strings.Cut(v, " ")
+		if ok && strings.EqualFold(scheme, "bearer") &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), a.token) == 1 {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "missing or wrong bearer token")
+}
+
+func (a authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := a.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (a authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := a.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// limiter sheds calls beyond a fixed number in flight with RESOURCE_EXHAUSTED instead of
+// queueing them: a queue only turns overload into timeouts for everyone.
+type limiter struct {
+	slots   chan struct{}
+	metrics *metrics
+}
+
+func newLimiter(n int, m *metrics) *limiter {
+	return &limiter{slots: make(chan struct{}, n), metrics: m}
+}
+
+func (l *limiter) acquire(fullMethod string) (release func(), err error) {
+	if isHealth(fullMethod) {
+		return func() {}, nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		l.metrics.inflight.Inc()
+		return func() { <-l.slots; l.metrics.inflight.Dec() }, nil
+	default:
+		l.metrics.shed.WithLabelValues(methodName(fullMethod)).Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "server busy: %d calls in flight; retry with backoff", cap(l.slots))
+	}
+}
+
+func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	release, err := l.acquire(info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return h(ctx, req)
+}
+
+func (l *limiter) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	release, err := l.acquire(info.FullMethod)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return h(srv, ss)
+}
+
+// observer records every call's code and latency, and logs failures.
+type observer struct {
+	log     *slog.Logger
+	metrics *metrics
+}
+
+func (o observer) done(ctx context.Context, fullMethod string, start time.Time, err error) {
+	code := status.Code(err)
+	method := methodName(fullMethod)
+	elapsed := time.Since(start)
+	o.metrics.requests.WithLabelValues(method, code.String()).Inc()
+	o.metrics.latency.WithLabelValues(method, code.String()).Observe(elapsed.Seconds())
+	switch code {
+	case codes.OK, codes.NotFound, codes.Canceled:
+		o.log.Debug("call", "method", method, "code", code.String(), "took", elapsed)
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		o.log.Error("call failed", "method", method, "code", code.String(), "took", elapsed, "err", err)
+	default:
+		o.log.Info("call failed", "method", method, "code", code.String(), "took", elapsed, "err", err)
+	}
+}
+
+func (o observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	o.done(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+func (o observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	err := h(srv, ss)
+	o.done(ss.Context(), info.FullMethod, start, err)
+	return err
+}

@@ -1,0 +1,323 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"lookalike/catalog"
+	"lookalike/embed"
+	pb "lookalike/proto/lookalike/v1"
+)
+
+// Defaults for Config fields left at zero.
+const (
+	DefaultListenAddr       = "127.0.0.1:7400"
+	DefaultMaxMessageBytes  = 32 << 20 // a 20 MB photo plus framing
+	DefaultMaxConcurrent    = 128
+	DefaultSnapshotInterval = 5 * time.Minute
+	DefaultShutdownTimeout  = 30 * time.Second
+	// ServiceName is the gRPC service name, also the health service's key for it.
+	ServiceName = "lookalike.v1.Lookalike"
+)
+
+// Config is everything a serving process needs. Zero fields take the defaults above.
+type Config struct {
+	// DataDir holds the store file and the graph snapshot. Required.
+	DataDir string
+	// ListenAddr is the gRPC address (Run only).
+	ListenAddr string
+	// MetricsAddr is the HTTP address of /metrics; empty disables it (Run only).
+	MetricsAddr string
+	// ModelPath is the .onnx model; empty means embed.FindModel.
+	ModelPath string
+	// RuntimePath is libonnxruntime.so; empty means embed.FindRuntime.
+	RuntimePath string
+	// EmbedThreads is the ONNX Runtime intra-op thread count; 0 means the CPU count.
+	EmbedThreads int
+	// MaxMessageBytes bounds one received or sent gRPC message.
+	MaxMessageBytes int
+	// MaxConcurrent bounds calls in flight (health excluded); beyond it calls are refused
+	// with RESOURCE_EXHAUSTED.
+	MaxConcurrent int
+	// AuthTokenFile holds a bearer token every call but health must present. Its
+	// surrounding whitespace is ignored.
+	AuthTokenFile string
+	// AuthTokenEnv names an environment variable holding the token (used when
+	// AuthTokenFile is empty). Neither set: no authentication.
+	AuthTokenEnv string
+	// TLSCertFile and TLSKeyFile, both set, make the server speak TLS.
+	TLSCertFile, TLSKeyFile string
+	// SnapshotInterval saves the graph this often when it changed; negative disables it.
+	SnapshotInterval time.Duration
+	// Index holds the HNSW parameters: M and EFConstruction for a fresh graph, EFSearch as
+	// the default search breadth.
+	Index catalog.IndexParams
+	// ShutdownTimeout bounds the drain of in-flight calls before they are cut off.
+	ShutdownTimeout time.Duration
+	// Embedder, if set, is used instead of opening the model; Run neither opens nor closes
+	// it. Tests share one across server restarts this way.
+	Embedder catalog.Embedder
+}
+
+func (c Config) withDefaults() Config {
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxConcurrent <= 0 {
+		c.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if c.SnapshotInterval < 0 {
+		c.SnapshotInterval = 0
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	return c
+}
+
+// authToken reads the configured bearer token; "" means authentication is off.
+func (c Config) authToken() (string, error) {
+	switch {
+	case c.AuthTokenFile != "":
+		b, err := os.ReadFile(c.AuthTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("server: read auth token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("server: auth token file %s is empty", c.AuthTokenFile)
+		}
+		return tok, nil
+	case c.AuthTokenEnv != "":
+		tok := strings.TrimSpace(os.Getenv(c.AuthTokenEnv))
+		if tok == "" {
+			return "", fmt.Errorf("server: environment variable %s (auth token) is empty or unset", c.AuthTokenEnv)
+		}
+		return tok, nil
+	}
+	return "", nil
+}
+
+// Run listens on cfg.ListenAddr (and cfg.MetricsAddr) and serves until ctx is cancelled; see
+// Serve.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	cfg = cfg.withDefaults()
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen: %w", err)
+	}
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		metricsLis, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("server: listen for metrics: %w", err)
+		}
+	}
+	return Serve(ctx, cfg, lis, metricsLis, logger)
+}
+
+// Serve serves gRPC on lis and /metrics on metricsLis (nil: no metrics listener) until ctx is
+// cancelled. It answers health checks at once (NOT_SERVING), opens the model and the
+// catalogue, and then reports SERVING. On cancellation it stops accepting calls, drains the
+// ones in flight (up to cfg.ShutdownTimeout), saves the graph snapshot and closes the store.
+// It takes ownership of both listeners.
+func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger *slog.Logger) (err error) {
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	closeListeners := func() {
+		_ = lis.Close()
+		if metricsLis != nil {
+			_ = metricsLis.Close()
+		}
+	}
+	if cfg.DataDir == "" {
+		closeListeners()
+		return errors.New("server: Config.DataDir is empty")
+	}
+	token, err := cfg.authToken()
+	if err != nil {
+		closeListeners()
+		return err
+	}
+
+	svc := &service{log: logger}
+	svc.metrics = newMetrics(func() float64 {
+		if c := svc.cat.Load(); c != nil {
+			return float64(c.Len())
+		}
+		return 0
+	})
+	rec := recoverer{log: logger}
+	obs := observer{log: logger, metrics: svc.metrics}
+	lim := newLimiter(cfg.MaxConcurrent, svc.metrics)
+	unary := []grpc.UnaryServerInterceptor{obs.unary, rec.unary}
+	stream := []grpc.StreamServerInterceptor{obs.stream, rec.stream}
+	if token != "" {
+		auth := authenticator{token: []byte(token)}
+		unary = append(unary, auth.unary)
+		stream = append(stream, auth.stream)
+	}
+	unary = append(unary, lim.unary)
+	stream = append(stream, lim.stream)
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("server: load TLS certificate: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterLookalikeServer(gs, svc)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- gs.Serve(lis) }()
+	var httpSrv *http.Server
+	if metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(svc.metrics.registry, promhttp.HandlerOpts{}))
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+	}
+	logger.Info("listening", "grpc", lis.Addr().String(), "metrics", addrOf(metricsLis),
+		"tls", cfg.TLSCertFile != "", "auth", token != "", "max_concurrent", cfg.MaxConcurrent)
+
+	// Whatever happens from here, stop the listeners before returning.
+	var cat *catalog.Catalog
+	var ownEmbedder *embed.Embedder
+	defer func() {
+		hs.Shutdown()
+		drain(gs, cfg.ShutdownTimeout, logger)
+		if httpSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = httpSrv.Shutdown(sctx)
+			cancel()
+		}
+		if cat != nil {
+			if cerr := cat.Close(); cerr != nil {
+				err = errors.Join(err, cerr)
+			} else {
+				logger.Info("catalogue closed: graph snapshot saved, store closed")
+			}
+		}
+		if ownEmbedder != nil {
+			err = errors.Join(err, ownEmbedder.Close())
+		}
+	}()
+
+	opened := make(chan error, 1)
+	go func() {
+		emb := cfg.Embedder
+		if emb == nil {
+			e, err := embed.Open(ctx, embed.Config{
+				ModelPath: cfg.ModelPath, RuntimePath: cfg.RuntimePath, Threads: cfg.EmbedThreads,
+				Observer: svc.metrics, Logger: logger,
+			})
+			if err != nil {
+				opened <- fmt.Errorf("server: open model: %w", err)
+				return
+			}
+			ownEmbedder = e
+			emb = e
+		}
+		c, err := catalog.Open(ctx, catalog.Config{
+			DataDir: cfg.DataDir, Embedder: emb, Index: cfg.Index,
+			SnapshotInterval: cfg.SnapshotInterval, Logger: logger,
+		})
+		if err != nil {
+			opened <- fmt.Errorf("server: open catalogue: %w", err)
+			return
+		}
+		cat = c
+		opened <- nil
+	}()
+
+	select {
+	case err := <-opened:
+		if err != nil {
+			return err
+		}
+	case err := <-serveErr:
+		<-opened // cat and ownEmbedder are settled before the deferred cleanup reads them
+		return fmt.Errorf("server: serve: %w", err)
+	case <-ctx.Done():
+		<-opened
+		return nil
+	}
+	svc.cat.Store(cat)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	logger.Info("serving", "items", cat.Len(), "dim", cat.Dim())
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down: draining in-flight calls")
+		return nil
+	case err := <-serveErr:
+		return fmt.Errorf("server: serve: %w", err)
+	}
+}
+
+// drain stops accepting calls and waits for the ones in flight, cutting them off after
+// timeout.
+func drain(gs *grpc.Server, timeout time.Duration, logger *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		logger.Warn("in-flight calls did not finish in time; cutting them off", "timeout", timeout)
+		gs.Stop()
+		<-done
+	}
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
