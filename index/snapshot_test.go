@@ -1,0 +1,165 @@
+package index
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func smallIndex(t testing.TB, n int, metric Metric) (*HNSW, [][]float32, [][]float32) {
+	t.Helper()
+	base, queries := clustered(7, n, 50, 32, 20, metric == InnerProduct)
+	cfg := DefaultConfig()
+	cfg.Metric = metric
+	h := NewHNSW(32, cfg)
+	for i, v := range base {
+		if err := h.Add(Key(i*3), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h, base, queries
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	for _, metric := range []Metric{InnerProduct, L2} {
+		t.Run(metric.String(), func(t *testing.T) {
+			h, _, queries := smallIndex(t, 3000, metric)
+			for k := Key(0); k < 300; k += 3 {
+				h.Delete(k) // leave tombstones in the file, below the compaction threshold
+			}
+			path := filepath.Join(t.TempDir(), "graph.hnsw")
+			if err := h.Save(path, 42); err != nil {
+				t.Fatal(err)
+			}
+			loaded, seq, err := LoadHNSW(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seq != 42 {
+				t.Fatalf("seq = %d, want 42", seq)
+			}
+			ls, hs := loaded.Stats(), h.Stats()
+			ls.Bytes, hs.Bytes = 0, 0 // slice capacities differ
+			if loaded.Len() != h.Len() || ls != hs {
+				t.Fatalf("loaded %+v, saved %+v", ls, hs)
+			}
+			for _, q := range queries {
+				want := h.Search(q, 10, SearchOptions{})
+				got := loaded.Search(q, 10, SearchOptions{})
+				if !slices.Equal(got, want) {
+					t.Fatalf("loaded index answers %v, original %v", got, want)
+				}
+			}
+			// The loaded index keeps working: inserts and deletes after a load.
+			if err := loaded.Add(1, queries[0]); err != nil {
+				t.Fatal(err)
+			}
+			if res := loaded.Search(queries[0], 1, SearchOptions{}); len(res) != 1 || res[0].Key != 1 {
+				t.Fatalf("search for a vector added after load returned %v", res)
+			}
+			entries, _ := os.ReadDir(filepath.Dir(path))
+			if len(entries) != 1 {
+				t.Fatalf("temporary files left beside the snapshot: %v", entries)
+			}
+		})
+	}
+}
+
+func TestSnapshotEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.hnsw")
+	if err := NewHNSW(8, DefaultConfig()).Save(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := LoadHNSW(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Len() != 0 || h.Search(make([]float32, 8), 3, SearchOptions{}) != nil {
+		t.Fatal("empty snapshot did not load as an empty index")
+	}
+}
+
+func TestSnapshotDamageDetected(t *testing.T) {
+	h, _, _ := smallIndex(t, 500, L2)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.hnsw")
+	if err := h.Save(good, 7); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(off int) []byte {
+		d := bytes.Clone(data)
+		d[off] ^= 0x10
+		return d
+	}
+	wrongVersion := bytes.Clone(data)
+	wrongVersion[len(snapshotMagic)] = 99
+	tests := []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"empty file", nil, ErrNotASnapshot},
+		{"other file", []byte("not a snapshot at all"), ErrNotASnapshot},
+		{"wrong version", wrongVersion, ErrBadVersion},
+		{"truncated in header", data[:20], ErrBadSnapshot},
+		{"truncated in vectors", data[:len(data)/2], ErrBadSnapshot},
+		{"checksum missing", data[:len(data)-4], ErrBadSnapshot},
+		{"last byte missing", data[:len(data)-1], ErrBadSnapshot},
+		{"bit flipped in header", flip(len(snapshotMagic) + 8), ErrBadSnapshot},
+		{"bit flipped in vectors", flip(len(data) / 3), ErrBadSnapshot},
+		{"bit flipped in links", flip(len(data) - 100), ErrBadSnapshot},
+		{"bit flipped in checksum", flip(len(data) - 2), ErrBadSnapshot},
+		{"trailing bytes", append(bytes.Clone(data), 0), ErrBadSnapshot},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "damaged.hnsw")
+			if err := os.WriteFile(path, tt.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := LoadHNSW(path)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	t.Run("missing", func(t *testing.T) {
+		_, _, err := LoadHNSW(filepath.Join(dir, "absent.hnsw"))
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("err = %v, want fs.ErrNotExist", err)
+		}
+	})
+}
+
+func FuzzDecodeSnapshot(f *testing.F) {
+	h, _, _ := smallIndex(f, 40, InnerProduct)
+	path := filepath.Join(f.TempDir(), "seed.hnsw")
+	if err := h.Save(path, 3); err != nil {
+		f.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Add(data[:len(data)/2])
+	f.Add([]byte(snapshotMagic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, _, err := decodeSnapshot(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		// Whatever decodes must be usable without panicking.
+		q := make([]float32, got.Dim())
+		got.Search(q, 5, SearchOptions{})
+		_ = got.Add(12345, q)
+	})
+}
