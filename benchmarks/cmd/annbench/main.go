@@ -34,6 +34,7 @@ import (
 
 	"lookalike/benchmarks/internal/benchkit"
 	"lookalike/index"
+	"lookalike/internal/dataset"
 )
 
 // config is everything one run is parameterised by.
@@ -124,15 +125,14 @@ type vectorSet struct {
 func loadSet(cfg config) (vectorSet, error) {
 	switch cfg.set {
 	case "fashion-mnist":
-		train, err := benchkit.ReadIDXImages(filepath.Join(benchkit.FashionMNISTDir, "train-images-idx3-ubyte.gz"))
+		base, err := dataset.FashionMNISTTrain(cfg.nBase)
 		if err != nil {
-			return vectorSet{}, err
+			return vectorSet{}, fmt.Errorf("annbench: %w", err)
 		}
-		test, err := benchkit.ReadIDXImages(filepath.Join(benchkit.FashionMNISTDir, "t10k-images-idx3-ubyte.gz"))
+		queries, err := dataset.FashionMNISTTest(cfg.nQueries)
 		if err != nil {
-			return vectorSet{}, err
+			return vectorSet{}, fmt.Errorf("annbench: %w", err)
 		}
-		base, queries := firstN(train, cfg.nBase), firstN(test, cfg.nQueries)
 		return vectorSet{
 			name: "Fashion-MNIST",
 			description: fmt.Sprintf("Fashion-MNIST (Debian dataset-fashion-mnist): the first %d train images as the base, "+
