@@ -185,7 +185,7 @@ func printDedupTable(w io.Writer, out dedupJSON) error {
 		fmt.Fprintf(w, "\ncluster %d: %d products, scores %.4f..%.4f\n", i+1, len(cl.IDs), lo, hi)
 		tw := newTable(w)
 		for _, p := range cl.Products {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\n", clean(p.ID, 40), clean(p.Category, 20), clean(p.Title, 50))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", clean(p.ID, 0), clean(p.Category, 20), clean(p.Title, 50))
 		}
 		tw.Flush()
 		for _, e := range cl.Edges {

@@ -128,7 +128,9 @@ func runIngest(ctx context.Context, a *app, args []string) error {
 		if width > 0 {
 			in.bar.width = width
 		}
-		in.bar.Add(len(rejects), in.counters())
+		if len(rejects) > 0 {
+			in.bar.Add(len(rejects), in.counters())
+		}
 	}
 	start := time.Now()
 	runErr := in.run(ctx, rows)

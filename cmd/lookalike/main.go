@@ -53,8 +53,10 @@ func commands() []command {
 	cmds := []command{
 		{"serve", "run the gRPC service on a data directory", runServe},
 		{"ingest", "stream a CSV or JSON Lines manifest of products into a server", runIngest},
+		{"restore", "replace a stopped server's store with a backup", runRestore},
 		{"search", "find the catalogue items that look like an image", runSearch},
 		{"similar", "more like this: items that look like a stored item", runSimilar},
+		{"check", "is this photo already in the catalogue? (closest product vs a threshold)", runCheck},
 		{"dedup", "clusters of near-duplicate items, as a table, JSON or an HTML page", runDedup},
 		{"get", "show one stored item", runGet},
 		{"health", "ask whether a server is SERVING; --wait polls until it is", runHealth},

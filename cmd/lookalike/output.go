@@ -106,7 +106,7 @@ func printResultsTable(w io.Writer, results []*lookalikev1.SearchResult) error {
 	fmt.Fprintln(tw, "RANK\tSCORE\tID\tCATEGORY\tTITLE")
 	for i, r := range results {
 		p := r.GetProduct()
-		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\n", i+1, r.GetScore(), clean(p.GetId(), 40), clean(p.GetCategory(), 20), clean(p.GetTitle(), 50))
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\n", i+1, r.GetScore(), clean(p.GetId(), 0), clean(p.GetCategory(), 20), clean(p.GetTitle(), 50))
 	}
 	return tw.Flush()
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"lookalike/catalog"
+	"lookalike/server"
+)
+
+func runServe(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "serve", "--data DIR [flags]",
+		"Run the Lookalike gRPC service (with the standard health and reflection services) on a data\n"+
+			"directory holding the product store and the graph snapshot. SIGINT or SIGTERM stops it\n"+
+			"gracefully: in-flight calls drain, the graph snapshot is saved, the store is closed.\n"+
+			"Every flag also reads the environment variable named in its description.")
+	data := fs.String("data", a.getenv("LOOKALIKE_DATA"), "data directory, created if missing (env LOOKALIKE_DATA) (required)")
+	listen := fs.String("listen", envOr(a, "LOOKALIKE_LISTEN", defaultServer), "gRPC listen address (env LOOKALIKE_LISTEN)")
+	metrics := fs.String("metrics", a.getenv("LOOKALIKE_METRICS"), "Prometheus /metrics listen address, e.g. 127.0.0.1:9090; empty: off (env LOOKALIKE_METRICS)")
+	var mf modelFlags
+	mf.register(fs, a)
+	tokenFile := fs.String("token-file", a.getenv("LOOKALIKE_TOKEN_FILE"), "file holding the bearer token clients must send (env LOOKALIKE_TOKEN_FILE; or set LOOKALIKE_TOKEN itself); none: no authentication")
+	tlsCert := fs.String("tls-cert", a.getenv("LOOKALIKE_TLS_CERT"), "PEM certificate: serve TLS (env LOOKALIKE_TLS_CERT; needs --tls-key)")
+	tlsKey := fs.String("tls-key", a.getenv("LOOKALIKE_TLS_KEY"), "PEM private key of --tls-cert (env LOOKALIKE_TLS_KEY)")
+	maxConcurrent := fs.Int("max-concurrent", envInt(a, "LOOKALIKE_MAX_CONCURRENT", server.DefaultMaxConcurrent), "calls in flight before new ones are refused with RESOURCE_EXHAUSTED (env LOOKALIKE_MAX_CONCURRENT)")
+	maxMessage := fs.Int("max-message-mib", envInt(a, "LOOKALIKE_MAX_MESSAGE_MIB", server.DefaultMaxMessageBytes>>20), "largest gRPC message in MiB, i.e. the largest photo (env LOOKALIKE_MAX_MESSAGE_MIB)")
+	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: only at shutdown (env LOOKALIKE_SNAPSHOT_INTERVAL)")
+	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
+	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
+	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
+	shutdown := fs.Duration("shutdown-timeout", envDuration(a, "LOOKALIKE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout), "how long in-flight calls may drain at shutdown (env LOOKALIKE_SHUTDOWN_TIMEOUT)")
+	logJSON := fs.Bool("log-json", a.getenv("LOOKALIKE_LOG_FORMAT") == "json", "log JSON lines instead of text (env LOOKALIKE_LOG_FORMAT=json)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("takes no arguments")
+	}
+	if *data == "" {
+		return usagef("--data is required")
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if *maxMessage < 1 {
+		return usagef("--max-message-mib must be at least 1")
+	}
+	logger := a.logger
+	if *logJSON {
+		logger = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("LOOKALIKE_LOG_LEVEL"))}))
+	}
+	cfg := server.Config{
+		DataDir:          *data,
+		ListenAddr:       *listen,
+		MetricsAddr:      *metrics,
+		ModelPath:        mf.model,
+		RuntimePath:      mf.runtime,
+		EmbedThreads:     mf.threads,
+		MaxMessageBytes:  *maxMessage << 20,
+		MaxConcurrent:    *maxConcurrent,
+		AuthTokenFile:    *tokenFile,
+		TLSCertFile:      *tlsCert,
+		TLSKeyFile:       *tlsKey,
+		SnapshotInterval: *snapshotEvery,
+		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch},
+		ShutdownTimeout:  *shutdown,
+	}
+	if cfg.AuthTokenFile == "" && a.getenv("LOOKALIKE_TOKEN") != "" {
+		cfg.AuthTokenEnv = "LOOKALIKE_TOKEN"
+	}
+	if mf.spec != "" {
+		// server.Config has no spec field, so a model with its own spec file is opened here
+		// and handed over; the server then neither opens nor closes it.
+		e, err := mf.open(ctx, logger)
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		cfg.Embedder = e
+	}
+	start := time.Now()
+	if err := server.Run(ctx, cfg, logger); err != nil {
+		return err
+	}
+	logger.Info("stopped", "uptime", time.Since(start).Round(time.Second))
+	return nil
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestReadManifest(t *testing.T) {
+	tests := []struct {
+		name        string
+		path        string
+		text        string
+		want        []manifestRow
+		wantRejects []string // "line:reason"
+		wantErr     string
+	}{
+		{
+			name: "csv with attributes",
+			path: "m.csv",
+			text: "id,image,category,title,colour,size\n" +
+				"a1,img/a.jpg,Juice,Apple juice,green,1l\n" +
+				"b2, img/b.jpg ,,,\"red, dark\",\n",
+			want: []manifestRow{
+				{Line: 2, ID: "a1", Image: "img/a.jpg", Category: "Juice", Title: "Apple juice", Attributes: map[string]string{"colour": "green", "size": "1l"}},
+				{Line: 3, ID: "b2", Image: "img/b.jpg", Attributes: map[string]string{"colour": "red, dark"}},
+			},
+		},
+		{
+			name: "csv header case and BOM",
+			path: "m.csv",
+			text: "\ufeffID,Image\nx,https://example.com/x.jpg\n",
+			want: []manifestRow{{Line: 2, ID: "x", Image: "https://example.com/x.jpg"}},
+		},
+		{
+			name: "jsonl by extension with numbers, bools and nesting",
+			path: "m.jsonl",
+			text: `{"id":"p1","image":"a.png","title":"T","price":12.5,"in_stock":true,"tags":["x","y"]}` + "\n\n" +
+				`{"id":"p2","image":"b.png","category":null}` + "\n",
+			want: []manifestRow{
+				{Line: 1, ID: "p1", Image: "a.png", Title: "T", Attributes: map[string]string{"price": "12.5", "in_stock": "true", "tags": `["x","y"]`}},
+				{Line: 3, ID: "p2", Image: "b.png"},
+			},
+		},
+		{
+			name: "jsonl sniffed without extension",
+			path: "manifest",
+			text: `  {"id":"q","image":"q.jpg"}`,
+			want: []manifestRow{{Line: 1, ID: "q", Image: "q.jpg"}},
+		},
+		{
+			name: "bad rows are rejected, not fatal",
+			path: "m.csv",
+			text: "id,image\n,a.jpg\nb,\nc,c.jpg\nc,c2.jpg\n",
+			want: []manifestRow{{Line: 4, ID: "c", Image: "c.jpg"}},
+			wantRejects: []string{
+				"2:missing id", "3:missing image", "5:duplicate id, first on line 4",
+			},
+		},
+		{name: "empty file", path: "m.csv", text: "", wantErr: "empty file"},
+		{name: "no image column", path: "m.csv", text: "id,picture\na,b\n", wantErr: `no "image" column`},
+		{name: "duplicate column", path: "m.csv", text: "id,image,id\n", wantErr: `column "id" appears twice`},
+		{name: "ragged csv", path: "m.csv", text: "id,image\na,b,c\n", wantErr: "wrong number of fields"},
+		{name: "broken json", path: "m.jsonl", text: "{\"id\":\"a\",\n", wantErr: "line 1"},
+		{name: "two values on a line", path: "m.jsonl", text: `{"id":"a","image":"b"} {}`, wantErr: "more than one JSON value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, rejects, err := readManifest(strings.NewReader(tt.text), tt.path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(rows, tt.want) {
+				t.Errorf("rows\n got %+v\nwant %+v", rows, tt.want)
+			}
+			var got []string
+			for _, r := range rejects {
+				got = append(got, strconv.Itoa(r.Line)+":"+r.Reason)
+			}
+			if !reflect.DeepEqual(got, tt.wantRejects) {
+				t.Errorf("rejects %v, want %v", got, tt.wantRejects)
+			}
+		})
+	}
+}
+
+func TestResolveImage(t *testing.T) {
+	dir := filepath.FromSlash("/data/catalogue")
+	tests := []struct{ image, want string }{
+		{"img/a.jpg", filepath.Join(dir, "img", "a.jpg")},
+		{"../b.jpg", filepath.FromSlash("/data/b.jpg")},
+		{"/abs/c.jpg", "/abs/c.jpg"},
+		{"https://cdn.example.com/d.jpg", "https://cdn.example.com/d.jpg"},
+		{"HTTP://cdn.example.com/e.jpg", "HTTP://cdn.example.com/e.jpg"},
+	}
+	for _, tt := range tests {
+		if got := resolveImage(dir, tt.image); got != tt.want {
+			t.Errorf("resolveImage(%q) = %q, want %q", tt.image, got, tt.want)
+		}
+	}
+}
+
+// FuzzReadManifest checks the manifest reader never panics and that what it accepts is sane:
+// every row has an id and an image, and ids are unique.
+func FuzzReadManifest(f *testing.F) {
+	f.Add("m.csv", "id,image,category,title,x\na,a.jpg,c,t,1\n")
+	f.Add("m.csv", "id,image\n\"a\nb\",\"c\"\"d\"\n")
+	f.Add("m.jsonl", `{"id":"a","image":"b","n":[1,{"k":2}]}`+"\n")
+	f.Add("m", "\ufeff{\"id\":1,\"image\":true}")
+	f.Add("m.csv", "ID,IMAGE,Image\n")
+	f.Fuzz(func(t *testing.T, path, text string) {
+		rows, _, err := readManifest(strings.NewReader(text), path)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, r := range rows {
+			if r.ID == "" || r.Image == "" {
+				t.Fatalf("accepted row without id or image: %+v", r)
+			}
+			if seen[r.ID] {
+				t.Fatalf("accepted duplicate id %q", r.ID)
+			}
+			seen[r.ID] = true
+		}
+	})
+}
