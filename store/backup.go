@@ -244,7 +244,12 @@ func Restore(backup, dst string) error {
 
 // verifyAndRegenerate opens the copied backup, checks it and gives it a new generation id.
 func verifyAndRegenerate(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	var db *bolt.DB
+	err := recoverFaults(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("%w: backup does not open: %w", ErrCorrupt, err)
 	}

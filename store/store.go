@@ -125,14 +125,20 @@ func Open(path string, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("store: open %s read-only: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      timeout,
-		NoSync:       opt.NoSync,
-		ReadOnly:     opt.ReadOnly,
-		FreelistType: bolt.FreelistMapType,
-		// Growing the mapping waits for every open read transaction (a backup, a ForEach), so
-		// reserve address space up front; it costs no memory until pages are touched.
-		InitialMmapSize: initialMmapBytes,
+	var db *bolt.DB
+	// bbolt reads the freelist while opening and panics on a damaged one.
+	err := recoverFaults(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:      timeout,
+			NoSync:       opt.NoSync,
+			ReadOnly:     opt.ReadOnly,
+			FreelistType: bolt.FreelistMapType,
+			// Growing the mapping waits for every open read transaction (a backup, a ForEach), so
+			// reserve address space up front; it costs no memory until pages are touched.
+			InitialMmapSize: initialMmapBytes,
+		})
+		return err
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is locked by another process", ErrInUse, path)
@@ -155,6 +161,11 @@ func (s *Store) init(opt Options) error {
 	if err := checkFileSize(s.db); err != nil {
 		return err
 	}
+	// A damaged file can make bbolt read garbage page ids; fail the open instead of crashing.
+	return recoverFaults(func() error { return s.initMeta(opt) })
+}
+
+func (s *Store) initMeta(opt Options) error {
 	var fresh bool
 	err := s.db.View(func(tx *bolt.Tx) error {
 		fresh = tx.Bucket(bucketMeta) == nil

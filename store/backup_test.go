@@ -1,0 +1,248 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// vectorFor derives an item's vector from its id, so any reader can tell whether a stored
+// vector is the one written for that id.
+func vectorFor(id string, dim int) []float32 {
+	var seed uint64
+	for _, c := range []byte(id) {
+		seed = seed*131 + uint64(c)
+	}
+	return randomVector(rand.New(rand.NewPCG(seed, uint64(len(id)))), dim)
+}
+
+func TestBackupConcurrentWithWrites(t *testing.T) {
+	const dim = 24
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, filepath.Join(dir, "live.db"), dim)
+
+	// Items are only ever inserted, in id order, so any consistent snapshot holds exactly the
+	// ids 0..n-1 with their own vectors and Seq n.
+	const total = 300
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range total {
+			id := fmt.Sprintf("item-%04d", i)
+			if _, err := s.Upsert(ctx, Item{ID: id, Category: fmt.Sprint(i % 4), Vector: vectorFor(id, dim)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var backups []string
+	for b := range 4 {
+		path := filepath.Join(dir, fmt.Sprintf("backup-%d.db", b))
+		if _, err := s.BackupFile(path); err != nil {
+			t.Fatal(err)
+		}
+		backups = append(backups, path)
+	}
+	var streamed bytes.Buffer
+	n, err := s.Backup(&streamed)
+	if err != nil || n != int64(streamed.Len()) {
+		t.Fatalf("Backup: %d bytes reported, %d written, %v", n, streamed.Len(), err)
+	}
+	wg.Wait()
+	streamedPath := filepath.Join(dir, "streamed.db")
+	if err := os.WriteFile(streamedPath, streamed.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backups = append(backups, streamedPath)
+
+	for _, backup := range backups {
+		restored := filepath.Join(dir, "restored-"+filepath.Base(backup))
+		if err := Restore(backup, restored); err != nil {
+			t.Fatalf("Restore(%s): %v", backup, err)
+		}
+		r := openTest(t, restored, dim)
+		if err := r.Check(); err != nil {
+			t.Fatalf("%s: %v", backup, err)
+		}
+		count := r.Count()
+		if r.Seq() != uint64(count) || count > total || r.Generation() == s.Generation() {
+			t.Fatalf("%s: seq %d count %d generation %s (live %s)", backup, r.Seq(), count, r.Generation(), s.Generation())
+		}
+		i := 0
+		err := r.ForEach(func(it Item) error {
+			if want := fmt.Sprintf("item-%04d", i); it.ID != want || !sameVector(it.Vector, vectorFor(want, dim)) {
+				return fmt.Errorf("position %d holds %q, want %q with its vector", i, it.ID, want)
+			}
+			i++
+			return nil
+		})
+		if err != nil || i != count {
+			t.Fatalf("%s: %v (visited %d of %d)", backup, err, i, count)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRestoreReplacesAClosedStore(t *testing.T) {
+	const dim = 8
+	ctx := context.Background()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(21, 22))
+	src := openTest(t, filepath.Join(dir, "src.db"), dim)
+	want, err := src.Upsert(ctx, testItem(rng, "kept", "c", dim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if _, err := src.BackupFile(backup); err != nil {
+		t.Fatal(err)
+	}
+	dstPath := filepath.Join(dir, "dst.db")
+	dst := openTest(t, dstPath, dim)
+	if _, err := dst.Upsert(ctx, testItem(rng, "replaced", "c", dim)); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := Restore(backup, dstPath); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Restore over an open store: %v, want ErrInUse", err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(backup, dstPath); err != nil {
+		t.Fatal(err)
+	}
+	dst = openTest(t, dstPath, dim)
+	got, err := dst.Get("kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameItem(t, got, want)
+	if _, err := dst.Get("replaced"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the old content survived the restore: %v", err)
+	}
+	if dst.Count() != 1 || dst.Seq() != src.Seq() || dst.Generation() == src.Generation() {
+		t.Fatalf("restored: count %d seq %d generation %s (source %d, %s)", dst.Count(), dst.Seq(), dst.Generation(), src.Seq(), src.Generation())
+	}
+}
+
+func TestRestoreRejectsDamagedBackups(t *testing.T) {
+	const dim = 16
+	ctx := context.Background()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(23, 24))
+	src := openTest(t, filepath.Join(dir, "src.db"), dim)
+	for i := range 200 {
+		if _, err := src.Upsert(ctx, testItem(rng, fmt.Sprint("id-", i), fmt.Sprint(i%5), dim)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var good bytes.Buffer
+	if _, err := src.Backup(&good); err != nil {
+		t.Fatal(err)
+	}
+	pageSize := os.Getpagesize()
+	garble := func(from, to int) []byte {
+		b := bytes.Clone(good.Bytes())
+		for i := from; i < to && i < len(b); i++ {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	foreign := filepath.Join(dir, "foreign.db")
+	db, err := bolt.Open(foreign, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("x")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	foreignBytes, err := os.ReadFile(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		backup []byte
+	}{
+		{"empty", nil},
+		{"text", []byte(strings.Repeat("hello ", 5000))},
+		{"truncated to half", good.Bytes()[:good.Len()/2]},
+		{"both meta pages garbled", garble(0, 2*pageSize)},
+		{"every data page garbled", garble(2*pageSize, good.Len())},
+		{"a bbolt file that is not a store", foreignBytes},
+	}
+	dstPath := filepath.Join(dir, "dst.db")
+	dst := openTest(t, dstPath, dim)
+	if _, err := dst.Upsert(ctx, testItem(rng, "original", "c", dim)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	original, err := os.ReadFile(dstPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			backup := filepath.Join(t.TempDir(), "backup.db")
+			if err := os.WriteFile(backup, tc.backup, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := Restore(backup, dstPath); err == nil {
+				t.Fatal("Restore accepted a damaged backup")
+			}
+			if now, err := os.ReadFile(dstPath); err != nil || !bytes.Equal(now, original) {
+				t.Fatalf("a failed Restore changed the destination (%v)", err)
+			}
+		})
+	}
+
+	// Damage to one random page may land on a free page, where it harms nothing; wherever it
+	// lands, Restore must either refuse the backup or produce a store that passes Check.
+	t.Run("one garbled page", func(t *testing.T) {
+		pages := good.Len() / pageSize
+		for range 8 {
+			page := 2 + rng.IntN(pages-2)
+			backup := filepath.Join(t.TempDir(), "backup.db")
+			if err := os.WriteFile(backup, garble(page*pageSize, (page+1)*pageSize), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			restored := filepath.Join(t.TempDir(), "restored.db")
+			if err := Restore(backup, restored); err != nil {
+				continue
+			}
+			r := openTest(t, restored, dim)
+			if err := r.Check(); err != nil {
+				t.Fatalf("page %d: Restore accepted a backup that fails Check: %v", page, err)
+			}
+		}
+	})
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tmp-") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
