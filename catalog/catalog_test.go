@@ -1,0 +1,417 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"lookalike/embed"
+	"lookalike/internal/dataset"
+)
+
+// sharedEmbedder is opened once per test binary: loading ONNX Runtime and the model costs
+// more than most tests.
+var sharedEmbedder = sync.OnceValues(func() (*embed.Embedder, error) {
+	model, err := embed.FindModel()
+	if err != nil {
+		return nil, fmt.Errorf("the embedding model is required: %w", err)
+	}
+	rt, err := embed.FindRuntime()
+	if err != nil {
+		return nil, fmt.Errorf("ONNX Runtime is required: %w", err)
+	}
+	return embed.Open(context.Background(), embed.Config{ModelPath: model, RuntimePath: rt})
+})
+
+func testEmbedder(t testing.TB) *embed.Embedder {
+	t.Helper()
+	e, err := sharedEmbedder()
+	if err != nil {
+		t.Fatalf("open embedder: %v", err)
+	}
+	return e
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if e, err := sharedEmbedder(); err == nil {
+		_ = e.Close()
+	}
+	os.Exit(code)
+}
+
+func openCatalog(t testing.TB, dir string) *Catalog {
+	t.Helper()
+	c, err := Open(context.Background(), Config{DataDir: dir, Embedder: testEmbedder(t), Index: IndexParams{EFSearch: 200}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return c
+}
+
+// groceryItems returns every step-th grocery catalogue photo as an upsert item.
+func groceryItems(t testing.TB, step int) []UpsertItem {
+	t.Helper()
+	photos, err := dataset.LoadPhotos(dataset.PhotosGrocery)
+	if err != nil {
+		t.Fatalf("load grocery photos: %v", err)
+	}
+	var items []UpsertItem
+	for i, p := range photos {
+		if i%step != 0 || p.Fields["split"] == "val" {
+			continue
+		}
+		b, err := os.ReadFile(p.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, UpsertItem{
+			ID: filepath.Base(p.Path), Image: b, Category: p.Fields["coarse_label"], Title: p.Label,
+			Attributes: map[string]string{"label": p.Label, "split": p.Fields["split"]},
+		})
+	}
+	return items
+}
+
+func ids(rs []Result) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Product.ID
+	}
+	return out
+}
+
+func TestCatalogLifecycle(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := openCatalog(t, dir)
+	items := groceryItems(t, 25)
+	if len(items) < 20 {
+		t.Fatalf("only %d grocery items", len(items))
+	}
+
+	for i, r := range c.UpsertBatch(ctx, items) {
+		if r.Err != nil || r.Outcome != Created {
+			t.Fatalf("item %d: outcome %v err %v, want created", i, r.Outcome, r.Err)
+		}
+	}
+	// The same photos and metadata again: nothing to embed or write.
+	seq := c.store.Seq()
+	for i, r := range c.UpsertBatch(ctx, items) {
+		if r.Err != nil || r.Outcome != Unchanged {
+			t.Fatalf("re-upsert %d: outcome %v err %v, want unchanged", i, r.Outcome, r.Err)
+		}
+	}
+	if c.store.Seq() != seq {
+		t.Fatalf("unchanged re-upsert wrote to the store: seq %d -> %d", seq, c.store.Seq())
+	}
+	changed := items[0]
+	changed.Title = "renamed"
+	if r, err := c.Upsert(ctx, changed); err != nil || r.Outcome != Updated {
+		t.Fatalf("metadata change: outcome %v err %v, want updated", r.Outcome, err)
+	}
+	got, err := c.Get(ctx, changed.ID, true)
+	if err != nil || got.Title != "renamed" || len(got.Vector) != c.Dim() || got.ImageSHA256 == "" {
+		t.Fatalf("Get after update: %+v, %v", got, err)
+	}
+
+	probe := items[3].ID
+	res, err := c.SearchByID(ctx, probe, SearchOptions{K: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 10 || slices.Contains(ids(res), probe) {
+		t.Fatalf("SearchByID(%s) = %v: want 10 results without the probe", probe, ids(res))
+	}
+	cat := items[3].Category
+	res, err = c.SearchByID(ctx, probe, SearchOptions{K: 50, Filter: Filter{Categories: []string{cat}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Product.Category != cat {
+			t.Fatalf("category filter %q returned %s in %q", cat, r.Product.ID, r.Product.Category)
+		}
+	}
+
+	if _, err := c.Delete(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, probe, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get after delete: %v, want ErrNotFound", err)
+	}
+	before, err := c.SearchByID(ctx, items[5].ID, SearchOptions{K: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, items[5].ID, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+
+	// Reopen from the snapshot, then from a damaged snapshot (forcing a rebuild): the same
+	// answers both times.
+	for _, damage := range []bool{false, true} {
+		if damage {
+			path := filepath.Join(dir, SnapshotFileName)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)/2] ^= 0xff
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c2 := openCatalog(t, dir)
+		after, err := c2.SearchByID(ctx, items[5].ID, SearchOptions{K: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids(before), ids(after)) {
+			t.Fatalf("damaged=%v: results changed across reopen:\n%v\n%v", damage, ids(before), ids(after))
+		}
+		if c2.Len() != len(items)-1 {
+			t.Fatalf("damaged=%v: %d items after reopen, want %d", damage, c2.Len(), len(items)-1)
+		}
+		if err := c2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCatalogReplaysChangesAfterSnapshot saves a snapshot, writes more, and reopens without
+// a final save (as after a crash): the change log must bring the graph up to date.
+func TestCatalogReplaysChangesAfterSnapshot(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := openCatalog(t, dir)
+	vecs := randomVectors(40, c.Dim(), 1)
+	for i := range 30 {
+		if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("v", i), Vector: vecs[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.SaveSnapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 30; i < 40; i++ {
+		if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("v", i), Vector: vecs[i]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Delete(ctx, "v0"); err != nil {
+		t.Fatal(err)
+	}
+	// Simulate a crash: close the store without saving the graph.
+	c.life.Lock()
+	c.closed = true
+	c.life.Unlock()
+	if err := c.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c2 := openCatalog(t, dir)
+	defer c2.Close()
+	if c2.Len() != 39 || c2.graph.Len() != 39 {
+		t.Fatalf("after replay: %d products, %d in graph, want 39", c2.Len(), c2.graph.Len())
+	}
+	res, err := c2.SearchByVector(ctx, vecs[35], SearchOptions{K: 1})
+	if err != nil || len(res) != 1 || res[0].Product.ID != "v35" || res[0].Score < 0.999 {
+		t.Fatalf("search for a vector written after the snapshot: %+v, %v", res, err)
+	}
+}
+
+func randomVectors(n, dim int, seed uint64) [][]float32 {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	out := make([][]float32, n)
+	for i := range out {
+		v := make([]float32, dim)
+		for j := range v {
+			v[j] = float32(rng.NormFloat64())
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// near returns v plus a little noise of the given size.
+func near(v []float32, noise float64, rng *rand.Rand) []float32 {
+	out := make([]float32, len(v))
+	var norm float64
+	for _, x := range v {
+		norm += float64(x) * float64(x)
+	}
+	scale := math.Sqrt(norm / float64(len(v)))
+	for i, x := range v {
+		out[i] = x + float32(rng.NormFloat64()*noise*scale)
+	}
+	return out
+}
+
+type vetoPair struct{ a, b string }
+
+func (v vetoPair) SameProduct(_ context.Context, a, b Product, _ float32) (bool, error) {
+	return !((a.ID == v.a && b.ID == v.b) || (a.ID == v.b && b.ID == v.a)), nil
+}
+
+func TestFindDuplicatesClusters(t *testing.T) {
+	ctx := context.Background()
+	c := openCatalog(t, t.TempDir())
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := randomVectors(20, c.Dim(), 2)
+	// a0-a1-a2 near base[0] (a chain of near copies), b0-b1 near base[1], the rest apart.
+	items := []UpsertItem{
+		{ID: "a0", Vector: base[0], Category: "x"},
+		{ID: "a1", Vector: near(base[0], 0.1, rng), Category: "x"},
+		{ID: "a2", Vector: near(base[0], 0.1, rng), Category: "y"},
+		{ID: "b0", Vector: base[1], Category: "x"},
+		{ID: "b1", Vector: near(base[1], 0.1, rng), Category: "x"},
+	}
+	for i := 2; i < 20; i++ {
+		items = append(items, UpsertItem{ID: fmt.Sprint("lone", i), Vector: base[i], Category: "x"})
+	}
+	for _, r := range c.UpsertBatch(ctx, items) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	collect := func(opt DuplicateOptions) [][]string {
+		var out [][]string
+		err := c.FindDuplicates(ctx, opt, func(cl Cluster) error {
+			for _, e := range cl.Edges {
+				if e.Score < opt.Threshold || e.A >= e.B {
+					t.Errorf("edge %+v below threshold %v or unordered", e, opt.Threshold)
+				}
+			}
+			out = append(out, cl.IDs)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		opt  DuplicateOptions
+		want [][]string
+	}{
+		{"all", DuplicateOptions{Threshold: 0.9}, [][]string{{"a0", "a1", "a2"}, {"b0", "b1"}}},
+		{"category filter", DuplicateOptions{Threshold: 0.9, Filter: Filter{Categories: []string{"x"}}},
+			[][]string{{"a0", "a1"}, {"b0", "b1"}}},
+		{"extra check vetoes a pair", DuplicateOptions{Threshold: 0.9, Checks: []PairCheck{vetoPair{"b0", "b1"}}},
+			[][]string{{"a0", "a1", "a2"}}},
+		{"threshold above every pair", DuplicateOptions{Threshold: 0.9999}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := collect(tt.opt)
+			if !slices.EqualFunc(got, tt.want, slices.Equal) {
+				t.Fatalf("clusters %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if err := c.FindDuplicates(ctx, DuplicateOptions{Threshold: 1.5}, func(Cluster) error { return nil }); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("threshold 1.5: %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestCatalogValidation(t *testing.T) {
+	ctx := context.Background()
+	c := openCatalog(t, t.TempDir())
+	defer c.Close()
+	good := randomVectors(1, c.Dim(), 9)[0]
+	nan := slices.Clone(good)
+	nan[3] = float32(math.NaN())
+	tests := []struct {
+		name string
+		item UpsertItem
+	}{
+		{"empty id", UpsertItem{Vector: good}},
+		{"no content", UpsertItem{ID: "x"}},
+		{"both contents", UpsertItem{ID: "x", Vector: good, Image: []byte{1}}},
+		{"short vector", UpsertItem{ID: "x", Vector: good[:10]}},
+		{"NaN vector", UpsertItem{ID: "x", Vector: nan}},
+		{"zero vector", UpsertItem{ID: "x", Vector: make([]float32, c.Dim())}},
+		{"bad UTF-8 id", UpsertItem{ID: "\xff", Vector: good}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := c.Upsert(ctx, tt.item); !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("got %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+	if _, err := c.Upsert(ctx, UpsertItem{ID: "garbage", Image: []byte("not an image")}); !errors.Is(err, embed.ErrUnsupportedFormat) {
+		t.Fatalf("garbage image: %v, want embed.ErrUnsupportedFormat", err)
+	}
+	for _, k := range []int{0, -1, MaxK + 1} {
+		if _, err := c.SearchByVector(ctx, good, SearchOptions{K: k}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("k=%d: %v, want ErrInvalidArgument", k, err)
+		}
+	}
+	if _, err := c.SearchByID(ctx, "missing", SearchOptions{K: 1}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown id: %v, want ErrNotFound", err)
+	}
+	if c.Len() != 0 {
+		t.Fatalf("rejected items were stored: %d", c.Len())
+	}
+}
+
+func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
+	ctx := context.Background()
+	c := openCatalog(t, t.TempDir())
+	defer c.Close()
+	vecs := randomVectors(160, c.Dim(), 5)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(vecs); i += 4 {
+				id := fmt.Sprint("w", i)
+				if _, err := c.Upsert(ctx, UpsertItem{ID: id, Vector: vecs[i], Category: fmt.Sprint(i % 3)}); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := c.SearchByVector(ctx, vecs[i], SearchOptions{K: 5, Filter: Filter{Categories: []string{"1"}}}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%10 == 0 {
+					if _, err := c.Delete(ctx, id); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if err := c.SaveSnapshot(ctx); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.Stats(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	wg.Wait()
+	if want := len(vecs) - len(vecs)/10; c.Len() != want || c.graph.Len() != want {
+		t.Fatalf("%d products, %d in graph, want %d", c.Len(), c.graph.Len(), want)
+	}
+}
