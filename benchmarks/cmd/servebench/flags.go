@@ -13,7 +13,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.DurationVar(&cfg.imageDuration, "image-duration", 5*time.Second, "time per SearchByImage load level")
 	fs.IntVar(&cfg.recallQueries, "recall-queries", 500, "queries for the recall comparison")
 	fs.StringVar(&cfg.bin, "bin", "bin/lookalike", "the lookalike binary (make build)")
-	fs.StringVar(&cfg.serveArgs, "serve-args", "serve --addr {addr} --data {data}", "serve command line; {addr} and {data} are filled in")
+	fs.StringVar(&cfg.serveArgs, "serve-args", "serve --listen {addr} --data {data} --snapshot-interval -1s", "serve command line; {addr} and {data} are filled in")
 	fs.StringVar(&cfg.photoVectors, "photo-vectors", "", "photo embeddings .fvecs from embedbench (default <out>/tmp/photo-embeddings.fvecs)")
 	fs.StringVar(&cfg.outDir, "out", "benchmarks/results", "results folder")
 	fs.StringVar(&cfg.work, "work", "", "scratch folder for the server's data (default <out>/tmp/serve)")
