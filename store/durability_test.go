@@ -1,0 +1,194 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Environment of the child process TestDurabilityAfterSIGKILL starts from its own binary.
+const (
+	crashChildEnv   = "LOOKALIKE_STORE_CRASH_CHILD"
+	crashStoreEnv   = "LOOKALIKE_STORE_CRASH_PATH"
+	crashAckEnv     = "LOOKALIKE_STORE_CRASH_ACK"
+	crashRoundEnv   = "LOOKALIKE_STORE_CRASH_ROUND"
+	crashDim        = 64
+	crashRounds     = 6
+	crashChildLimit = 20 * time.Second
+)
+
+// TestDurabilityAfterSIGKILL kills a writing child process at random moments. The child
+// appends "+id" or "-id" to a side file only after Upsert, UpsertBatch or Delete returned, so
+// every line there was acknowledged; after each kill the parent reopens the store and demands
+// every acknowledged upsert present with its exact vector, every acknowledged delete gone,
+// and a clean Check.
+func TestDurabilityAfterSIGKILL(t *testing.T) {
+	if os.Getenv(crashChildEnv) == "1" {
+		crashChild(t)
+		return
+	}
+	dir := t.TempDir()
+	storePath := filepath.Join(dir, "catalog.db")
+	ackPath := filepath.Join(dir, "acks.txt")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for round := range crashRounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDurabilityAfterSIGKILL$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashChildEnv+"=1", crashStoreEnv+"="+storePath,
+			crashAckEnv+"="+ackPath, crashRoundEnv+"="+strconv.Itoa(round))
+		var output bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &output, &output
+		before := ackLines(t, ackPath)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill only once this child has acknowledged something, then at a random moment.
+		deadline := time.Now().Add(10 * time.Second)
+		for ackLines(t, ackPath) == before {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("round %d: the child acknowledged nothing in 10s; its output:\n%s", round, output.String())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: the child ended with %v before the kill; its output:\n%s", round, err, output.String())
+		}
+		verifyAcknowledged(t, storePath, ackPath, round)
+	}
+}
+
+func ackLines(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(b, []byte{'\n'})
+}
+
+func verifyAcknowledged(t *testing.T, storePath, ackPath string, round int) {
+	t.Helper()
+	s := openTest(t, storePath, crashDim)
+	defer s.Close()
+	if err := s.Check(); err != nil {
+		t.Fatalf("round %d: Check after SIGKILL: %v", round, err)
+	}
+	f, err := os.Open(ackPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	present, deleted := map[string]bool{}, map[string]bool{}
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break // a line cut by the kill has no newline and was never fully acknowledged
+		}
+		line = strings.TrimSuffix(line, "\n")
+		id := line[1:]
+		switch line[0] {
+		case '+':
+			present[id] = true
+		case '-':
+			delete(present, id)
+			deleted[id] = true
+		default:
+			t.Fatalf("bad ack line %q", line)
+		}
+	}
+	for id := range present {
+		it, err := s.Get(id)
+		if err != nil {
+			t.Fatalf("round %d: acknowledged %q lost: %v", round, id, err)
+		}
+		if !sameVector(it.Vector, vectorFor(id, crashDim)) {
+			t.Fatalf("round %d: %q holds another vector", round, id)
+		}
+		if byKey, err := s.GetByKey(it.Key); err != nil || byKey.ID != id {
+			t.Fatalf("round %d: key %d of %q: %v", round, it.Key, id, err)
+		}
+	}
+	for id := range deleted {
+		if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("round %d: acknowledged delete of %q undone: %v", round, id, err)
+		}
+	}
+	// Only the one write in flight at the kill may exceed what was acknowledged.
+	if s.Count() < len(present) || s.Count() > len(present)+4 {
+		t.Fatalf("round %d: %d items stored, %d acknowledged", round, s.Count(), len(present))
+	}
+	t.Logf("round %d: %d acknowledged items present, %d deletes honoured, seq %d", round, len(present), len(deleted), s.Seq())
+}
+
+// crashChild writes until it is killed. It runs inside the test binary, so it reports
+// problems by exiting, which the parent sees as a death before the kill.
+func crashChild(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), crashChildLimit)
+	defer cancel()
+	s, err := Open(os.Getenv(crashStoreEnv), Options{ModelIdentity: testModel, Dim: crashDim, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := os.OpenFile(os.Getenv(crashAckEnv), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	round := os.Getenv(crashRoundEnv)
+	acknowledge := func(lines ...string) {
+		// One unbuffered write per acknowledgement, after the store call has returned.
+		if _, err := ack.WriteString(strings.Join(lines, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	item := func(id string) Item {
+		return Item{ID: id, Category: "c" + id[len(id)-1:], Vector: vectorFor(id, crashDim)}
+	}
+	isBatch := func(i int) bool { return i%5 == 4 }
+	// Iteration i may delete what iteration i-3 upserted alone (i-3 is never itself a delete).
+	isDelete := func(i int) bool { return i%7 == 6 && !isBatch(i-3) }
+	for i := 0; ctx.Err() == nil; i++ {
+		id := fmt.Sprintf("r%s-%06d", round, i)
+		switch {
+		case isBatch(i):
+			batch := []Item{item(id + "a"), item(id + "b"), item(id + "c")}
+			if _, err := s.UpsertBatch(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			acknowledge("+"+batch[0].ID+"\n", "+"+batch[1].ID+"\n", "+"+batch[2].ID+"\n")
+		case isDelete(i):
+			victim := fmt.Sprintf("r%s-%06d", round, i-3)
+			if _, err := s.Delete(ctx, victim); err != nil {
+				t.Fatal(err)
+			}
+			acknowledge("-" + victim + "\n")
+		default:
+			if _, err := s.Upsert(ctx, item(id)); err != nil {
+				t.Fatal(err)
+			}
+			acknowledge("+" + id + "\n")
+		}
+	}
+	t.Fatal("the child was not killed in time")
+}
