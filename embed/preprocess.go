@@ -19,7 +19,9 @@ type Preprocessor struct {
 	// srcChan[k] is the RGBA byte offset feeding tensor channel k (RGB or BGR order).
 	srcChan [3]int
 	canvas  *image.RGBA // Width x Height, the image as shown
-	turned  *image.RGBA // Height x Width, for 90-degree EXIF orientations
+	// flipped (Width x Height) and turned (Height x Width) hold the stored-frame crop of
+	// an image whose EXIF orientation is not 1, before it is turned into canvas.
+	flipped, turned *image.RGBA
 }
 
 // NewPreprocessor returns a Preprocessor for the spec.
@@ -85,11 +87,17 @@ func (p *Preprocessor) Resize(d Decoded) (*image.RGBA, error) {
 	// Resizing and centre-cropping commute with the eight EXIF turns, so the work happens on
 	// the stored pixels and only the small result is turned.
 	target := p.canvas
-	if o >= 5 {
+	switch {
+	case o >= 5:
 		if p.turned == nil {
 			p.turned = image.NewRGBA(image.Rect(0, 0, p.spec.Height, p.spec.Width))
 		}
 		target = p.turned
+	case o > 1:
+		if p.flipped == nil {
+			p.flipped = image.NewRGBA(image.Rect(0, 0, p.spec.Width, p.spec.Height))
+		}
+		target = p.flipped
 	}
 	srcRect := p.sourceRect(sb, target.Rect.Dx(), target.Rect.Dy())
 

@@ -1,0 +1,428 @@
+package embed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/image/draw"
+)
+
+func embedAll(t testing.TB, e *Embedder, files [][]byte) [][]float32 {
+	t.Helper()
+	out := make([][]float32, len(files))
+	for i, f := range files {
+		v, err := e.Embed(context.Background(), f)
+		if err != nil {
+			t.Fatalf("image %d: %v", i, err)
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func TestEmbedVectorsAreUnitLength(t *testing.T) {
+	e := openTest(t, Config{})
+	if e.Dim() != 1280 {
+		t.Fatalf("Dim = %d", e.Dim())
+	}
+	for _, p := range photos(t, "abo", 3) {
+		v, err := e.Embed(context.Background(), readFile(t, p.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v) != e.Dim() {
+			t.Fatalf("len %d", len(v))
+		}
+		var ss float64
+		for _, x := range v {
+			if math.IsNaN(float64(x)) {
+				t.Fatal("NaN in vector")
+			}
+			ss += float64(x) * float64(x)
+		}
+		if math.Abs(ss-1) > 1e-4 {
+			t.Fatalf("%s: squared length %v", p.Path, ss)
+		}
+	}
+}
+
+// TestEmbedRetrievalProperties checks the properties the issue asks of the vectors on real
+// photos: the same image twice is the same vector, a half-size copy stays close to its
+// original, and photos of different garment classes score lower than photos of the same class.
+func TestEmbedRetrievalProperties(t *testing.T) {
+	e := openTest(t, Config{})
+	ph := photos(t, "clothing", 40)
+	files := make([][]byte, len(ph))
+	for i, p := range ph {
+		files[i] = readFile(t, p.Path)
+	}
+	vecs := embedAll(t, e, files)
+
+	t.Run("same image twice", func(t *testing.T) {
+		for i := 0; i < 5; i++ {
+			again, err := e.Embed(context.Background(), files[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := cosine(vecs[i], again); c < 0.99999 {
+				t.Fatalf("%s: cosine %v with itself", ph[i].Path, c)
+			}
+		}
+	})
+
+	// A lossless half-size copy (200 px on the shorter side for these photos, so the model
+	// sees it upscaled) must stay close to the original: 0.95 on average over the sample,
+	// and no single photo far below it.
+	t.Run("half-size copy", func(t *testing.T) {
+		var sum float64
+		worst := 1.0
+		const n = 12
+		for i := 0; i < n; i++ {
+			img, err := jpeg.Decode(bytes.NewReader(files[i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := img.Bounds()
+			half := image.NewRGBA(image.Rect(0, 0, b.Dx()/2, b.Dy()/2))
+			draw.CatmullRom.Scale(half, half.Rect, img, b, draw.Src, nil)
+			v, err := e.Embed(context.Background(), encodePNG(t, half))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cosine(vecs[i], v)
+			sum += c
+			worst = min(worst, c)
+			if c < 0.90 {
+				t.Errorf("%s: half-size copy scores %.3f against the original", ph[i].Path, c)
+			}
+		}
+		t.Logf("half-size copies: mean cosine %.4f, lowest %.4f", sum/n, worst)
+		if sum/n < 0.95 {
+			t.Errorf("half-size copies score %.4f on average, want >= 0.95", sum/n)
+		}
+	})
+
+	t.Run("garment classes", func(t *testing.T) {
+		var same, diff float64
+		var nSame, nDiff int
+		for i := range vecs {
+			for j := i + 1; j < len(vecs); j++ {
+				c := cosine(vecs[i], vecs[j])
+				if ph[i].Label == ph[j].Label {
+					same, nSame = same+c, nSame+1
+				} else {
+					diff, nDiff = diff+c, nDiff+1
+				}
+			}
+		}
+		if nSame == 0 || nDiff == 0 {
+			t.Fatalf("need pairs of both kinds: %d same, %d different", nSame, nDiff)
+		}
+		same, diff = same/float64(nSame), diff/float64(nDiff)
+		t.Logf("mean cosine: same class %.3f (%d pairs), different classes %.3f (%d pairs)", same, nSame, diff, nDiff)
+		if same-diff < 0.05 {
+			t.Errorf("different garment classes score %.3f on average, not clearly below the same class's %.3f", diff, same)
+		}
+	})
+}
+
+func TestEmbedInt8AndFloatModelsAgree(t *testing.T) {
+	int8m := openTest(t, Config{})
+	fp32 := openTest(t, Config{ModelPath: sharedModel(t, "mobilenetv2-12-dequant-fp32-emb.onnx")})
+	if int8m.Identity() == fp32.Identity() {
+		t.Fatalf("two different models share the identity %s", int8m.Identity())
+	}
+	// The float variant must agree with the int8 one: 0.97 on average over the sample, and
+	// no photo far below it.
+	var sum float64
+	worst := 1.0
+	ph := append(photos(t, "clothing", 10), photos(t, "grocery", 10)...)
+	for _, p := range ph {
+		data := readFile(t, p.Path)
+		a, err := int8m.Embed(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := fp32.Embed(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cosine(a, b)
+		sum, worst = sum+c, min(worst, c)
+		if c < 0.93 {
+			t.Errorf("%s: int8 and float vectors score %.3f", p.Path, c)
+		}
+	}
+	mean := sum / float64(len(ph))
+	t.Logf("int8 vs float: mean cosine %.4f, lowest %.4f over %d photos", mean, worst, len(ph))
+	if mean < 0.97 {
+		t.Errorf("int8 and float vectors score %.4f on average, want >= 0.97", mean)
+	}
+}
+
+func TestEmbedBadInputs(t *testing.T) {
+	e := openTest(t, Config{})
+	photo := readFile(t, photos(t, "clothing", 1)[0].Path)
+	tests := []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"empty", nil, ErrUnsupportedFormat},
+		{"text", []byte("<html>not an image</html>"), ErrUnsupportedFormat},
+		{"truncated jpeg", photo[:len(photo)/3], ErrCorrupt},
+		{"png header claiming 30000x30000", pngHeaderClaiming(30000, 30000), ErrTooLarge},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := e.Embed(context.Background(), tc.data)
+			if !errors.Is(err, tc.want) || v != nil {
+				t.Fatalf("got %v, %v; want %v", len(v), err, tc.want)
+			}
+		})
+	}
+	// The Embedder still works after refusing all that.
+	if _, err := e.Embed(context.Background(), photo); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type recordingObserver struct {
+	mu      sync.Mutex
+	batches []int
+	depths  []int
+}
+
+func (o *recordingObserver) ObserveBatch(size int, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.batches = append(o.batches, size)
+}
+
+func (o *recordingObserver) ObserveQueue(depth int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.depths = append(o.depths, depth)
+}
+
+// TestEmbedConcurrentCallersGetTheirOwnVectors runs many goroutines at once (run it under
+// -race) and checks that each caller gets the vector of its own image, that calls were
+// coalesced into batches, and that EmbedBatch agrees.
+func TestEmbedConcurrentCallersGetTheirOwnVectors(t *testing.T) {
+	obs := &recordingObserver{}
+	e := openTest(t, Config{MaxBatch: 8, MaxWait: 20 * time.Millisecond, Observer: obs})
+	ph := photos(t, "grocery", 12)
+	files := make([][]byte, len(ph))
+	for i, p := range ph {
+		files[i] = readFile(t, p.Path)
+	}
+	want := embedAll(t, e, files)
+
+	const goroutines, rounds = 12, 2
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines*rounds)
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				i := (g + r*5) % len(files)
+				v, err := e.Embed(context.Background(), files[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				if c := cosine(v, want[i]); c < 0.9999 {
+					errs <- fmt.Errorf("goroutine %d got a vector scoring %.4f against its image %d", g, c, i)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	vecs, berrs := e.EmbedBatch(context.Background(), append(files, []byte("junk")))
+	for i := range files {
+		if berrs[i] != nil {
+			t.Fatalf("EmbedBatch image %d: %v", i, berrs[i])
+		}
+		if c := cosine(vecs[i], want[i]); c < 0.9999 {
+			t.Errorf("EmbedBatch image %d scores %.4f against Embed", i, c)
+		}
+	}
+	if !errors.Is(berrs[len(files)], ErrUnsupportedFormat) || vecs[len(files)] != nil {
+		t.Errorf("EmbedBatch junk: %v", berrs[len(files)])
+	}
+
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	largest, total := 0, 0
+	for _, b := range obs.batches {
+		largest, total = max(largest, b), total+b
+	}
+	if total != 2*len(files)+goroutines*rounds {
+		t.Errorf("observer saw %d images in batches, want %d", total, 2*len(files)+goroutines*rounds)
+	}
+	if largest < 2 || largest > 8 {
+		t.Errorf("largest batch %d: concurrent calls were not coalesced within MaxBatch 8", largest)
+	}
+	if len(obs.depths) == 0 {
+		t.Error("observer saw no queue depths")
+	}
+}
+
+// holdSession takes the only session away from the batcher, so that queued requests wait,
+// and returns the function that gives it back.
+func holdSession(t *testing.T, e *Embedder) func() {
+	t.Helper()
+	s := <-e.sessions
+	var once sync.Once
+	give := func() { once.Do(func() { e.sessions <- s }) }
+	t.Cleanup(give)
+	return give
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestEmbedOverloadedAndCancelled(t *testing.T) {
+	e := openTest(t, Config{MaxBatch: 1, QueueSize: 1, MaxWait: -1})
+	photo := readFile(t, photos(t, "clothing", 1)[0].Path)
+	give := holdSession(t, e)
+
+	// First request: taken by the batcher, which then waits for the session.
+	first := make(chan error, 1)
+	go func() { _, err := e.Embed(context.Background(), photo); first <- err }()
+	waitFor(t, "the batcher to take the first request", func() bool { return len(e.queue) == 0 && len(e.decodes) == 0 })
+	time.Sleep(20 * time.Millisecond) // let the first reach the batcher, not just leave decoding
+
+	// Second: sits in the queue, and is cancelled there.
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() { _, err := e.Embed(ctx, photo); second <- err }()
+	waitFor(t, "the second request to queue", func() bool { return len(e.queue) == 1 })
+
+	// Third: the queue is full.
+	if _, err := e.Embed(context.Background(), photo); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("third request: %v, want ErrOverloaded", err)
+	}
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	give()
+	if err := <-first; err != nil {
+		t.Fatalf("first request: %v", err)
+	}
+	if _, err := e.Embed(context.Background(), photo); err != nil {
+		t.Fatalf("after the jam cleared: %v", err)
+	}
+}
+
+func TestEmbedCloseAndReopen(t *testing.T) {
+	photo := readFile(t, photos(t, "clothing", 1)[0].Path)
+	model, err := FindModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := FindRuntime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []float32
+	for round := 0; round < 2; round++ {
+		a, err := Open(context.Background(), Config{ModelPath: model, RuntimePath: rt})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		b, err := Open(context.Background(), Config{ModelPath: model, RuntimePath: rt, Threads: 1})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Embed(context.Background(), photo); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Embed after Close: %v", err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		v, err := b.Embed(context.Background(), photo) // the runtime outlives a's Close
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			first = v
+		} else if c := cosine(first, v); c < 0.99999 {
+			t.Fatalf("after reloading the runtime the vector scores %v", c)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRunBatchMatchesEmbed(t *testing.T) {
+	e := openTest(t, Config{MaxBatch: 4})
+	ph := photos(t, "abo", 4)
+	p, err := NewPreprocessor(e.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	L := e.Spec().TensorLen()
+	tensors := make([]float32, 4*L)
+	files := make([][]byte, 4)
+	for i, ph := range ph {
+		files[i] = readFile(t, ph.Path)
+		d, err := Decode(files[i], e.DecodeOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Into(tensors[i*L:(i+1)*L], d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := e.RunBatch(context.Background(), tensors, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range files {
+		v, err := e.Embed(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cosine(v, got[i]); c < 0.9999 {
+			t.Errorf("image %d: RunBatch and Embed score %v", i, c)
+		}
+		vt, err := e.EmbedTensor(context.Background(), tensors[i*L:(i+1)*L])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cosine(vt, got[i]); c < 0.9999 {
+			t.Errorf("image %d: EmbedTensor and RunBatch score %v", i, c)
+		}
+	}
+	if _, err := e.RunBatch(context.Background(), tensors, 5); err == nil {
+		t.Error("RunBatch accepted more than MaxBatch")
+	}
+}
