@@ -2,7 +2,8 @@
 # run.sh runs every Lookalike benchmark in one go and leaves markdown tables, a recall-vs-QPS
 # plot per vector set and a CPU profile of the index query loop under benchmarks/results/.
 # `make bench` calls it (under 15 minutes on 2 cores), `make bench-quick` with QUICK=1 (under
-# 2 minutes; results go to benchmarks/results/quick/ so the committed full results stay).
+# 2 minutes; its results go to benchmarks/results/tmp/quick/, which git ignores, so the committed
+# full results stay).
 # It expects `make build` (bin/lookalike) and the peers' Debian packages
 # (LOOKALIKE_SETUP_BENCH=1 scripts/setup.sh), which both make targets provide.
 set -euo pipefail
@@ -10,8 +11,8 @@ cd "$(dirname "$0")/.."
 
 QUICK=${QUICK:-0}
 out=benchmarks/results
-[ "$QUICK" = 1 ] && out=benchmarks/results/quick
 tmp=benchmarks/results/tmp
+[ "$QUICK" = 1 ] && out=$tmp/quick
 mkdir -p "$out" "$tmp/bin"
 start=$SECONDS
 step() { printf '\nbench: [%4ds] %s\n' "$((SECONDS - start))" "$*" >&2; }
@@ -61,7 +62,9 @@ env "${profile_env[@]}" go test ./benchmarks -run '^$' -bench HNSWQueryFashionMN
   echo
   echo '```'
   grep -E '^Benchmark' "$tmp/query-bench.txt" || true
-  go tool pprof -top -nodecount=25 "$tmp/benchmarks.test" "$tmp/query-cpu.prof" 2>/dev/null
+  echo
+  echo "Only samples under (*HNSW).Search*, i.e. the query loop without the build:"
+  go tool pprof -top -nodecount=25 -focus='HNSW\)\.Search' "$tmp/benchmarks.test" "$tmp/query-cpu.prof" 2>/dev/null
   echo '```'
 } > "$out/profile.md"
 
