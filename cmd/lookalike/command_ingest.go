@@ -109,6 +109,15 @@ func runIngest(ctx context.Context, a *app, args []string) error {
 	}
 	defer c.Close()
 
+	// One cheap call first, so a wrong address or token fails at once with one clear reason
+	// instead of once per item.
+	pre, cancelPre := c.call(ctx)
+	_, err = c.client.Stats(pre, &lookalikev1.StatsRequest{})
+	cancelPre()
+	if err != nil {
+		return describeRPCError(cf.server, err)
+	}
+
 	in := &ingester{
 		conn:     c,
 		server:   cf.server,
@@ -242,8 +251,11 @@ func (in *ingester) run(ctx context.Context, rows []manifestRow) error {
 	loaders.Wait()
 	for range ready {
 	}
-	if err := errors.Join(streamErrs...); err != nil {
-		return err
+	// Every stream usually fails for the same reason; report it once.
+	for _, err := range streamErrs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
