@@ -221,6 +221,8 @@ func groceryServer(t *testing.T) *groceryState {
 	return &grocery
 }
 
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 func photoID(p dataset.Photo) string { return filepath.Base(p.Path) }
 
 func requestsFor(photos []dataset.Photo) func() (*pb.UpsertRequest, error) {
