@@ -179,7 +179,11 @@ func printDedupTable(w io.Writer, out dedupJSON) error {
 		_, err := fmt.Fprintf(w, "no near-duplicates at threshold %.2f\n", out.Threshold)
 		return err
 	}
-	fmt.Fprintf(w, "%d clusters of near-duplicates at threshold %.2f\n", len(out.Clusters), out.Threshold)
+	noun := "clusters"
+	if len(out.Clusters) == 1 {
+		noun = "cluster"
+	}
+	fmt.Fprintf(w, "%d %s of near-duplicates at threshold %.2f\n", len(out.Clusters), noun, out.Threshold)
 	for i, cl := range out.Clusters {
 		lo, hi := scoreRange(cl.Edges)
 		fmt.Fprintf(w, "\ncluster %d: %d products, scores %.4f..%.4f\n", i+1, len(cl.IDs), lo, hi)

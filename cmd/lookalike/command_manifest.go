@@ -29,7 +29,7 @@ func datasetLayouts() map[string]datasetColumns {
 func runManifest(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "manifest", "--dataset NAME [flags] OUT.csv",
 		"Write an ingest manifest (CSV) for one of the shared labelled datasets in ../shared/datasets,\n"+
-			"with image paths relative to OUT's directory. Columns: id, image, category, title, then the\n"+
+			"with absolute image paths (relative when the photos sit below OUT's directory). Columns: id, image, category, title, then the\n"+
 			"dataset's other labels as attributes. grocery: category = coarse_label, title = label.")
 	dataset := fs.String("dataset", "", "grocery, clothing or abo")
 	root := fs.String("datasets", a.getenv("LOOKALIKE_DATASETS"), "datasets directory (default: ../shared/datasets above the project root; env LOOKALIKE_DATASETS)")
@@ -126,9 +126,11 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 			}
 		}
 		file := rec[col["file"]]
-		image, err := filepath.Rel(outDir, filepath.Join(absSrc, filepath.FromSlash(file)))
-		if err != nil {
-			image = filepath.Join(absSrc, filepath.FromSlash(file))
+		// Relative when the photos sit below the manifest (the pair can move together),
+		// absolute otherwise: "../../x" chains break as soon as either moves.
+		image := filepath.Join(absSrc, filepath.FromSlash(file))
+		if rel, err := filepath.Rel(outDir, image); err == nil && !strings.HasPrefix(rel, "..") {
+			image = rel
 		}
 		id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 		row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}

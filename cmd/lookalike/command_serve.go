@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"time"
 
 	"lookalike/catalog"
@@ -30,6 +34,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
 	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
 	shutdown := fs.Duration("shutdown-timeout", envDuration(a, "LOOKALIKE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout), "how long in-flight calls may drain at shutdown (env LOOKALIKE_SHUTDOWN_TIMEOUT)")
+	addrFile := fs.String("addr-file", "", "once listening, write the gRPC address here (useful with --listen 127.0.0.1:0 in scripts)")
 	logJSON := fs.Bool("log-json", a.getenv("LOOKALIKE_LOG_FORMAT") == "json", "log JSON lines instead of text (env LOOKALIKE_LOG_FORMAT=json)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -79,10 +84,53 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		defer e.Close()
 		cfg.Embedder = e
 	}
+	// Listening here rather than in server.Run lets a script ask for port 0 and learn the port.
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	var metricsLis net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			lis.Close()
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
+		}
+	}
+	if *addrFile != "" {
+		if err := writeFileAtomically(*addrFile, []byte(lis.Addr().String()+"\n")); err != nil {
+			lis.Close()
+			if metricsLis != nil {
+				metricsLis.Close()
+			}
+			return err
+		}
+		defer os.Remove(*addrFile)
+	}
 	start := time.Now()
-	if err := server.Run(ctx, cfg, logger); err != nil {
+	if err := server.Serve(ctx, cfg, lis, metricsLis, logger); err != nil {
 		return err
 	}
 	logger.Info("stopped", "uptime", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// writeFileAtomically makes a file appear complete or not at all, so a script polling for it
+// never reads half an address.
+func writeFileAtomically(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	return nil
 }

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# demo.sh: start a Lookalike server on a temporary data directory, ingest the shared grocery
+# catalogue, run a few example queries and print them, then say how to query the server
+# yourself. `make demo` runs it after `make build`.
+#
+#   KEEP=1 bash scripts/demo.sh   leave the server running afterwards (it says how to stop it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+BIN="$root/bin/lookalike"
+[ -x "$BIN" ] || { echo "demo: $BIN is missing: run 'make build' (or 'make demo')" >&2; exit 1; }
+photos="$(cd "$root/.." && pwd)/shared/datasets/grocery/images"
+[ -d "$photos" ] || { echo "demo: the shared grocery photos are not at $photos" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/lookalike-demo.XXXXXX")
+server_pid=""
+cleanup() {
+  status=$?
+  if [ "${KEEP:-0}" = 1 ] && [ $status = 0 ]; then
+    return
+  fi
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  if [ $status != 0 ] && [ -f "$work/serve.log" ]; then
+    echo "demo: failed; last server log lines:" >&2
+    tail -n 20 "$work/serve.log" >&2
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+step() { printf '\n%s== %s%s\n$ %s\n' "$bold" "$1" "$plain" "$2"; }
+show() { local title=$1; shift; step "$title" "lookalike $*"; "$BIN" "$@"; }
+
+# 1. A server on a free loopback port; --addr-file tells us which one it got.
+step "Start the server" "lookalike serve --data $work/data --listen 127.0.0.1:0"
+"$BIN" serve --data "$work/data" --listen 127.0.0.1:0 --addr-file "$work/addr" >"$work/serve.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 600); do
+  [ -s "$work/addr" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { echo "demo: the server exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$work/addr" ] || { echo "demo: the server did not start listening" >&2; exit 1; }
+LOOKALIKE_SERVER=$(cat "$work/addr")
+export LOOKALIKE_SERVER
+"$BIN" health --wait 120s >/dev/null
+echo "serving on $LOOKALIKE_SERVER (pid $server_pid, data in $work/data)"
+
+# 2. The catalogue: every catalogue ("iconic") photo and in-store training photo of the 31
+#    grocery products, category = coarse kind (Milk, Juice...), title = the product.
+show "Write a manifest for the grocery catalogue" manifest --dataset grocery --split iconic,train "$work/grocery.csv"
+head -n 3 "$work/grocery.csv"
+show "Ingest it (the photos are embedded on the server)" ingest --failures "$work/failures.csv" "$work/grocery.csv"
+show "Ingest again: nothing is re-embedded" ingest --quiet --failures "$work/failures.csv" "$work/grocery.csv"
+show "What the server holds" stats
+
+# 3. Queries.
+street="$photos/val__Alpro-Blueberry-Soyghurt_004.jpg"
+show "A customer's street photo of Alpro Blueberry Soyghurt -> the matching products" search --k 5 "$street"
+show "Only the same kind of product (filter by category)" search --k 3 --category Juice "$street"
+show "More like this: products that look like a stored one" similar --k 5 iconic__Oatly-Oat-Milk_Iconic
+
+step "A seller re-uploads a catalogue photo, re-compressed" "lookalike recompress --quality 85 iconic__Arla-Sour-Milk_Iconic.jpg reupload.jpg"
+"$BIN" recompress --quality 85 "$photos/iconic__Arla-Sour-Milk_Iconic.jpg" "$work/reupload.jpg"
+show "Duplicate check: is it already in the catalogue?" check --threshold 0.95 "$work/reupload.jpg"
+show "Duplicate check of the street photo (a new photo, not a duplicate)" check --threshold 0.95 "$street"
+show "Near-duplicate clusters in the catalogue, with an HTML page to review them" dedup --threshold 0.97 --limit 3 --html "$work/duplicates.html"
+
+# 4. How to go on from here.
+cat <<MSG
+
+== Query the server yourself
+With the lookalike command (it reads LOOKALIKE_SERVER, or pass --server):
+  export LOOKALIKE_SERVER=$LOOKALIKE_SERVER
+  $BIN search --k 10 $street
+  $BIN similar --json iconic__Arla-Standard-Milk_Iconic
+  $BIN get iconic__Arla-Standard-Milk_Iconic
+  $BIN dedup --threshold 0.95 --html duplicates.html
+  $BIN --help
+
+With grpcurl (the server has gRPC reflection on):
+  grpcurl -plaintext $LOOKALIKE_SERVER list lookalike.v1.Lookalike
+  grpcurl -plaintext $LOOKALIKE_SERVER lookalike.v1.Lookalike/Stats
+  grpcurl -plaintext -d '{"id": "iconic__Arla-Standard-Milk_Iconic", "k": 5}' $LOOKALIKE_SERVER lookalike.v1.Lookalike/SearchById
+  grpcurl -plaintext -d "{\"image\": \"\$(base64 -w0 $street)\", \"k\": 5}" $LOOKALIKE_SERVER lookalike.v1.Lookalike/SearchByImage
+  grpcurl -plaintext -d '{"service": "lookalike.v1.Lookalike"}' $LOOKALIKE_SERVER grpc.health.v1.Health/Check
+MSG
+
+if [ "${KEEP:-0}" = 1 ]; then
+  cat <<MSG
+
+The server is still running (KEEP=1): pid $server_pid, data in $work/data, log $work/serve.log,
+review page $work/duplicates.html.
+Stop it and clean up with:
+  kill $server_pid && rm -rf $work
+MSG
+else
+  echo
+  echo "Stopping the server and removing $work (run with KEEP=1 to keep it running)."
+fi
