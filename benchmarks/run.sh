@@ -24,15 +24,15 @@ done
 
 if [ "$QUICK" = 1 ]; then
   embed_args=(-limit 60 -stage-sample 20 -raw-time 1s)
-  fmnist_args=(-base 10000 -queries 300 -ef 10,20,40,120,400 -min-time 200ms -exact-time 1s)
-  photo_args=(-ef 10,20,40,120,400 -min-time 200ms -exact-time 500ms)
+  fmnist_args=(-base 10000 -queries 300 -ef 10,20,40,120,400 -min-time 150ms -rounds 2 -exact-time 1s)
+  photo_args=(-ef 10,20,40,120,400 -min-time 100ms -rounds 2 -exact-time 500ms)
   serve_args=(-items 5000 -duration 1500ms -image-duration 1500ms -recall-queries 150 -recall-ef 0)
   profile_env=(LOOKALIKE_BENCH_BASE=10000 LOOKALIKE_BENCH_EF=20)
   benchtime=2s
 else
   embed_args=()
-  fmnist_args=(-queries 2000 -min-time 1s -exact-time 3s)
-  photo_args=(-min-time 500ms)
+  fmnist_args=(-queries 2000 -min-time 500ms -rounds 3 -exact-time 3s)
+  photo_args=(-min-time 300ms -rounds 3)
   serve_args=(-items 100000 -duration 5s -image-duration 5s -recall-queries 500 -recall-ef 0,40,120)
   profile_env=(LOOKALIKE_BENCH_BASE=60000 LOOKALIKE_BENCH_EF=20)
   benchtime=5s

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
 """Lookalike's ANN peers: hnswlib and FAISS IndexHNSWFlat on the vectors annbench wrote.
 
-annbench (Go) writes base.fvecs and queries.fvecs, runs this script, and scores what it returns
-with the same recall function as its own index, so every library is judged alike. Both peers
-are built and queried on one thread, and queried with one batched call per pass over the
-queries, so Python's per-call overhead is not in their numbers. A pass is repeated until it has
-run for at least --min-seconds, and QPS is queries answered / time spent.
-
-Output: --out JSON, a list of {library, ef, qps, build_s, bytes_per_vector, ids}, where ids is
-the file (ivecs) holding the first pass's top-k ids per query.
+annbench (Go) writes base.fvecs and queries.fvecs and starts this script, which builds every
+peer index (one thread each) and reports each build as a JSON line on stdout. It then answers
+commands on stdin, one a line, "<library> <ef> <k> <min_seconds> <ids path or ->": time batched
+searches (one knn call per pass over all queries, one thread, so Python's per-call overhead is
+not in the figures), repeating passes for at least min_seconds, write the first pass's top-k ids
+as .ivecs when a path is given, and reply {"event": "measured", "qps": ...}. annbench drives the
+peers and its own indexes in interleaved rounds so that load from other processes on the
+machine hits every library alike, and scores the ids with the same recall code for all.
 
 Debian packages: python3-hnswlib python3-faiss python3-numpy (scripts/setup.sh installs them
 when LOOKALIKE_SETUP_BENCH=1).
@@ -61,7 +61,7 @@ def timed_passes(search, n_queries, min_seconds):
             return first, passes * n_queries / elapsed
 
 
-def run_hnswlib(args, base, queries, results):
+def build_hnswlib(args, base):
     import hnswlib
 
     before = rss_bytes()
@@ -73,18 +73,15 @@ def run_hnswlib(args, base, queries, results):
     index.add_items(base, np.arange(base.shape[0]), num_threads=1)
     build_s = time.perf_counter() - t0
     per_vector = (rss_bytes() - before) / base.shape[0]
-    for ef in args.ef:
-        index.set_ef(max(ef, args.k))
-        labels, qps = timed_passes(lambda: index.knn_query(queries, k=args.k, num_threads=1)[0],
-                                   len(queries), args.min_seconds)
-        path = os.path.join(args.workdir, f"hnswlib-ef{ef}.ivecs")
-        write_ivecs(path, labels)
-        results.append(dict(library="hnswlib", ef=ef, qps=qps, build_s=build_s,
-                            bytes_per_vector=per_vector, ids=path))
-        print(f"ann_peers: hnswlib ef={ef} qps={qps:.0f}", file=sys.stderr)
+
+    def search(queries, ef, k):
+        index.set_ef(max(ef, k))
+        return lambda: index.knn_query(queries, k=k, num_threads=1)[0]
+
+    return search, build_s, per_vector
 
 
-def run_faiss(args, base, queries, results):
+def build_faiss(args, base):
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -96,38 +93,50 @@ def run_faiss(args, base, queries, results):
     index.add(base)
     build_s = time.perf_counter() - t0
     per_vector = (rss_bytes() - before) / base.shape[0]
-    for ef in args.ef:
-        index.hnsw.efSearch = max(ef, args.k)
-        labels, qps = timed_passes(lambda: index.search(queries, args.k)[1], len(queries),
-                                   args.min_seconds)
-        path = os.path.join(args.workdir, f"faiss-ef{ef}.ivecs")
-        write_ivecs(path, labels)
-        results.append(dict(library="faiss-hnswflat", ef=ef, qps=qps, build_s=build_s,
-                            bytes_per_vector=per_vector, ids=path))
-        print(f"ann_peers: faiss ef={ef} qps={qps:.0f}", file=sys.stderr)
+
+    def search(queries, ef, k):
+        index.hnsw.efSearch = max(ef, k)
+        return lambda: index.search(queries, k)[1]
+
+    return search, build_s, per_vector
+
+
+BUILDERS = {"hnswlib": build_hnswlib, "faiss": build_faiss}
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", required=True, help="holds base.fvecs, queries.fvecs; ids go here")
+    ap.add_argument("--workdir", required=True, help="holds base.fvecs and queries.fvecs")
     ap.add_argument("--metric", choices=["l2", "ip"], required=True)
     ap.add_argument("--M", type=int, required=True)
     ap.add_argument("--ef-construction", type=int, required=True)
-    ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], required=True)
-    ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--libraries", default="hnswlib,faiss")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
     base = read_fvecs(os.path.join(args.workdir, "base.fvecs"))
     queries = read_fvecs(os.path.join(args.workdir, "queries.fvecs"))
-    results = []
+    searchers = {}
     for lib in args.libraries.split(","):
-        {"hnswlib": run_hnswlib, "faiss": run_faiss}[lib](args, base, queries, results)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+        search, build_s, per_vector = BUILDERS[lib](args, base)
+        searchers[lib] = search
+        reply(dict(event="built", library=lib, build_s=build_s, bytes_per_vector=per_vector))
+    reply(dict(event="ready"))
+    # Commands, one a line: "<library> <ef> <k> <min_seconds> <ids path or ->".
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        lib, ef, k, min_seconds, ids_path = parts[0], int(parts[1]), int(parts[2]), float(parts[3]), parts[4]
+        labels, qps = timed_passes(searchers[lib](queries, ef, k), len(queries), min_seconds)
+        if ids_path != "-":
+            write_ivecs(ids_path, labels)
+        reply(dict(event="measured", library=lib, ef=ef, qps=qps))
 
 
 if __name__ == "__main__":

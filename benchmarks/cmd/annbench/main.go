@@ -10,12 +10,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand"
@@ -45,6 +47,7 @@ type config struct {
 	efs                []int
 	k                  int
 	minTime, exactTime time.Duration
+	rounds             int
 	libraries          []string
 	outDir, workDir    string
 	photoVectors       string
@@ -88,6 +91,7 @@ func parseFlags(args []string) (config, error) {
 	efs := fs.String("ef", "10,20,40,80,120,200,400,800", "efSearch values")
 	fs.IntVar(&cfg.k, "k", 10, "neighbours per query")
 	fs.DurationVar(&cfg.minTime, "min-time", time.Second, "time each (library, ef) over at least this long")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved timing rounds; each (library, ef) reports its best")
 	fs.DurationVar(&cfg.exactTime, "exact-time", 3*time.Second, "time the exact index this long (on the queries it gets through)")
 	libs := fs.String("libraries", "lookalike,exact,coder-hnsw,hnswlib,faiss", "what to measure")
 	fs.StringVar(&cfg.outDir, "out", "benchmarks/results", "results folder")
@@ -187,26 +191,35 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 
-	var rows []Row
-	if slices.Contains(cfg.libraries, "hnswlib") || slices.Contains(cfg.libraries, "faiss") {
-		peerRows, err := runPeers(ctx, log, cfg, set, truth)
+	var contenders []*contender
+	var peerLibs []string
+	for _, l := range cfg.libraries {
+		if l == "hnswlib" || l == "faiss" {
+			peerLibs = append(peerLibs, l)
+		}
+	}
+	if len(peerLibs) > 0 {
+		p, err := startPeers(ctx, log, cfg, set, peerLibs)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, peerRows...)
+		defer p.close(log)
+		contenders = append(contenders, p.contenders...)
 	}
-	// Every Go measurement runs on one thread, as the peers do.
+	// Every Go build and measurement runs on one thread, as the peers do.
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
+	var exact *contender
 	for _, lib := range cfg.libraries {
-		var libRows []Row
+		var c *contender
 		switch lib {
 		case "lookalike":
-			libRows, err = benchLookalike(log, cfg, set, truth)
+			c, err = buildLookalike(cfg, set)
 		case "coder-hnsw":
-			libRows, err = benchCoder(log, cfg, set, truth)
+			c, err = buildCoder(cfg, set)
 		case "exact":
-			libRows, err = benchExact(log, cfg, set, truth)
+			exact, err = buildExact(cfg, set)
+			continue
 		case "hnswlib", "faiss":
 			continue
 		default:
@@ -215,9 +228,85 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		if err != nil {
 			return err
 		}
-		rows = append(rows, libRows...)
+		log.Info("built", "library", c.name, "seconds", c.buildSeconds, "bytes_per_vector", c.bytesPerVector)
+		contenders = append(contenders, c)
+	}
+
+	rows, err := measureRounds(ctx, log, cfg, set, truth, contenders)
+	if err != nil {
+		return err
+	}
+	if exact != nil {
+		res, err := exact.measure(0, min(cfg.minTime, cfg.exactTime), cfg.exactTime)
+		if err != nil {
+			return err
+		}
+		row := scored(exact, 0, res, cfg, set, truth)
+		log.Info("measured", "library", exact.name, "recall", row.Recall, "qps", row.QPS, "queries", row.Queries)
+		rows = append(rows, row)
 	}
 	return writeResults(cfg, set, machine, rows)
+}
+
+// contender is one built index under test. measure times it at one ef, over at least minTime
+// (maxTime cuts a slow first pass short), and returns the first pass's ids.
+type contender struct {
+	name           string
+	buildSeconds   float64
+	bytesPerVector float64
+	measure        func(ef int, minTime, maxTime time.Duration) (benchkit.PassResult, error)
+}
+
+// measureRounds times every contender at every ef, cfg.rounds times, interleaved and in a
+// rotating order, keeping each one's best QPS: the machine is shared, and load from other
+// processes then lowers the figures of whoever ran during it rather than of one library.
+// Recall comes from the first round's ids (searches are deterministic).
+func measureRounds(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth,
+	contenders []*contender) ([]Row, error) {
+	best := map[string]*Row{}
+	var order []string
+	for round := range cfg.rounds {
+		for _, ef := range cfg.efs {
+			for i := range contenders {
+				c := contenders[(i+round)%len(contenders)]
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				res, err := c.measure(ef, cfg.minTime, time.Duration(math.MaxInt64))
+				if err != nil {
+					return nil, err
+				}
+				key := fmt.Sprintf("%s/%d", c.name, ef)
+				if r, ok := best[key]; ok {
+					r.QPS = max(r.QPS, res.QPS)
+					continue
+				}
+				row := scored(c, ef, res, cfg, set, truth)
+				best[key] = &row
+				order = append(order, key)
+				log.Info("measured", "library", c.name, "ef", ef, "recall", row.Recall, "qps", row.QPS, "round", round)
+			}
+		}
+	}
+	// Report in library order, then ef order.
+	var rows []Row
+	for _, c := range contenders {
+		for _, key := range order {
+			if strings.HasPrefix(key, c.name+"/") {
+				rows = append(rows, *best[key])
+			}
+		}
+	}
+	return rows, nil
+}
+
+func scored(c *contender, ef int, res benchkit.PassResult, cfg config, set vectorSet, truth benchkit.Truth) Row {
+	n := res.Answered
+	sub := benchkit.Truth{IDs: truth.IDs[:n], Distances: truth.Distances[:n]}
+	return Row{
+		Library: c.name, EF: ef, QPS: res.QPS, BuildSeconds: c.buildSeconds, BytesPerVector: c.bytesPerVector, Queries: n,
+		Recall: benchkit.Recall(sub, set.base, set.queries[:n], res.IDs, cfg.k, set.metric),
+	}
 }
 
 // cachedTruth computes exact ground truth on all cores, reusing the previous run's when the
@@ -263,71 +352,112 @@ func hashVectors(sets ...[][]float32) uint64 {
 	return h.Sum64()
 }
 
-type peerRow struct {
+// peers is the running Python peer process: commands go to its stdin, JSON lines come back.
+type peers struct {
+	cmd        *exec.Cmd
+	in         io.WriteCloser
+	out        *bufio.Scanner
+	contenders []*contender
+}
+
+type peerReply struct {
+	Event          string  `json:"event"`
 	Library        string  `json:"library"`
-	EF             int     `json:"ef"`
 	QPS            float64 `json:"qps"`
 	BuildSeconds   float64 `json:"build_s"`
 	BytesPerVector float64 `json:"bytes_per_vector"`
-	IDs            string  `json:"ids"`
 }
 
-func runPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) (*peers, error) {
 	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "base.fvecs"), set.base); err != nil {
 		return nil, err
 	}
 	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "queries.fvecs"), set.queries); err != nil {
 		return nil, err
 	}
-	var libs []string
-	for _, l := range cfg.libraries {
-		if l == "hnswlib" || l == "faiss" {
-			libs = append(libs, l)
-		}
-	}
-	efs := make([]string, len(cfg.efs))
-	for i, ef := range cfg.efs {
-		efs[i] = strconv.Itoa(ef)
-	}
-	out := filepath.Join(cfg.workDir, "peers.json")
 	script := filepath.Join("benchmarks", "peers", "ann_peers.py")
-	cmd := exec.CommandContext(ctx, cfg.python, script,
+	p := &peers{cmd: exec.CommandContext(ctx, cfg.python, script,
 		"--workdir", cfg.workDir, "--metric", set.metric.String(),
 		"--M", strconv.Itoa(cfg.m), "--ef-construction", strconv.Itoa(cfg.efConstruction),
-		"--ef", strings.Join(efs, ","), "--k", strconv.Itoa(cfg.k), "--seed", strconv.FormatInt(cfg.seed, 10),
-		"--min-seconds", strconv.FormatFloat(cfg.minTime.Seconds(), 'f', 3, 64),
-		"--libraries", strings.Join(libs, ","), "--out", out)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		"--seed", strconv.FormatInt(cfg.seed, 10), "--libraries", strings.Join(libs, ","))}
+	p.cmd.Stderr = os.Stderr
 	// One thread, whatever the BLAS or OpenMP defaults would pick.
-	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
-	log.Info("running peers", "script", script, "libraries", libs)
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("annbench: peers (%s; make bench installs python3-hnswlib python3-faiss python3-numpy): %w", script, err)
+	p.cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
+	var err error
+	if p.in, err = p.cmd.StdinPipe(); err != nil {
+		return nil, fmt.Errorf("annbench: %w", err)
 	}
-	raw, err := os.ReadFile(out)
+	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("annbench: peers output: %w", err)
+		return nil, fmt.Errorf("annbench: %w", err)
 	}
-	var prs []peerRow
-	if err := json.Unmarshal(raw, &prs); err != nil {
-		return nil, fmt.Errorf("annbench: peers output %s: %w", out, err)
+	p.out = bufio.NewScanner(stdout)
+	log.Info("starting peers", "script", script, "libraries", libs)
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("annbench: start peers: %w", err)
 	}
-	rows := make([]Row, 0, len(prs))
-	for _, p := range prs {
-		ids, err := benchkit.ReadIvecs(p.IDs)
+	for {
+		r, err := p.read()
 		if err != nil {
-			return nil, err
+			p.close(log)
+			return nil, fmt.Errorf("annbench: peers (%s; make bench installs python3-hnswlib python3-faiss python3-numpy): %w", script, err)
 		}
-		if len(ids) != len(set.queries) {
-			return nil, fmt.Errorf("annbench: %s answered %d of %d queries", p.Library, len(ids), len(set.queries))
+		if r.Event == "ready" {
+			return p, nil
 		}
-		rows = append(rows, Row{
-			Library: p.Library, EF: p.EF, QPS: p.QPS, BuildSeconds: p.BuildSeconds,
-			BytesPerVector: p.BytesPerVector, Queries: len(ids),
-			Recall: benchkit.Recall(truth, set.base, set.queries, ids, cfg.k, set.metric),
+		name := r.Library
+		if name == "faiss" {
+			name = "faiss-hnswflat"
+		}
+		lib := r.Library
+		log.Info("built", "library", name, "seconds", r.BuildSeconds, "bytes_per_vector", r.BytesPerVector)
+		p.contenders = append(p.contenders, &contender{
+			name: name, buildSeconds: r.BuildSeconds, bytesPerVector: r.BytesPerVector,
+			measure: func(ef int, minTime, _ time.Duration) (benchkit.PassResult, error) {
+				return p.measure(cfg, set, lib, ef, minTime)
+			},
 		})
 	}
-	return rows, nil
+}
+
+func (p *peers) read() (peerReply, error) {
+	var r peerReply
+	if !p.out.Scan() {
+		if err := p.out.Err(); err != nil {
+			return r, err
+		}
+		return r, io.ErrUnexpectedEOF
+	}
+	if err := json.Unmarshal(p.out.Bytes(), &r); err != nil {
+		return r, fmt.Errorf("reply %q: %w", p.out.Text(), err)
+	}
+	return r, nil
+}
+
+func (p *peers) measure(cfg config, set vectorSet, lib string, ef int, minTime time.Duration) (benchkit.PassResult, error) {
+	idsPath := filepath.Join(cfg.workDir, fmt.Sprintf("%s-ef%d.ivecs", lib, ef))
+	if _, err := fmt.Fprintf(p.in, "%s %d %d %.3f %s\n", lib, ef, cfg.k, minTime.Seconds(), idsPath); err != nil {
+		return benchkit.PassResult{}, fmt.Errorf("annbench: peers: %w", err)
+	}
+	r, err := p.read()
+	if err != nil || r.Event != "measured" {
+		return benchkit.PassResult{}, fmt.Errorf("annbench: peers measuring %s ef=%d: %v %w", lib, ef, r.Event, err)
+	}
+	ids, err := benchkit.ReadIvecs(idsPath)
+	if err != nil {
+		return benchkit.PassResult{}, err
+	}
+	if len(ids) != len(set.queries) {
+		return benchkit.PassResult{}, fmt.Errorf("annbench: %s answered %d of %d queries", lib, len(ids), len(set.queries))
+	}
+	return benchkit.PassResult{IDs: ids, QPS: r.QPS, Answered: len(ids)}, nil
+}
+
+func (p *peers) close(log *slog.Logger) {
+	p.in.Close()
+	if err := p.cmd.Wait(); err != nil {
+		log.Warn("peers exited", "err", err)
+	}
 }
 
 // heapInUse is the live heap after a full collection: the memory an index holds is the growth
@@ -342,15 +472,18 @@ func heapInUse() int64 {
 	return int64(ms.HeapAlloc)
 }
 
-func benchLookalike(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
-	metric := index.L2
-	if set.metric == benchkit.InnerProduct {
-		metric = index.InnerProduct
+func indexMetric(m benchkit.Metric) index.Metric {
+	if m == benchkit.InnerProduct {
+		return index.InnerProduct
 	}
+	return index.L2
+}
+
+func buildLookalike(cfg config, set vectorSet) (*contender, error) {
 	before := heapInUse()
 	start := time.Now()
 	h := index.NewHNSW(len(set.base[0]), index.Config{
-		Metric: metric, M: cfg.m, EFConstruction: cfg.efConstruction, EFSearch: cfg.efs[0], Seed: cfg.seed,
+		Metric: indexMetric(set.metric), M: cfg.m, EFConstruction: cfg.efConstruction, EFSearch: cfg.efs[0], Seed: cfg.seed,
 	})
 	for i, v := range set.base {
 		// A fresh copy per Add, dropped afterwards, so the memory figure counts what the index
@@ -360,46 +493,40 @@ func benchLookalike(log *slog.Logger, cfg config, set vectorSet, truth benchkit.
 		}
 	}
 	build := time.Since(start)
-	perVector := float64(heapInUse()-before) / float64(len(set.base))
-	log.Info("built", "library", "lookalike", "seconds", build.Seconds())
-	var rows []Row
-	for _, ef := range cfg.efs {
-		opt := index.SearchOptions{EF: ef}
-		res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
-			return neighborIDs(h.Search(q, cfg.k, opt))
-		}, cfg.minTime, time.Duration(math.MaxInt64))
-		rows = append(rows, measured("lookalike", ef, res, build, perVector, cfg, set, truth))
-		log.Info("measured", "library", "lookalike", "ef", ef, "recall", rows[len(rows)-1].Recall, "qps", res.QPS)
-	}
-	runtime.KeepAlive(h)
-	return rows, nil
+	return &contender{
+		name: "lookalike", buildSeconds: build.Seconds(),
+		bytesPerVector: float64(heapInUse()-before) / float64(len(set.base)),
+		measure: func(ef int, minTime, maxTime time.Duration) (benchkit.PassResult, error) {
+			opt := index.SearchOptions{EF: ef}
+			return benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+				return neighborIDs(h.Search(q, cfg.k, opt))
+			}, minTime, maxTime), nil
+		},
+	}, nil
 }
 
-func benchExact(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
-	metric := index.L2
-	if set.metric == benchkit.InnerProduct {
-		metric = index.InnerProduct
-	}
+func buildExact(cfg config, set vectorSet) (*contender, error) {
 	before := heapInUse()
 	start := time.Now()
-	e := index.NewExact(len(set.base[0]), metric)
+	e := index.NewExact(len(set.base[0]), indexMetric(set.metric))
 	for i, v := range set.base {
 		if err := e.Add(index.Key(i), slices.Clone(v)); err != nil {
 			return nil, fmt.Errorf("annbench: exact add %d: %w", i, err)
 		}
 	}
 	build := time.Since(start)
-	perVector := float64(heapInUse()-before) / float64(len(set.base))
-	res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
-		return neighborIDs(e.Search(q, cfg.k, index.SearchOptions{}))
-	}, min(cfg.minTime, cfg.exactTime), cfg.exactTime)
-	row := measured("lookalike-exact", 0, res, build, perVector, cfg, set, truth)
-	log.Info("measured", "library", "lookalike-exact", "recall", row.Recall, "qps", res.QPS, "queries", res.Answered)
-	runtime.KeepAlive(e)
-	return []Row{row}, nil
+	return &contender{
+		name: "lookalike-exact", buildSeconds: build.Seconds(),
+		bytesPerVector: float64(heapInUse()-before) / float64(len(set.base)),
+		measure: func(_ int, minTime, maxTime time.Duration) (benchkit.PassResult, error) {
+			return benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+				return neighborIDs(e.Search(q, cfg.k, index.SearchOptions{}))
+			}, minTime, maxTime), nil
+		},
+	}, nil
 }
 
-func benchCoder(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth) ([]Row, error) {
+func buildCoder(cfg config, set vectorSet) (*contender, error) {
 	before := heapInUse()
 	start := time.Now()
 	g := hnsw.NewGraph[uint32]()
@@ -417,24 +544,21 @@ func benchCoder(log *slog.Logger, cfg config, set vectorSet, truth benchkit.Trut
 		g.Add(hnsw.MakeNode(uint32(i), slices.Clone(v)))
 	}
 	build := time.Since(start)
-	perVector := float64(heapInUse()-before) / float64(len(set.base))
-	log.Info("built", "library", "coder-hnsw", "seconds", build.Seconds())
-	var rows []Row
-	for _, ef := range cfg.efs {
-		g.EfSearch = max(ef, cfg.k)
-		res := benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
-			nodes := g.Search(q, cfg.k)
-			ids := make([]int32, len(nodes))
-			for i, n := range nodes {
-				ids[i] = int32(n.Key)
-			}
-			return ids
-		}, cfg.minTime, time.Duration(math.MaxInt64))
-		rows = append(rows, measured("coder-hnsw", ef, res, build, perVector, cfg, set, truth))
-		log.Info("measured", "library", "coder-hnsw", "ef", ef, "recall", rows[len(rows)-1].Recall, "qps", res.QPS)
-	}
-	runtime.KeepAlive(g)
-	return rows, nil
+	return &contender{
+		name: "coder-hnsw", buildSeconds: build.Seconds(),
+		bytesPerVector: float64(heapInUse()-before) / float64(len(set.base)),
+		measure: func(ef int, minTime, maxTime time.Duration) (benchkit.PassResult, error) {
+			g.EfSearch = max(ef, cfg.k)
+			return benchkit.TimeQueries(set.queries, func(q []float32) []int32 {
+				nodes := g.Search(q, cfg.k)
+				ids := make([]int32, len(nodes))
+				for i, n := range nodes {
+					ids[i] = int32(n.Key)
+				}
+				return ids
+			}, minTime, maxTime), nil
+		},
+	}, nil
 }
 
 func neighborIDs(ns []index.Neighbor) []int32 {
@@ -443,16 +567,6 @@ func neighborIDs(ns []index.Neighbor) []int32 {
 		ids[i] = int32(n.Key)
 	}
 	return ids
-}
-
-func measured(lib string, ef int, res benchkit.PassResult, build time.Duration, perVector float64,
-	cfg config, set vectorSet, truth benchkit.Truth) Row {
-	n := res.Answered
-	sub := benchkit.Truth{IDs: truth.IDs[:n], Distances: truth.Distances[:n]}
-	return Row{
-		Library: lib, EF: ef, QPS: res.QPS, BuildSeconds: build.Seconds(), BytesPerVector: perVector, Queries: n,
-		Recall: benchkit.Recall(sub, set.base, set.queries[:n], res.IDs, cfg.k, set.metric),
-	}
 }
 
 var errNoRows = errors.New("annbench: nothing was measured")
@@ -479,9 +593,9 @@ func writeResults(cfg config, set vectorSet, machine benchkit.Machine, rows []Ro
 	var md strings.Builder
 	fmt.Fprintf(&md, "## ANN index: %s\n\n%s", set.name, machine.Markdown())
 	fmt.Fprintf(&md, "- data: %s\n- every library: M=%d, efConstruction=%d, k=%d, built and queried on one thread; "+
-		"each (library, ef) timed over at least %s of repeated passes over the queries; peers called with one batched call per pass\n"+
+		"each (library, ef) timed over at least %s of repeated passes over the queries, in %d interleaved rounds keeping the best QPS (the machine is shared); peers called with one batched call per pass\n"+
 		"- recall@10 against exact brute-force ground truth (a result counts when it is within the 10th true distance, as the public ANN benchmarks count ties)\n\n",
-		set.description, cfg.m, cfg.efConstruction, cfg.k, cfg.minTime)
+		set.description, cfg.m, cfg.efConstruction, cfg.k, cfg.minTime, cfg.rounds)
 
 	recall := benchkit.Table{Title: "recall@10 and queries per second by efSearch", Header: []string{"efSearch"}}
 	for _, l := range libs {
