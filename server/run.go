@@ -45,11 +45,14 @@ type Config struct {
 	MetricsAddr string
 	// ModelPath is the .onnx model; empty means embed.FindModel.
 	ModelPath string
+	// SpecPath is the model's preprocessing spec JSON; empty means embed's default lookup.
+	SpecPath string
 	// RuntimePath is libonnxruntime.so; empty means embed.FindRuntime.
 	RuntimePath string
 	// EmbedThreads is the ONNX Runtime intra-op thread count; 0 means the CPU count.
 	EmbedThreads int
-	// MaxMessageBytes bounds one received or sent gRPC message.
+	// MaxMessageBytes bounds one received or sent gRPC message, and so the largest photo
+	// the embedder accepts.
 	MaxMessageBytes int
 	// MaxConcurrent bounds calls in flight (health excluded); beyond it calls are refused
 	// with RESOURCE_EXHAUSTED.
@@ -250,8 +253,10 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		emb := cfg.Embedder
 		if emb == nil {
 			e, err := embed.Open(ctx, embed.Config{
-				ModelPath: cfg.ModelPath, RuntimePath: cfg.RuntimePath, Threads: cfg.EmbedThreads,
-				Observer: svc.metrics, Logger: logger,
+				ModelPath: cfg.ModelPath, SpecPath: cfg.SpecPath, RuntimePath: cfg.RuntimePath,
+				Threads: cfg.EmbedThreads, Observer: svc.metrics, Logger: logger,
+				// One size knob: a photo that fits in a message is not refused later.
+				Limits: embed.Limits{MaxBytes: int64(cfg.MaxMessageBytes)},
 			})
 			if err != nil {
 				opened <- fmt.Errorf("server: open model: %w", err)
