@@ -60,9 +60,10 @@ func runModel(ctx context.Context, a *app, args []string) error {
 	s := out.Spec
 	tw := newTable(a.stdout)
 	fmt.Fprintf(tw, "model\t%s\n", out.Model)
-	fmt.Fprintf(tw, "spec\t%s\n", clean(out.SpecFile, 0))
 	if out.SpecFile == "" {
-		fmt.Fprintf(tw, "\t(built-in MobileNetV2 spec)\n")
+		fmt.Fprintf(tw, "spec\tbuilt-in (the shared MobileNetV2 embedding models)\n")
+	} else {
+		fmt.Fprintf(tw, "spec\t%s\n", out.SpecFile)
 	}
 	fmt.Fprintf(tw, "runtime\t%s\n", out.Runtime)
 	fmt.Fprintf(tw, "identity\t%s\n", out.Identity)

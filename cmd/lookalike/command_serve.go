@@ -53,7 +53,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	logger := a.logger
 	if *logJSON {
-		logger = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("LOOKALIKE_LOG_LEVEL"))}))
+		logger = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("LOOKALIKE_LOG_LEVEL"), slog.LevelInfo)}))
 	}
 	cfg := server.Config{
 		DataDir:          *data,

@@ -87,8 +87,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		stdout: stdout,
 		stderr: stderr,
 		getenv: getenv,
-		logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(getenv("LOOKALIKE_LOG_LEVEL"))})),
 	}
+	// The server narrates its life at INFO; the one-shot commands stay quiet unless asked.
+	level := slog.LevelWarn
+	if len(args) > 0 && args[0] == "serve" {
+		level = slog.LevelInfo
+	}
+	if v := getenv("LOOKALIKE_LOG_LEVEL"); v != "" {
+		level = logLevel(v, level)
+	}
+	a.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if len(args) == 0 {
 		printUsage(stderr)
 		return exitUsage
@@ -142,10 +150,11 @@ func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "Exit codes: 0 success, 1 failure, 2 bad command line.\n")
 }
 
-func logLevel(s string) slog.Level {
+// logLevel parses debug, info, warn or error, falling back when s is none of them.
+func logLevel(s string, fallback slog.Level) slog.Level {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
+		return fallback
 	}
 	return l
 }
