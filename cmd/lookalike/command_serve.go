@@ -60,6 +60,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		ListenAddr:       *listen,
 		MetricsAddr:      *metrics,
 		ModelPath:        mf.model,
+		SpecPath:         mf.spec,
 		RuntimePath:      mf.runtime,
 		EmbedThreads:     mf.threads,
 		MaxMessageBytes:  *maxMessage << 20,
@@ -73,16 +74,6 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	if cfg.AuthTokenFile == "" && a.getenv("LOOKALIKE_TOKEN") != "" {
 		cfg.AuthTokenEnv = "LOOKALIKE_TOKEN"
-	}
-	if mf.spec != "" {
-		// server.Config has no spec field, so a model with its own spec file is opened here
-		// and handed over; the server then neither opens nor closes it.
-		e, err := mf.open(ctx, logger)
-		if err != nil {
-			return err
-		}
-		defer e.Close()
-		cfg.Embedder = e
 	}
 	// Listening here rather than in server.Run lets a script ask for port 0 and learn the port.
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
