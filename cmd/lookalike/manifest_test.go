@@ -133,3 +133,21 @@ func FuzzReadManifest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReadManifestCSV measures parsing a catalogue-sized CSV manifest with attributes.
+func BenchmarkReadManifestCSV(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("id,image,category,title,colour,size,brand\n")
+	for i := range 10000 {
+		sb.WriteString("sku-" + strconv.Itoa(i) + ",photos/" + strconv.Itoa(i) + ".jpg,Juice,Apple juice 1 l,green,1l,Bravo\n")
+	}
+	text := sb.String()
+	b.SetBytes(int64(len(text)))
+	b.ResetTimer()
+	for b.Loop() {
+		rows, _, err := readManifest(strings.NewReader(text), "m.csv")
+		if err != nil || len(rows) != 10000 {
+			b.Fatalf("%d rows, %v", len(rows), err)
+		}
+	}
+}
