@@ -376,11 +376,15 @@ func (in *ingester) streamOnce(ctx context.Context, ready <-chan pendingUpsert) 
 	}()
 
 	// failInflight turns whatever the broken stream still owed into failures.
+	// After an interrupt their outcome is unknown rather than failed: they count as not
+	// attempted, and the re-run the message suggests settles them.
 	failInflight := func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		for idx, p := range inflight {
-			in.fail(p.row, "stream", status.Code(err).String(), describeRPCError(in.server, err).Error())
+			if ctx.Err() == nil {
+				in.fail(p.row, "stream", status.Code(err).String(), describeRPCError(in.server, err).Error())
+			}
 			delete(inflight, idx)
 		}
 	}
@@ -406,7 +410,9 @@ func (in *ingester) streamOnce(ctx context.Context, ready <-chan pendingUpsert) 
 			if err == nil {
 				err = errors.New("server closed the stream early")
 			}
-			in.fail(p.row, "stream", status.Code(err).String(), describeRPCError(in.server, err).Error())
+			if ctx.Err() == nil {
+				in.fail(p.row, "stream", status.Code(err).String(), describeRPCError(in.server, err).Error())
+			}
 			failInflight(err)
 			return received, err
 		}

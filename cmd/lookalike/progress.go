@@ -45,6 +45,8 @@ func newProgress(w io.Writer, label string, total int, terminal bool) *progress 
 		p.interval = 100 * time.Millisecond
 	}
 	p.start = p.now()
+	// The first line waits one interval: a short run then prints only its final state.
+	p.lastDraw = p.start
 	return p
 }
 
