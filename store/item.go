@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Limits on what one item may hold. They keep a single record well inside a bbolt page budget
@@ -296,10 +297,19 @@ func (d *decoder) string(max int) string {
 // encodeVector writes v as little-endian float32s.
 func encodeVector(v []float32) []byte {
 	b := make([]byte, 4*len(v))
+	if hostIsLittleEndian() && len(v) > 0 {
+		copy(b, unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v)))
+		return b
+	}
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
 	return b
+}
+
+// hostIsLittleEndian reports whether float32s sit in memory in the store's byte order.
+func hostIsLittleEndian() bool {
+	return binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 }
 
 // decodeVector copies a little-endian float32 vector out of b (which may be bbolt memory).
@@ -308,6 +318,11 @@ func decodeVector(b []byte, dim int) ([]float32, error) {
 		return nil, fmt.Errorf("%w: vector of %d bytes, want %d", ErrCorrupt, len(b), 4*dim)
 	}
 	v := make([]float32, dim)
+	if hostIsLittleEndian() {
+		// The stored layout is the in-memory layout: one copy instead of dim conversions.
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*dim), b)
+		return v, nil
+	}
 	for i := range v {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
