@@ -48,6 +48,7 @@ type config struct {
 	k                  int
 	minTime, exactTime time.Duration
 	rounds             int
+	replot             bool
 	libraries          []string
 	outDir, workDir    string
 	photoVectors       string
@@ -99,6 +100,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.photoVectors, "photo-vectors", "", "photo embeddings .fvecs written by embedbench (default <out>/tmp/photo-embeddings.fvecs)")
 	fs.StringVar(&cfg.python, "python", "/usr/bin/python3", "Python with hnswlib, faiss and numpy")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed for graph levels and sampling")
+	fs.BoolVar(&cfg.replot, "replot", false, "only redraw <out>/ann-<set>.png from <out>/ann-<set>.json")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -176,6 +178,9 @@ func firstN(rows [][]float32, n int) [][]float32 {
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) error {
+	if cfg.replot {
+		return replot(cfg)
+	}
 	machine := benchkit.DescribeMachine(ctx, ".")
 	set, err := loadSet(cfg)
 	if err != nil {
@@ -647,21 +652,39 @@ func writeResults(cfg config, set vectorSet, machine benchkit.Machine, rows []Ro
 		return fmt.Errorf("annbench: %w", err)
 	}
 
+	return writePlot(cfg, set.name, rows)
+}
+
+func replot(cfg config) error {
+	raw, err := os.ReadFile(filepath.Join(cfg.outDir, "ann-"+cfg.set+".json"))
+	if err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+	var rows []Row
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return fmt.Errorf("annbench: %w", err)
+	}
+	names := map[string]string{"fashion-mnist": "Fashion-MNIST", "photos": "shared photos"}
+	return writePlot(cfg, names[cfg.set], rows)
+}
+
+// minPlotRecall is the left end of the plot's recall axis.
+const minPlotRecall = 0.85
+
+func writePlot(cfg config, setName string, rows []Row) error {
 	var curves []benchkit.Curve
-	for _, l := range libs {
-		if l == "lookalike-exact" {
+	for _, r := range rows {
+		if r.Library == "lookalike-exact" {
 			continue
 		}
-		c := benchkit.Curve{Name: l}
-		for _, r := range rows {
-			if r.Library == l {
-				c.Recall, c.QPS = append(c.Recall, r.Recall), append(c.QPS, r.QPS)
-			}
+		if len(curves) == 0 || curves[len(curves)-1].Name != r.Library {
+			curves = append(curves, benchkit.Curve{Name: r.Library})
 		}
-		curves = append(curves, c)
+		c := &curves[len(curves)-1]
+		c.Recall, c.QPS = append(c.Recall, r.Recall), append(c.QPS, r.QPS)
 	}
-	title := fmt.Sprintf("%s, M=%d efC=%d, one thread (%s)", set.name, cfg.m, cfg.efConstruction, machine.Commit)
-	return benchkit.WriteRecallQPSPlot(filepath.Join(cfg.outDir, png), title, curves)
+	title := fmt.Sprintf("%s, M=%d efC=%d, one thread", setName, cfg.m, cfg.efConstruction)
+	return benchkit.WriteRecallQPSPlot(filepath.Join(cfg.outDir, "ann-"+cfg.set+".png"), title, minPlotRecall, curves)
 }
 
 func find(rows []Row, lib string, ef int) (Row, bool) {

@@ -203,7 +203,10 @@ func TestTimeQueriesRepeatsFastPasses(t *testing.T) {
 
 func TestWriteRecallQPSPlot(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.png")
-	err := WriteRecallQPSPlot(path, "t", []Curve{{Name: "a", Recall: []float64{0.5, 0.9}, QPS: []float64{1000, 100}}})
+	err := WriteRecallQPSPlot(path, "t", 0.8, []Curve{
+		{Name: "a", Recall: []float64{0.5, 0.9}, QPS: []float64{1000, 100}},
+		{Name: "all below", Recall: []float64{0.2}, QPS: []float64{5000}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
