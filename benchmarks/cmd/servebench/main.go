@@ -54,6 +54,7 @@ type config struct {
 	photoVectors   string
 	outDir, work   string
 	seed           int64
+	indexSeed      int64
 	startupTimeout time.Duration
 }
 
@@ -492,7 +493,7 @@ func compareRecall(ctx context.Context, log *slog.Logger, client pb.LookalikeCli
 	start := time.Now()
 	local := index.NewHNSW(len(vectors[0]), index.Config{
 		Metric: index.InnerProduct, M: int(params.GetM()), EFConstruction: int(params.GetEfConstruction()),
-		EFSearch: int(params.GetEfSearch()), Seed: cfg.seed,
+		EFSearch: int(params.GetEfSearch()), Seed: cfg.indexSeed,
 	})
 	for i, v := range vectors {
 		if err := local.Add(index.Key(i), v); err != nil {
