@@ -26,7 +26,9 @@ import (
 
 // Defaults for Config fields left at zero.
 const (
-	DefaultListenAddr       = "127.0.0.1:7400"
+	// DefaultListenAddr is the one default gRPC address: serve listens on it and the CLI's
+	// client commands dial it, so the two meet without flags.
+	DefaultListenAddr       = "127.0.0.1:50051"
 	DefaultMaxMessageBytes  = 32 << 20 // a 20 MB photo plus framing
 	DefaultMaxConcurrent    = 128
 	DefaultSnapshotInterval = 5 * time.Minute

@@ -210,11 +210,24 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 	return nil
 }
 
+// RestoreOptions tunes Restore.
+type RestoreOptions struct {
+	// Logger receives the restore event; nil discards it. Restore never writes to the
+	// process-wide default logger, so a caller's log format and level always apply.
+	Logger *slog.Logger
+}
+
 // Restore replaces the store file at dst with the backup at backup. The backup is first
 // copied beside dst and verified there (it opens, passes Check and holds a store); only then
 // is it renamed over dst, so a bad backup leaves dst untouched. The restored file gets a new
-// Generation. dst must not be open: Restore fails with ErrInUse while a store holds it.
-func Restore(backup, dst string) error {
+// Generation, so anything derived from the old file (a graph snapshot) can tell it is not
+// the same history even at an equal sequence number. dst must not be open: Restore fails
+// with ErrInUse while a store holds it.
+func Restore(backup, dst string, opt RestoreOptions) error {
+	logger := opt.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	start := time.Now()
 	unlock, err := lockIfExists(dst)
 	if err != nil {
@@ -238,7 +251,7 @@ func Restore(backup, dst string) error {
 	if err != nil {
 		return fmt.Errorf("store: restore %s from %s: %w", dst, backup, err)
 	}
-	slog.Default().Info("store restored", "path", dst, "backup", backup, "took", time.Since(start))
+	logger.Info("store restored", "path", dst, "backup", backup, "took", time.Since(start))
 	return nil
 }
 

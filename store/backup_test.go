@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ func TestBackupConcurrentWithWrites(t *testing.T) {
 
 	for _, backup := range backups {
 		restored := filepath.Join(dir, "restored-"+filepath.Base(backup))
-		if err := Restore(backup, restored); err != nil {
+		if err := Restore(backup, restored, RestoreOptions{}); err != nil {
 			t.Fatalf("Restore(%s): %v", backup, err)
 		}
 		r := openTest(t, restored, dim)
@@ -116,14 +117,21 @@ func TestRestoreReplacesAClosedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := Restore(backup, dstPath); !errors.Is(err, ErrInUse) {
+	if err := Restore(backup, dstPath, RestoreOptions{}); !errors.Is(err, ErrInUse) {
 		t.Fatalf("Restore over an open store: %v, want ErrInUse", err)
 	}
 	if err := dst.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := Restore(backup, dstPath); err != nil {
+	// The restore event goes to the caller's logger and never to the process-wide default.
+	var callerLog, globalLog bytes.Buffer
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(slog.New(slog.NewTextHandler(&globalLog, nil)))
+	if err := Restore(backup, dstPath, RestoreOptions{Logger: slog.New(slog.NewJSONHandler(&callerLog, nil))}); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(callerLog.String(), `"msg":"store restored"`) || globalLog.Len() != 0 {
+		t.Fatalf("restore logged %q to the caller's logger and %q to the default one", callerLog.String(), globalLog.String())
 	}
 	dst = openTest(t, dstPath, dim)
 	got, err := dst.Get("kept")
@@ -207,7 +215,7 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 			if err := os.WriteFile(backup, tc.backup, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if err := Restore(backup, dstPath); err == nil {
+			if err := Restore(backup, dstPath, RestoreOptions{}); err == nil {
 				t.Fatal("Restore accepted a damaged backup")
 			}
 			if now, err := os.ReadFile(dstPath); err != nil || !bytes.Equal(now, original) {
@@ -227,7 +235,7 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 				t.Fatal(err)
 			}
 			restored := filepath.Join(t.TempDir(), "restored.db")
-			if err := Restore(backup, restored); err != nil {
+			if err := Restore(backup, restored, RestoreOptions{}); err != nil {
 				continue
 			}
 			r := openTest(t, restored, dim)

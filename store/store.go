@@ -64,7 +64,8 @@ type Options struct {
 	// LockTimeout bounds the wait for another process's lock on the file (default 2s), after
 	// which Open fails with ErrInUse instead of hanging.
 	LockTimeout time.Duration
-	// Logger receives open and restore events (default slog.Default()).
+	// Logger receives open events; nil discards them (the store never writes to the
+	// process-wide default logger).
 	Logger *slog.Logger
 }
 
@@ -111,7 +112,7 @@ func Open(path string, opt Options) (*Store, error) {
 	start := time.Now()
 	logger := opt.Logger
 	if logger == nil {
-		logger = slog.Default()
+		logger = slog.New(slog.DiscardHandler)
 	}
 	if opt.Dim < 0 {
 		return nil, fmt.Errorf("%w: negative dimension %d", ErrInvalidOptions, opt.Dim)

@@ -16,10 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	lookalikev1 "lookalike/proto/lookalike/v1"
+	"lookalike/server"
 )
-
-// defaultServer is where serve listens unless told otherwise, so the two meet by default.
-const defaultServer = "127.0.0.1:50051"
 
 // maxMessageBytes lets large photos and big vector batches through; the server enforces its
 // own limit and says so with a clear status.
@@ -35,7 +33,7 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, a *app) {
-	fs.StringVar(&c.server, "server", envOr(a, "LOOKALIKE_SERVER", defaultServer), "server address host:port (env LOOKALIKE_SERVER)")
+	fs.StringVar(&c.server, "server", envOr(a, "LOOKALIKE_SERVER", server.DefaultListenAddr), "server address host:port (env LOOKALIKE_SERVER)")
 	fs.StringVar(&c.token, "token", a.getenv("LOOKALIKE_TOKEN"), "bearer token the server requires, if any (env LOOKALIKE_TOKEN)")
 	fs.StringVar(&c.tlsCA, "tls-ca", a.getenv("LOOKALIKE_TLS_CA"), "PEM CA certificate: connect with TLS and verify the server against it (env LOOKALIKE_TLS_CA)")
 	fs.DurationVar(&c.timeout, "timeout", envDuration(a, "LOOKALIKE_TIMEOUT", 30*time.Second), "deadline for each request (env LOOKALIKE_TIMEOUT)")

@@ -90,7 +90,7 @@ func runRestore(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	dst := filepath.Join(*data, catalog.StoreFileName)
-	if err := store.Restore(fs.Arg(0), dst); err != nil {
+	if err := store.Restore(fs.Arg(0), dst, store.RestoreOptions{Logger: a.logger}); err != nil {
 		if errors.Is(err, store.ErrInUse) {
 			return fmt.Errorf("%s is in use by a running server; stop it first: %w", *data, err)
 		}

@@ -20,7 +20,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 			"gracefully: in-flight calls drain, the graph snapshot is saved, the store is closed.\n"+
 			"Every flag also reads the environment variable named in its description.")
 	data := fs.String("data", a.getenv("LOOKALIKE_DATA"), "data directory, created if missing (env LOOKALIKE_DATA) (required)")
-	listen := fs.String("listen", envOr(a, "LOOKALIKE_LISTEN", defaultServer), "gRPC listen address (env LOOKALIKE_LISTEN)")
+	listen := fs.String("listen", envOr(a, "LOOKALIKE_LISTEN", server.DefaultListenAddr), "gRPC listen address (env LOOKALIKE_LISTEN)")
 	metrics := fs.String("metrics", a.getenv("LOOKALIKE_METRICS"), "Prometheus /metrics listen address, e.g. 127.0.0.1:9090; empty: off (env LOOKALIKE_METRICS)")
 	var mf modelFlags
 	mf.register(fs, a)
