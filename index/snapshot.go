@@ -13,19 +13,34 @@ import (
 	"path/filepath"
 )
 
-// Snapshot file layout, version 1, all integers little endian:
+// Snapshot file layout, version 2, all integers little endian:
 //
 //	magic "LKHNSW\r\n" | version u32 | header (see snapshotHeader) |
+//	tag length u32 | tag bytes |
 //	keys [n]u32 | levels [n]u8 | deleted [n]u8 | vectors [n*dim]f32 |
 //	layer-0 links [n*(1+2M)]u32 | upper links: for each node with level > 0, [level*(1+M)]u32 |
 //	CRC-32C of every byte before it, u32
 //
-// The store sequence number in the header tells the catalogue which changes to replay.
+// Version 1 is the same without the tag (it loads with an empty tag). The store sequence
+// number in the header tells the catalogue which changes to replay; the tag says which
+// history those sequence numbers belong to.
 const (
-	snapshotMagic   = "LKHNSW\r\n"
-	snapshotVersion = 1
-	ioChunk         = 1 << 16
+	snapshotMagic     = "LKHNSW\r\n"
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
+	ioChunk           = 1 << 16
+	// MaxSnapshotTag bounds SnapshotInfo.Tag.
+	MaxSnapshotTag = 1024
 )
+
+// SnapshotInfo is what a snapshot records besides the graph itself.
+type SnapshotInfo struct {
+	// Seq is the store sequence number the graph reflects.
+	Seq uint64
+	// Tag is opaque to the index: the caller's identity of the data the graph was built
+	// from (the catalogue stores the store's generation id), at most MaxSnapshotTag bytes.
+	Tag string
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -40,9 +55,17 @@ type snapshotHeader struct {
 }
 
 // Save writes the graph to path atomically (temporary file, fsync, rename, fsync of the
-// directory), tagged with the store sequence number seq it reflects. Searches continue
-// meanwhile; writers wait until it finishes.
-func (h *HNSW) Save(path string, seq uint64) (err error) {
+// directory), tagged with the store sequence number seq it reflects and an empty tag.
+// Searches continue meanwhile; writers wait until it finishes.
+func (h *HNSW) Save(path string, seq uint64) error {
+	return h.SaveSnapshot(path, SnapshotInfo{Seq: seq})
+}
+
+// SaveSnapshot is Save with the whole SnapshotInfo, tag included.
+func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
+	if len(info.Tag) > MaxSnapshotTag {
+		return fmt.Errorf("index: save snapshot: tag of %d bytes, at most %d", len(info.Tag), MaxSnapshotTag)
+	}
 	h.writeMu.Lock()
 	defer h.writeMu.Unlock()
 
@@ -60,7 +83,7 @@ func (h *HNSW) Save(path string, seq uint64) (err error) {
 	bw := bufio.NewWriterSize(tmp, 1<<20)
 	crc := crc32.New(castagnoli)
 	w := &snapshotWriter{w: io.MultiWriter(bw, crc)}
-	h.encode(w, seq)
+	h.encode(w, info)
 	if w.err != nil {
 		return fmt.Errorf("index: save snapshot: %w", w.err)
 	}
@@ -93,20 +116,22 @@ func (h *HNSW) Save(path string, seq uint64) (err error) {
 }
 
 // encode streams the graph; the caller holds writeMu, so nothing changes underneath.
-func (h *HNSW) encode(w *snapshotWriter, seq uint64) {
+func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
 	g := h.g
 	w.bytes([]byte(snapshotMagic))
 	w.u32s([]uint32{snapshotVersion})
 	hdr := snapshotHeader{
 		Metric: uint32(h.cfg.Metric), Dim: uint32(h.dim), M: uint32(h.cfg.M),
 		EFConstruction: uint32(h.cfg.EFConstruction), EFSearch: uint32(h.cfg.EFSearch),
-		Seed: h.cfg.Seed, MaxTombstoneFraction: h.cfg.MaxTombstoneFraction, Seq: seq,
+		Seed: h.cfg.Seed, MaxTombstoneFraction: h.cfg.MaxTombstoneFraction, Seq: info.Seq,
 		Inserted: h.inserted.Load(), Nodes: uint32(g.n), Tombstones: uint32(g.tombstones),
 		Entry: g.entry, MaxLevel: int32(g.maxLevel),
 	}
 	if w.err == nil {
 		w.err = binary.Write(w.w, binary.LittleEndian, &hdr)
 	}
+	w.u32s([]uint32{uint32(len(info.Tag))})
+	w.bytes([]byte(info.Tag))
 	w.u32s(g.keys[:g.n])
 	w.bytes(g.levels[:g.n])
 	flags := make([]byte, g.n)
@@ -167,52 +192,77 @@ func (w *snapshotWriter) f32s(v []float32) {
 	}
 }
 
-// LoadHNSW reads a snapshot written by Save and returns the index and the store sequence
-// number it reflects. Any damage (truncation, a flipped bit, an impossible header, links to
-// nodes that do not exist, trailing bytes) is an error wrapping ErrBadSnapshot,
-// ErrNotASnapshot or ErrBadVersion; a missing file wraps fs.ErrNotExist. The caller then
-// rebuilds from the store.
+// LoadHNSW reads a snapshot written by Save or SaveSnapshot and returns the index and the
+// store sequence number it reflects; see LoadSnapshot.
 func LoadHNSW(path string) (*HNSW, uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("index: load snapshot: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, 0, fmt.Errorf("index: load snapshot: %w", err)
-	}
-	h, seq, err := decodeSnapshot(bufio.NewReaderSize(f, 1<<20), info.Size())
-	if err != nil {
-		return nil, 0, fmt.Errorf("index: load snapshot %s: %w", path, err)
-	}
-	return h, seq, nil
+	h, info, err := LoadSnapshot(path)
+	return h, info.Seq, err
 }
 
-func decodeSnapshot(src io.Reader, size int64) (*HNSW, uint64, error) {
+// LoadSnapshot reads a snapshot and returns the index with its SnapshotInfo (a version 1
+// file has an empty tag). Any damage (truncation, a flipped bit, an impossible header, links
+// to nodes that do not exist, trailing bytes) is an error wrapping ErrBadSnapshot,
+// ErrNotASnapshot or ErrBadVersion; a missing file wraps fs.ErrNotExist. The caller then
+// rebuilds from the store.
+func LoadSnapshot(path string) (*HNSW, SnapshotInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot: %w", err)
+	}
+	h, info, err := decodeSnapshot(bufio.NewReaderSize(f, 1<<20), st.Size())
+	if err != nil {
+		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot %s: %w", path, err)
+	}
+	return h, info, nil
+}
+
+func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
+	var info SnapshotInfo
 	r := &snapshotReader{r: src, crc: crc32.New(castagnoli)}
 	magic := make([]byte, len(snapshotMagic))
 	r.bytes(magic)
 	if r.err != nil || string(magic) != snapshotMagic {
-		return nil, 0, ErrNotASnapshot
+		return nil, info, ErrNotASnapshot
 	}
 	version := make([]uint32, 1)
 	r.u32s(version)
 	if r.err != nil {
-		return nil, 0, r.fail()
+		return nil, info, r.fail()
 	}
-	if version[0] != snapshotVersion {
-		return nil, 0, fmt.Errorf("%w: %d (this build reads %d)", ErrBadVersion, version[0], snapshotVersion)
+	if version[0] != snapshotVersion && version[0] != snapshotVersionV1 {
+		return nil, info, fmt.Errorf("%w: %d (this build reads %d and %d)", ErrBadVersion, version[0], snapshotVersionV1, snapshotVersion)
 	}
 	var hdr snapshotHeader
 	if r.err == nil {
 		r.err = binary.Read(r, binary.LittleEndian, &hdr)
 	}
 	if r.err != nil {
-		return nil, 0, r.fail()
+		return nil, info, r.fail()
 	}
 	if err := hdr.validate(size); err != nil {
-		return nil, 0, err
+		return nil, info, err
+	}
+	info.Seq = hdr.Seq
+	if version[0] >= 2 {
+		tagLen := make([]uint32, 1)
+		r.u32s(tagLen)
+		if r.err != nil {
+			return nil, info, r.fail()
+		}
+		if tagLen[0] > MaxSnapshotTag {
+			return nil, info, fmt.Errorf("%w: tag of %d bytes, at most %d", ErrBadSnapshot, tagLen[0], MaxSnapshotTag)
+		}
+		tag := make([]byte, tagLen[0])
+		r.bytes(tag)
+		if r.err != nil {
+			return nil, info, r.fail()
+		}
+		info.Tag = string(tag)
 	}
 
 	cfg := Config{
@@ -231,7 +281,7 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, uint64, error) {
 	flags := make([]byte, n)
 	r.bytes(flags)
 	if r.err != nil {
-		return nil, 0, r.fail()
+		return nil, info, r.fail()
 	}
 	g.deleted = make([]bool, n)
 	tombstones := 0
@@ -242,7 +292,7 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, uint64, error) {
 			g.deleted[i] = true
 			tombstones++
 		default:
-			return nil, 0, fmt.Errorf("%w: node %d has flag %d", ErrBadSnapshot, i, fl)
+			return nil, info, fmt.Errorf("%w: node %d has flag %d", ErrBadSnapshot, i, fl)
 		}
 	}
 	blocks := (n + blockSize - 1) / blockSize
@@ -262,40 +312,40 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, uint64, error) {
 	for node := range n {
 		if lvl := int(g.levels[node]); lvl > 0 {
 			if lvl > int(hdr.MaxLevel) {
-				return nil, 0, fmt.Errorf("%w: node %d is on level %d above the top %d", ErrBadSnapshot, node, lvl, hdr.MaxLevel)
+				return nil, info, fmt.Errorf("%w: node %d is on level %d above the top %d", ErrBadSnapshot, node, lvl, hdr.MaxLevel)
 			}
 			g.upper[node] = make([]uint32, lvl*g.strideU)
 			r.u32s(g.upper[node])
 			if r.err != nil {
-				return nil, 0, r.fail()
+				return nil, info, r.fail()
 			}
 		}
 	}
 	if r.err != nil {
-		return nil, 0, r.fail()
+		return nil, info, r.fail()
 	}
 	want := r.crc.Sum32()
 	var sum [4]byte
 	if _, err := io.ReadFull(src, sum[:]); err != nil {
-		return nil, 0, fmt.Errorf("%w: checksum: %w", ErrBadSnapshot, err)
+		return nil, info, fmt.Errorf("%w: checksum: %w", ErrBadSnapshot, err)
 	}
 	if got := binary.LittleEndian.Uint32(sum[:]); got != want {
-		return nil, 0, fmt.Errorf("%w: checksum %08x, computed %08x", ErrBadSnapshot, got, want)
+		return nil, info, fmt.Errorf("%w: checksum %08x, computed %08x", ErrBadSnapshot, got, want)
 	}
 	if extra, _ := src.Read(sum[:1]); extra != 0 {
-		return nil, 0, fmt.Errorf("%w: trailing bytes after the checksum", ErrBadSnapshot)
+		return nil, info, fmt.Errorf("%w: trailing bytes after the checksum", ErrBadSnapshot)
 	}
 
 	// The checksum proves the bytes are the ones written; these checks make sure a snapshot
 	// from a buggy writer cannot index out of range later.
 	if tombstones != int(hdr.Tombstones) {
-		return nil, 0, fmt.Errorf("%w: %d tombstones, header says %d", ErrBadSnapshot, tombstones, hdr.Tombstones)
+		return nil, info, fmt.Errorf("%w: %d tombstones, header says %d", ErrBadSnapshot, tombstones, hdr.Tombstones)
 	}
 	g.tombstones = tombstones
 	g.maxLevel = int(hdr.MaxLevel)
 	g.entry = hdr.Entry
 	if n > 0 && int(g.levels[g.entry]) != g.maxLevel {
-		return nil, 0, fmt.Errorf("%w: entry point is not on the top level", ErrBadSnapshot)
+		return nil, info, fmt.Errorf("%w: entry point is not on the top level", ErrBadSnapshot)
 	}
 	for node := range n {
 		for lvl := 0; lvl <= int(g.levels[node]); lvl++ {
@@ -306,22 +356,22 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, uint64, error) {
 				count = g.upper[node][(lvl-1)*g.strideU]
 			}
 			if int(count) > g.maxLinks(lvl) {
-				return nil, 0, fmt.Errorf("%w: node %d has %d links on level %d", ErrBadSnapshot, node, count, lvl)
+				return nil, info, fmt.Errorf("%w: node %d has %d links on level %d", ErrBadSnapshot, node, count, lvl)
 			}
 			for _, nb := range g.links(uint32(node), lvl) {
 				if int(nb) >= n || int(g.levels[nb]) < lvl {
-					return nil, 0, fmt.Errorf("%w: node %d links to %d on level %d", ErrBadSnapshot, node, nb, lvl)
+					return nil, info, fmt.Errorf("%w: node %d links to %d on level %d", ErrBadSnapshot, node, nb, lvl)
 				}
 			}
 		}
 		if !g.deleted[node] {
 			if _, dup := g.byKey[g.keys[node]]; dup {
-				return nil, 0, fmt.Errorf("%w: key %d is live twice", ErrBadSnapshot, g.keys[node])
+				return nil, info, fmt.Errorf("%w: key %d is live twice", ErrBadSnapshot, g.keys[node])
 			}
 			g.byKey[g.keys[node]] = uint32(node)
 		}
 	}
-	return h, hdr.Seq, nil
+	return h, info, nil
 }
 
 func (hdr snapshotHeader) validate(size int64) error {

@@ -2,11 +2,14 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -162,4 +165,71 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		got.Search(q, 5, SearchOptions{})
 		_ = got.Add(12345, q)
 	})
+}
+
+func TestSnapshotTagRoundTrip(t *testing.T) {
+	h, _, queries := smallIndex(t, 200, InnerProduct)
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		info SnapshotInfo
+	}{
+		{"no tag", SnapshotInfo{Seq: 5}},
+		{"generation tag", SnapshotInfo{Seq: 9, Tag: "3f9c2a71d0e84b65"}},
+		{"longest tag", SnapshotInfo{Seq: 1, Tag: strings.Repeat("x", MaxSnapshotTag)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "tagged.hnsw")
+			if err := h.SaveSnapshot(path, tt.info); err != nil {
+				t.Fatal(err)
+			}
+			loaded, info, err := LoadSnapshot(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info != tt.info {
+				t.Fatalf("loaded %+v, saved %+v", info, tt.info)
+			}
+			if got, want := loaded.Search(queries[0], 5, SearchOptions{}), h.Search(queries[0], 5, SearchOptions{}); !slices.Equal(got, want) {
+				t.Fatalf("loaded index answers %v, original %v", got, want)
+			}
+		})
+	}
+	if err := h.SaveSnapshot(filepath.Join(dir, "long.hnsw"), SnapshotInfo{Tag: strings.Repeat("x", MaxSnapshotTag+1)}); err == nil {
+		t.Fatal("a tag over MaxSnapshotTag was saved")
+	}
+}
+
+// TestSnapshotVersion1StillLoads rewrites a version 2 file without its tag field as version 1
+// (the format before tags) and checks that it loads, with an empty tag.
+func TestSnapshotVersion1StillLoads(t *testing.T) {
+	h, _, queries := smallIndex(t, 200, L2)
+	dir := t.TempDir()
+	v2 := filepath.Join(dir, "v2.hnsw")
+	if err := h.SaveSnapshot(v2, SnapshotInfo{Seq: 17}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagAt := len(snapshotMagic) + 4 + binary.Size(snapshotHeader{})
+	v1 := slices.Concat(data[:tagAt], data[tagAt+4:len(data)-4]) // drop the empty tag and the checksum
+	binary.LittleEndian.PutUint32(v1[len(snapshotMagic):], snapshotVersionV1)
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
+	path := filepath.Join(dir, "v1.hnsw")
+	if err := os.WriteFile(path, v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, info, err := LoadSnapshot(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info != (SnapshotInfo{Seq: 17}) {
+		t.Fatalf("version 1 file loaded as %+v", info)
+	}
+	if got, want := loaded.Search(queries[0], 5, SearchOptions{}), h.Search(queries[0], 5, SearchOptions{}); !slices.Equal(got, want) {
+		t.Fatalf("loaded index answers %v, original %v", got, want)
+	}
 }
