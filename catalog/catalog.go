@@ -229,15 +229,23 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 	return nil
 }
 
-// loadSnapshot reads the saved graph if there is a usable one.
+// loadSnapshot reads the saved graph if there is a usable one. A snapshot belongs to one
+// store history, named by the store's generation: a store restored from a backup (or from
+// another data directory) gets a new generation, and its sequence numbers say nothing about
+// a graph saved from another history even when they are equal.
 func (c *Catalog) loadSnapshot() (*index.HNSW, uint64, bool) {
-	graph, seq, err := index.LoadHNSW(c.snapshotPath())
+	graph, info, err := index.LoadSnapshot(c.snapshotPath())
+	seq := info.Seq
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.log.Info("no graph snapshot; building the graph from the store")
 		return nil, 0, false
 	case err != nil:
 		c.log.Warn("graph snapshot unusable; rebuilding from the store", "path", c.snapshotPath(), "err", err)
+		return nil, 0, false
+	case info.Tag != c.store.Generation():
+		c.log.Warn("graph snapshot was saved from another store history (restored store?); rebuilding",
+			"snapshot_generation", info.Tag, "store_generation", c.store.Generation(), "snapshot_seq", seq, "store_seq", c.store.Seq())
 		return nil, 0, false
 	case graph.Dim() != c.dim:
 		c.log.Warn("graph snapshot has another dimension; rebuilding", "snapshot_dim", graph.Dim(), "dim", c.dim)
@@ -360,7 +368,7 @@ func (c *Catalog) saveSnapshot(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	if err := c.graph.Save(c.snapshotPath(), seq); err != nil {
+	if err := c.graph.SaveSnapshot(c.snapshotPath(), index.SnapshotInfo{Seq: seq, Tag: c.store.Generation()}); err != nil {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	c.snapshotSeq, c.snapshotTime = seq, time.Now()

@@ -4,16 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
 	"lookalike/embed"
 	"lookalike/internal/dataset"
+	"lookalike/store"
 )
 
 // sharedEmbedder is opened once per test binary: loading ONNX Runtime and the model costs
@@ -413,5 +418,249 @@ func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 	wg.Wait()
 	if want := len(vecs) - len(vecs)/10; c.Len() != want || c.graph.Len() != want {
 		t.Fatalf("%d products, %d in graph, want %d", c.Len(), c.graph.Len(), want)
+	}
+}
+
+// TestCatalogRebuildsSnapshotOfAnotherHistory puts a store from another history, with the
+// same sequence number and the same keys, under a saved graph: the snapshot's generation
+// tag differs from the store's, so the catalogue must rebuild instead of serving the old
+// graph's vectors.
+func TestCatalogRebuildsSnapshotOfAnotherHistory(t *testing.T) {
+	ctx := context.Background()
+	const n = 30
+	upsertAll := func(c *Catalog, vecs [][]float32) {
+		t.Helper()
+		for i, v := range vecs {
+			if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("p", i), Vector: v}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	openLogged := func(dir string) (*Catalog, *lockedLog) {
+		t.Helper()
+		logs := &lockedLog{}
+		c, err := Open(ctx, Config{DataDir: dir, Embedder: testEmbedder(t), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, logs
+	}
+
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, _ := openLogged(dirA)
+	vecsA := randomVectors(n, a.Dim(), 11)
+	upsertAll(a, vecsA)
+	if err := a.Close(); err != nil { // saves A's snapshot at seq n
+		t.Fatal(err)
+	}
+	b, _ := openLogged(dirB)
+	vecsB := randomVectors(n, b.Dim(), 12)
+	upsertAll(b, vecsB)
+	backup := filepath.Join(t.TempDir(), "b.db")
+	if _, err := b.store.BackupFile(backup); err != nil {
+		t.Fatal(err)
+	}
+	seqB := b.store.Seq()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Same generation: the snapshot is used.
+	a, logs := openLogged(dirA)
+	if !strings.Contains(logs.String(), "graph loaded from snapshot") {
+		t.Fatalf("reopen of the same history did not use its snapshot:\n%s", logs)
+	}
+	if a.store.Seq() != seqB {
+		t.Fatalf("the two histories should reach the same seq: %d and %d", a.store.Seq(), seqB)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// B's store under A's snapshot: same seq, same keys, another generation.
+	if err := store.Restore(backup, filepath.Join(dirA, StoreFileName), store.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, logs = openLogged(dirA)
+	defer a.Close()
+	if !strings.Contains(logs.String(), "another store history") || strings.Contains(logs.String(), "graph loaded from snapshot") {
+		t.Fatalf("the snapshot of another history was not refused:\n%s", logs)
+	}
+	for i, v := range vecsB {
+		res, err := a.SearchByVector(ctx, v, SearchOptions{K: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprint("p", i); len(res) != 1 || res[0].Product.ID != want || res[0].Score < 0.999 {
+			t.Fatalf("search for %s's restored vector found %+v", want, res)
+		}
+	}
+}
+
+// lockedLog collects log output written from any goroutine.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestFindDuplicatesConcurrentDeterministic scans a catalogue of many small groups of near
+// copies on one and on many goroutines: the clusters must equal the connected components of
+// the exact pairs above the threshold, identically (edges, scores, order) every time.
+func TestFindDuplicatesConcurrentDeterministic(t *testing.T) {
+	ctx := context.Background()
+	c := openCatalog(t, t.TempDir())
+	defer c.Close()
+	const groups = 120
+	rng := rand.New(rand.NewPCG(5, 6))
+	base := randomVectors(groups, c.Dim(), 9)
+	var items []UpsertItem
+	for g, b := range base {
+		for m := range 1 + g%4 { // groups of 1 to 4 near copies
+			items = append(items, UpsertItem{ID: fmt.Sprintf("g%03d-%d", g, m), Vector: near(b, 0.15, rng)})
+		}
+	}
+	for _, r := range c.UpsertBatch(ctx, items) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	const threshold = 0.9
+
+	// The exact answer: components of every pair at or above the threshold.
+	norm := func(v []float32) []float32 {
+		var s float64
+		for _, x := range v {
+			s += float64(x) * float64(x)
+		}
+		out := make([]float32, len(v))
+		for i, x := range v {
+			out[i] = float32(float64(x) / math.Sqrt(s))
+		}
+		return out
+	}
+	parent := make(map[string]string)
+	var find func(string) string
+	find = func(x string) string {
+		if p, ok := parent[x]; ok && p != x {
+			r := find(p)
+			parent[x] = r
+			return r
+		}
+		return x
+	}
+	for i := range items {
+		for j := i + 1; j < len(items); j++ {
+			var dot float64
+			a, b := norm(items[i].Vector), norm(items[j].Vector)
+			for d := range a {
+				dot += float64(a[d]) * float64(b[d])
+			}
+			if dot >= threshold {
+				ra, rb := find(items[i].ID), find(items[j].ID)
+				if ra != rb {
+					parent[max(ra, rb)] = min(ra, rb)
+				}
+			}
+		}
+	}
+	members := make(map[string][]string)
+	for _, it := range items {
+		members[find(it.ID)] = append(members[find(it.ID)], it.ID)
+	}
+	want := make(map[string][]string)
+	for _, ids := range members {
+		if len(ids) > 1 {
+			slices.Sort(ids)
+			want[ids[0]] = ids
+		}
+	}
+	if len(want) < groups/2 {
+		t.Fatalf("only %d exact clusters; the test data is not what it claims", len(want))
+	}
+
+	scan := func(procs int) []Cluster {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+		var out []Cluster
+		if err := c.FindDuplicates(ctx, DuplicateOptions{Threshold: threshold}, func(cl Cluster) error {
+			out = append(out, cl)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	first := scan(1)
+	if len(first) != len(want) {
+		t.Fatalf("%d clusters, want %d", len(first), len(want))
+	}
+	for i, cl := range first {
+		if !slices.Equal(cl.IDs, want[cl.IDs[0]]) {
+			t.Fatalf("cluster %v, the exact component is %v", cl.IDs, want[cl.IDs[0]])
+		}
+		if i > 0 && len(cl.IDs) > len(first[i-1].IDs) {
+			t.Fatalf("cluster %d (%d ids) after a smaller one", i, len(cl.IDs))
+		}
+	}
+	for _, procs := range []int{8, 3, 8} {
+		if got := scan(procs); !reflect.DeepEqual(got, first) {
+			t.Fatalf("GOMAXPROCS=%d: the clusters differ from the single-core scan", procs)
+		}
+	}
+}
+
+// cancelOnCheck cancels the scan's context from inside the first pair check.
+type cancelOnCheck struct{ cancel context.CancelFunc }
+
+func (c cancelOnCheck) SameProduct(context.Context, Product, Product, float32) (bool, error) {
+	c.cancel()
+	return true, nil
+}
+
+func TestFindDuplicatesCancelled(t *testing.T) {
+	c := openCatalog(t, t.TempDir())
+	defer c.Close()
+	base := randomVectors(40, c.Dim(), 13)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var items []UpsertItem
+	for i, b := range base {
+		items = append(items, UpsertItem{ID: fmt.Sprint("a", i), Vector: b}, UpsertItem{ID: fmt.Sprint("b", i), Vector: near(b, 0.05, rng)})
+	}
+	for _, r := range c.UpsertBatch(context.Background(), items) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	ctx, cancelLater := context.WithCancel(context.Background())
+	defer cancelLater()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		opt  DuplicateOptions
+	}{
+		{"cancelled before", done, DuplicateOptions{}},
+		{"cancelled during the checks", ctx, DuplicateOptions{Checks: []PairCheck{cancelOnCheck{cancelLater}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			emitted := 0
+			err := c.FindDuplicates(tt.ctx, tt.opt, func(Cluster) error { emitted++; return nil })
+			if !errors.Is(err, context.Canceled) || emitted != 0 {
+				t.Fatalf("err %v after %d clusters, want context.Canceled and none", err, emitted)
+			}
+		})
 	}
 }

@@ -1,11 +1,15 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"lookalike/index"
 )
@@ -62,7 +66,10 @@ func checkThreshold(t float32) (float32, error) {
 
 // FindDuplicates searches every product inside the filter for neighbours at or above the
 // threshold, joins them with union-find and hands emit each cluster of two or more, largest
-// first (ties by first id). An error from emit stops the scan and is returned.
+// first (ties by first id). The neighbour searches and the pair checks run on every core;
+// the clusters, their edges and their order do not depend on how they were scheduled.
+// Cancelling ctx stops the scan between searches. An error from emit stops the scan and is
+// returned.
 func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit func(Cluster) error) error {
 	threshold, err := checkThreshold(opt.Threshold)
 	if err != nil {
@@ -92,37 +99,68 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		}
 	}
 	c.metaMu.RUnlock()
+	// Key order fixes the order in which pairs are first met, so the edges (and the pairs
+	// handed to the checks) do not depend on map iteration or on scheduling.
+	slices.SortFunc(members, func(x, y *entry) int { return cmp.Compare(x.key, y.key) })
 
-	type pair struct{ lo, hi index.Key }
-	edges := make(map[pair]float32)
-	uf := newUnionFind()
-	ef := c.ef(opt.EF)
-	for i, e := range members {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
+	// The searches are independent and read-only: run them on every core, each result in
+	// its member's slot.
+	type candidate struct {
+		other index.Key
+		score float32
+	}
+	found := make([][]candidate, len(members))
+	ef := max(c.ef(opt.EF), neighbors+1)
+	filter := a.fn()
+	err = parallelFor(ctx, len(members), func(i int) error {
+		e := members[i]
 		vec, ok := c.graph.Vector(e.key)
 		if !ok {
-			continue
+			return nil // deleted during the scan
 		}
-		for _, n := range c.graph.Search(vec, neighbors+1, index.SearchOptions{EF: max(ef, neighbors+1), Filter: a.fn()}) {
-			if n.Key == e.key || n.Score < threshold {
+		for _, n := range c.graph.Search(vec, neighbors+1, index.SearchOptions{EF: ef, Filter: filter}) {
+			if n.Key != e.key && n.Score >= threshold {
+				found[i] = append(found[i], candidate{n.Key, n.Score})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	// Each pair once, in member order, with the score of its first sighting.
+	type pair struct{ lo, hi index.Key }
+	type scoredPair struct {
+		pair
+		score float32
+	}
+	seen := make(map[pair]struct{})
+	var pairs []scoredPair
+	for i, cands := range found {
+		for _, n := range cands {
+			p := pair{min(members[i].key, n.other), max(members[i].key, n.other)}
+			if _, dup := seen[p]; dup {
 				continue
 			}
-			p := pair{min(e.key, n.Key), max(e.key, n.Key)}
-			if _, seen := edges[p]; seen {
-				continue
-			}
-			ok, err := c.confirm(ctx, opt.Checks, p.lo, p.hi, n.Score)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			edges[p] = n.Score
+			seen[p] = struct{}{}
+			pairs = append(pairs, scoredPair{p, n.score})
+		}
+	}
+	confirmed := make([]bool, len(pairs))
+	err = parallelFor(ctx, len(pairs), func(i int) error {
+		var err error
+		confirmed[i], err = c.confirm(ctx, opt.Checks, pairs[i].lo, pairs[i].hi, pairs[i].score)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	edges := make(map[pair]float32)
+	uf := newUnionFind()
+	for i, p := range pairs {
+		if confirmed[i] {
+			edges[p.pair] = p.score
 			uf.union(p.lo, p.hi)
 		}
 	}
@@ -175,6 +213,48 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		if err := emit(*cl); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// parallelChunk is how many consecutive indices a parallelFor worker claims at once: enough
+// to make the shared counter cheap, few enough to keep the cores evenly loaded at the end.
+const parallelChunk = 16
+
+// parallelFor calls fn(i) for every i in [0, n) on up to GOMAXPROCS goroutines. It stops
+// handing out work at the first error or when ctx is done, and returns that error (or
+// ctx's). fn must be safe for concurrent use; results go into per-index slots, so their
+// order never depends on scheduling.
+func parallelFor(ctx context.Context, n int, fn func(i int) error) error {
+	if n == 0 {
+		return ctx.Err()
+	}
+	workers := min(runtime.GOMAXPROCS(0), (n+parallelChunk-1)/parallelChunk)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				from := int(next.Add(parallelChunk)) - parallelChunk
+				if from >= n {
+					return
+				}
+				for i := from; i < min(from+parallelChunk, n); i++ {
+					if err := fn(i); err != nil {
+						cancel(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
 	return nil
 }
