@@ -21,16 +21,40 @@ const maxCheckErrors = 10
 // Backup writes a consistent copy of the whole file to w while the store keeps serving
 // (one read transaction: writers continue, the copy shows the state at its start).
 func (s *Store) Backup(w io.Writer) (int64, error) {
-	var n int64
+	info, err := s.BackupWithInfo(w)
+	return info.Bytes, err
+}
+
+// BackupInfo describes the state a backup captured.
+type BackupInfo struct {
+	// Bytes is the size of the copy.
+	Bytes int64
+	// Seq is the store's sequence number in the copy: every write acknowledged with a
+	// sequence number up to it is inside, none after it.
+	Seq uint64
+	// Items counts the products in the copy.
+	Items int
+}
+
+// BackupWithInfo is Backup that also reports what the copy holds, read in the same
+// transaction as the bytes. The read transaction stays open until w has taken every byte,
+// so a slow w holds it longer (writers still proceed; the file may grow meanwhile, because
+// pages the copy still shows cannot be reused).
+func (s *Store) BackupWithInfo(w io.Writer) (BackupInfo, error) {
+	var info BackupInfo
 	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
+		m, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		info.Seq, info.Items = m.seq, int(m.count)
+		info.Bytes, err = tx.WriteTo(w)
 		return err
 	})
 	if err != nil {
-		return n, fmt.Errorf("store: backup: %w", err)
+		return info, fmt.Errorf("store: backup: %w", err)
 	}
-	return n, nil
+	return info, nil
 }
 
 // BackupFile writes a backup to path atomically: a temporary file beside it, fsynced, then

@@ -56,9 +56,9 @@ func TestBackupConcurrentWithWrites(t *testing.T) {
 		backups = append(backups, path)
 	}
 	var streamed bytes.Buffer
-	n, err := s.Backup(&streamed)
-	if err != nil || n != int64(streamed.Len()) {
-		t.Fatalf("Backup: %d bytes reported, %d written, %v", n, streamed.Len(), err)
+	info, err := s.BackupWithInfo(&streamed)
+	if err != nil || info.Bytes != int64(streamed.Len()) {
+		t.Fatalf("Backup: %d bytes reported, %d written, %v", info.Bytes, streamed.Len(), err)
 	}
 	wg.Wait()
 	streamedPath := filepath.Join(dir, "streamed.db")
@@ -79,6 +79,9 @@ func TestBackupConcurrentWithWrites(t *testing.T) {
 		count := r.Count()
 		if r.Seq() != uint64(count) || count > total || r.Generation() == s.Generation() {
 			t.Fatalf("%s: seq %d count %d generation %s (live %s)", backup, r.Seq(), count, r.Generation(), s.Generation())
+		}
+		if backup == streamedPath && (r.Seq() != info.Seq || count != info.Items) {
+			t.Fatalf("the streamed backup holds seq %d and %d items; BackupWithInfo said %+v", r.Seq(), count, info)
 		}
 		i := 0
 		err := r.ForEach(func(it Item) error {
