@@ -87,7 +87,10 @@ func (a authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 }
 
 // limiter sheds calls beyond a fixed number in flight with RESOURCE_EXHAUSTED instead of
-// queueing them: a queue only turns overload into timeouts for everyone.
+// queueing them: a queue only turns overload into timeouts for everyone. The decision is
+// made once, when a call starts: a stream (UpsertStream, FindDuplicates, Backup) that got a
+// slot keeps it until it ends and is never cut off midway, so a long backup either is
+// refused before its first byte or runs to completion.
 type limiter struct {
 	slots   chan struct{}
 	metrics *metrics

@@ -20,6 +20,7 @@ type metrics struct {
 	embedBatch  prometheus.Histogram
 	embedRun    prometheus.Histogram
 	embedQueue  prometheus.Gauge
+	backupBytes prometheus.Counter
 }
 
 func newMetrics(indexSize func() float64) *metrics {
@@ -56,9 +57,12 @@ func newMetrics(indexSize func() float64) *metrics {
 		embedQueue: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lookalike_embed_queue_depth", Help: "Embedding requests waiting for the model, as last seen.",
 		}),
+		backupBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lookalike_backup_bytes_total", Help: "Store bytes sent by Backup calls.",
+		}),
 	}
 	m.registry.MustRegister(m.requests, m.latency, m.inflight, m.shed, m.upserts, m.streamBatch,
-		m.embedBatch, m.embedRun, m.embedQueue,
+		m.embedBatch, m.embedRun, m.embedQueue, m.backupBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "lookalike_index_items", Help: "Products in the search index.",
 		}, indexSize),

@@ -169,7 +169,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		return err
 	}
 
-	svc := &service{log: logger}
+	svc := &service{log: logger, backupChunk: backupChunkBytes(cfg.MaxMessageBytes)}
 	svc.metrics = newMetrics(func() float64 {
 		if c := svc.cat.Load(); c != nil {
 			return float64(c.Len())
@@ -303,6 +303,12 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	case err := <-serveErr:
 		return fmt.Errorf("server: serve: %w", err)
 	}
+}
+
+// backupChunkBytes is the data size of one Backup message: 1 MiB, or less when the largest
+// message is small, leaving room for the message's own framing.
+func backupChunkBytes(maxMessageBytes int) int {
+	return max(4<<10, min(1<<20, maxMessageBytes-4<<10))
 }
 
 // drain stops accepting calls and waits for the ones in flight, cutting them off after

@@ -2,12 +2,18 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"math"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,6 +35,8 @@ type service struct {
 	log     *slog.Logger
 	metrics *metrics
 	cat     atomic.Pointer[catalog.Catalog]
+	// backupChunk is the data size of one Backup message, below the largest message.
+	backupChunk int
 }
 
 // catalog returns the open catalogue, or UNAVAILABLE while it is still loading.
@@ -356,4 +364,72 @@ func productProto(p catalog.Product) *pb.Product {
 		out.Updated = timestamppb.New(p.Updated)
 	}
 	return out
+}
+
+// Backup streams a consistent copy of the store, then its size and SHA-256.
+func (s *service) Backup(_ *pb.BackupRequest, stream pb.Lookalike_BackupServer) error {
+	c, err := s.catalog()
+	if err != nil {
+		return err
+	}
+	out := &chunkStream{send: stream.Send, size: s.backupChunk, hash: sha256.New(), sent: s.metrics.backupBytes}
+	info, err := c.Backup(stream.Context(), out)
+	if err == nil {
+		err = out.flush()
+	}
+	if err != nil {
+		return s.fail("Backup", err)
+	}
+	if uint64(info.Bytes) != out.offset {
+		return s.fail("Backup", fmt.Errorf("server: backup of %d bytes, %d sent", info.Bytes, out.offset))
+	}
+	return stream.Send(&pb.BackupChunk{Offset: out.offset, Complete: &pb.BackupComplete{
+		Size: out.offset, Sha256: hex.EncodeToString(out.hash.Sum(nil)),
+		StoreSeq: info.Seq, Count: uint64(info.Items),
+	}})
+}
+
+// chunkStream gathers written bytes into messages of size bytes and sends each as it fills,
+// hashing everything it sends.
+type chunkStream struct {
+	send   func(*pb.BackupChunk) error
+	size   int
+	hash   hash.Hash
+	sent   prometheus.Counter
+	buf    []byte
+	offset uint64 // bytes sent before buf
+}
+
+func (w *chunkStream) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if w.buf == nil {
+			// A new slice per message: gRPC may still read a sent message after Send returns.
+			w.buf = make([]byte, 0, w.size)
+		}
+		n := min(len(p), w.size-len(w.buf))
+		w.buf = append(w.buf, p[:n]...)
+		p = p[n:]
+		written += n
+		if len(w.buf) == w.size {
+			if err := w.flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+func (w *chunkStream) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if err := w.send(&pb.BackupChunk{Data: w.buf, Offset: w.offset}); err != nil {
+		return err
+	}
+	w.hash.Write(w.buf)
+	w.offset += uint64(len(w.buf))
+	w.sent.Add(float64(len(w.buf)))
+	w.buf = nil
+	return nil
 }

@@ -1648,6 +1648,180 @@ func (x *IndexParams) GetSize() uint64 {
 	return 0
 }
 
+// BackupRequest has no parameters.
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+}
+
+// BackupChunk is one piece of a backup stream.
+type BackupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the store file (at most 1 MiB); empty in the last message.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Where data starts in the file: the total length of the data sent before it.
+	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Set only in the last message of a complete backup.
+	Complete      *BackupComplete `protobuf:"bytes,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetComplete() *BackupComplete {
+	if x != nil {
+		return x.Complete
+	}
+	return nil
+}
+
+// BackupComplete ends a backup stream and lets the client verify what it received.
+type BackupComplete struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Size of the file in bytes: the sum of every chunk's data.
+	Size uint64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// Hex SHA-256 of the whole file.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Store sequence number in the copy (StatsResponse.store_seq at the time of the copy).
+	StoreSeq uint64 `protobuf:"varint,3,opt,name=store_seq,json=storeSeq,proto3" json:"store_seq,omitempty"`
+	// Products in the copy.
+	Count         uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupComplete) Reset() {
+	*x = BackupComplete{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupComplete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupComplete) ProtoMessage() {}
+
+func (x *BackupComplete) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
+func (*BackupComplete) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BackupComplete) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupComplete) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BackupComplete) GetStoreSeq() uint64 {
+	if x != nil {
+		return x.StoreSeq
+	}
+	return 0
+}
+
+func (x *BackupComplete) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_lookalike_v1_lookalike_proto protoreflect.FileDescriptor
 
 const file_lookalike_v1_lookalike_proto_rawDesc = "" +
@@ -1781,13 +1955,23 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x0fef_construction\x18\x02 \x01(\rR\x0eefConstruction\x12\x1b\n" +
 	"\tef_search\x18\x03 \x01(\rR\befSearch\x12\x16\n" +
 	"\x06metric\x18\x04 \x01(\tR\x06metric\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x04R\x04size*w\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\"\x0f\n" +
+	"\rBackupRequest\"s\n" +
+	"\vBackupChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x128\n" +
+	"\bcomplete\x18\x03 \x01(\v2\x1c.lookalike.v1.BackupCompleteR\bcomplete\"o\n" +
+	"\x0eBackupComplete\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1b\n" +
+	"\tstore_seq\x18\x03 \x01(\x04R\bstoreSeq\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count*w\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_CREATED\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_UPDATED\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_UNCHANGED\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x042\x89\x06\n" +
+	"\x0eOUTCOME_FAILED\x10\x042\xcd\x06\n" +
 	"\tLookalike\x12A\n" +
 	"\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult\x12K\n" +
 	"\fUpsertStream\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult(\x010\x01\x12C\n" +
@@ -1799,7 +1983,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x0eSearchByVector\x12#.lookalike.v1.SearchByVectorRequest\x1a\x1c.lookalike.v1.SearchResponse\x12W\n" +
 	"\x0eFindDuplicates\x12#.lookalike.v1.FindDuplicatesRequest\x1a\x1e.lookalike.v1.DuplicateCluster0\x01\x12[\n" +
 	"\x0eCheckDuplicate\x12#.lookalike.v1.CheckDuplicateRequest\x1a$.lookalike.v1.CheckDuplicateResponse\x12@\n" +
-	"\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponseB*Z(lookalike/proto/lookalike/v1;lookalikev1b\x06proto3"
+	"\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponse\x12B\n" +
+	"\x06Backup\x12\x1b.lookalike.v1.BackupRequest\x1a\x19.lookalike.v1.BackupChunk0\x01B*Z(lookalike/proto/lookalike/v1;lookalikev1b\x06proto3"
 
 var (
 	file_lookalike_v1_lookalike_proto_rawDescOnce sync.Once
@@ -1814,7 +1999,7 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 }
 
 var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: lookalike.v1.Outcome
 	(*UpsertRequest)(nil),          // 1: lookalike.v1.UpsertRequest
@@ -1839,23 +2024,26 @@ var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(*StatsRequest)(nil),           // 20: lookalike.v1.StatsRequest
 	(*StatsResponse)(nil),          // 21: lookalike.v1.StatsResponse
 	(*IndexParams)(nil),            // 22: lookalike.v1.IndexParams
-	nil,                            // 23: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                            // 24: lookalike.v1.Product.AttributesEntry
-	nil,                            // 25: lookalike.v1.Filter.AttributesEntry
-	nil,                            // 26: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 28: google.protobuf.Duration
+	(*BackupRequest)(nil),          // 23: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),            // 24: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),         // 25: lookalike.v1.BackupComplete
+	nil,                            // 26: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                            // 27: lookalike.v1.Product.AttributesEntry
+	nil,                            // 28: lookalike.v1.Filter.AttributesEntry
+	nil,                            // 29: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 31: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
 	2,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	23, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	26, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
 	0,  // 2: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
 	8,  // 3: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
 	8,  // 4: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	24, // 5: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	27, // 6: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	27, // 7: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
-	25, // 8: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	27, // 5: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	30, // 6: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	30, // 7: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	28, // 8: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
 	9,  // 9: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
 	9,  // 10: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
 	9,  // 11: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
@@ -1865,35 +2053,38 @@ var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
 	17, // 15: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
 	9,  // 16: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
 	14, // 17: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	26, // 18: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	29, // 18: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
 	22, // 19: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	27, // 20: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	28, // 21: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	1,  // 22: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	1,  // 23: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	4,  // 24: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	6,  // 25: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	10, // 26: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	11, // 27: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	12, // 28: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	15, // 29: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	18, // 30: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	20, // 31: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	3,  // 32: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	3,  // 33: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	5,  // 34: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	7,  // 35: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	13, // 36: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	13, // 37: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	13, // 38: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	16, // 39: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	19, // 40: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	21, // 41: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	30, // 20: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	31, // 21: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	25, // 22: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	1,  // 23: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	1,  // 24: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	4,  // 25: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	6,  // 26: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	10, // 27: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	11, // 28: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	12, // 29: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	15, // 30: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	18, // 31: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	20, // 32: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	23, // 33: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	3,  // 34: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	3,  // 35: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	5,  // 36: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	7,  // 37: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	13, // 38: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	13, // 39: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	13, // 40: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	16, // 41: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	19, // 42: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	21, // 43: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	24, // 44: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	34, // [34:45] is the sub-list for method output_type
+	23, // [23:34] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -1913,7 +2104,7 @@ func file_lookalike_v1_lookalike_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

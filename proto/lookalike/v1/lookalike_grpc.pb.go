@@ -39,6 +39,7 @@ const (
 	Lookalike_FindDuplicates_FullMethodName = "/lookalike.v1.Lookalike/FindDuplicates"
 	Lookalike_CheckDuplicate_FullMethodName = "/lookalike.v1.Lookalike/CheckDuplicate"
 	Lookalike_Stats_FullMethodName          = "/lookalike.v1.Lookalike/Stats"
+	Lookalike_Backup_FullMethodName         = "/lookalike.v1.Lookalike/Backup"
 )
 
 // LookalikeClient is the client API for Lookalike service.
@@ -71,6 +72,21 @@ type LookalikeClient interface {
 	CheckDuplicate(ctx context.Context, in *CheckDuplicateRequest, opts ...grpc.CallOption) (*CheckDuplicateResponse, error)
 	// Stats describes the catalogue, the model and the index.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// Backup streams a consistent copy of the product store file (products, vectors, change
+	// log, model identity) while the server keeps serving: the copy shows the store as it was
+	// when the call began, so every write acknowledged before the call is in it, and writes
+	// made during the call proceed but are not. The graph snapshot is derived data and is not
+	// included; a server started on a restored store rebuilds it.
+	//
+	// The stream is BackupChunk messages whose data, concatenated in order, is the file,
+	// followed by one last message carrying BackupChunk.complete (the size, SHA-256, sequence
+	// number and item count of the copy). A stream that ends without it is incomplete and
+	// must be discarded. Authentication and metrics apply as to every call. The call takes one
+	// concurrency slot when it starts and keeps it to the end: when the server is at its limit
+	// the call is refused at once with RESOURCE_EXHAUSTED (nothing sent, retry later), but a
+	// backup that has started is never shed. A server shutting down lets a running backup
+	// finish within its shutdown timeout and then cuts it off (the stream ends with an error).
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
 type lookalikeClient struct {
@@ -193,6 +209,25 @@ func (c *lookalikeClient) Stats(ctx context.Context, in *StatsRequest, opts ...g
 	return out, nil
 }
 
+func (c *lookalikeClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Lookalike_ServiceDesc.Streams[2], Lookalike_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lookalike_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
 // LookalikeServer is the server API for Lookalike service.
 // All implementations must embed UnimplementedLookalikeServer
 // for forward compatibility.
@@ -223,6 +258,21 @@ type LookalikeServer interface {
 	CheckDuplicate(context.Context, *CheckDuplicateRequest) (*CheckDuplicateResponse, error)
 	// Stats describes the catalogue, the model and the index.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// Backup streams a consistent copy of the product store file (products, vectors, change
+	// log, model identity) while the server keeps serving: the copy shows the store as it was
+	// when the call began, so every write acknowledged before the call is in it, and writes
+	// made during the call proceed but are not. The graph snapshot is derived data and is not
+	// included; a server started on a restored store rebuilds it.
+	//
+	// The stream is BackupChunk messages whose data, concatenated in order, is the file,
+	// followed by one last message carrying BackupChunk.complete (the size, SHA-256, sequence
+	// number and item count of the copy). A stream that ends without it is incomplete and
+	// must be discarded. Authentication and metrics apply as to every call. The call takes one
+	// concurrency slot when it starts and keeps it to the end: when the server is at its limit
+	// the call is refused at once with RESOURCE_EXHAUSTED (nothing sent, retry later), but a
+	// backup that has started is never shed. A server shutting down lets a running backup
+	// finish within its shutdown timeout and then cuts it off (the stream ends with an error).
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedLookalikeServer()
 }
 
@@ -262,6 +312,9 @@ func (UnimplementedLookalikeServer) CheckDuplicate(context.Context, *CheckDuplic
 }
 func (UnimplementedLookalikeServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedLookalikeServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedLookalikeServer) mustEmbedUnimplementedLookalikeServer() {}
 func (UnimplementedLookalikeServer) testEmbeddedByValue()                   {}
@@ -446,6 +499,17 @@ func _Lookalike_Stats_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lookalike_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LookalikeServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lookalike_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
 // Lookalike_ServiceDesc is the grpc.ServiceDesc for Lookalike service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -496,6 +560,11 @@ var Lookalike_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "FindDuplicates",
 			Handler:       _Lookalike_FindDuplicates_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Backup",
+			Handler:       _Lookalike_Backup_Handler,
 			ServerStreams: true,
 		},
 	},
