@@ -18,7 +18,7 @@ func flagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.outDir, "out", "benchmarks/results", "results folder")
 	fs.StringVar(&cfg.work, "work", "", "scratch folder for the server's data (default <out>/tmp/serve)")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed for noise and query choice")
-	fs.Int64Var(&cfg.indexSeed, "index-seed", 1, "index.Config.Seed of the local comparison index (the server's catalogue uses 0)")
+	fs.Int64Var(&cfg.indexSeed, "index-seed", 0, "index.Config.Seed of the local comparison index; 0 is what the server's catalogue uses, so the two graphs are the same")
 	fs.DurationVar(&cfg.startupTimeout, "startup-timeout", 2*time.Minute, "how long to wait for the server to answer")
 	return fs
 }

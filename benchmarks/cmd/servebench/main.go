@@ -506,9 +506,9 @@ func compareRecall(ctx context.Context, log *slog.Logger, client pb.LookalikeCli
 		Title: "recall@10: served search vs the index on its own",
 		Note: fmt.Sprintf("%d random catalogue items as queries; truth by exact brute force over all %d vectors, the query item excluded. "+
 			"\"index\" is a local index.HNSW built in the benchmark with the server's M and efConstruction on the same vectors; "+
-			"the two graphs are built separately (same insertion order, different random levels), so equal means within sampling noise. "+
+			"the two graphs are built separately, with the same insertion order and level seed (%d; the catalogue's is 0), so with seed 0 they should match exactly. "+
 			"SearchById excludes the query item itself; the SearchByVector and index columns show whether a gap comes from the graph or from how self is excluded.",
-			len(qids), len(vectors)),
+			len(qids), len(vectors), cfg.indexSeed),
 		Header: []string{"ef", "served SearchById", "served SearchByVector (k+1, self dropped)",
 			"index.HNSW (k+1, self dropped)", "index.HNSW (Filter excludes self)", "SearchById - index"},
 	}
