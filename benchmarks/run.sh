@@ -42,14 +42,14 @@ step "embedding throughput (and the photo embeddings the other benchmarks reuse)
 "$tmp/bin/embedbench" "${embed_args[@]}" -out "$out"
 
 step "ANN index on Fashion-MNIST: lookalike, exact, coder/hnsw, hnswlib, FAISS"
-"$tmp/bin/annbench" -set fashion-mnist "${fmnist_args[@]}" -out "$out" -work "$tmp/ann-fashion-mnist"
+"$tmp/bin/annbench" -set fashion-mnist "${fmnist_args[@]}" -out "$out" -work "$out/tmp/ann-fashion-mnist"
 
 step "ANN index on the shared photos' embeddings"
-"$tmp/bin/annbench" -set photos "${photo_args[@]}" -out "$out" -work "$tmp/ann-photos" \
+"$tmp/bin/annbench" -set photos "${photo_args[@]}" -out "$out" -work "$out/tmp/ann-photos" \
   -photo-vectors "$out/tmp/photo-embeddings.fvecs"
 
 step "serving: a real lookalike serve on 127.0.0.1"
-"$tmp/bin/servebench" "${serve_args[@]}" -out "$out" -work "$tmp/serve" \
+"$tmp/bin/servebench" "${serve_args[@]}" -out "$out" -work "$out/tmp/serve" \
   -photo-vectors "$out/tmp/photo-embeddings.fvecs"
 
 step "CPU profile of the index query loop"
