@@ -179,6 +179,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 	e.run(exitFailure, "get", "train__Alpro-Blueberry-Soyghurt_003")
 
+	// A hot backup from the running server (LOOKALIKE_SERVER), verified before it lands.
+	var hot backupJSON
+	mustJSON(t, e.run(exitOK, "backup", "--json", "--out", filepath.Join(e.work, "hot.db")).stdout, &hot)
+	if hot.Items != 9 || hot.Server != e.addr || len(hot.SHA256) != 64 {
+		t.Errorf("hot backup: %+v, want 9 items from %s with a SHA-256", hot, e.addr)
+	}
+
 	// Stop with SIGTERM and start again: the same answers from the saved data.
 	before := e.run(exitOK, "search", "--json", query).stdout
 	srv.stop()
