@@ -195,6 +195,10 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	if err != nil {
 		return err
 	}
+	// The catalogue's data file is hundreds of MB of scratch; the server log stays.
+	if err := os.RemoveAll(filepath.Join(cfg.work, "data")); err != nil {
+		log.Warn("could not remove the server's data", "err", err)
+	}
 
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Serving: `lookalike serve` on 127.0.0.1 over gRPC\n\n%s", machine.Markdown())
