@@ -62,7 +62,7 @@ func commands() []command {
 		{"health", "ask whether a server is SERVING; --wait polls until it is", runHealth},
 		{"delete", "remove items by id", runDelete},
 		{"stats", "item counts, categories, model and index state", runStats},
-		{"backup", "write a consistent copy of the server's data file", runBackup},
+		{"backup", "write a verified copy of a running server's store (or a stopped one's data directory)", runBackup},
 		{"embed", "print the embedding vector of local images (no server)", runEmbed},
 		{"model", "describe the embedding model: inputs, outputs, spec, identity (no server)", runModel},
 		{"manifest", "write an ingest manifest for a shared dataset (grocery, clothing, abo)", runManifest},
