@@ -1,6 +1,9 @@
 // Command webp writes the WebP test images: lossy.webp (64x48, left half red, right half
 // blue) and lossless_alpha.webp (the same with a fully transparent right half). Run from
 // the repository root: go run ./embed/testdata/gen/webp embed/testdata
+//
+// Go ignores testdata/, so go.mod does not require its encoder; add it for the run with
+// `go get github.com/gen2brain/webp@v0.5.5` and leave go.mod unchanged afterwards.
 package main
 
 import (
