@@ -10,14 +10,10 @@ import (
 	"math"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"lookalike/index"
 	"lookalike/store"
 )
-
-// MaxIDBytes bounds product ids.
-const MaxIDBytes = 256
 
 // Product is a stored catalogue entry.
 type Product struct {
@@ -87,14 +83,8 @@ type pending struct {
 }
 
 func validateItem(it UpsertItem, dim int) error {
-	if it.ID == "" {
-		return fmt.Errorf("%w: product id is empty", ErrInvalidArgument)
-	}
-	if len(it.ID) > MaxIDBytes {
-		return fmt.Errorf("%w: product id is %d bytes, at most %d", ErrInvalidArgument, len(it.ID), MaxIDBytes)
-	}
-	if !utf8.ValidString(it.ID) {
-		return fmt.Errorf("%w: product id is not valid UTF-8", ErrInvalidArgument)
+	if err := store.ValidateID(it.ID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	switch {
 	case len(it.Image) > 0 && it.Vector != nil:

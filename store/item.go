@@ -53,7 +53,7 @@ type Item struct {
 // validate checks an item for a store of dimension dim and returns it with the sha256
 // normalised to lower case.
 func validate(it Item, dim int) (Item, error) {
-	if err := validateID(it.ID); err != nil {
+	if err := ValidateID(it.ID); err != nil {
 		return it, err
 	}
 	if len(it.Vector) != dim {
@@ -113,7 +113,9 @@ func validate(it Item, dim int) (Item, error) {
 	return it, nil
 }
 
-func validateID(id string) error {
+// ValidateID reports whether id is acceptable as a product id (ErrInvalidID if not). Callers
+// that do expensive work before writing (embedding a photo) check with it first.
+func ValidateID(id string) error {
 	switch {
 	case id == "":
 		return fmt.Errorf("%w: empty", ErrInvalidID)

@@ -566,7 +566,7 @@ func (s *Store) Delete(ctx context.Context, id string) (Item, error) {
 	if err := ctx.Err(); err != nil {
 		return Item{}, err
 	}
-	if err := validateID(id); err != nil {
+	if err := ValidateID(id); err != nil {
 		return Item{}, err
 	}
 	var gone Item

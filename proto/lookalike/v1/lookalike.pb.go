@@ -97,7 +97,7 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 // UpsertRequest is one product to add or replace.
 type UpsertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Product id chosen by the client (e.g. a SKU); 1..256 bytes of UTF-8. Required.
+	// Product id chosen by the client (e.g. a SKU); 1..512 bytes of UTF-8 without control characters. Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// What the product looks like: exactly one is required.
 	//
