@@ -136,6 +136,45 @@ func BenchmarkResize(b *testing.B) {
 	}
 }
 
+// BenchmarkPreprocess times the whole step from decoded pixels to tensor (resize, crop,
+// normalise), the fused resampler against x/image's BiLinear canvas plus Normalize, from
+// what the default decoder hands over.
+func BenchmarkPreprocess(b *testing.B) {
+	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosABO} {
+		var decoded []Decoded
+		for _, f := range benchPhotos(b, coll, 16) {
+			d, err := Decode(f, DecodeOptions{MinShortSide: 256})
+			if err != nil {
+				b.Fatal(err)
+			}
+			decoded = append(decoded, d)
+		}
+		for _, fused := range []bool{true, false} {
+			name := coll + "/fused"
+			if !fused {
+				name = coll + "/x-image"
+			}
+			b.Run(name, func(b *testing.B) {
+				p, err := NewPreprocessor(DefaultSpec())
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.fused = fused
+				tensor := make([]float32, DefaultSpec().TensorLen())
+				n, cpu := 0, startCPU()
+				for b.Loop() {
+					if err := p.Into(tensor, decoded[n%len(decoded)]); err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
+				reportImagesPerSecond(b, n)
+				cpu.report(b, n)
+			})
+		}
+	}
+}
+
 // BenchmarkNormalize times writing one canvas into the float tensor.
 func BenchmarkNormalize(b *testing.B) {
 	p, err := NewPreprocessor(DefaultSpec())

@@ -8,12 +8,30 @@ import (
 	"golang.org/x/image/draw"
 )
 
-// Preprocessor turns a decoded image into one model input: resize and crop by the Spec
-// straight into a reusable Width x Height canvas, then one pass that normalises into the
-// tensor. It keeps its canvases between calls, so use one per goroutine.
+// Preprocessor turns a decoded image into one model input. With the bilinear kernel and the
+// decoded types the decoders produce (RGBA, NRGBA, YCbCr, Gray, Paletted) Into runs the
+// fused resampler (resample.go): straight from the decoded pixels to the normalised tensor.
+// Other kernels and image types resize with x/image/draw into a Width x Height canvas, then
+// normalise it. It keeps its buffers between calls, so use one per goroutine.
 type Preprocessor struct {
 	spec   Spec
 	scaler draw.Scaler
+	// fused selects the fused resampler for the image types it reads; false keeps every
+	// image on the x/image path (tests and benchmarks compare the two).
+	fused bool
+	axes  map[axisKey]*axisWeights
+	rows  rowSource
+	// rowBuf holds one converted source row, ring the horizontally resized rows the
+	// vertical taps need, acc one output row of one channel, taps the rows it reads.
+	rowBuf []uint16
+	ring   []float64
+	acc    []float64
+	taps   [3][][]float64
+	// levels[k] maps an 8-bit level of the source channel feeding tensor channel k to its
+	// normalised value.
+	levels [3][256]float32
+	// wide maps an 8-bit level to the 16-bit value x/image computes with (v * 0x101).
+	wide [256]float64
 	// scale and bias map an 8-bit pixel of tensor channel k to (v*PixelScale/255-mean)/std.
 	scale, bias [3]float32
 	// srcChan[k] is the RGBA byte offset feeding tensor channel k (RGB or BGR order).
@@ -29,13 +47,24 @@ func NewPreprocessor(s Spec) (*Preprocessor, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Preprocessor{spec: s, scaler: kernelScaler(s.Resize.Kernel)}
+	p := &Preprocessor{
+		spec:   s,
+		scaler: kernelScaler(s.Resize.Kernel),
+		fused:  s.Resize.Kernel == KernelBiLinear,
+		axes:   make(map[axisKey]*axisWeights),
+	}
 	for k := 0; k < 3; k++ {
 		p.scale[k] = s.PixelScale / 255 / s.Std[k]
 		p.bias[k] = -s.Mean[k] / s.Std[k]
 		p.srcChan[k] = k
 		if s.Channels == ChannelsBGR {
 			p.srcChan[k] = 2 - k
+		}
+		for v := range p.wide {
+			p.wide[v] = float64(uint32(v) * 0x101)
+		}
+		for v := range p.levels[k] {
+			p.levels[k][v] = float32(v)*p.scale[k] + p.bias[k]
 		}
 	}
 	p.canvas = image.NewRGBA(image.Rect(0, 0, s.Width, s.Height))
@@ -61,6 +90,24 @@ func (s Spec) TensorLen() int { return 3 * s.Width * s.Height }
 // Into resizes and crops the decoded image, turned by its EXIF orientation, and writes it
 // normalised into dst, which must hold Spec.TensorLen() values.
 func (p *Preprocessor) Into(dst []float32, d Decoded) error {
+	if len(dst) < p.spec.TensorLen() {
+		return fmt.Errorf("embed: preprocess: tensor holds %d values, want %d", len(dst), p.spec.TensorLen())
+	}
+	if p.fused {
+		if d.Image == nil {
+			return fmt.Errorf("embed: preprocess: no image")
+		}
+		if d.Image.Bounds().Empty() {
+			return fmt.Errorf("%w: empty image", ErrCorrupt)
+		}
+		o := d.Orientation
+		if o < 1 || o > 8 {
+			o = 1
+		}
+		if p.resampleInto(dst, d, o) {
+			return nil
+		}
+	}
 	canvas, err := p.Resize(d)
 	if err != nil {
 		return err
@@ -68,9 +115,11 @@ func (p *Preprocessor) Into(dst []float32, d Decoded) error {
 	return p.Normalize(dst, canvas)
 }
 
-// Resize resizes and crops the decoded image by the Spec into the Width x Height canvas,
-// turning it by its EXIF orientation; transparent pixels are composited over white. The
-// returned image is reused by the next call.
+// Resize resizes and crops the decoded image by the Spec into the Width x Height canvas with
+// x/image/draw, turning it by its EXIF orientation; transparent pixels are composited over
+// white. The returned image is reused by the next call. Into does not go through it for the
+// images the fused resampler reads; it stays for the other kernels and image types, and
+// for callers that want the picture the model sees.
 func (p *Preprocessor) Resize(d Decoded) (*image.RGBA, error) {
 	if d.Image == nil {
 		return nil, fmt.Errorf("embed: preprocess: no image")
