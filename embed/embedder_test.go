@@ -305,7 +305,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestEmbedOverloadedAndCancelled(t *testing.T) {
-	e := openTest(t, Config{MaxBatch: 1, QueueSize: 1, MaxWait: -1})
+	e := openTest(t, Config{MaxBatch: 1, QueueSize: 1, MaxWait: -1, Sessions: 1})
 	photo := readFile(t, photos(t, "clothing", 1)[0].Path)
 	give := holdSession(t, e)
 
