@@ -41,29 +41,32 @@ type Config struct {
 	//
 	// One single-threaded session per core beats one session using every core because the
 	// decoders run beside the model: end to end on the clothing photos (embedbench, 2 cores,
-	// 2026-11-28), 1 thread x 2 sessions embedded 600-670 img/s against 540-570 for 2 threads
-	// x 1 session, and raw inference on ready tensors is also faster that way (1,020-1,140
-	// img/s at batch 1 against 610-730: intra-op threads wait on each other at every layer of
-	// a model this small). The price is latency when callers are few: one caller embedding
-	// one photo after another gets 350 img/s (2.9 ms each) against 400 (2.5 ms) with 2
-	// threads in one session; set Threads to NumCPU for that.
-	Threads  int
+	// 2026-11-28, several runs), 1 thread x 2 sessions embedded 610-700 img/s against 530-570
+	// for 2 threads x 1 session, and raw inference on ready tensors is also faster that way
+	// (1,020-1,140 img/s at batch 1 against 610-730: intra-op threads wait on each other at
+	// every layer of a model this small). The price is latency when callers are few: one
+	// caller embedding one photo after another gets 335-370 img/s (about 2.8 ms each) against
+	// 400-415 (2.5 ms) with 2 threads in one session; set Threads to NumCPU for that.
+	Threads int
+	// Sessions: see Threads.
 	Sessions int
 	// MaxBatch bounds how many images one model run holds; default 4. Batches help this
-	// model little on 2 cores (raw, one thread a session: batch 4 about equal to batch 1,
-	// batch 16 10-20% slower), so 4 only lets a backlog go through in fewer runs.
+	// model little on 2 cores (raw, one thread a session: batch 4 within 2% of batch 1,
+	// batch 16 10-20% slower; end to end, batch 16 was 590 img/s against 610-700), so 4
+	// only lets a backlog go through in fewer runs.
 	MaxBatch int
 	// MaxWait bounds how long the first request of a batch waits for company; default none
 	// (0 or negative: run whatever is queued at once). Any wait is paid in full by a lone
-	// caller: with 2ms, one caller embedding photos one after another got 210 img/s instead
-	// of 350-400, and it did not raise throughput under load (embedbench, as above).
+	// caller: with 2ms, one caller embedding photos one after another got 195-215 img/s
+	// instead of 335-415, and it did not raise throughput under load (embedbench, as above).
 	MaxWait time.Duration
 	// QueueSize bounds the requests waiting for the model; beyond it Embed fails with
 	// ErrOverloaded. Default 256.
 	QueueSize int
 	// DecodeWorkers bounds how many images are decoded and preprocessed at once; default
-	// the number of CPUs. More than that did not help (3 or 4 workers on 2 cores: 630-660
-	// img/s against 670 for 2), fewer left the sessions waiting (1 worker: 580).
+	// the number of CPUs. With the sessions above, 1, 2 and 3 workers on 2 cores measured
+	// within the machine's noise of each other (585-705 img/s across rounds); NumCPU lets
+	// every core decode when the model is idle.
 	DecodeWorkers int
 	// Limits bound accepted images; zero fields take DefaultLimits.
 	Limits Limits

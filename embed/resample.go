@@ -25,7 +25,9 @@ import (
 // the few rows the vertical taps need (a ring, in cache, instead of a width x source-height
 // buffer of four float64 channels), the alpha channel is not carried, and the vertical pass
 // writes the normalised value through a 256-entry table straight into the tensor, turned by
-// the EXIF orientation. Figures: BenchmarkPreprocess.
+// the EXIF orientation. On a clothing photo (400x533, cropped 350x350 to 224x224) it takes
+// 0.50 ms against 1.46 ms for x/image into the canvas plus Normalize (BenchmarkPreprocess,
+// one core, 2026-11-28); about 60% of it is the horizontal pass.
 
 // maxCachedAxes bounds a Preprocessor's weight cache; a catalogue of photos of many sizes
 // would otherwise grow it without end. Computing one axis costs a few microseconds.
