@@ -24,15 +24,9 @@ import (
 // sharedEmbedder is opened once per test binary: loading ONNX Runtime and the model costs
 // more than most tests.
 var sharedEmbedder = sync.OnceValues(func() (*embed.Embedder, error) {
-	model, err := embed.FindModel()
-	if err != nil {
-		return nil, fmt.Errorf("the embedding model is required: %w", err)
-	}
-	rt, err := embed.FindRuntime()
-	if err != nil {
-		return nil, fmt.Errorf("ONNX Runtime is required: %w", err)
-	}
-	return embed.Open(context.Background(), embed.Config{ModelPath: model, RuntimePath: rt})
+	// The default model and ONNX Runtime, found as embed.FindModel and FindRuntime say;
+	// their errors tell how to install them.
+	return embed.Open(context.Background(), embed.Config{})
 })
 
 func testEmbedder(t testing.TB) *embed.Embedder {

@@ -214,3 +214,28 @@ func (f *filterFlags) proto() *lookalikev1.Filter {
 	}
 	return &lookalikev1.Filter{Categories: f.categories, Attributes: f.attributes, ExcludeIds: f.exclude}
 }
+
+// rankFlags are the flags of the commands that return ranked products (search, similar).
+type rankFlags struct {
+	filter   filterFlags
+	k        int
+	minScore float64
+	ef       int
+	json     bool
+}
+
+func (r *rankFlags) register(fs *flag.FlagSet) {
+	r.filter.register(fs)
+	fs.IntVar(&r.k, "k", 10, "how many results at most (1..1000)")
+	fs.Float64Var(&r.minScore, "min-score", 0, "drop results scoring below this similarity")
+	fs.IntVar(&r.ef, "ef", 0, "HNSW search breadth; 0 is the server's default (larger: slower, more exact)")
+	fs.BoolVar(&r.json, "json", false, "print JSON instead of a table")
+}
+
+// check validates the flags after parsing.
+func (r *rankFlags) check() error {
+	if r.k < 1 || r.k > 1000 {
+		return usagef("--k must be in 1..1000, got %d", r.k)
+	}
+	return nil
+}
