@@ -22,7 +22,7 @@ func (m *modelFlags) register(fs *flag.FlagSet, a *app) {
 	fs.StringVar(&m.model, "model", a.getenv(embed.EnvModel), "ONNX embedding model (env "+embed.EnvModel+"; default ../shared/models/"+embed.DefaultModelFile+" above the project root)")
 	fs.StringVar(&m.spec, "spec", a.getenv("LOOKALIKE_SPEC"), "model spec JSON: tensor names, size, normalisation (env LOOKALIKE_SPEC; default <model>.json beside the model, built in for the shared MobileNetV2)")
 	fs.StringVar(&m.runtime, "ort-lib", a.getenv(embed.EnvRuntime), "ONNX Runtime shared library (env "+embed.EnvRuntime+"; default .lookalike/onnxruntime/libonnxruntime.so.1 from 'make setup')")
-	fs.IntVar(&m.threads, "threads", envInt(a, "LOOKALIKE_THREADS", 0), "inference threads per model session (env LOOKALIKE_THREADS; 0: one per CPU)")
+	fs.IntVar(&m.threads, "threads", envInt(a, "LOOKALIKE_THREADS", 0), "inference threads per model session (env LOOKALIKE_THREADS; 0: one thread per session, one session per CPU; N: N threads per session, NumCPU/N sessions)")
 }
 
 // config resolves the defaults now so errors name the file that is missing.
