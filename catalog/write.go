@@ -166,6 +166,8 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 	defer c.life.RUnlock()
 
 	todo := make([]*pending, 0, len(items))
+	first := make(map[string]*pending, len(items))
+	var repeats [][2]int // {position, position of the earlier identical item}
 	for i, it := range items {
 		if err := validateItem(it, c.dim); err != nil {
 			results[i].Err = err
@@ -188,6 +190,13 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 			results[i].Outcome = Unchanged
 			continue
 		}
+		// An exact repeat of an earlier item in this batch shares its fate: unchanged once
+		// that one is written, so the outcome does not depend on how a stream was batched.
+		if prev, ok := first[it.ID]; ok && samePending(prev, p) {
+			repeats = append(repeats, [2]int{i, prev.pos})
+			continue
+		}
+		first[it.ID] = p
 		todo = append(todo, p)
 	}
 
@@ -218,7 +227,22 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 	if len(ready) > 0 {
 		c.write(ctx, ready, results)
 	}
+	for _, r := range repeats {
+		if err := results[r[1]].Err; err != nil {
+			results[r[0]].Err = err
+			continue
+		}
+		results[r[0]].Outcome = Unchanged
+		results[r[0]].ImageSHA256 = results[r[1]].ImageSHA256
+	}
 	return results
+}
+
+// samePending reports whether two items of one batch would write the same product.
+func samePending(a, b *pending) bool {
+	x, y := a.item, b.item
+	return a.sha == b.sha && equalVectors(a.vec, b.vec) && x.Category == y.Category &&
+		x.Title == y.Title && x.ImageURL == y.ImageURL && maps.Equal(nonNil(x.Attributes), nonNil(y.Attributes))
 }
 
 // unchanged reports whether p would rewrite a product with what it already holds.

@@ -410,8 +410,8 @@ func TestServerStreamWithBadItemsIngestsTheGoodOnes(t *testing.T) {
 		{pb.Outcome_OUTCOME_CREATED, codes.OK},
 		{pb.Outcome_OUTCOME_FAILED, codes.InvalidArgument},
 		{pb.Outcome_OUTCOME_FAILED, codes.InvalidArgument},
-		// The same id again in the same batch: a replace of what item 0 just wrote.
-		{pb.Outcome_OUTCOME_UPDATED, codes.OK},
+		// The same photo under the same id again: unchanged, however the stream was batched.
+		{pb.Outcome_OUTCOME_UNCHANGED, codes.OK},
 	}
 	t.Cleanup(func() {
 		for _, id := range []string{"stream-good-image", "stream-good-vector"} {
