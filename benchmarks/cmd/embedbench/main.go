@@ -249,7 +249,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 			return err
 		}
 		stages.Add(c.name, len(c.images), fmt.Sprintf("%.0f KiB", float64(c.bytes)/float64(len(c.images))/1024),
-			ms(st[0]), ms(st[1]), ms(st[2]), ms(st[0]+st[1]+st[2]))
+			benchkit.Millis(st[0]), benchkit.Millis(st[1]), benchkit.Millis(st[2]), benchkit.Millis(st[0]+st[1]+st[2]))
 	}
 	if err := e.Close(); err != nil {
 		return fmt.Errorf("embedbench: %w", err)
@@ -314,8 +314,6 @@ func mustMkdir(parts ...string) string {
 	_ = os.MkdirAll(dir, 0o755) // WriteFvecs reports the failure with the path
 	return dir
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
 
 func decoderName(img []byte, e *embed.Embedder) string {
 	d, err := embed.Decode(img, e.DecodeOptions())

@@ -172,7 +172,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			_, err := client.SearchById(ctx, &pb.SearchByIdRequest{Id: itemID(rng.Intn(len(vectors))), K: 10})
 			return err
 		})
-		load.Add("SearchById", c, r.requests, r.errors, fmt.Sprintf("%.0f", r.qps), ms(r.p50), ms(r.p95), ms(r.p99))
+		load.Add("SearchById", c, r.requests, r.errors, fmt.Sprintf("%.0f", r.qps), benchkit.Millis(r.p50), benchkit.Millis(r.p95), benchkit.Millis(r.p99))
 		log.Info("SearchById", "clients", c, "qps", r.qps, "p99", r.p99, "errors", r.errors)
 	}
 	for _, c := range cfg.clients {
@@ -180,7 +180,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			_, err := client.SearchByImage(ctx, &pb.SearchByImageRequest{Image: images[rng.Intn(len(images))], K: 10})
 			return err
 		})
-		load.Add("SearchByImage", c, r.requests, r.errors, fmt.Sprintf("%.1f", r.qps), ms(r.p50), ms(r.p95), ms(r.p99))
+		load.Add("SearchByImage", c, r.requests, r.errors, fmt.Sprintf("%.1f", r.qps), benchkit.Millis(r.p50), benchkit.Millis(r.p95), benchkit.Millis(r.p99))
 		log.Info("SearchByImage", "clients", c, "qps", r.qps, "p99", r.p99, "errors", r.errors)
 	}
 
@@ -243,8 +243,6 @@ func neighborIDs(ns []index.Neighbor) []int32 {
 	}
 	return ids
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f", benchkit.Millis(d)) }
 
 func itemID(i int) string { return fmt.Sprintf("bench-%06d", i) }
 

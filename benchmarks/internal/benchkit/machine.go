@@ -3,11 +3,9 @@ package benchkit
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -64,26 +62,4 @@ func gitCommit(ctx context.Context, root string) string {
 		commit += "+dirty"
 	}
 	return commit
-}
-
-// ErrNoProjectRoot is returned when no go.mod is found above the working directory.
-var ErrNoProjectRoot = errors.New("benchkit: no go.mod above the working directory")
-
-// ProjectRoot walks up from the working directory to the folder holding go.mod; shared data
-// lives at ../shared relative to it.
-func ProjectRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("benchkit: working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", ErrNoProjectRoot
-		}
-		dir = parent
-	}
 }

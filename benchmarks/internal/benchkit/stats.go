@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -17,6 +18,6 @@ func Percentile(samples []time.Duration, p float64) time.Duration {
 }
 
 // Millis formats a duration as milliseconds with two decimals for tables.
-func Millis(d time.Duration) float64 {
-	return float64(d.Microseconds()) / 1000
+func Millis(d time.Duration) string {
+	return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000)
 }
