@@ -49,8 +49,8 @@ type DecodeOptions struct {
 	// Limits bound the input; zero fields take DefaultLimits.
 	Limits Limits
 	// MinShortSide, when positive, lets a JPEG be decoded at a reduced DCT scale
-	// (1/2, 1/4, 1/8 ...) as long as its shorter side stays at least this long. It needs
-	// libjpeg-turbo (a cgo build); the pure-Go decoder always decodes at full size.
+	// (1/2, 1/4, 1/8 ...) as long as its shorter side stays at least this long. Only
+	// libjpeg-turbo scales; the pure-Go decoder always decodes at full size.
 	MinShortSide int
 	// PureGo decodes JPEGs with the standard library even when libjpeg-turbo is available.
 	PureGo bool
@@ -172,7 +172,9 @@ func Decode(data []byte, opt DecodeOptions) (dec Decoded, err error) {
 	switch format {
 	case FormatJPEG:
 		dec.Orientation = jpegOrientation(data)
-		if !opt.PureGo && turboAvailable {
+		// The package needs cgo anyway (ONNX Runtime), so libjpeg-turbo is always linked;
+		// PureGo keeps the standard-library path selectable and tested.
+		if !opt.PureGo {
 			if timg, denom, ok, terr := turboDecode(data, w, h, opt.MinShortSide); ok {
 				if terr != nil {
 					return Decoded{}, terr

@@ -2,7 +2,7 @@
 //
 // It owns everything between the bytes and the vector: format sniffing and decompression-bomb
 // refusal, decoding (JPEG with EXIF orientation, PNG, GIF, WebP; large JPEGs at reduced DCT
-// scale through libjpeg-turbo when cgo is available), resizing and cropping straight into the
+// scale through libjpeg-turbo, which the cgo build always links), resizing and cropping straight into the
 // model's input tensor, the ONNX Runtime environment and session pool, dynamic batching of
 // concurrent calls, and the model Spec and Identity that let a store refuse vectors from a
 // different model.

@@ -82,11 +82,6 @@ import (
 	"unsafe"
 )
 
-// turboAvailable reports whether this build decodes JPEGs with libjpeg-turbo. The package
-// needs cgo anyway (ONNX Runtime), so it always does; DecodeOptions.PureGo keeps the
-// standard-library path selectable and tested.
-const turboAvailable = true
-
 // turboPowerOfTwoScales limits DCT scaling to 8/8, 4/8, 2/8 and 1/8. libjpeg-turbo has SIMD
 // inverse DCTs for those and scalar ones for the rest, so an in-between scale can decode
 // fewer pixels yet take longer (measured in BenchmarkDecodeJPEG*).
