@@ -76,10 +76,31 @@ type Decoded struct {
 
 // Upright returns the image turned the way its EXIF orientation says it should be shown.
 func (d Decoded) Upright() image.Image {
-	if d.Orientation <= 1 || d.Orientation > 8 {
-		return d.Image
+	if o := d.orientation(); o != 1 {
+		return orient(toRGBA(d.Image), o)
 	}
-	return orient(toRGBA(d.Image), d.Orientation)
+	return d.Image
+}
+
+// orientation is the EXIF orientation, with a value outside 1..8 (a hand-built Decoded)
+// read as upright.
+func (d Decoded) orientation() int {
+	if d.Orientation < 1 || d.Orientation > 8 {
+		return 1
+	}
+	return d.Orientation
+}
+
+// checkPixels refuses a Decoded with no pixels to preprocess; Decode never returns one, but
+// a hand-built Decoded may be.
+func (d Decoded) checkPixels() error {
+	if d.Image == nil {
+		return fmt.Errorf("embed: preprocess: no image")
+	}
+	if d.Image.Bounds().Empty() {
+		return fmt.Errorf("%w: empty image", ErrCorrupt)
+	}
+	return nil
 }
 
 // sniffFormat recognises an image format by its magic bytes.

@@ -53,15 +53,15 @@ func NewPreprocessor(s Spec) (*Preprocessor, error) {
 		fused:  s.Resize.Kernel == KernelBiLinear,
 		axes:   make(map[axisKey]*axisWeights),
 	}
+	for v := range p.wide {
+		p.wide[v] = float64(uint32(v) * 0x101)
+	}
 	for k := 0; k < 3; k++ {
 		p.scale[k] = s.PixelScale / 255 / s.Std[k]
 		p.bias[k] = -s.Mean[k] / s.Std[k]
 		p.srcChan[k] = k
 		if s.Channels == ChannelsBGR {
 			p.srcChan[k] = 2 - k
-		}
-		for v := range p.wide {
-			p.wide[v] = float64(uint32(v) * 0x101)
 		}
 		for v := range p.levels[k] {
 			p.levels[k][v] = float32(v)*p.scale[k] + p.bias[k]
@@ -93,20 +93,11 @@ func (p *Preprocessor) Into(dst []float32, d Decoded) error {
 	if len(dst) < p.spec.TensorLen() {
 		return fmt.Errorf("embed: preprocess: tensor holds %d values, want %d", len(dst), p.spec.TensorLen())
 	}
-	if p.fused {
-		if d.Image == nil {
-			return fmt.Errorf("embed: preprocess: no image")
-		}
-		if d.Image.Bounds().Empty() {
-			return fmt.Errorf("%w: empty image", ErrCorrupt)
-		}
-		o := d.Orientation
-		if o < 1 || o > 8 {
-			o = 1
-		}
-		if p.resampleInto(dst, d, o) {
-			return nil
-		}
+	if err := d.checkPixels(); err != nil {
+		return err
+	}
+	if p.fused && p.resampleInto(dst, d, d.orientation()) {
+		return nil
 	}
 	canvas, err := p.Resize(d)
 	if err != nil {
@@ -121,18 +112,12 @@ func (p *Preprocessor) Into(dst []float32, d Decoded) error {
 // images the fused resampler reads; it stays for the other kernels and image types, and
 // for callers that want the picture the model sees.
 func (p *Preprocessor) Resize(d Decoded) (*image.RGBA, error) {
-	if d.Image == nil {
-		return nil, fmt.Errorf("embed: preprocess: no image")
+	if err := d.checkPixels(); err != nil {
+		return nil, err
 	}
 	src := d.Image
 	sb := src.Bounds()
-	if sb.Empty() {
-		return nil, fmt.Errorf("%w: empty image", ErrCorrupt)
-	}
-	o := d.Orientation
-	if o < 1 || o > 8 {
-		o = 1
-	}
+	o := d.orientation()
 	// Resizing and centre-cropping commute with the eight EXIF turns, so the work happens on
 	// the stored pixels and only the small result is turned.
 	target := p.canvas
