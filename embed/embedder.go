@@ -600,7 +600,9 @@ func (e *Embedder) Close() error {
 	close(e.queue)
 	e.mu.Unlock()
 	e.batchers.Wait()
-	// RunBatch callers hold sessions until they finish; collect them all back.
+	// Every session is idle by now: the batchers have exited, and RunBatch hands its session
+	// back before dropping the read lock that e.mu.Lock above waited for. Taking them all
+	// makes sure none is destroyed while in use.
 	for range e.all {
 		<-e.sessions
 	}
