@@ -90,6 +90,24 @@ func (c *clientFlags) dial() (*connection, error) {
 	return &connection{conn: conn, client: lookalikev1.NewLookalikeClient(conn), timeout: c.timeout}, nil
 }
 
+// callOnce dials, makes one request under the --timeout deadline and explains a failure: the
+// whole life of a command that asks the server one question.
+func callOnce[T any](ctx context.Context, cf *clientFlags, rpc func(context.Context, lookalikev1.LookalikeClient) (T, error)) (T, error) {
+	var zero T
+	c, err := cf.dial()
+	if err != nil {
+		return zero, err
+	}
+	defer c.Close()
+	callCtx, cancel := c.call(ctx)
+	defer cancel()
+	resp, err := rpc(callCtx, c.client)
+	if err != nil {
+		return zero, describeRPCError(cf.server, err)
+	}
+	return resp, nil
+}
+
 // bearerToken sends "authorization: Bearer <token>" with every request.
 type bearerToken struct {
 	token      string

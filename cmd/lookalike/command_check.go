@@ -40,17 +40,12 @@ func runCheck(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read image: %w", err)
 	}
-	c, err := cf.dial()
+	t := float32(*threshold)
+	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.CheckDuplicateResponse, error) {
+		return c.CheckDuplicate(ctx, &lookalikev1.CheckDuplicateRequest{Image: img, Threshold: &t, Filter: ff.proto()})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	callCtx, cancel := c.call(ctx)
-	defer cancel()
-	t := float32(*threshold)
-	resp, err := c.client.CheckDuplicate(callCtx, &lookalikev1.CheckDuplicateRequest{Image: img, Threshold: &t, Filter: ff.proto()})
-	if err != nil {
-		return describeRPCError(cf.server, err)
 	}
 	out := checkJSON{Image: ref, IsDuplicate: resp.GetIsDuplicate(), Threshold: resp.GetThreshold()}
 	if bm := resp.GetBestMatch(); bm != nil {

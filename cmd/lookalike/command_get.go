@@ -19,16 +19,11 @@ func runGet(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("want exactly one ID, got %d arguments", fs.NArg())
 	}
-	c, err := cf.dial()
+	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.GetResponse, error) {
+		return c.Get(ctx, &lookalikev1.GetRequest{Id: fs.Arg(0), IncludeVector: *withVector})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	callCtx, cancel := c.call(ctx)
-	defer cancel()
-	resp, err := c.client.Get(callCtx, &lookalikev1.GetRequest{Id: fs.Arg(0), IncludeVector: *withVector})
-	if err != nil {
-		return describeRPCError(cf.server, err)
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, toProductJSON(resp.GetProduct()))

@@ -20,32 +20,21 @@ func runSearch(ctx context.Context, a *app, args []string) error {
 	var rf rankFlags
 	cf.register(fs, a)
 	rf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	ref, err := rf.parse(fs, args, "IMAGE")
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("want exactly one IMAGE, got %d arguments", fs.NArg())
-	}
-	if err := rf.check(); err != nil {
-		return err
-	}
-	ref := fs.Arg(0)
 	img, err := newImageLoader(cf.timeout).load(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("read image: %w", err)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	callCtx, cancel := c.call(ctx)
-	defer cancel()
-	resp, err := c.client.SearchByImage(callCtx, &lookalikev1.SearchByImageRequest{
-		Image: img, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
+	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.SearchResponse, error) {
+		return c.SearchByImage(ctx, &lookalikev1.SearchByImageRequest{
+			Image: img, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
+		})
 	})
 	if err != nil {
-		return describeRPCError(cf.server, err)
+		return err
 	}
 	if rf.json {
 		return writeJSON(a.stdout, searchJSON{Query: ref, Results: toResultsJSON(resp.GetResults())})

@@ -19,28 +19,17 @@ func runSimilar(ctx context.Context, a *app, args []string) error {
 	var rf rankFlags
 	cf.register(fs, a)
 	rf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usagef("want exactly one ID, got %d arguments", fs.NArg())
-	}
-	if err := rf.check(); err != nil {
-		return err
-	}
-	id := fs.Arg(0)
-	c, err := cf.dial()
+	id, err := rf.parse(fs, args, "ID")
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	callCtx, cancel := c.call(ctx)
-	defer cancel()
-	resp, err := c.client.SearchById(callCtx, &lookalikev1.SearchByIdRequest{
-		Id: id, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
+	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.SearchResponse, error) {
+		return c.SearchById(ctx, &lookalikev1.SearchByIdRequest{
+			Id: id, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
+		})
 	})
 	if err != nil {
-		return describeRPCError(cf.server, err)
+		return err
 	}
 	if rf.json {
 		return writeJSON(a.stdout, similarJSON{ID: id, Results: toResultsJSON(resp.GetResults())})

@@ -42,16 +42,11 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
-	c, err := cf.dial()
+	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.StatsResponse, error) {
+		return c.Stats(ctx, &lookalikev1.StatsRequest{})
+	})
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	callCtx, cancel := c.call(ctx)
-	defer cancel()
-	resp, err := c.client.Stats(callCtx, &lookalikev1.StatsRequest{})
-	if err != nil {
-		return describeRPCError(cf.server, err)
 	}
 	out := toStatsJSON(resp)
 	if *asJSON {

@@ -197,15 +197,9 @@ type filterFlags struct {
 
 func (f *filterFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.categories, "category", "only products in this category (repeat or comma-separate for any of several)")
-	fs.Var(f.attributesValue(), "attr", "only products with this attribute, key=value (repeatable)")
+	f.attributes = keyValues{}
+	fs.Var(f.attributes, "attr", "only products with this attribute, key=value (repeatable)")
 	fs.Var(&f.exclude, "exclude", "never return these product ids (repeatable)")
-}
-
-func (f *filterFlags) attributesValue() keyValues {
-	if f.attributes == nil {
-		f.attributes = keyValues{}
-	}
-	return f.attributes
 }
 
 func (f *filterFlags) proto() *lookalikev1.Filter {
@@ -232,10 +226,17 @@ func (r *rankFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.json, "json", false, "print JSON instead of a table")
 }
 
-// check validates the flags after parsing.
-func (r *rankFlags) check() error {
-	if r.k < 1 || r.k > 1000 {
-		return usagef("--k must be in 1..1000, got %d", r.k)
+// parse parses args with fs, checks the flags and returns the one argument, named what in
+// the usage message (IMAGE, ID).
+func (r *rankFlags) parse(fs *flag.FlagSet, args []string, what string) (string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
 	}
-	return nil
+	if fs.NArg() != 1 {
+		return "", usagef("want exactly one %s, got %d arguments", what, fs.NArg())
+	}
+	if r.k < 1 || r.k > 1000 {
+		return "", usagef("--k must be in 1..1000, got %d", r.k)
+	}
+	return fs.Arg(0), nil
 }
