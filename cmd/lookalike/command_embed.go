@@ -39,7 +39,7 @@ func runEmbed(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() == 0 {
 		return usagef("want at least one IMAGE")
 	}
-	e, err := mf.open(ctx, a.logger)
+	e, _, err := mf.open(ctx, a.logger)
 	if err != nil {
 		return err
 	}

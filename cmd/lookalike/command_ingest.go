@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
@@ -12,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -496,22 +498,14 @@ func (in *ingester) finish(elapsed time.Duration) ingestSummary {
 	defer in.mu.Unlock()
 	s := in.summary
 	s.Failures = append([]ingestFailure{}, in.failures...)
-	sortFailures(s.Failures)
+	// Manifest order reads best next to the manifest.
+	slices.SortStableFunc(s.Failures, func(a, b ingestFailure) int { return cmp.Compare(a.Line, b.Line) })
 	s.NotAttempted = s.Total - in.finished
 	s.ElapsedSeconds = elapsed.Seconds()
 	if elapsed > 0 {
 		s.PerSecond = float64(s.Created+s.Updated+s.Unchanged+s.Skipped) / elapsed.Seconds()
 	}
 	return s
-}
-
-func sortFailures(f []ingestFailure) {
-	// Manifest order reads best next to the manifest.
-	for i := 1; i < len(f); i++ {
-		for j := i; j > 0 && f[j].Line < f[j-1].Line; j-- {
-			f[j], f[j-1] = f[j-1], f[j]
-		}
-	}
 }
 
 func writeFailures(path string, failures []ingestFailure) error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -121,7 +122,7 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 		}
 		if len(splits) > 0 {
 			i, ok := col["split"]
-			if !ok || !contains(splits, rec[i]) {
+			if !ok || !slices.Contains(splits, rec[i]) {
 				continue
 			}
 		}
@@ -149,15 +150,6 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 		return 0, fmt.Errorf("write manifest: %w", err)
 	}
 	return n, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // findSharedDir finds ../shared/<name> next to the project root (the directory holding go.mod),

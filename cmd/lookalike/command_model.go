@@ -34,11 +34,7 @@ func runModel(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
-	cfg, err := mf.config(a.logger)
-	if err != nil {
-		return err
-	}
-	e, err := mf.open(ctx, a.logger)
+	e, cfg, err := mf.open(ctx, a.logger)
 	if err != nil {
 		return err
 	}

@@ -45,14 +45,15 @@ func (m *modelFlags) config(logger *slog.Logger) (embed.Config, error) {
 	return cfg, nil
 }
 
-func (m *modelFlags) open(ctx context.Context, logger *slog.Logger) (*embed.Embedder, error) {
+// open loads the model, returning the resolved config alongside it for commands that report it.
+func (m *modelFlags) open(ctx context.Context, logger *slog.Logger) (*embed.Embedder, embed.Config, error) {
 	cfg, err := m.config(logger)
 	if err != nil {
-		return nil, err
+		return nil, cfg, err
 	}
 	e, err := embed.Open(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("load model %s: %w", cfg.ModelPath, err)
+		return nil, cfg, fmt.Errorf("load model %s: %w", cfg.ModelPath, err)
 	}
-	return e, nil
+	return e, cfg, nil
 }
