@@ -106,13 +106,13 @@ func (e *entry) product() Product {
 
 // Catalog is an open product catalogue. All methods are safe for concurrent use.
 type Catalog struct {
-	cfg      Config
-	log      *slog.Logger
-	embedder Embedder
-	dim      int
-	store    *store.Store
-	graph    *index.HNSW
-	params   IndexParams
+	log          *slog.Logger
+	embedder     Embedder
+	dim          int
+	store        *store.Store
+	graph        *index.HNSW
+	params       IndexParams
+	snapshotFile string // SnapshotFileName in Config.DataDir
 
 	// life guards the open/closed state: operations hold it shared, Close exclusively, so
 	// Close waits for in-flight calls and later calls see ErrClosed.
@@ -161,9 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog: open store: %w", err)
 	}
 	c := &Catalog{
-		cfg: cfg, log: log, embedder: cfg.Embedder, dim: dim, store: st,
-		params: cfg.Index.withDefaults(),
-		byKey:  make(map[index.Key]*entry), byID: make(map[string]*entry),
+		log: log, embedder: cfg.Embedder, dim: dim, store: st,
+		params: cfg.Index.withDefaults(), snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
+		byKey: make(map[index.Key]*entry), byID: make(map[string]*entry),
 	}
 	if err := c.loadIndex(ctx); err != nil {
 		_ = st.Close()
@@ -177,8 +177,6 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	}
 	return c, nil
 }
-
-func (c *Catalog) snapshotPath() string { return filepath.Join(c.cfg.DataDir, SnapshotFileName) }
 
 func (c *Catalog) newGraph() *index.HNSW {
 	return index.NewHNSW(c.dim, index.Config{
@@ -214,7 +212,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 	if ok {
 		c.graph = graph
 		c.snapshotSeq = snapSeq
-		if st, err := os.Stat(c.snapshotPath()); err == nil {
+		if st, err := os.Stat(c.snapshotFile); err == nil {
 			c.snapshotTime = st.ModTime()
 		}
 		c.log.Info("graph loaded from snapshot", "items", graph.Len(), "snapshot_seq", snapSeq,
@@ -234,14 +232,14 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 // another data directory) gets a new generation, and its sequence numbers say nothing about
 // a graph saved from another history even when they are equal.
 func (c *Catalog) loadSnapshot() (*index.HNSW, uint64, bool) {
-	graph, info, err := index.LoadSnapshot(c.snapshotPath())
+	graph, info, err := index.LoadSnapshot(c.snapshotFile)
 	seq := info.Seq
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.log.Info("no graph snapshot; building the graph from the store")
 		return nil, 0, false
 	case err != nil:
-		c.log.Warn("graph snapshot unusable; rebuilding from the store", "path", c.snapshotPath(), "err", err)
+		c.log.Warn("graph snapshot unusable; rebuilding from the store", "path", c.snapshotFile, "err", err)
 		return nil, 0, false
 	case info.Tag != c.store.Generation():
 		c.log.Warn("graph snapshot was saved from another store history (restored store?); rebuilding",
@@ -368,7 +366,7 @@ func (c *Catalog) saveSnapshot(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	if err := c.graph.SaveSnapshot(c.snapshotPath(), index.SnapshotInfo{Seq: seq, Tag: c.store.Generation()}); err != nil {
+	if err := c.graph.SaveSnapshot(c.snapshotFile, index.SnapshotInfo{Seq: seq, Tag: c.store.Generation()}); err != nil {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	c.snapshotSeq, c.snapshotTime = seq, time.Now()

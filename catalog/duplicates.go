@@ -82,8 +82,8 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	if neighbors < 1 || neighbors > MaxK {
 		return fmt.Errorf("%w: max_neighbors is %d, must be 1..%d", ErrInvalidArgument, neighbors, MaxK)
 	}
-	if opt.EF < 0 || opt.EF > MaxEF {
-		return fmt.Errorf("%w: ef is %d, must be 0..%d", ErrInvalidArgument, opt.EF, MaxEF)
+	if err := checkEF(opt.EF); err != nil {
+		return err
 	}
 	if err := c.enter(); err != nil {
 		return err

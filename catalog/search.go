@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -48,11 +49,19 @@ func (o SearchOptions) validate() error {
 	if o.K < 1 || o.K > MaxK {
 		return fmt.Errorf("%w: k is %d, must be 1..%d", ErrInvalidArgument, o.K, MaxK)
 	}
-	if o.EF < 0 || o.EF > MaxEF {
-		return fmt.Errorf("%w: ef is %d, must be 0..%d", ErrInvalidArgument, o.EF, MaxEF)
+	if err := checkEF(o.EF); err != nil {
+		return err
 	}
 	if math.IsNaN(float64(o.MinScore)) {
 		return fmt.Errorf("%w: min_score is NaN", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// checkEF checks an HNSW search breadth; 0 stands for the catalogue default.
+func checkEF(ef int) error {
+	if ef < 0 || ef > MaxEF {
+		return fmt.Errorf("%w: ef is %d, must be 0..%d", ErrInvalidArgument, ef, MaxEF)
 	}
 	return nil
 }
@@ -242,7 +251,7 @@ func (c *Catalog) exactScan(q []float32, k int, a *admit) []index.Neighbor {
 		case x.Score < y.Score:
 			return 1
 		}
-		return int(x.Key) - int(y.Key)
+		return cmp.Compare(x.Key, y.Key)
 	})
 	if len(ns) > k {
 		ns = ns[:k]

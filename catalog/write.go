@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -82,7 +83,7 @@ type pending struct {
 	vec  []float32
 }
 
-func validateItem(it UpsertItem, dim int) error {
+func validateItem(it UpsertItem) error {
 	if err := store.ValidateID(it.ID); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
@@ -121,26 +122,7 @@ func normalise(vec []float32, dim int) ([]float32, error) {
 
 func sameMetadata(e *entry, it UpsertItem) bool {
 	return e.category == it.Category && e.title == it.Title && e.imageURL == it.ImageURL &&
-		maps.Equal(e.attributes, nonNil(it.Attributes))
-}
-
-func nonNil(m map[string]string) map[string]string {
-	if len(m) == 0 {
-		return nil
-	}
-	return m
-}
-
-func equalVectors(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+		maps.Equal(e.attributes, it.Attributes)
 }
 
 // Upsert adds or replaces one product.
@@ -169,7 +151,7 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 	first := make(map[string]*pending, len(items))
 	var repeats [][2]int // {position, position of the earlier identical item}
 	for i, it := range items {
-		if err := validateItem(it, c.dim); err != nil {
+		if err := validateItem(it); err != nil {
 			results[i].Err = err
 			continue
 		}
@@ -241,8 +223,8 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 // samePending reports whether two items of one batch would write the same product.
 func samePending(a, b *pending) bool {
 	x, y := a.item, b.item
-	return a.sha == b.sha && equalVectors(a.vec, b.vec) && x.Category == y.Category &&
-		x.Title == y.Title && x.ImageURL == y.ImageURL && maps.Equal(nonNil(x.Attributes), nonNil(y.Attributes))
+	return a.sha == b.sha && slices.Equal(a.vec, b.vec) && x.Category == y.Category &&
+		x.Title == y.Title && x.ImageURL == y.ImageURL && maps.Equal(x.Attributes, y.Attributes)
 }
 
 // unchanged reports whether p would rewrite a product with what it already holds.
@@ -260,7 +242,7 @@ func (c *Catalog) unchanged(p *pending) bool {
 		return false
 	}
 	stored, ok := c.graph.Vector(e.key)
-	return ok && equalVectors(stored, p.vec)
+	return ok && slices.Equal(stored, p.vec)
 }
 
 // write stores ready items (fsynced) and then indexes them. If the batch transaction fails,
