@@ -100,10 +100,7 @@ func withEXIFOrientation(jpg []byte, orientation uint16, bigEndian bool) []byte 
 // composited over white, the way Embed does.
 func stretchCanvas(t testing.TB, data []byte, w, h int, opt DecodeOptions) (*image.RGBA, Decoded) {
 	t.Helper()
-	d, err := Decode(data, opt)
-	if err != nil {
-		t.Fatalf("Decode: %v", err)
-	}
+	d := decodeWith(t, data, opt)
 	s := DefaultSpec()
 	s.Width, s.Height = w, h
 	s.Resize = Resize{Policy: ResizeStretch, Kernel: KernelNearest}
@@ -288,11 +285,7 @@ func TestDecodeEXIFOrientation(t *testing.T) {
 				t.Fatalf("orientation %d (big endian %v): parsed %d", o, bigEndian, got)
 			}
 			for _, pure := range []bool{false, true} {
-				d, err := Decode(data, DecodeOptions{PureGo: pure})
-				if err != nil {
-					t.Fatal(err)
-				}
-				up := d.Upright()
+				up := decodeWith(t, data, DecodeOptions{PureGo: pure}).Upright()
 				if b := up.Bounds(); b.Dx() != W || b.Dy() != H {
 					t.Fatalf("orientation %d: upright is %v, want %dx%d", o, b.Size(), W, H)
 				}
@@ -354,10 +347,7 @@ func TestDecodeReducedScale(t *testing.T) {
 	}
 	data := encodeJPEG(t, big, 85)
 	for _, minShort := range []int{0, 100, 256, 450, 900, 2000} {
-		d, err := Decode(data, DecodeOptions{MinShortSide: minShort})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := decodeWith(t, data, DecodeOptions{MinShortSide: minShort})
 		b := d.Image.Bounds()
 		short := min(b.Dx(), b.Dy())
 		if minShort > 0 && minShort <= 900 && short < minShort {
@@ -373,10 +363,7 @@ func TestDecodeReducedScale(t *testing.T) {
 			t.Errorf("decoder %q", d.Decoder)
 		}
 	}
-	d, err := Decode(data, DecodeOptions{MinShortSide: 256, PureGo: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := decodeWith(t, data, DecodeOptions{MinShortSide: 256, PureGo: true})
 	if b := d.Image.Bounds(); b.Dx() != 1200 || d.Decoder != "go" {
 		t.Fatalf("pure Go decoded %v with %q", b.Size(), d.Decoder)
 	}

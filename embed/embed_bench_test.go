@@ -108,11 +108,7 @@ func BenchmarkResize(b *testing.B) {
 	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosABO} {
 		var decoded []Decoded
 		for _, f := range benchPhotos(b, coll, 16) {
-			d, err := Decode(f, DecodeOptions{MinShortSide: 256})
-			if err != nil {
-				b.Fatal(err)
-			}
-			decoded = append(decoded, d)
+			decoded = append(decoded, decodeWith(b, f, DecodeOptions{MinShortSide: 256}))
 		}
 		for _, k := range []string{KernelBiLinear, KernelApproxBiLinear, KernelCatmullRom} {
 			b.Run(coll+"/"+k, func(b *testing.B) {
@@ -143,11 +139,7 @@ func BenchmarkPreprocess(b *testing.B) {
 	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosABO} {
 		var decoded []Decoded
 		for _, f := range benchPhotos(b, coll, 16) {
-			d, err := Decode(f, DecodeOptions{MinShortSide: 256})
-			if err != nil {
-				b.Fatal(err)
-			}
-			decoded = append(decoded, d)
+			decoded = append(decoded, decodeWith(b, f, DecodeOptions{MinShortSide: 256}))
 		}
 		for _, fused := range []bool{true, false} {
 			name := coll + "/fused"
@@ -181,11 +173,7 @@ func BenchmarkNormalize(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := Decode(benchPhotos(b, dataset.PhotosClothing, 1)[0], DecodeOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	canvas, err := p.Resize(d)
+	canvas, err := p.Resize(decodeWith(b, benchPhotos(b, dataset.PhotosClothing, 1)[0], DecodeOptions{}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -208,11 +196,7 @@ func BenchmarkInferenceRaw(b *testing.B) {
 	L := e.Spec().TensorLen()
 	tensors := make([]float32, len(files)*L)
 	for i, f := range files {
-		d, err := Decode(f, e.DecodeOptions())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := p.Into(tensors[i*L:(i+1)*L], d); err != nil {
+		if err := p.Into(tensors[i*L:(i+1)*L], decodeWith(b, f, e.DecodeOptions())); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -72,6 +72,16 @@ func photos(t testing.TB, collection string, n int) []dataset.Photo {
 	return out
 }
 
+// decodeWith decodes data, failing the test on an error.
+func decodeWith(t testing.TB, data []byte, opt DecodeOptions) Decoded {
+	t.Helper()
+	d, err := Decode(data, opt)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	return d
+}
+
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -181,15 +181,6 @@ func TestFusedResampleMatchesXImageTensors(t *testing.T) {
 	}
 }
 
-func decodeWith(t *testing.T, data []byte, opt DecodeOptions) Decoded {
-	t.Helper()
-	d, err := Decode(data, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // TestFusedResampleFallsBack checks that image types the fused resampler does not read go
 // the x/image way through Into, and that Into refuses a short tensor.
 func TestFusedResampleFallsBack(t *testing.T) {
