@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
@@ -212,19 +211,10 @@ func scoreRange(edges []edgeJSON) (lo, hi float32) {
 }
 
 func writeDedupHTML(ctx context.Context, path string, out dedupJSON, loader *imageLoader, now time.Time) error {
-	f, err := os.Create(path + ".tmp")
+	err := writeFileAtomically(path, func(w io.Writer) error {
+		return renderDedupHTML(ctx, w, out, loader, now)
+	})
 	if err != nil {
-		return fmt.Errorf("write HTML report: %w", err)
-	}
-	err = renderDedupHTML(ctx, f, out, loader, now)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(path+".tmp", path)
-	}
-	if err != nil {
-		os.Remove(path + ".tmp")
 		return fmt.Errorf("write HTML report: %w", err)
 	}
 	return nil

@@ -509,22 +509,16 @@ func (in *ingester) finish(elapsed time.Duration) ingestSummary {
 }
 
 func writeFailures(path string, failures []ingestFailure) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	err := writeFileAtomically(path, func(f io.Writer) error {
+		w := csv.NewWriter(f)
+		w.Write([]string{"line", "id", "image", "stage", "code", "reason"})
+		for _, x := range failures {
+			w.Write([]string{strconv.Itoa(x.Line), x.ID, x.Image, x.Stage, x.Code, x.Reason})
+		}
+		w.Flush()
+		return w.Error()
+	})
 	if err != nil {
-		return fmt.Errorf("write failures file: %w", err)
-	}
-	w := csv.NewWriter(f)
-	w.Write([]string{"line", "id", "image", "stage", "code", "reason"})
-	for _, x := range failures {
-		w.Write([]string{strconv.Itoa(x.Line), x.ID, x.Image, x.Stage, x.Code, x.Reason})
-	}
-	w.Flush()
-	if err := errors.Join(w.Error(), f.Close()); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write failures file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write failures file: %w", err)
 	}
 	return nil

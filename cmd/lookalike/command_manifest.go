@@ -102,51 +102,43 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 			attrCols = append(attrCols, h)
 		}
 	}
-	tmp := out + ".tmp"
-	of, err := os.Create(tmp)
-	if err != nil {
-		return 0, fmt.Errorf("write manifest: %w", err)
-	}
-	w := csv.NewWriter(of)
-	w.Write(append([]string{columnID, columnImage, columnCategory, columnTitle}, attrCols...))
 	n := 0
-	for limit <= 0 || n < limit {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			of.Close()
-			os.Remove(tmp)
-			return 0, fmt.Errorf("dataset labels.csv: %w", err)
-		}
-		if len(splits) > 0 {
-			i, ok := col["split"]
-			if !ok || !slices.Contains(splits, rec[i]) {
-				continue
+	err = writeFileAtomically(out, func(of io.Writer) error {
+		w := csv.NewWriter(of)
+		w.Write(append([]string{columnID, columnImage, columnCategory, columnTitle}, attrCols...))
+		for limit <= 0 || n < limit {
+			rec, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				break
 			}
+			if err != nil {
+				return fmt.Errorf("dataset labels.csv: %w", err)
+			}
+			if len(splits) > 0 {
+				i, ok := col["split"]
+				if !ok || !slices.Contains(splits, rec[i]) {
+					continue
+				}
+			}
+			file := rec[col["file"]]
+			// Relative when the photos sit below the manifest (the pair can move together),
+			// absolute otherwise: "../../x" chains break as soon as either moves.
+			image := filepath.Join(absSrc, filepath.FromSlash(file))
+			if rel, err := filepath.Rel(outDir, image); err == nil && !strings.HasPrefix(rel, "..") {
+				image = rel
+			}
+			id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
+			row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}
+			for _, c := range attrCols {
+				row = append(row, rec[col[c]])
+			}
+			w.Write(row)
+			n++
 		}
-		file := rec[col["file"]]
-		// Relative when the photos sit below the manifest (the pair can move together),
-		// absolute otherwise: "../../x" chains break as soon as either moves.
-		image := filepath.Join(absSrc, filepath.FromSlash(file))
-		if rel, err := filepath.Rel(outDir, image); err == nil && !strings.HasPrefix(rel, "..") {
-			image = rel
-		}
-		id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
-		row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}
-		for _, c := range attrCols {
-			row = append(row, rec[col[c]])
-		}
-		w.Write(row)
-		n++
-	}
-	w.Flush()
-	if err := errors.Join(w.Error(), of.Close()); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("write manifest: %w", err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
+		w.Flush()
+		return w.Error()
+	})
+	if err != nil {
 		return 0, fmt.Errorf("write manifest: %w", err)
 	}
 	return n, nil

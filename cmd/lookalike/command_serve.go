@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"lookalike/catalog"
@@ -88,7 +88,11 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		}
 	}
 	if *addrFile != "" {
-		if err := writeFileAtomically(*addrFile, []byte(lis.Addr().String()+"\n")); err != nil {
+		if err := writeFileAtomically(*addrFile, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, lis.Addr().String())
+			return err
+		}); err != nil {
+			err = fmt.Errorf("write %s: %w", *addrFile, err)
 			lis.Close()
 			if metricsLis != nil {
 				metricsLis.Close()
@@ -102,26 +106,5 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	logger.Info("stopped", "uptime", time.Since(start).Round(time.Second))
-	return nil
-}
-
-// writeFileAtomically makes a file appear complete or not at all, so a script polling for it
-// never reads half an address.
-func writeFileAtomically(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -67,6 +68,28 @@ func toResultsJSON(results []*lookalikev1.SearchResult) []resultJSON {
 		out = append(out, resultJSON{Rank: i + 1, Score: r.GetScore(), Product: toProductJSON(r.GetProduct())})
 	}
 	return out
+}
+
+// writeFileAtomically writes path through write into path+".tmp" and renames it into place, so
+// a reader (a script polling for --addr-file, a person opening a report) sees the whole file or
+// nothing; on any failure the temporary file is removed.
+func writeFileAtomically(path string, write func(io.Writer) error) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {
