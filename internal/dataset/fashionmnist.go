@@ -12,13 +12,13 @@ import (
 	"path/filepath"
 )
 
-// FashionMNISTDir is where Debian's dataset-fashion-mnist package installs the IDX files.
-const FashionMNISTDir = "/usr/share/datasets/fashion-mnist"
+// fashionMNISTDir is where Debian's dataset-fashion-mnist package installs the IDX files.
+const fashionMNISTDir = "/usr/share/datasets/fashion-mnist"
 
-// Fashion-MNIST file names inside FashionMNISTDir.
+// Fashion-MNIST file names inside fashionMNISTDir.
 const (
-	FashionMNISTTrainImages = "train-images-idx3-ubyte.gz"
-	FashionMNISTTestImages  = "t10k-images-idx3-ubyte.gz"
+	fashionMNISTTrainImages = "train-images-idx3-ubyte.gz"
+	fashionMNISTTestImages  = "t10k-images-idx3-ubyte.gz"
 )
 
 // ErrFashionMNISTMissing is returned (wrapped) when the IDX files are not installed.
@@ -38,16 +38,16 @@ const maxIDXValues = 1 << 30
 // (0-255 as float32, as in ann-benchmarks' fashion-mnist-784-euclidean). limit > 0 keeps the
 // first limit images.
 func FashionMNISTTrain(limit int) ([][]float32, error) {
-	return FashionMNISTFile(filepath.Join(FashionMNISTDir, FashionMNISTTrainImages), limit)
+	return fashionMNISTFile(filepath.Join(fashionMNISTDir, fashionMNISTTrainImages), limit)
 }
 
 // FashionMNISTTest loads the 10,000 test images, like FashionMNISTTrain.
 func FashionMNISTTest(limit int) ([][]float32, error) {
-	return FashionMNISTFile(filepath.Join(FashionMNISTDir, FashionMNISTTestImages), limit)
+	return fashionMNISTFile(filepath.Join(fashionMNISTDir, fashionMNISTTestImages), limit)
 }
 
-// FashionMNISTFile loads a gzip-compressed IDX image file.
-func FashionMNISTFile(path string, limit int) ([][]float32, error) {
+// fashionMNISTFile loads a gzip-compressed IDX image file.
+func fashionMNISTFile(path string, limit int) ([][]float32, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrFashionMNISTMissing, path)
@@ -61,17 +61,17 @@ func FashionMNISTFile(path string, limit int) ([][]float32, error) {
 		return nil, fmt.Errorf("dataset: %s: %w", path, err)
 	}
 	defer zr.Close()
-	vecs, err := FashionMNISTDecodeIDX(zr, limit)
+	vecs, err := decodeIDX(zr, limit)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %s: %w", path, err)
 	}
 	return vecs, nil
 }
 
-// FashionMNISTDecodeIDX decodes an uncompressed IDX image stream (magic 0x803, count, rows,
-// columns, then bytes) into one float32 vector of rows*columns pixel values per image.
-// limit > 0 stops after limit images.
-func FashionMNISTDecodeIDX(r io.Reader, limit int) ([][]float32, error) {
+// decodeIDX decodes an uncompressed IDX image stream (magic 0x803, count, rows, columns,
+// then bytes) into one float32 vector of rows*columns pixel values per image. limit > 0
+// stops after limit images.
+func decodeIDX(r io.Reader, limit int) ([][]float32, error) {
 	var hdr [16]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("%w: header: %w", ErrIDX, err)

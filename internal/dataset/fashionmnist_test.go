@@ -22,7 +22,7 @@ func idxBytes(count, rows, cols int, fill func(i int) byte) []byte {
 	return b.Bytes()
 }
 
-func TestFashionMNISTDecodeIDX(t *testing.T) {
+func TestDecodeIDX(t *testing.T) {
 	valid := idxBytes(3, 2, 2, func(i int) byte { return byte(i * 10) })
 	tests := []struct {
 		name      string
@@ -41,7 +41,7 @@ func TestFashionMNISTDecodeIDX(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := FashionMNISTDecodeIDX(bytes.NewReader(tt.data), tt.limit)
+			got, err := decodeIDX(bytes.NewReader(tt.data), tt.limit)
 			if tt.wantErr {
 				if !errors.Is(err, ErrIDX) {
 					t.Fatalf("err = %v, want ErrIDX", err)
@@ -96,18 +96,18 @@ func TestFashionMNISTInstalled(t *testing.T) {
 }
 
 func TestFashionMNISTMissing(t *testing.T) {
-	_, err := FashionMNISTFile(filepath.Join(t.TempDir(), "absent.gz"), 0)
+	_, err := fashionMNISTFile(filepath.Join(t.TempDir(), "absent.gz"), 0)
 	if !errors.Is(err, ErrFashionMNISTMissing) {
 		t.Fatalf("err = %v, want ErrFashionMNISTMissing", err)
 	}
 }
 
-func FuzzFashionMNISTDecodeIDX(f *testing.F) {
+func FuzzDecodeIDX(f *testing.F) {
 	f.Add(idxBytes(2, 3, 3, func(i int) byte { return byte(i) }), 0)
 	f.Add(idxBytes(1, 28, 28, func(i int) byte { return byte(i) }), 1)
 	f.Add([]byte{0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x7f, 0xff, 0, 0, 0x7f, 0xff}, 0)
 	f.Fuzz(func(t *testing.T, data []byte, limit int) {
-		vecs, err := FashionMNISTDecodeIDX(bytes.NewReader(data), limit)
+		vecs, err := decodeIDX(bytes.NewReader(data), limit)
 		if err != nil {
 			return
 		}

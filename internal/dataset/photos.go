@@ -27,8 +27,8 @@ type Photo struct {
 	Fields map[string]string
 }
 
-// photosProjectRoot returns the nearest directory at or above dir that holds go.mod.
-func photosProjectRoot(dir string) (string, error) {
+// projectRoot returns the nearest directory at or above dir that holds go.mod.
+func projectRoot(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("dataset: resolve %q: %w", dir, err)
@@ -43,14 +43,14 @@ func photosProjectRoot(dir string) (string, error) {
 	}
 }
 
-// PhotosDir returns the absolute path of ../shared/datasets beside the project root found
+// photosDir returns the absolute path of ../shared/datasets beside the project root found
 // above the working directory.
-func PhotosDir() (string, error) {
+func photosDir() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("dataset: working directory: %w", err)
 	}
-	root, err := photosProjectRoot(wd)
+	root, err := projectRoot(wd)
 	if err != nil {
 		return "", err
 	}
@@ -64,16 +64,16 @@ func PhotosDir() (string, error) {
 // LoadPhotos reads the labels.csv of one collection (PhotosGrocery, PhotosClothing,
 // PhotosABO or any other folder with the same layout) under ../shared/datasets.
 func LoadPhotos(collection string) ([]Photo, error) {
-	dir, err := PhotosDir()
+	dir, err := photosDir()
 	if err != nil {
 		return nil, err
 	}
-	return LoadPhotosFrom(filepath.Join(dir, collection))
+	return loadPhotosFrom(filepath.Join(dir, collection))
 }
 
-// LoadPhotosFrom reads dir/labels.csv, whose first two columns are file (relative to dir)
+// loadPhotosFrom reads dir/labels.csv, whose first two columns are file (relative to dir)
 // and label, and resolves every file to an absolute path.
-func LoadPhotosFrom(dir string) ([]Photo, error) {
+func loadPhotosFrom(dir string) ([]Photo, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: resolve %q: %w", dir, err)
@@ -88,7 +88,6 @@ func LoadPhotosFrom(dir string) ([]Photo, error) {
 
 func parsePhotoLabels(r io.Reader, dir string) ([]Photo, error) {
 	cr := csv.NewReader(r)
-	cr.ReuseRecord = false
 	header, err := cr.Read()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
