@@ -13,52 +13,43 @@ const (
 	EnvModel   = "LOOKALIKE_MODEL"
 )
 
-// runtimeRel is where scripts/setup.sh puts the ONNX Runtime library, under the project root.
-var runtimeRel = filepath.Join(".lookalike", "onnxruntime", "libonnxruntime.so.1")
-
 // FindRuntime returns the ONNX Runtime shared library: $LOOKALIKE_ORT_LIB when set,
-// otherwise .lookalike/onnxruntime/libonnxruntime.so.1 under the project root found by
-// walking up from the working directory or from the executable's directory.
+// otherwise .lookalike/onnxruntime/libonnxruntime.so.1 (where scripts/setup.sh puts it) under
+// the project root found by walking up from the working directory or from the executable's
+// directory.
 func FindRuntime() (string, error) {
-	if p := os.Getenv(EnvRuntime); p != "" {
-		if !isFile(p) {
-			return "", fmt.Errorf("embed: %s=%s: no such file", EnvRuntime, p)
-		}
-		return p, nil
-	}
-	var looked []string
-	for _, root := range projectRoots() {
-		p := filepath.Join(root, runtimeRel)
-		if isFile(p) {
-			return p, nil
-		}
-		looked = append(looked, p)
-	}
-	return "", fmt.Errorf("embed: ONNX Runtime library not found (looked for %s): run `make setup` in the project, or set %s (or the runtime flag) to libonnxruntime.so.1",
-		lookedFor(looked, runtimeRel), EnvRuntime)
+	return findFile(EnvRuntime, filepath.Join(".lookalike", "onnxruntime", "libonnxruntime.so.1"),
+		"ONNX Runtime library",
+		"run `make setup` in the project, or set "+EnvRuntime+" (or the runtime flag) to libonnxruntime.so.1")
 }
 
 // FindModel returns the embedding model: $LOOKALIKE_MODEL when set, otherwise
 // ../shared/models/mobilenetv2-12-int8-emb.onnx beside the project root found by walking up
 // from the working directory or from the executable's directory.
 func FindModel() (string, error) {
-	if p := os.Getenv(EnvModel); p != "" {
+	return findFile(EnvModel, filepath.Join("..", "shared", "models", DefaultModelFile),
+		"model",
+		"put the shared models at ../shared/models beside the project, or set "+EnvModel+" (or the model flag) to an .onnx file")
+}
+
+// findFile returns $env when it is set, else the first project root joined with rel that is
+// a file. The error names what was sought, every path tried, and the hint.
+func findFile(env, rel, what, hint string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		if !isFile(p) {
-			return "", fmt.Errorf("embed: %s=%s: no such file", EnvModel, p)
+			return "", fmt.Errorf("embed: %s=%s: no such file", env, p)
 		}
 		return p, nil
 	}
-	rel := filepath.Join("..", "shared", "models", DefaultModelFile)
 	var looked []string
 	for _, root := range projectRoots() {
-		p := filepath.Clean(filepath.Join(root, rel))
+		p := filepath.Join(root, rel)
 		if isFile(p) {
 			return p, nil
 		}
 		looked = append(looked, p)
 	}
-	return "", fmt.Errorf("embed: model not found (looked for %s): put the shared models at ../shared/models beside the project, or set %s (or the model flag) to an .onnx file",
-		lookedFor(looked, rel), EnvModel)
+	return "", fmt.Errorf("embed: %s not found (looked for %s): %s", what, lookedFor(looked, rel), hint)
 }
 
 // projectRoots returns the directories holding go.mod found above the working directory
