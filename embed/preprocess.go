@@ -84,9 +84,6 @@ func kernelScaler(name string) draw.Scaler {
 	}
 }
 
-// TensorLen is the number of float32s one image occupies in the input tensor.
-func (s Spec) TensorLen() int { return 3 * s.Width * s.Height }
-
 // Into resizes and crops the decoded image, turned by its EXIF orientation, and writes it
 // normalised into dst, which must hold Spec.TensorLen() values.
 func (p *Preprocessor) Into(dst []float32, d Decoded) error {

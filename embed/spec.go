@@ -114,6 +114,9 @@ func DefaultSpec() Spec {
 	}
 }
 
+// TensorLen is the number of float32s one image occupies in the input tensor.
+func (s Spec) TensorLen() int { return 3 * s.Width * s.Height }
+
 // Validate checks that the spec is self-consistent (without looking at a model).
 func (s Spec) Validate() error {
 	var problems []string
