@@ -139,13 +139,7 @@ func (e *Exact) scanRange(res *maxHeap, q []float32, k, lo, hi int, filter func(
 		if filter != nil && !filter(e.keys[i]) {
 			continue
 		}
-		d := distance(e.l2, q, e.vecs[i*e.dim:(i+1)*e.dim])
-		if res.len() < k {
-			res.push(candidate{d, uint32(i)})
-		} else if d < res.top().dist {
-			res.pop()
-			res.push(candidate{d, uint32(i)})
-		}
+		res.pushBounded(candidate{distance(e.l2, q, e.vecs[i*e.dim:(i+1)*e.dim]), uint32(i)}, k)
 	}
 }
 

@@ -12,7 +12,7 @@ const (
 	blockShift = 12
 	blockSize  = 1 << blockShift
 	blockMask  = blockSize - 1
-	// maxLevel caps the random level; with M >= 2 a level above 31 has probability < 2^-31.
+	// maxLevelCap caps the random level; with M >= 2 a level above 31 has probability < 2^-31.
 	maxLevelCap = 31
 )
 
@@ -148,6 +148,8 @@ func (g *graph) searchLayer(s *scratch, q []float32, ep uint32, epDist float32, 
 		}
 		cand.pop()
 
+		// links, vec, distance and admit are written out by hand below, specialised to this
+		// call's level and metric: this loop is where a search spends its time.
 		var nbs []uint32
 		if lvl == 0 {
 			block := g.links0[c.node>>blockShift]

@@ -109,6 +109,17 @@ func (h *maxHeap) pop() candidate {
 	return top
 }
 
+// pushBounded keeps the k closest candidates seen: c goes in while fewer than k are held,
+// afterwards only in place of a farther one.
+func (h *maxHeap) pushBounded(c candidate, k int) {
+	if h.len() < k {
+		h.push(c)
+	} else if c.dist < h.top().dist {
+		h.pop()
+		h.push(c)
+	}
+}
+
 // drainAscending empties the heap into dst, closest first.
 func (h *maxHeap) drainAscending(dst []candidate) []candidate {
 	n := h.len()

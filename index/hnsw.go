@@ -135,14 +135,6 @@ func (h *HNSW) Vector(key Key) ([]float32, bool) {
 	return append([]float32(nil), h.g.vec(node)...), true
 }
 
-// Contains reports whether key is live.
-func (h *HNSW) Contains(key Key) bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	_, ok := h.g.byKey[key]
-	return ok
-}
-
 // Add inserts vec under key; an existing key is replaced (its old node becomes a tombstone).
 func (h *HNSW) Add(key Key, vec []float32) error {
 	if err := checkVector(h.dim, vec); err != nil {
@@ -233,10 +225,8 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 					s.pool = append(s.pool, candidate{distance(g.l2, base, g.vec(o)), o})
 				}
 				sortCandidates(s.pool)
-				var kept []candidate
-				kept = g.selectNeighbors(s.pool, maxL, s.sorted)
-				s.sorted = kept
-				for _, k := range kept {
+				s.sorted = g.selectNeighbors(s.pool, maxL, s.sorted)
+				for _, k := range s.sorted {
 					s.updateIDs = append(s.updateIDs, k.node)
 				}
 			}
@@ -299,19 +289,13 @@ func (h *HNSW) maybeCompact() {
 		return
 	}
 	if g.tombstones >= minCompaction && float64(g.tombstones) > h.cfg.MaxTombstoneFraction*float64(g.n) {
-		h.compactLocked()
+		h.compact()
 	}
 }
 
-// Compact rebuilds the graph from the live vectors now, dropping every tombstone. Searches
-// continue on the old graph meanwhile; writers wait.
-func (h *HNSW) Compact() {
-	h.writeMu.Lock()
-	defer h.writeMu.Unlock()
-	h.compactLocked()
-}
-
-func (h *HNSW) compactLocked() {
+// compact rebuilds the graph from the live vectors, dropping every tombstone; the caller
+// holds writeMu. Searches continue on the old graph meanwhile.
+func (h *HNSW) compact() {
 	old := h.g
 	start := time.Now()
 	live := len(old.byKey)
@@ -404,13 +388,7 @@ func (g *graph) scan(s *scratch, q []float32, k int, filter func(Key) bool) {
 		if g.deleted[node] || (filter != nil && !filter(g.keys[node])) {
 			continue
 		}
-		d := g.dist(q, uint32(node))
-		if res.len() < k {
-			res.push(candidate{d, uint32(node)})
-		} else if d < res.top().dist {
-			res.pop()
-			res.push(candidate{d, uint32(node)})
-		}
+		res.pushBounded(candidate{g.dist(q, uint32(node)), uint32(node)}, k)
 	}
 }
 
@@ -450,6 +428,8 @@ func (g *graph) preferScan(filter func(Key) bool, ef int) bool {
 
 // Stats describes the graph for logs and benchmarks.
 type Stats struct {
+	// Live counts the keys a search can return, Tombstones the deleted or replaced nodes
+	// still routing searches, Nodes both; MaxLevel is the top layer, -1 while empty.
 	Live, Tombstones, Nodes, MaxLevel int
 	// Bytes estimates the memory held by vectors, links and key tables.
 	Bytes int64
