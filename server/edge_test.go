@@ -234,6 +234,21 @@ func TestRecoveryInterceptorTurnsPanicsIntoInternal(t *testing.T) {
 	}
 }
 
+// TestConfigDefaultsTwiceChangeNothing: Run applies the defaults and Serve applies them
+// again, so a second pass must keep what the first made (a negative SnapshotInterval, "no
+// periodic saves", once came back from it as the default).
+func TestConfigDefaultsTwiceChangeNothing(t *testing.T) {
+	for _, cfg := range []Config{{}, {SnapshotInterval: -1}, {SnapshotInterval: time.Second, MaxConcurrent: 3}} {
+		once := cfg.withDefaults()
+		if twice := once.withDefaults(); twice != once {
+			t.Errorf("withDefaults twice:\n%+v\nonce:\n%+v", twice, once)
+		}
+	}
+	if got := (Config{SnapshotInterval: -1}).withDefaults().withDefaults().SnapshotInterval; got >= 0 {
+		t.Errorf("negative SnapshotInterval became %v", got)
+	}
+}
+
 // TestServerConcurrentClientsMixIngestAndSearch has many clients upserting (photos and
 // vectors), searching and reading at once; run it under -race.
 func TestServerConcurrentClientsMixIngestAndSearch(t *testing.T) {

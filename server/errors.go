@@ -29,16 +29,18 @@ func toStatus(log *slog.Logger, method string, err error) error {
 	code := codeOf(err)
 	if code == codes.Internal {
 		log.Error("internal error", "method", method, "err", err)
-		return status.Error(codes.Internal, "internal error; see the server log")
+		return status.Error(codes.Internal, internalMessage)
 	}
 	return status.Error(code, err.Error())
 }
 
-// codeOf classifies an error; codes.Internal for anything unexpected.
+// internalMessage is all a client learns of an internal error or a panic; the details go to
+// the server log.
+const internalMessage = "internal error; see the server log"
+
+// codeOf classifies an error that is not a gRPC status (toStatus passes those through);
+// codes.Internal for anything unexpected.
 func codeOf(err error) codes.Code {
-	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
-		return s.Code()
-	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

@@ -33,7 +33,7 @@ type recoverer struct{ log *slog.Logger }
 
 func (r recoverer) caught(method string, p any) error {
 	r.log.Error("panic in handler", "method", method, "panic", p, "stack", string(debug.Stack()))
-	return status.Error(codes.Internal, "internal error; see the server log")
+	return status.Error(codes.Internal, internalMessage)
 }
 
 func (r recoverer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
@@ -138,7 +138,7 @@ type observer struct {
 	metrics *metrics
 }
 
-func (o observer) done(ctx context.Context, fullMethod string, start time.Time, err error) {
+func (o observer) done(fullMethod string, start time.Time, err error) {
 	code := status.Code(err)
 	method := methodName(fullMethod)
 	elapsed := time.Since(start)
@@ -157,13 +157,13 @@ func (o observer) done(ctx context.Context, fullMethod string, start time.Time, 
 func (o observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	resp, err := h(ctx, req)
-	o.done(ctx, info.FullMethod, start, err)
+	o.done(info.FullMethod, start, err)
 	return resp, err
 }
 
 func (o observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	start := time.Now()
 	err := h(srv, ss)
-	o.done(ss.Context(), info.FullMethod, start, err)
+	o.done(info.FullMethod, start, err)
 	return err
 }

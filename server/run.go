@@ -89,11 +89,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
 	}
+	// A negative SnapshotInterval stays negative (not 0, catalog's "off"): Run and Serve
+	// both apply the defaults, and a second pass would turn 0 into the default.
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = DefaultSnapshotInterval
-	}
-	if c.SnapshotInterval < 0 {
-		c.SnapshotInterval = 0
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
@@ -269,7 +268,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		}
 		c, err := catalog.Open(ctx, catalog.Config{
 			DataDir: cfg.DataDir, Embedder: emb, Index: cfg.Index,
-			SnapshotInterval: cfg.SnapshotInterval, Logger: logger,
+			SnapshotInterval: max(cfg.SnapshotInterval, 0), Logger: logger,
 		})
 		if err != nil {
 			opened <- fmt.Errorf("server: open catalogue: %w", err)

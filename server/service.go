@@ -95,10 +95,10 @@ func (s *service) Upsert(ctx context.Context, r *pb.UpsertRequest) (*pb.UpsertRe
 	if err != nil {
 		return nil, err
 	}
-	res := c.UpsertBatch(ctx, []catalog.UpsertItem{upsertItem(r)})[0]
-	if res.Err != nil {
+	res, err := c.Upsert(ctx, upsertItem(r))
+	if err != nil {
 		s.metrics.upserts.WithLabelValues("failed").Inc()
-		return nil, s.fail("Upsert", res.Err)
+		return nil, s.fail("Upsert", err)
 	}
 	return s.upsertResult("Upsert", 0, res), nil
 }
