@@ -755,7 +755,8 @@ type SearchByImageRequest struct {
 	Filter *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Results scoring below this cosine similarity are dropped; 0 (unset) means no minimum.
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
-	// HNSW search breadth; 0 means the server's default. Larger is slower and more accurate.
+	// HNSW search breadth, 0..10000; 0 means the server's default. Larger is slower and more
+	// accurate.
 	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -837,7 +838,7 @@ type SearchByIdRequest struct {
 	Filter *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Results scoring below this cosine similarity are dropped; 0 (unset) means no minimum.
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
-	// HNSW search breadth; 0 means the server's default.
+	// HNSW search breadth, 0..10000; 0 means the server's default.
 	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -919,7 +920,7 @@ type SearchByVectorRequest struct {
 	Filter *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Results scoring below this cosine similarity are dropped; 0 (unset) means no minimum.
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
-	// HNSW search breadth; 0 means the server's default.
+	// HNSW search breadth, 0..10000; 0 means the server's default.
 	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1094,13 +1095,14 @@ func (x *SearchResult) GetScore() float32 {
 // FindDuplicatesRequest scans the catalogue for near-duplicates.
 type FindDuplicatesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Two products whose similarity is at least this are joined; unset means 0.9.
+	// Two products whose similarity is at least this are joined; unset means 0.9, and it must
+	// be in [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Only products inside this filter are scanned and clustered.
 	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Neighbours examined per product, 1..1000; 0 means 10.
 	MaxNeighbors int32 `protobuf:"varint,3,opt,name=max_neighbors,json=maxNeighbors,proto3" json:"max_neighbors,omitempty"`
-	// HNSW search breadth; 0 means the server's default.
+	// HNSW search breadth, 0..10000; 0 means the server's default.
 	Ef            int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1288,7 +1290,8 @@ type CheckDuplicateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP.
 	Image []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	// Similarity at or above which the best match counts as a duplicate; unset means 0.9.
+	// Similarity at or above which the best match counts as a duplicate; unset means 0.9, and
+	// it must be in [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,2,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Which products may match.
 	Filter        *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -1463,7 +1466,7 @@ type StatsResponse struct {
 	Index *IndexParams `protobuf:"bytes,5,opt,name=index,proto3" json:"index,omitempty"`
 	// Sequence number of the last write to the store.
 	StoreSeq uint64 `protobuf:"varint,6,opt,name=store_seq,json=storeSeq,proto3" json:"store_seq,omitempty"`
-	// Store sequence number covered by the last saved graph snapshot (0 if none).
+	// Store sequence number covered by the last saved or loaded graph snapshot (0 if none).
 	SnapshotSeq uint64 `protobuf:"varint,7,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
 	// When the last graph snapshot was saved or loaded; unset if none.
 	SnapshotTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=snapshot_time,json=snapshotTime,proto3" json:"snapshot_time,omitempty"`
@@ -1569,7 +1572,7 @@ func (x *StatsResponse) GetSnapshotAge() *durationpb.Duration {
 // IndexParams are the HNSW graph parameters.
 type IndexParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Links per node.
+	// Links per node above layer 0; layer 0 keeps 2m.
 	M uint32 `protobuf:"varint,1,opt,name=m,proto3" json:"m,omitempty"`
 	// Candidate list size while building.
 	EfConstruction uint32 `protobuf:"varint,2,opt,name=ef_construction,json=efConstruction,proto3" json:"ef_construction,omitempty"`
