@@ -219,7 +219,7 @@ func decodeItem(id string, data []byte) (Item, error) {
 		d.fail("trailing bytes")
 	}
 	if d.err != nil {
-		return Item{}, fmt.Errorf("%w: item %q: %v", ErrCorrupt, id, d.err)
+		return Item{}, fmt.Errorf("%w: item %q: %w", ErrCorrupt, id, d.err)
 	}
 	return it, nil
 }

@@ -97,11 +97,15 @@ type Change struct {
 
 // Stats describes a store for monitoring.
 type Stats struct {
-	Path          string
-	FileBytes     int64
-	Items         int
-	Seq           uint64
-	LogEntries    uint64
+	// Path is the store file and FileBytes its size on disk.
+	Path      string
+	FileBytes int64
+	// Items counts the products; Seq is the last committed write's sequence number.
+	Items int
+	Seq   uint64
+	// LogEntries counts the change-log records not yet truncated.
+	LogEntries uint64
+	// Dim, ModelIdentity and Generation are as the methods of the same names report them.
 	Dim           int
 	ModelIdentity string
 	Generation    string
