@@ -144,12 +144,12 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 		case <-ctx.Done():
 			return s.fail("UpsertStream", ctx.Err())
 		}
-		batch := []*pb.UpsertRequest{}
+		var items []catalog.UpsertItem
 		endErr := first.err
 		if first.err == nil {
-			batch = append(batch, first.req)
+			items = append(items, upsertItem(first.req))
 		gather:
-			for len(batch) < streamBatch {
+			for len(items) < streamBatch {
 				select {
 				case r, ok := <-incoming:
 					if !ok {
@@ -159,17 +159,13 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 						endErr = r.err
 						break gather
 					}
-					batch = append(batch, r.req)
+					items = append(items, upsertItem(r.req))
 				default:
 					break gather
 				}
 			}
 		}
-		if len(batch) > 0 {
-			items := make([]catalog.UpsertItem, len(batch))
-			for i, r := range batch {
-				items[i] = upsertItem(r)
-			}
+		if len(items) > 0 {
 			s.metrics.streamBatch.Observe(float64(len(items)))
 			for _, res := range c.UpsertBatch(ctx, items) {
 				if err := stream.Send(s.upsertResult("UpsertStream", pos, res)); err != nil {
