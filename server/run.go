@@ -194,7 +194,11 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
-	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		closeListeners()
+		return fmt.Errorf("server: TLS needs both a certificate and a key file (cert %q, key %q)", cfg.TLSCertFile, cfg.TLSKeyFile)
+	}
+	if cfg.TLSCertFile != "" {
 		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
 			closeListeners()

@@ -66,7 +66,7 @@ func runDedup(ctx context.Context, a *app, args []string) error {
 	defer c.Close()
 
 	// The scan touches every product, so it gets a longer deadline than one lookup.
-	scanCtx, cancel := context.WithCancel(ctx)
+	scanCtx, cancel := ctx, context.CancelFunc(func() {})
 	if cf.timeout > 0 {
 		scanCtx, cancel = context.WithTimeout(ctx, 10*cf.timeout)
 	}
