@@ -196,7 +196,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 			ok = false
 		}
 	}
-	if err := c.store.ForEach(func(it store.Item) error {
+	if err := c.store.ForEachMetadata(func(it store.Item) error {
 		e := entryFromItem(it)
 		c.byKey[e.key] = e
 		c.byID[e.id] = e
@@ -292,12 +292,13 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 	start, last := time.Now(), time.Now()
 	c.log.Info("building graph from store", "items", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
 	done := 0
-	err := c.store.ForEach(func(it store.Item) error {
+	// The metadata table is already filled, so this pass reads only keys and vectors.
+	err := c.store.ForEachVector(func(key uint32, vec []float32) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := graph.Add(it.Key, it.Vector); err != nil {
-			return fmt.Errorf("add %q: %w", it.ID, err)
+		if err := graph.Add(key, vec); err != nil {
+			return fmt.Errorf("add key %d: %w", key, err)
 		}
 		done++
 		if time.Since(last) >= 2*time.Second {

@@ -647,6 +647,16 @@ func (s *Store) GetByKey(key uint32) (Item, error) {
 // fn's to keep. fn must not call the Store's methods: it runs inside a read transaction, and
 // a nested transaction can deadlock against a writer growing the file.
 func (s *Store) ForEach(fn func(Item) error) error {
+	return s.forEach(true, fn)
+}
+
+// ForEachMetadata is ForEach without the vectors (Item.Vector is nil): what a caller that
+// only needs metadata reads, without decoding 5 KB per item it would throw away.
+func (s *Store) ForEachMetadata(fn func(Item) error) error {
+	return s.forEach(false, fn)
+}
+
+func (s *Store) forEach(withVectors bool, fn func(Item) error) error {
 	return s.view(func(tx *bolt.Tx) error {
 		items := tx.Bucket(bucketItems)
 		vectors := tx.Bucket(bucketVectors).Cursor()
@@ -664,8 +674,10 @@ func (s *Store) ForEach(fn func(Item) error) error {
 			if err != nil {
 				return err
 			}
-			if it.Vector, err = decodeVector(vv, s.dim); err != nil {
-				return fmt.Errorf("item %q: %w", it.ID, err)
+			if withVectors {
+				if it.Vector, err = decodeVector(vv, s.dim); err != nil {
+					return fmt.Errorf("item %q: %w", it.ID, err)
+				}
 			}
 			if err := fn(it); err != nil {
 				return err

@@ -581,6 +581,19 @@ func TestForEachVisitsEveryItemInKeyOrder(t *testing.T) {
 	if err != nil || visited != len(want) {
 		t.Fatalf("ForEachVector: %v, visited %d of %d", err, visited, len(want))
 	}
+	var metaKeys []uint32
+	err = s.ForEachMetadata(func(it Item) error {
+		w := want[it.Key]
+		if it.ID != w.ID || it.Category != w.Category || it.Vector != nil {
+			return fmt.Errorf("ForEachMetadata key %d: id %q category %q vector %d values; want %q %q none",
+				it.Key, it.ID, it.Category, len(it.Vector), w.ID, w.Category)
+		}
+		metaKeys = append(metaKeys, it.Key)
+		return nil
+	})
+	if err != nil || !slices.Equal(metaKeys, keys) {
+		t.Fatalf("ForEachMetadata: %v, visited %v, ForEach visited %v", err, metaKeys, keys)
+	}
 	stop := errors.New("stop")
 	calls := 0
 	if err := s.ForEach(func(Item) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
