@@ -241,6 +241,18 @@ func requestsFor(photos []dataset.Photo) func() (*pb.UpsertRequest, error) {
 
 // ingest streams requests (next returns io.EOF at the end) and collects every result,
 // sending and receiving concurrently as a real client would.
+// ingestAll sends reqs over one UpsertStream.
+func ingestAll(ctx context.Context, c pb.LookalikeClient, reqs []*pb.UpsertRequest) ([]*pb.UpsertResult, error) {
+	i := 0
+	return ingest(ctx, c, func() (*pb.UpsertRequest, error) {
+		if i == len(reqs) {
+			return nil, io.EOF
+		}
+		i++
+		return reqs[i-1], nil
+	})
+}
+
 func ingest(ctx context.Context, c pb.LookalikeClient, next func() (*pb.UpsertRequest, error)) ([]*pb.UpsertResult, error) {
 	stream, err := c.UpsertStream(ctx)
 	if err != nil {

@@ -219,14 +219,7 @@ func TestServerDuplicates(t *testing.T) {
 			_, _ = c.Delete(context.Background(), &pb.DeleteRequest{Id: id})
 		}
 	})
-	i := 0
-	results, err := ingest(ctx, c, func() (*pb.UpsertRequest, error) {
-		if i == len(reqs) {
-			return nil, io.EOF
-		}
-		i++
-		return reqs[i-1], nil
-	})
+	results, err := ingestAll(ctx, c, reqs)
 	if err != nil || len(results) != len(reqs) {
 		t.Fatalf("ingest copies: %d results, %v", len(results), err)
 	}
@@ -418,14 +411,7 @@ func TestServerStreamWithBadItemsIngestsTheGoodOnes(t *testing.T) {
 			_, _ = c.Delete(context.Background(), &pb.DeleteRequest{Id: id})
 		}
 	})
-	i := 0
-	results, err := ingest(ctx, c, func() (*pb.UpsertRequest, error) {
-		if i == len(reqs) {
-			return nil, io.EOF
-		}
-		i++
-		return reqs[i-1], nil
-	})
+	results, err := ingestAll(ctx, c, reqs)
 	if err != nil {
 		t.Fatalf("stream ended with %v", err)
 	}
