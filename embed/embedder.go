@@ -130,6 +130,11 @@ type Embedder struct {
 
 	mu     sync.RWMutex // guards closed and sends on queue
 	closed bool
+
+	// gather, when set, is called by a batcher that holds the first request of a batch,
+	// before it takes what else is queued. It exists for tests: blocking in it until the
+	// requests they sent are queued makes coalescing certain instead of a matter of timing.
+	gather func()
 }
 
 type request struct {
@@ -157,6 +162,12 @@ type session struct {
 // Open loads the model, checks its spec against the model's real inputs and outputs, and
 // starts the session pool. Close releases it.
 func Open(ctx context.Context, cfg Config) (*Embedder, error) {
+	return open(ctx, cfg, nil)
+}
+
+// open is Open with the batchers' gather hook (see Embedder.gather), which must be in place
+// before they start.
+func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 	cfg = cfg.withDefaults()
 	var err error
 	if cfg.ModelPath == "" {
@@ -195,6 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Embedder, error) {
 		modelPath: cfg.ModelPath,
 		specPath:  specPath,
 		identity:  Identity(cfg.ModelPath, model, spec),
+		gather:    gather,
 	}
 	if err := e.load(model); err != nil {
 		e.destroySessions()
@@ -431,13 +443,16 @@ func (e *Embedder) batchLoop() {
 	timer.Stop()
 	for first := range e.queue {
 		batch = append(batch[:0], first)
-		open := true
+		if e.gather != nil {
+			e.gather()
+		}
+		queueOpen := true
 	drain: // take whatever is already waiting
-		for open && len(batch) < e.cfg.MaxBatch {
+		for queueOpen && len(batch) < e.cfg.MaxBatch {
 			select {
 			case r, ok := <-e.queue:
 				if !ok {
-					open = false
+					queueOpen = false
 					break drain
 				}
 				batch = append(batch, r)
@@ -445,7 +460,7 @@ func (e *Embedder) batchLoop() {
 				break drain
 			}
 		}
-		if open && len(batch) < e.cfg.MaxBatch && e.cfg.MaxWait > 0 {
+		if queueOpen && len(batch) < e.cfg.MaxBatch && e.cfg.MaxWait > 0 {
 			timer.Reset(e.cfg.MaxWait)
 		wait:
 			for len(batch) < e.cfg.MaxBatch {
