@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color/palette"
 	"image/jpeg"
 	"math"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -183,6 +185,8 @@ func TestEmbedBadInputs(t *testing.T) {
 		{"text", []byte("<html>not an image</html>"), ErrUnsupportedFormat},
 		{"truncated jpeg", photo[:len(photo)/3], ErrCorrupt},
 		{"png header claiming 30000x30000", pngHeaderClaiming(30000, 30000), ErrTooLarge},
+		{"bmp header claiming 4000x4000 without pixels", bmpHeaderClaiming(4000, 4000, 24, 0), ErrCorrupt},
+		{"rle bmp", bmpHeaderClaiming(64, 48, 8, 1), ErrUnsupportedFormat},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,6 +199,39 @@ func TestEmbedBadInputs(t *testing.T) {
 	// The Embedder still works after refusing all that.
 	if _, err := e.Embed(context.Background(), photo); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEmbedBMP embeds shared photos stored as BMP: the pixels the JPEG path decodes,
+// written as a 24-bit BMP, must give the JPEG's vector, and an 8-bit paletted BMP the vector
+// of a PNG holding the same paletted pixels.
+func TestEmbedBMP(t *testing.T) {
+	e := openTest(t, Config{})
+	embedOK := func(t *testing.T, data []byte) []float32 {
+		t.Helper()
+		v, err := e.Embed(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, p := range append(photos(t, "clothing", 3), photos(t, "abo", 3)...) {
+		t.Run(filepath.Base(p.Path), func(t *testing.T) {
+			data := readFile(t, p.Path)
+			up := toRGBA(decodeWith(t, data, e.DecodeOptions()).Upright())
+			bmp24 := encodeBMP(t, up)
+			if f, _, _, err := DecodeConfig(bmp24, Limits{}); err != nil || f != FormatBMP {
+				t.Fatalf("DecodeConfig: %q, %v", f, err)
+			}
+			if c := cosine(embedOK(t, bmp24), embedOK(t, data)); c < 0.99999 {
+				t.Errorf("24-bit BMP of the decoded pixels scores %.6f against the JPEG", c)
+			}
+			pal := image.NewPaletted(up.Rect, palette.Plan9)
+			draw.FloydSteinberg.Draw(pal, pal.Rect, up, image.Point{})
+			if c := cosine(embedOK(t, encodeBMP(t, pal)), embedOK(t, encodePNG(t, pal))); c < 0.99999 {
+				t.Errorf("8-bit BMP scores %.6f against a PNG of the same pixels", c)
+			}
+		})
 	}
 }
 
