@@ -3,6 +3,7 @@ package embed
 import (
 	"context"
 	"fmt"
+	"image"
 	"log/slog"
 	"math"
 	"os"
@@ -149,6 +150,9 @@ type request struct {
 type prepWorker struct {
 	prep   *Preprocessor
 	tensor []float32
+	// kept and keptUp are the kept photo's canvases, in the stored frame and turned
+	// upright; made on first use.
+	kept, keptUp *image.RGBA
 }
 
 type session struct {
@@ -345,29 +349,8 @@ func (e *Embedder) DecodeOptions() DecodeOptions {
 // caller's goroutine (at most DecodeWorkers at once); the model run is shared with other
 // concurrent calls.
 func (e *Embedder) Embed(ctx context.Context, image []byte) ([]float32, error) {
-	if e.isClosed() {
-		return nil, ErrClosed
-	}
-	select {
-	case e.decodes <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("embed: waiting to decode: %w", ctx.Err())
-	}
-	w := e.workers.Get().(*prepWorker)
-	d, err := Decode(image, e.DecodeOptions())
-	if err == nil {
-		err = w.prep.Into(w.tensor, d)
-	}
-	<-e.decodes
-	if err != nil {
-		e.workers.Put(w)
-		return nil, err
-	}
-	vec, inFlight, err := e.infer(ctx, w.tensor)
-	if !inFlight {
-		e.workers.Put(w) // a cancelled request may still be read by a batch; leave it to the GC
-	}
-	return vec, err
+	a, err := e.analyze(ctx, image, derive{})
+	return a.Vector, err
 }
 
 // EmbedTensor returns the vector of one preprocessed input (Spec.TensorLen() values, as a
@@ -410,23 +393,39 @@ func (e *Embedder) EmbedBatch(ctx context.Context, images [][]byte) ([][]float32
 // infer queues one tensor for the batcher and waits for its vector. inFlight reports that
 // the request was abandoned while a batch may still read its tensor.
 func (e *Embedder) infer(ctx context.Context, tensor []float32) (vec []float32, inFlight bool, err error) {
+	req, err := e.submit(ctx, tensor)
+	if err != nil {
+		return nil, false, err
+	}
+	return e.await(ctx, req)
+}
+
+// submit queues one tensor for the batcher; the batch may read it until await returns with
+// inFlight false.
+func (e *Embedder) submit(ctx context.Context, tensor []float32) (*request, error) {
 	req := &request{ctx: ctx, input: tensor, done: make(chan struct{})}
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
-		return nil, false, ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case e.queue <- req:
 	default:
 		e.mu.RUnlock()
-		return nil, false, fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
+		return nil, fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
 	}
 	depth := len(e.queue)
 	e.mu.RUnlock()
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.ObserveQueue(depth)
 	}
+	return req, nil
+}
+
+// await waits for a submitted request's vector. inFlight reports that the request was
+// abandoned while a batch may still read its tensor.
+func (e *Embedder) await(ctx context.Context, req *request) (vec []float32, inFlight bool, err error) {
 	select {
 	case <-req.done:
 		return req.out, false, req.err
