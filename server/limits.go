@@ -355,7 +355,7 @@ func (a *admission) release() {
 	}
 }
 
-// notAdmitted is the answer to a call that reached the interceptors without passing the
+// errNotAdmitted is the answer to a call that reached the interceptors without passing the
 // tap, which Serve always installs: refusing it keeps the limits from being bypassed.
 var errNotAdmitted = status.Error(codes.Internal, "server: call was not admitted by the limiter")
 
