@@ -88,6 +88,10 @@ type graph struct {
 	// noPrefetch turns the search loop's software prefetches off; tests use it to show that
 	// they never change a result.
 	noPrefetch bool
+	// trainer, when set, fits the quantiser instead of trainQuantizer (the benchmark that
+	// compares quantisers sets it); trainAt is the node count that triggers the fit.
+	trainer func(sample [][]float32, dim int) *quantizer
+	trainAt int
 }
 
 func newGraph(dim int, cfg Config) *graph {
@@ -102,6 +106,7 @@ func newGraph(dim int, cfg Config) *graph {
 		lay:      newLayout(dim, 2*cfg.M, codes),
 		codes:    codes,
 		src:      cfg.Vectors,
+		trainAt:  quantTrainSize,
 		maxLevel: -1,
 		byKey:    make(map[Key]uint32),
 	}
@@ -233,6 +238,10 @@ func (g *graph) train() {
 	for node := range g.n {
 		sample = append(sample, g.fullVec(uint32(node)))
 	}
+	if g.trainer != nil {
+		g.setQuantizer(g.trainer(sample, g.dim))
+		return
+	}
 	g.setQuantizer(trainQuantizer(sample, g.dim, quantMargin))
 }
 
@@ -318,14 +327,24 @@ func (g *graph) exactDist(q []float32, node uint32) float32 {
 
 // greedyDescend walks from the entry point down to level stop+1 taking the closest neighbour
 // at each step (ef = 1), returning the closest node found and its distance. Tombstones count:
-// they still route.
-func (g *graph) greedyDescend(p *prepared, stop int) (uint32, float32) {
+// they still route. Each node's neighbours are prefetched together, as in searchLayer.
+func (g *graph) greedyDescend(s *scratch, p *prepared, stop int) (uint32, float32) {
 	cur := g.entry
 	curDist := g.pdist(p, cur)
+	prefetch := !g.noPrefetch && (!g.codes || p.quantized)
 	for lvl := g.maxLevel; lvl > stop; lvl-- {
 		for changed := true; changed; {
 			changed = false
-			for _, nb := range g.links(cur, lvl) {
+			nbs := g.links(cur, lvl)
+			if prefetch {
+				ptrs := s.batchPtrs[:0]
+				for _, nb := range nbs {
+					ptrs = append(ptrs, g.elem(nb))
+				}
+				prefetchLines(ptrs, g.lay.vecLines())
+				s.batchPtrs = ptrs
+			}
+			for _, nb := range nbs {
 				if d := g.pdist(p, nb); d < curDist {
 					cur, curDist, changed = nb, d, true
 				}
@@ -362,6 +381,14 @@ func (g *graph) searchLayer(s *scratch, p *prepared, ep uint32, epDist float32, 
 	// The layer-0 loop below is where a search spends its time, so element access, the
 	// distance and admit are written out by hand there, specialised to the element kind.
 	hot := lvl == 0 && (!g.codes || p.quantized)
+	// With codes, a search (not an insertion) also keeps the best `spill` nodes the walk
+	// scored outside its ef results, for the re-rank: code distances put the boundary of the
+	// ef best slightly off, and the true k best may sit just past it.
+	spill := 0
+	s.spill.reset()
+	if hot && p.quantized && !admitAll {
+		spill = s.spillSize
+	}
 	lines := g.lay.vecLines()
 	if g.noPrefetch {
 		lines = 0
@@ -434,10 +461,14 @@ func (g *graph) searchLayer(s *scratch, p *prepared, ep uint32, epDist float32, 
 				if admitAll || (!g.deleted[nb] && (filter == nil || filter(g.keys[nb]))) {
 					res.push(candidate{d, nb})
 					if res.len() > ef {
-						res.pop()
+						if out := res.pop(); spill > 0 {
+							s.spill.pushBounded(out, spill)
+						}
 					}
 					lower = res.top().dist
 				}
+			} else if spill > 0 && (!g.deleted[nb] && (filter == nil || filter(g.keys[nb]))) {
+				s.spill.pushBounded(candidate{d, nb}, spill)
 			}
 		}
 		s.batchIDs, s.batchPtrs = ids, ptrs

@@ -146,6 +146,9 @@ type scratch struct {
 	cand    minHeap
 	res     maxHeap
 	sorted  []candidate
+	// spill holds, for a search on codes, the best spillSize scored nodes outside res.
+	spill     maxHeap
+	spillSize int
 	// query is the search's or insertion's prepared query; base and kept are stored nodes
 	// prepared as queries during neighbour selection.
 	query prepared

@@ -32,9 +32,10 @@ type Config struct {
 	// float32 vectors, as before the option existed.
 	Quantize Quantization
 	// Rerank bounds how many of the best candidates by code distance a QuantizeInt8 search
-	// re-scores on the full vectors: 0 re-scores all ef of them (recall then matches float32
-	// vectors at the same ef), a smaller value (at least k is used) trades recall for fewer
-	// full-vector reads. Ignored without Quantize.
+	// re-scores on the full vectors. 0 re-scores all its ef results and the best ef/2 other
+	// nodes it scored (code distances blur the boundary of the ef best, and with that margin
+	// recall matches float32 vectors at the same ef); a positive value re-scores only the best
+	// max(Rerank, k), trading recall for fewer full-vector reads. Ignored without Quantize.
 	Rerank int
 	// Vectors, with QuantizeInt8, supplies a key's full vector (nil when it has none), so that
 	// the index keeps no float32 copy once its quantiser is trained: memory per vector is then
@@ -209,7 +210,7 @@ func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
 	top := min(level, g.maxLevel)
 	p := &s.query
 	g.prepare(p, q)
-	ep, epDist := g.greedyDescend(p, top)
+	ep, epDist := g.greedyDescend(s, p, top)
 	for len(s.levelCands) <= top {
 		s.levelCands = append(s.levelCands, nil)
 	}
@@ -291,7 +292,7 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 		g.entry = id
 		g.maxLevel = level
 	}
-	if g.codes && g.quant == nil && g.n >= quantTrainSize {
+	if g.codes && g.quant == nil && g.n >= g.trainAt {
 		g.train()
 	}
 }
@@ -408,13 +409,15 @@ func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOp
 	// With codes, the walk's distances are approximate: keep the best `keep` by code
 	// distance and re-score them on the full vectors below.
 	keep := k
+	s.spillSize = 0
 	if p.quantized {
 		keep = ef
+		s.spillSize = rerankSpill(ef)
 	}
 	if opt.Filter != nil && g.preferScan(opt.Filter, ef) {
 		g.scan(s, p, keep, opt.Filter)
 	} else {
-		ep, epDist := g.greedyDescend(p, 0)
+		ep, epDist := g.greedyDescend(s, p, 0)
 		g.searchLayer(s, p, ep, epDist, 0, ef, false, opt.Filter)
 		if s.res.len() < min(k, live) {
 			// The walk ran out of reachable matches. An exact scan of the matching subset is
@@ -424,6 +427,7 @@ func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOp
 	}
 	s.sorted = s.res.drainAscending(s.sorted[:0])
 	if p.quantized {
+		s.sorted = s.spill.drainAscending(s.sorted)
 		s.sorted = g.rerank(s, query, s.sorted, k, h.cfg.Rerank)
 	}
 	for i := 0; i < len(s.sorted) && i < k; i++ {
@@ -433,9 +437,18 @@ func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOp
 	return dst
 }
 
+// rerankLines is how many cache lines of each full vector the re-rank prefetches: the first
+// few start every fetch at once, and the hardware prefetcher streams the rest.
+const rerankLines = 4
+
+// rerankSpill is how many scored nodes beyond its ef results a search on codes re-ranks.
+func rerankSpill(ef int) int { return (ef + 1) / 2 }
+
 // rerank re-scores the best candidates (all of them when limit is 0, else the best
-// max(limit, k)) on their full vectors and sorts them by that exact distance. Their full
-// vectors are fetched together first: they are cold, outside the walk's memory.
+// max(limit, k)) on their full vectors and sorts them by that exact distance. sorted holds
+// the ef results closest first, then the spilled nodes closest first (all farther by code
+// distance). Their full vectors are fetched together first: they are cold, outside the
+// walk's memory.
 func (g *graph) rerank(s *scratch, q []float32, sorted []candidate, k, limit int) []candidate {
 	if limit > 0 {
 		sorted = sorted[:min(len(sorted), max(limit, k))]
@@ -445,7 +458,7 @@ func (g *graph) rerank(s *scratch, q []float32, sorted []candidate, k, limit int
 		for _, c := range sorted {
 			ptrs = append(ptrs, unsafe.Pointer(unsafe.SliceData(g.fullVec(c.node))))
 		}
-		prefetchLines(ptrs, min((4*g.dim+cacheLine-1)/cacheLine, 8))
+		prefetchLines(ptrs, rerankLines)
 		s.batchPtrs = ptrs
 	}
 	for i := range sorted {

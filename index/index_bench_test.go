@@ -1,7 +1,9 @@
 package index
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -162,5 +164,108 @@ func BenchmarkSearchClustered(b *testing.B) {
 	for b.Loop() {
 		dst = h.SearchAppend(dst[:0], queries[i%len(queries)], 10, SearchOptions{})
 		i++
+	}
+}
+
+// readFvecs reads a .fvecs file (annbench writes its sets' base.fvecs and queries.fvecs into
+// its work folder), so the benchmarks below can run on any of annbench's sets.
+func readFvecs(tb testing.TB, path string) [][]float32 {
+	tb.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var rows [][]float32
+	for len(raw) >= 4 {
+		dim := int(binary.LittleEndian.Uint32(raw))
+		if dim <= 0 || len(raw) < 4+4*dim {
+			tb.Fatalf("%s: bad row", path)
+		}
+		row := make([]float32, dim)
+		for i := range row {
+			row[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4+4*i:]))
+		}
+		rows = append(rows, row)
+		raw = raw[4+4*dim:]
+	}
+	return rows
+}
+
+// benchSet is Fashion-MNIST's pixels (L2), or with LOOKALIKE_BENCH_FVECS_DIR the base.fvecs
+// and queries.fvecs in that folder (inner product, as annbench's embedding sets).
+func benchSet(tb testing.TB, n, queries int) ([][]float32, [][]float32, Metric) {
+	if dir := os.Getenv("LOOKALIKE_BENCH_FVECS_DIR"); dir != "" {
+		base := readFvecs(tb, filepath.Join(dir, "base.fvecs"))
+		q := readFvecs(tb, filepath.Join(dir, "queries.fvecs"))
+		return base[:min(n, len(base))], q[:min(queries, len(q))], InnerProduct
+	}
+	base, q := fashionMNIST(tb, n, queries)
+	return base, q, L2
+}
+
+// codeOnlySearch is Search without the re-rank: the k best by code distance, to judge a
+// quantiser on its own.
+func codeOnlySearch(h *HNSW, q []float32, k, ef int) []Neighbor {
+	s := h.getScratch()
+	defer h.putScratch(s)
+	g := h.g
+	p := &s.query
+	g.prepare(p, q)
+	ep, epDist := g.greedyDescend(s, p, 0)
+	g.searchLayer(s, p, ep, epDist, 0, max(ef, k), false, nil)
+	s.sorted = s.res.drainAscending(s.sorted[:0])
+	var out []Neighbor
+	for _, c := range s.sorted[:min(k, len(s.sorted))] {
+		out = append(out, Neighbor{Key: g.keys[c.node], Score: -c.dist})
+	}
+	return out
+}
+
+// BenchmarkQuantizers compares the quantisers the int8 mode could use, by recall@10 at equal
+// ef against float32 vectors, before re-ranking (the codes' own ranking) and after:
+//
+//	go test ./index -run '^$' -bench Quantizers -benchtime 1x -timeout 60m
+//	LOOKALIKE_BENCH_FVECS_DIR=benchmarks/results/tmp/ann-fashion-mnist-1280 go test ./index ...
+func BenchmarkQuantizers(b *testing.B) {
+	base, queries, metric := benchSet(b, benchN(20000), 1000)
+	dim := len(base[0])
+	cfg := Config{Metric: metric, M: 16, EFConstruction: 200, Seed: 1}
+	flt, exact := buildBoth(b, base, cfg)
+	truth := searchAll(exact, queries, 10, SearchOptions{})
+	variants := []struct {
+		name  string
+		train func([][]float32, int) *quantizer
+	}{
+		{"per-dim-margin-0", func(s [][]float32, d int) *quantizer { return trainQuantizer(s, d, 0) }},
+		{"per-dim-margin-0.02", func(s [][]float32, d int) *quantizer { return trainQuantizer(s, d, 0.02) }},
+		{"per-dim-margin-0.1", func(s [][]float32, d int) *quantizer { return trainQuantizer(s, d, 0.1) }},
+		{"global-margin-0", func(s [][]float32, d int) *quantizer { return trainGlobalQuantizer(s, d, 0) }},
+		{"per-dim-clipped-mse", trainClippedQuantizer},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			for b.Loop() {
+				cfg.Quantize = QuantizeInt8
+				h := NewHNSW(dim, cfg)
+				h.g.trainer = v.train
+				start := time.Now()
+				for i, x := range base {
+					_ = h.Add(Key(i), x)
+				}
+				b.ReportMetric(time.Since(start).Seconds(), "build-s")
+				for _, ef := range []int{10, 20, 40} {
+					opt := SearchOptions{EF: ef}
+					rf := RecallAtK(searchAll(flt, queries, 10, opt), truth, 10)
+					r8 := RecallAtK(searchAll(h, queries, 10, opt), truth, 10)
+					codes := make([][]Neighbor, len(queries))
+					for i, q := range queries {
+						codes[i] = codeOnlySearch(h, q, 10, ef)
+					}
+					rc := RecallAtK(codes, truth, 10)
+					b.ReportMetric(r8-rf, fmt.Sprintf("ef%d-reranked-minus-float", ef))
+					b.ReportMetric(rc, fmt.Sprintf("ef%d-codes-only-recall", ef))
+				}
+			}
+		})
 	}
 }

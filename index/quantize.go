@@ -3,6 +3,7 @@ package index
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Quantization selects how the graph stores the vectors its searches walk over.
@@ -285,4 +286,43 @@ func nodeWeightsGeneric(dst []int16, c []byte, a, b []float32) {
 		x := a[i] + b[i]*float32(c[i])
 		dst[i] = int16(math.RoundToEven(float64(x)))
 	}
+}
+
+// trainClippedQuantizer fits each dimension's range to minimise the squared coding error over
+// the sample: the upper and lower ends are chosen among the sample's extreme quantiles, so a
+// dimension whose few large values would stretch the range for everyone is clipped there.
+func trainClippedQuantizer(sample [][]float32, dim int) *quantizer {
+	lo, hi := make([]float64, dim), make([]float64, dim)
+	vals := make([]float64, len(sample))
+	fracs := []float64{0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02}
+	for d := range dim {
+		for i, v := range sample {
+			vals[i] = float64(v[d])
+		}
+		slices.Sort(vals)
+		at := func(f float64) float64 { return vals[min(len(vals)-1, int(f*float64(len(vals))))] }
+		best := math.Inf(1)
+		for _, fl := range fracs {
+			for _, fh := range fracs {
+				l, h := at(fl), vals[len(vals)-1-min(len(vals)-1, int(fh*float64(len(vals))))]
+				if h <= l {
+					continue
+				}
+				step := (h - l) / 255
+				var mse float64
+				for _, x := range vals {
+					c := math.Round((min(max(x, l), h) - l) / step)
+					e := x - (l + c*step)
+					mse += e * e
+				}
+				if mse < best {
+					best, lo[d], hi[d] = mse, l, h
+				}
+			}
+		}
+		if math.IsInf(best, 1) {
+			lo[d], hi[d] = vals[0], vals[len(vals)-1]
+		}
+	}
+	return newQuantizer(lo, hi, 0)
 }
