@@ -4,7 +4,9 @@
 # onnxruntime-node, which ships it). Run it as often as you like; a second run does nothing.
 #
 #   LOOKALIKE_ORT_LIB=/path/libonnxruntime.so.1  use your own runtime instead of downloading one
-#   LOOKALIKE_SETUP_BENCH=1                      also install the benchmark peers (hnswlib, faiss)
+#   LOOKALIKE_SETUP_BENCH=1                      also install the benchmark peers (hnswlib's headers
+#                                                for the native peer annbench compiles, g++,
+#                                                Debian's Python hnswlib, faiss)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # large JPEGs at reduced scale, dataset-fashion-mnist feeds the index tests and benchmarks.
 pkgs=(libjpeg62-turbo-dev dataset-fashion-mnist protobuf-compiler)
 if [ "${LOOKALIKE_SETUP_BENCH:-0}" = 1 ]; then
-  pkgs+=(python3-hnswlib python3-faiss python3-numpy)
+  pkgs+=(libhnswlib-dev g++ python3-hnswlib python3-faiss python3-numpy)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -36,6 +36,7 @@ import (
 	"github.com/coder/hnsw"
 
 	"lookalike/benchmarks/internal/benchkit"
+	"lookalike/benchmarks/internal/embedset"
 	"lookalike/index"
 	"lookalike/internal/dataset"
 )
@@ -55,6 +56,9 @@ type config struct {
 	photoVectors       string
 	python             string
 	nativeBin          string
+	cacheDir           string
+	noise              float64
+	sequential         bool
 	seed               int64
 }
 
@@ -86,7 +90,8 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("annbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.set, "set", "fashion-mnist", "vector set: fashion-mnist (784-d, L2) or photos (1280-d embeddings, cosine)")
+	fs.StringVar(&cfg.set, "set", "fashion-mnist", "vector set: fashion-mnist (784-d pixels, L2), fashion-mnist-1280 (the images' "+
+		"1280-d embeddings, cosine), fashion-mnist-1280-1m (1M vectors made from those, -base to change), photos (the shared photos' embeddings)")
 	fs.IntVar(&cfg.nBase, "base", 0, "base vectors to index (0: all)")
 	fs.IntVar(&cfg.nQueries, "queries", 2000, "queries (0: all)")
 	fs.IntVar(&cfg.m, "M", 16, "HNSW M for every library")
@@ -105,6 +110,10 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.nativeBin, "native-bin", "", "where to compile the native hnswlib peer (default <out>/tmp/bin/hnswlib_native)")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed for graph levels and sampling")
 	fs.BoolVar(&cfg.replot, "replot", false, "only redraw <out>/ann-<set>.png from <out>/ann-<set>.json")
+	fs.StringVar(&cfg.cacheDir, "cache", "benchmarks/results/cache", "where the Fashion-MNIST embeddings are cached (git-ignored)")
+	fs.Float64Var(&cfg.noise, "synthetic-noise", 0.05, "fashion-mnist-1280-1m: norm of the Gaussian noise added to each mixed vector")
+	fs.BoolVar(&cfg.sequential, "sequential", false, "build, time and free one library at a time instead of interleaving them "+
+		"(for sets too large to hold every index at once)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -132,8 +141,38 @@ type vectorSet struct {
 	metric            benchkit.Metric
 }
 
-func loadSet(cfg config) (vectorSet, error) {
+func loadSet(ctx context.Context, log *slog.Logger, cfg config) (vectorSet, error) {
 	switch cfg.set {
+	case "fashion-mnist-1280", "fashion-mnist-1280-1m":
+		emb, err := embedset.FashionMNIST(ctx, log, cfg.cacheDir)
+		if err != nil {
+			return vectorSet{}, fmt.Errorf("annbench: %w", err)
+		}
+		queries := firstN(emb.Test, cfg.nQueries)
+		if cfg.set == "fashion-mnist-1280" {
+			base := firstN(emb.Train, cfg.nBase)
+			return vectorSet{
+				name: "Fashion-MNIST embeddings",
+				description: fmt.Sprintf("the Fashion-MNIST images embedded with the default model (%s; 28x28 grey upscaled "+
+					"bilinearly to the model's 224x224 input, grey in R, G and B; 1280-d, L2-normalised): the first %d train "+
+					"images as the base, the first %d test images as queries, cosine (inner product)", emb.Identity, len(base), len(queries)),
+				base: base, queries: queries, metric: benchkit.InnerProduct,
+			}, nil
+		}
+		n := cfg.nBase
+		if n <= 0 {
+			n = 1000000
+		}
+		dim := len(emb.Train[0])
+		base := embedset.Synthetic(emb.Train, n, cfg.noise/math.Sqrt(float64(dim)), uint64(cfg.seed))
+		return vectorSet{
+			name: fmt.Sprintf("Fashion-MNIST embeddings, %s vectors", humanCount(n)),
+			description: fmt.Sprintf("%d vectors made from the 60,000 Fashion-MNIST train embeddings (%s): the 60,000 "+
+				"themselves, then random convex mixes (1-t)a+tb of two random train embeddings, t uniform in [0, 0.5), "+
+				"plus Gaussian noise of norm about %.2f, re-normalised; queries: the first %d real test embeddings; cosine",
+				n, emb.Identity, cfg.noise, len(queries)),
+			base: base, queries: queries, metric: benchkit.InnerProduct,
+		}, nil
 	case "fashion-mnist":
 		base, err := dataset.FashionMNISTTrain(cfg.nBase)
 		if err != nil {
@@ -186,7 +225,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return replot(cfg)
 	}
 	machine := benchkit.DescribeMachine(ctx, ".")
-	set, err := loadSet(cfg)
+	set, err := loadSet(ctx, log, cfg)
 	if err != nil {
 		return err
 	}
@@ -200,63 +239,116 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		return err
 	}
 
-	var contenders []*contender
 	var peerLibs []string
 	for _, l := range cfg.libraries {
+		if _, ok := peerLibraries[l]; ok {
+			peerLibs = append(peerLibs, l)
+		} else if !slices.Contains([]string{"lookalike", "lookalike-int8", "lookalike-int8-source", "coder-hnsw", "exact"}, l) {
+			return fmt.Errorf("annbench: unknown library %q", l)
+		}
+	}
+	if len(peerLibs) > 0 {
+		if err := writePeerInputs(cfg, set); err != nil {
+			return err
+		}
+	}
+	var rows []Row
+	if cfg.sequential {
+		// One library at a time: build, time every ef, free, next.
+		for _, lib := range cfg.libraries {
+			if lib == "exact" {
+				continue
+			}
+			cs, release, err := buildLibraries(ctx, log, cfg, set, []string{lib})
+			if err != nil {
+				return err
+			}
+			got, err := measureRounds(ctx, log, cfg, set, truth, cs)
+			release()
+			if err != nil {
+				return err
+			}
+			rows = append(rows, got...)
+		}
+	} else {
+		cs, release, err := buildLibraries(ctx, log, cfg, set, cfg.libraries)
+		if err != nil {
+			return err
+		}
+		rows, err = measureRounds(ctx, log, cfg, set, truth, cs)
+		release()
+		if err != nil {
+			return err
+		}
+	}
+	if slices.Contains(cfg.libraries, "exact") {
+		prev := runtime.GOMAXPROCS(1)
+		exact, err := buildExact(cfg, set)
+		if err == nil {
+			var res benchkit.PassResult
+			if res, err = exact.measure(0, min(cfg.minTime, cfg.exactTime), cfg.exactTime); err == nil {
+				row := scored(exact, 0, res, cfg, set, truth)
+				log.Info("measured", "library", exact.name, "recall", row.Recall, "qps", row.QPS, "queries", row.Queries)
+				rows = append(rows, row)
+			}
+		}
+		runtime.GOMAXPROCS(prev)
+		if err != nil {
+			return err
+		}
+	}
+	return writeResults(cfg, set, machine, rows)
+}
+
+// buildLibraries builds the libraries in libs (peers first, each peer program alone) and
+// returns them with a function that stops the peers and drops the Go indexes.
+func buildLibraries(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) ([]*contender, func(), error) {
+	var contenders []*contender
+	var procs []*peerProcess
+	release := func() {
+		for _, p := range procs {
+			p.close(log)
+		}
+		clear(contenders)
+		runtime.GC()
+	}
+	var peerLibs []string
+	for _, l := range libs {
 		if _, ok := peerLibraries[l]; ok {
 			peerLibs = append(peerLibs, l)
 		}
 	}
 	if len(peerLibs) > 0 {
-		procs, err := startPeers(ctx, log, cfg, set, peerLibs)
-		if err != nil {
-			return err
+		var err error
+		if procs, err = startPeers(ctx, log, cfg, set, peerLibs); err != nil {
+			return nil, nil, err
 		}
 		for _, p := range procs {
-			defer p.close(log)
 			contenders = append(contenders, p.contenders...)
 		}
 	}
 	// Every Go build and measurement runs on one thread, as the peers do.
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
-	var exact *contender
-	for _, lib := range cfg.libraries {
+	for _, lib := range libs {
 		var c *contender
+		var err error
 		switch lib {
 		case "lookalike", "lookalike-int8", "lookalike-int8-source":
 			c, err = buildLookalike(cfg, set, lib)
 		case "coder-hnsw":
 			c, err = buildCoder(cfg, set)
-		case "exact":
-			exact, err = buildExact(cfg, set)
-			continue
-		case "hnswlib", "hnswlib-python", "faiss":
-			continue
 		default:
-			err = fmt.Errorf("annbench: unknown library %q", lib)
+			continue
 		}
 		if err != nil {
-			return err
+			release()
+			return nil, nil, err
 		}
 		log.Info("built", "library", c.name, "seconds", c.buildSeconds, "bytes_per_vector", c.bytesPerVector)
 		contenders = append(contenders, c)
 	}
-
-	rows, err := measureRounds(ctx, log, cfg, set, truth, contenders)
-	if err != nil {
-		return err
-	}
-	if exact != nil {
-		res, err := exact.measure(0, min(cfg.minTime, cfg.exactTime), cfg.exactTime)
-		if err != nil {
-			return err
-		}
-		row := scored(exact, 0, res, cfg, set, truth)
-		log.Info("measured", "library", exact.name, "recall", row.Recall, "qps", row.QPS, "queries", row.Queries)
-		rows = append(rows, row)
-	}
-	return writeResults(cfg, set, machine, rows)
+	return contenders, release, nil
 }
 
 // contender is one built index under test. measure times it at one ef, over at least minTime
@@ -274,6 +366,8 @@ type contender struct {
 // Recall comes from the first round's ids (searches are deterministic).
 func measureRounds(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, truth benchkit.Truth,
 	contenders []*contender) ([]Row, error) {
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
 	best := map[string]*Row{}
 	var order []string
 	for round := range cfg.rounds {
@@ -366,6 +460,7 @@ func hashVectors(sets ...[][]float32) uint64 {
 // peerProcess is one running peer program (the native hnswlib binary, or ann_peers.py):
 // commands go to its stdin, JSON lines come back.
 type peerProcess struct {
+	queries    int
 	cmd        *exec.Cmd
 	in         io.WriteCloser
 	out        *bufio.Scanner
@@ -394,15 +489,17 @@ var peerLibraries = map[string]peerLibrary{
 	"faiss":          {peer: "faiss", row: "faiss-hnswflat"},
 }
 
-// startPeers writes the vectors for the peers and starts the native hnswlib program and/or
-// ann_peers.py for the peer libraries in libs, each building its indexes before it returns.
-func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) ([]*peerProcess, error) {
+// writePeerInputs writes the vectors the peer programs read.
+func writePeerInputs(cfg config, set vectorSet) error {
 	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "base.fvecs"), set.base); err != nil {
-		return nil, err
+		return err
 	}
-	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "queries.fvecs"), set.queries); err != nil {
-		return nil, err
-	}
+	return benchkit.WriteFvecs(filepath.Join(cfg.workDir, "queries.fvecs"), set.queries)
+}
+
+// startPeers starts the native hnswlib program and/or ann_peers.py for the peer libraries in
+// libs, each building its indexes before it returns.
+func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) ([]*peerProcess, error) {
 	common := []string{"--workdir", cfg.workDir, "--metric", set.metric.String(),
 		"--M", strconv.Itoa(cfg.m), "--ef-construction", strconv.Itoa(cfg.efConstruction),
 		"--seed", strconv.FormatInt(cfg.seed, 10)}
@@ -484,7 +581,7 @@ func buildNativeHnswlib(ctx context.Context, log *slog.Logger, cfg config) (stri
 // startPeer starts one peer program and waits for it to build every library it was given.
 func startPeer(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, name string, args []string,
 	libs []string) (*peerProcess, error) {
-	p := &peerProcess{cmd: exec.CommandContext(ctx, name, args...)}
+	p := &peerProcess{queries: len(set.queries), cmd: exec.CommandContext(ctx, name, args...)}
 	p.cmd.Stderr = os.Stderr
 	// One thread, whatever the BLAS or OpenMP defaults would pick.
 	p.cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
@@ -524,7 +621,7 @@ func startPeer(ctx context.Context, log *slog.Logger, cfg config, set vectorSet,
 		p.contenders = append(p.contenders, &contender{
 			name: lib.row, buildSeconds: r.BuildSeconds, bytesPerVector: r.BytesPerVector,
 			measure: func(ef int, minTime, _ time.Duration) (benchkit.PassResult, error) {
-				return p.measure(cfg, set, lib, ef, minTime)
+				return p.measure(cfg, lib, ef, minTime)
 			},
 		})
 	}
@@ -544,7 +641,7 @@ func (p *peerProcess) read() (peerReply, error) {
 	return r, nil
 }
 
-func (p *peerProcess) measure(cfg config, set vectorSet, lib peerLibrary, ef int, minTime time.Duration) (benchkit.PassResult, error) {
+func (p *peerProcess) measure(cfg config, lib peerLibrary, ef int, minTime time.Duration) (benchkit.PassResult, error) {
 	idsPath := filepath.Join(cfg.workDir, fmt.Sprintf("%s-ef%d.ivecs", lib.row, ef))
 	if _, err := fmt.Fprintf(p.in, "%s %d %d %.3f %s\n", lib.peer, ef, cfg.k, minTime.Seconds(), idsPath); err != nil {
 		return benchkit.PassResult{}, fmt.Errorf("annbench: peer: %w", err)
@@ -557,8 +654,8 @@ func (p *peerProcess) measure(cfg config, set vectorSet, lib peerLibrary, ef int
 	if err != nil {
 		return benchkit.PassResult{}, err
 	}
-	if len(ids) != len(set.queries) {
-		return benchkit.PassResult{}, fmt.Errorf("annbench: %s answered %d of %d queries", lib.row, len(ids), len(set.queries))
+	if len(ids) != p.queries {
+		return benchkit.PassResult{}, fmt.Errorf("annbench: %s answered %d of %d queries", lib.row, len(ids), p.queries)
 	}
 	return benchkit.PassResult{IDs: ids, QPS: r.QPS, Answered: len(ids)}, nil
 }
@@ -791,7 +888,8 @@ func replot(cfg config) error {
 	if err := json.Unmarshal(raw, &rows); err != nil {
 		return fmt.Errorf("annbench: %w", err)
 	}
-	names := map[string]string{"fashion-mnist": "Fashion-MNIST", "photos": "shared photos"}
+	names := map[string]string{"fashion-mnist": "Fashion-MNIST", "photos": "shared photos",
+		"fashion-mnist-1280": "Fashion-MNIST embeddings", "fashion-mnist-1280-1m": "Fashion-MNIST embeddings, 1M vectors"}
 	return writePlot(cfg, names[cfg.set], rows)
 }
 
@@ -840,4 +938,15 @@ func targetLine(rows []Row) string {
 	}
 	return fmt.Sprintf("Target, QPS at recall@10 >= 0.95 (lowest ef reaching it): lookalike %.0f QPS (ef %d, recall %.4f) vs hnswlib %.0f QPS (ef %d, recall %.4f): **%.2fx** hnswlib (target >= 0.8x).\n\n",
 		ours.QPS, ours.EF, ours.Recall, peer.QPS, peer.EF, peer.Recall, ours.QPS/peer.QPS)
+}
+
+// humanCount writes 1000000 as "1M" and 60000 as "60k".
+func humanCount(n int) string {
+	switch {
+	case n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
 }

@@ -56,6 +56,10 @@ type Truth struct {
 // in the fast pass cannot drop a true neighbour.
 const rerankSlack = 32
 
+// truthBlock is how many queries a worker scores against each base row while it is in
+// cache: a 1M x 1280-d base is 5 GB, read once per block instead of once per query.
+const truthBlock = 32
+
 // ExactTruth finds the k nearest base rows of every query by brute force on workers goroutines.
 // A SIMD float32 pass shortlists k+rerankSlack candidates, which are then ranked in float64.
 func ExactTruth(ctx context.Context, base, queries [][]float32, k int, m Metric, workers int) (Truth, error) {
@@ -70,51 +74,65 @@ func ExactTruth(ctx context.Context, base, queries [][]float32, k int, m Metric,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cand := make([]scored, 0, shortlist+1)
-			for qi := range next {
-				q := queries[qi]
-				cand = cand[:0]
+			cands := make([][]scored, truthBlock)
+			for i := range cands {
+				cands[i] = make([]scored, 0, shortlist+1)
+			}
+			for first := range next {
+				block := queries[first:min(first+truthBlock, len(queries))]
+				for i := range block {
+					cands[i] = cands[i][:0]
+				}
 				for bi, b := range base {
-					var d float32
-					if m == InnerProduct {
-						d = -vek32.Dot(q, b)
-					} else {
-						d = vek32.Distance(q, b)
+					if bi%65536 == 0 && ctx.Err() != nil {
+						return
 					}
-					if len(cand) < shortlist || d < cand[0].dist {
-						cand = pushWorst(cand, scored{int32(bi), d}, shortlist)
+					for i, q := range block {
+						var d float32
+						if m == InnerProduct {
+							d = -vek32.Dot(q, b)
+						} else {
+							d = vek32.Distance(q, b)
+						}
+						if c := cands[i]; len(c) < shortlist || d < c[0].dist {
+							cands[i] = pushWorst(c, scored{int32(bi), d}, shortlist)
+						}
 					}
 				}
-				exact := make([]scored64, len(cand))
-				for i, c := range cand {
-					exact[i] = scored64{c.id, m.Distance(q, base[c.id])}
-				}
-				sort.Slice(exact, func(i, j int) bool {
-					if exact[i].dist != exact[j].dist {
-						return exact[i].dist < exact[j].dist
+				for i, q := range block {
+					exact := make([]scored64, len(cands[i]))
+					for j, c := range cands[i] {
+						exact[j] = scored64{c.id, m.Distance(q, base[c.id])}
 					}
-					return exact[i].id < exact[j].id
-				})
-				ids, dists := make([]int32, k), make([]float64, k)
-				for i := range k {
-					ids[i], dists[i] = exact[i].id, exact[i].dist
+					sort.Slice(exact, func(a, b int) bool {
+						if exact[a].dist != exact[b].dist {
+							return exact[a].dist < exact[b].dist
+						}
+						return exact[a].id < exact[b].id
+					})
+					ids, dists := make([]int32, k), make([]float64, k)
+					for j := range k {
+						ids[j], dists[j] = exact[j].id, exact[j].dist
+					}
+					t.IDs[first+i], t.Distances[first+i] = ids, dists
 				}
-				t.IDs[qi], t.Distances[qi] = ids, dists
 			}
 		}()
 	}
 	var err error
 feed:
-	for qi := range queries {
+	for first := 0; first < len(queries); first += truthBlock {
 		select {
-		case next <- qi:
+		case next <- first:
 		case <-ctx.Done():
-			err = fmt.Errorf("benchkit: ground truth: %w", ctx.Err())
 			break feed
 		}
 	}
 	close(next)
 	wg.Wait()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("benchkit: ground truth: %w", ctx.Err())
+	}
 	return t, err
 }
 
