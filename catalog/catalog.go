@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"lookalike/embed"
 	"lookalike/index"
 	"lookalike/store"
 )
@@ -32,7 +33,12 @@ const (
 
 // Embedder turns photo bytes into L2-normalised vectors; *embed.Embedder implements it.
 type Embedder interface {
+	// Embed returns a photo's vector (queries need nothing else).
 	Embed(ctx context.Context, image []byte) ([]float32, error)
+	// Analyze returns a photo's vector, perceptual hash and, when asked, its kept copy,
+	// all from one decode (what a stored photo needs).
+	Analyze(ctx context.Context, image []byte, opt embed.AnalyzeOptions) (embed.Analysis, error)
+	// Dim is the vector length and Identity names the model and its preprocessing.
 	Dim() int
 	Identity() string
 }
@@ -70,38 +76,80 @@ type Config struct {
 	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
 	// (Close and SaveSnapshot still save).
 	SnapshotInterval time.Duration
+	// KeepPhotos stores each uploaded photo as the model sees it before cropping (a JPEG of
+	// the model's resize size), so the catalogue can show it (Photo) and re-embed it later
+	// without the original files.
+	KeepPhotos bool
 	// Logger receives progress and warnings; nil discards them.
 	Logger *slog.Logger
 }
 
-// entry is the in-memory copy of a product's metadata (everything but the vector), so that
-// filters and results never touch the database.
+// entry is the in-memory copy of a product's metadata (everything but the vectors), so that
+// filters and results never touch the database. An entry is never changed once published in
+// the table: a write publishes a new one.
 type entry struct {
-	id          string
-	key         index.Key
-	category    string
-	title       string
-	imageURL    string
-	attributes  map[string]string
-	imageSHA256 string
-	created     time.Time
-	updated     time.Time
+	id         string
+	category   string
+	title      string
+	attributes map[string]string
+	created    time.Time
+	updated    time.Time
+	photos     []photoEntry
 }
 
-func entryFromItem(it store.Item) *entry {
-	return &entry{
-		id: it.ID, key: it.Key, category: it.Category, title: it.Title, imageURL: it.ImageURL,
-		attributes: cloneAttributes(it.Attributes), imageSHA256: it.ImageSHA256,
-		created: it.Created, updated: it.Updated,
+// photoEntry is one photo of an entry.
+type photoEntry struct {
+	id        string
+	key       index.Key
+	imageURL  string
+	sha256    string
+	phash     uint64
+	hasPHash  bool
+	keptBytes int
+	created   time.Time
+	updated   time.Time
+}
+
+func entryFromStore(p store.Product) *entry {
+	e := &entry{
+		id: p.ID, category: p.Category, title: p.Title, attributes: cloneAttributes(p.Attributes),
+		created: p.Created, updated: p.Updated, photos: make([]photoEntry, len(p.Photos)),
 	}
+	for i, ph := range p.Photos {
+		e.photos[i] = photoEntry{
+			id: ph.ID, key: ph.Key, imageURL: ph.ImageURL, sha256: ph.SHA256, phash: ph.PHash,
+			hasPHash: ph.HasPHash, keptBytes: ph.KeptBytes, created: ph.Created, updated: ph.Updated,
+		}
+	}
+	return e
 }
 
 func (e *entry) product() Product {
-	return Product{
-		ID: e.id, Category: e.category, Title: e.title, ImageURL: e.imageURL,
-		Attributes: cloneAttributes(e.attributes), ImageSHA256: e.imageSHA256,
-		Created: e.created, Updated: e.updated,
+	p := Product{
+		ID: e.id, Category: e.category, Title: e.title, Attributes: cloneAttributes(e.attributes),
+		Created: e.created, Updated: e.updated, Photos: make([]Photo, len(e.photos)),
 	}
+	for i, ph := range e.photos {
+		p.Photos[i] = ph.photo()
+	}
+	return p
+}
+
+func (ph photoEntry) photo() Photo {
+	return Photo{
+		ID: ph.id, ImageURL: ph.imageURL, SHA256: ph.sha256, PHash: ph.phash, HasPHash: ph.hasPHash,
+		Kept: ph.keptBytes > 0, KeptBytes: ph.keptBytes, Created: ph.created, Updated: ph.updated,
+	}
+}
+
+// photo returns the entry's photo under key.
+func (e *entry) photo(key index.Key) (photoEntry, bool) {
+	for _, ph := range e.photos {
+		if ph.key == key {
+			return ph, true
+		}
+	}
+	return photoEntry{}, false
 }
 
 // Catalog is an open product catalogue. All methods are safe for concurrent use.
@@ -112,6 +160,7 @@ type Catalog struct {
 	store        *store.Store
 	graph        *index.HNSW
 	params       IndexParams
+	keepPhotos   bool
 	snapshotFile string // SnapshotFileName in Config.DataDir
 
 	// life guards the open/closed state: operations hold it shared, Close exclusively, so
@@ -122,7 +171,7 @@ type Catalog struct {
 	// writeMu serialises store+index writes so the index applies them in store order.
 	writeMu sync.Mutex
 
-	// metaMu guards byKey and byID.
+	// metaMu guards byKey (photo key -> its product) and byID (product id -> product).
 	metaMu sync.RWMutex
 	byKey  map[index.Key]*entry
 	byID   map[string]*entry
@@ -162,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	}
 	c := &Catalog{
 		log: log, embedder: cfg.Embedder, dim: dim, store: st,
-		params: cfg.Index.withDefaults(), snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
+		params: cfg.Index.withDefaults(), keepPhotos: cfg.KeepPhotos, snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
 		byKey: make(map[index.Key]*entry), byID: make(map[string]*entry),
 	}
 	if err := c.loadIndex(ctx); err != nil {
@@ -196,9 +245,11 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 			ok = false
 		}
 	}
-	if err := c.store.ForEachMetadata(func(it store.Item) error {
-		e := entryFromItem(it)
-		c.byKey[e.key] = e
+	if err := c.store.ForEach(func(p store.Product) error {
+		e := entryFromStore(p)
+		for _, ph := range e.photos {
+			c.byKey[ph.key] = e
+		}
 		c.byID[e.id] = e
 		return ctx.Err()
 	}); err != nil {
@@ -206,7 +257,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 	}
 	if ok && graph.Len() != len(c.byKey) {
 		c.log.Warn("graph snapshot disagrees with the store; rebuilding",
-			"graph_items", graph.Len(), "store_items", len(c.byKey))
+			"graph_photos", graph.Len(), "store_photos", len(c.byKey))
 		ok = false
 	}
 	if ok {
@@ -215,7 +266,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 		if st, err := os.Stat(c.snapshotFile); err == nil {
 			c.snapshotTime = st.ModTime()
 		}
-		c.log.Info("graph loaded from snapshot", "items", graph.Len(), "snapshot_seq", snapSeq,
+		c.log.Info("graph loaded from snapshot", "photos", graph.Len(), "products", len(c.byID), "snapshot_seq", snapSeq,
 			"store_seq", c.store.Seq(), "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
@@ -261,11 +312,14 @@ func (c *Catalog) replay(graph *index.HNSW, since uint64) error {
 	n := 0
 	err := c.store.ChangesSince(since, func(ch store.Change) error {
 		n++
-		if ch.Deleted {
+		switch {
+		case ch.Metadata():
+			return nil // the graph holds no metadata
+		case ch.Deleted:
 			graph.Delete(ch.Key)
 			return nil
 		}
-		it, err := c.store.GetByKey(ch.Key)
+		vec, err := c.store.Vector(ch.Key)
 		if errors.Is(err, store.ErrNotFound) {
 			// Deleted again later; its own change record follows, but be safe.
 			graph.Delete(ch.Key)
@@ -274,7 +328,7 @@ func (c *Catalog) replay(graph *index.HNSW, since uint64) error {
 		if err != nil {
 			return err
 		}
-		return graph.Add(ch.Key, it.Vector)
+		return graph.Add(ch.Key, vec)
 	})
 	if err != nil {
 		return err
@@ -290,7 +344,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 	graph := c.newGraph()
 	total := len(c.byKey)
 	start, last := time.Now(), time.Now()
-	c.log.Info("building graph from store", "items", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
+	c.log.Info("building graph from store", "photos", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
 	done := 0
 	// The metadata table is already filled, so this pass reads only keys and vectors.
 	err := c.store.ForEachVector(func(key uint32, vec []float32) error {
@@ -303,7 +357,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 		done++
 		if time.Since(last) >= 2*time.Second {
 			last = time.Now()
-			c.log.Info("building graph", "done", done, "items", total,
+			c.log.Info("building graph", "done", done, "photos", total,
 				"elapsed", time.Since(start).Round(time.Second))
 		}
 		return nil
@@ -311,7 +365,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
 	}
-	c.log.Info("graph built", "items", done, "took", time.Since(start).Round(time.Millisecond))
+	c.log.Info("graph built", "photos", done, "took", time.Since(start).Round(time.Millisecond))
 	return graph, nil
 }
 
@@ -371,7 +425,7 @@ func (c *Catalog) saveSnapshot(ctx context.Context) error {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	c.snapshotSeq, c.snapshotTime = seq, time.Now()
-	c.log.Info("graph snapshot saved", "seq", seq, "items", c.graph.Len(),
+	c.log.Info("graph snapshot saved", "seq", seq, "photos", c.graph.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
 	if err := c.store.TruncateLog(seq); err != nil {
 		c.log.Warn("store change log not truncated", "seq", seq, "err", err)
@@ -407,7 +461,7 @@ func (c *Catalog) Dim() int { return c.dim }
 func (c *Catalog) Len() int {
 	c.metaMu.RLock()
 	defer c.metaMu.RUnlock()
-	return len(c.byKey)
+	return len(c.byID)
 }
 
 func cloneAttributes(m map[string]string) map[string]string {

@@ -29,7 +29,7 @@ type PairCheck interface {
 
 // DuplicateOptions tunes FindDuplicates.
 type DuplicateOptions struct {
-	// Threshold joins two products whose similarity is at least this; NaN or 0 means
+	// Threshold joins two products whose most similar photos score at least this; 0 means
 	// DefaultDuplicateThreshold. Must be in [-1, 1].
 	Threshold float32
 	// Filter restricts both the scanned products and their partners.
@@ -48,14 +48,21 @@ type Cluster struct {
 	Edges []Edge   // the pairs that joined them
 }
 
-// Edge is one near-duplicate pair, A < B.
+// Edge is one near-duplicate pair of products, A < B, joined by their most similar photos.
 type Edge struct {
-	A, B  string
+	// A and B are the product ids.
+	A, B string
+	// PhotoA and PhotoB name the photos of A and B that matched.
+	PhotoA, PhotoB string
+	// Score is those photos' cosine similarity.
 	Score float32
 }
 
 func checkThreshold(t float32) (float32, error) {
-	if t == 0 || math.IsNaN(float64(t)) {
+	if math.IsNaN(float64(t)) {
+		return 0, fmt.Errorf("%w: threshold is NaN, must be in [-1, 1]", ErrInvalidArgument)
+	}
+	if t == 0 {
 		return DefaultDuplicateThreshold, nil
 	}
 	if t < -1 || t > 1 {
@@ -91,17 +98,22 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	defer c.life.RUnlock()
 
 	a := c.compileFilter(opt.Filter)
+	// The scan is over photos; pairs, edges and clusters are over products.
+	type member struct {
+		e   *entry
+		key index.Key
+	}
 	c.metaMu.RLock()
-	members := make([]*entry, 0, len(c.byKey))
-	for _, e := range c.byKey {
-		if a == nil || a.entryOK(e) {
-			members = append(members, e)
+	members := make([]member, 0, len(c.byKey))
+	for key, e := range c.byKey {
+		if a.entryOK(e) {
+			members = append(members, member{e, key})
 		}
 	}
 	c.metaMu.RUnlock()
 	// Key order fixes the order in which pairs are first met, so the edges (and the pairs
 	// handed to the checks) do not depend on map iteration or on scheduling.
-	slices.SortFunc(members, func(x, y *entry) int { return cmp.Compare(x.key, y.key) })
+	slices.SortFunc(members, func(x, y member) int { return cmp.Compare(x.key, y.key) })
 
 	// The searches are independent and read-only: run them on every core, each result in
 	// its member's slot.
@@ -113,15 +125,21 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	ef := max(c.ef(opt.EF), neighbors+1)
 	filter := a.fn()
 	err = parallelFor(ctx, len(members), func(i int) error {
-		e := members[i]
-		vec, ok := c.graph.Vector(e.key)
+		m := members[i]
+		vec, ok := c.graph.Vector(m.key)
 		if !ok {
 			return nil // deleted during the scan
 		}
-		for _, n := range c.graph.Search(vec, neighbors+1, index.SearchOptions{EF: ef, Filter: filter}) {
-			if n.Key != e.key && n.Score >= threshold {
-				found[i] = append(found[i], candidate{n.Key, n.Score})
+		// Photos of the product itself take places in the list: ask for that many more.
+		n := neighbors + len(m.e.photos)
+		for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(ef, n), Filter: filter}) {
+			if nb.Score < threshold {
+				continue
 			}
+			if _, own := m.e.photo(nb.Key); own {
+				continue // photos of one product are not duplicates of each other
+			}
+			found[i] = append(found[i], candidate{nb.Key, nb.Score})
 		}
 		return nil
 	})
@@ -129,64 +147,70 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		return err
 	}
 
-	// Each pair once, in member order, with the score of its first sighting.
-	type pair struct{ lo, hi index.Key }
+	// Each pair of products once, with its best-scoring pair of photos; ties keep the pair
+	// met first, in member order.
+	type pair struct{ lo, hi string }
 	type scoredPair struct {
 		pair
-		score float32
+		ea, eb           *entry
+		photoLo, photoHi index.Key
+		score            float32
 	}
-	seen := make(map[pair]struct{})
+	index := make(map[pair]int)
 	var pairs []scoredPair
 	for i, cands := range found {
+		m := members[i]
 		for _, n := range cands {
-			p := pair{min(members[i].key, n.other), max(members[i].key, n.other)}
-			if _, dup := seen[p]; dup {
+			c.metaMu.RLock()
+			other, ok := c.byKey[n.other]
+			c.metaMu.RUnlock()
+			if !ok || other == m.e {
 				continue
 			}
-			seen[p] = struct{}{}
-			pairs = append(pairs, scoredPair{p, n.score})
+			sp := scoredPair{pair: pair{m.e.id, other.id}, ea: m.e, eb: other, photoLo: m.key, photoHi: n.other, score: n.score}
+			if sp.hi < sp.lo {
+				sp.lo, sp.hi, sp.ea, sp.eb, sp.photoLo, sp.photoHi = sp.hi, sp.lo, sp.eb, sp.ea, sp.photoHi, sp.photoLo
+			}
+			if j, dup := index[sp.pair]; dup {
+				if sp.score > pairs[j].score {
+					pairs[j] = sp
+				}
+				continue
+			}
+			index[sp.pair] = len(pairs)
+			pairs = append(pairs, sp)
 		}
 	}
 	confirmed := make([]bool, len(pairs))
 	err = parallelFor(ctx, len(pairs), func(i int) error {
 		var err error
-		confirmed[i], err = c.confirm(ctx, opt.Checks, pairs[i].lo, pairs[i].hi, pairs[i].score)
+		confirmed[i], err = confirm(ctx, opt.Checks, pairs[i].ea, pairs[i].eb, pairs[i].score)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	edges := make(map[pair]float32)
 	uf := newUnionFind()
+	groups := make(map[string]*Cluster)
+	var kept []scoredPair
 	for i, p := range pairs {
 		if confirmed[i] {
-			edges[p.pair] = p.score
 			uf.union(p.lo, p.hi)
+			kept = append(kept, p)
 		}
 	}
-
-	groups := make(map[index.Key]*Cluster)
-	c.metaMu.RLock()
-	for p, score := range edges {
-		ea, okA := c.byKey[p.lo]
-		eb, okB := c.byKey[p.hi]
-		if !okA || !okB {
-			continue // deleted during the scan
-		}
+	for _, p := range kept {
 		root := uf.find(p.lo)
 		cl := groups[root]
 		if cl == nil {
 			cl = &Cluster{}
 			groups[root] = cl
 		}
-		x, y := ea.id, eb.id
-		if y < x {
-			x, y = y, x
-		}
-		cl.Edges = append(cl.Edges, Edge{A: x, B: y, Score: score})
-		cl.IDs = append(cl.IDs, ea.id, eb.id)
+		pa, _ := p.ea.photo(p.photoLo)
+		pb, _ := p.eb.photo(p.photoHi)
+		cl.Edges = append(cl.Edges, Edge{A: p.lo, B: p.hi, PhotoA: pa.id, PhotoB: pb.id, Score: p.score})
+		cl.IDs = append(cl.IDs, p.lo, p.hi)
 	}
-	c.metaMu.RUnlock()
 
 	clusters := make([]*Cluster, 0, len(groups))
 	for _, cl := range groups {
@@ -260,16 +284,9 @@ func parallelFor(ctx context.Context, n int, fn func(i int) error) error {
 }
 
 // confirm runs the extra pairwise checks on a candidate pair.
-func (c *Catalog) confirm(ctx context.Context, checks []PairCheck, a, b index.Key, score float32) (bool, error) {
+func confirm(ctx context.Context, checks []PairCheck, ea, eb *entry, score float32) (bool, error) {
 	if len(checks) == 0 {
 		return true, nil
-	}
-	c.metaMu.RLock()
-	ea, okA := c.byKey[a]
-	eb, okB := c.byKey[b]
-	c.metaMu.RUnlock()
-	if !okA || !okB {
-		return false, nil
 	}
 	pa, pb := ea.product(), eb.product()
 	for _, chk := range checks {
@@ -311,12 +328,12 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 	return out, nil
 }
 
-// unionFind groups keys; the zero value is not usable, call newUnionFind.
-type unionFind struct{ parent map[index.Key]index.Key }
+// unionFind groups product ids; the zero value is not usable, call newUnionFind.
+type unionFind struct{ parent map[string]string }
 
-func newUnionFind() *unionFind { return &unionFind{parent: make(map[index.Key]index.Key)} }
+func newUnionFind() *unionFind { return &unionFind{parent: make(map[string]string)} }
 
-func (u *unionFind) find(k index.Key) index.Key {
+func (u *unionFind) find(k string) string {
 	root := k
 	for {
 		p, ok := u.parent[root]
@@ -336,7 +353,7 @@ func (u *unionFind) find(k index.Key) index.Key {
 	return root
 }
 
-func (u *unionFind) union(a, b index.Key) {
+func (u *unionFind) union(a, b string) {
 	ra, rb := u.find(a), u.find(b)
 	if ra == rb {
 		return

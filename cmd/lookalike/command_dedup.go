@@ -30,6 +30,9 @@ type edgeJSON struct {
 	A     string  `json:"a"`
 	B     string  `json:"b"`
 	Score float32 `json:"score"`
+	// PhotoA and PhotoB name the photos of A and B that matched.
+	PhotoA string `json:"photo_a"`
+	PhotoB string `json:"photo_b"`
 }
 
 func runDedup(ctx context.Context, a *app, args []string) error {
@@ -102,7 +105,7 @@ func runDedup(ctx context.Context, a *app, args []string) error {
 	for _, cl := range clusters {
 		cj := clusterJSON{IDs: cl.GetIds(), Edges: make([]edgeJSON, 0, len(cl.GetEdges()))}
 		for _, e := range cl.GetEdges() {
-			cj.Edges = append(cj.Edges, edgeJSON{A: e.GetA(), B: e.GetB(), Score: e.GetScore()})
+			cj.Edges = append(cj.Edges, edgeJSON{A: e.GetA(), B: e.GetB(), PhotoA: e.GetPhotoA(), PhotoB: e.GetPhotoB(), Score: e.GetScore()})
 		}
 		for _, id := range cl.GetIds() {
 			cj.Products = append(cj.Products, toProductJSON(products[id]))

@@ -30,6 +30,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	maxConcurrent := fs.Int("max-concurrent", envInt(a, "LOOKALIKE_MAX_CONCURRENT", server.DefaultMaxConcurrent), "calls in flight before new ones are refused with RESOURCE_EXHAUSTED (env LOOKALIKE_MAX_CONCURRENT)")
 	maxMessage := fs.Int("max-message-mib", envInt(a, "LOOKALIKE_MAX_MESSAGE_MIB", server.DefaultMaxMessageBytes>>20), "largest gRPC message in MiB, i.e. the largest photo (env LOOKALIKE_MAX_MESSAGE_MIB)")
 	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: only at shutdown (env LOOKALIKE_SNAPSHOT_INTERVAL)")
+	keepPhotos := fs.Bool("keep-photos", a.getenv("LOOKALIKE_KEEP_PHOTOS") != "false", "keep a copy of each photo as the model sees it (a JPEG of a few tens of KB), for GetPhoto and re-embedding (env LOOKALIKE_KEEP_PHOTOS=false turns it off)")
 	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
 	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
 	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
@@ -69,6 +70,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		TLSCertFile:      *tlsCert,
 		TLSKeyFile:       *tlsKey,
 		SnapshotInterval: *snapshotEvery,
+		DiscardPhotos:    !*keepPhotos,
 		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch},
 		ShutdownTimeout:  *shutdown,
 	}

@@ -12,6 +12,9 @@ import (
 // statsJSON is `lookalike stats --json`.
 type statsJSON struct {
 	Count           uint64            `json:"count"`
+	Photos          uint64            `json:"photos"`
+	KeptPhotos      uint64            `json:"kept_photos"`
+	KeptBytes       uint64            `json:"kept_bytes"`
 	CountByCategory map[string]uint64 `json:"count_by_category"`
 	ModelIdentity   string            `json:"model_identity"`
 	Dim             uint32            `json:"dim"`
@@ -54,6 +57,12 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	}
 	tw := newTable(a.stdout)
 	fmt.Fprintf(tw, "products\t%d\n", out.Count)
+	fmt.Fprintf(tw, "photos\t%d\n", out.Photos)
+	kept := fmt.Sprintf("%d (%d bytes", out.KeptPhotos, out.KeptBytes)
+	if out.KeptPhotos > 0 {
+		kept += fmt.Sprintf(", %d per photo", out.KeptBytes/out.KeptPhotos)
+	}
+	fmt.Fprintf(tw, "kept photos\t%s)\n", kept)
 	fmt.Fprintf(tw, "model\t%s\n", clean(out.ModelIdentity, 0))
 	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
 	fmt.Fprintf(tw, "index\t%s, M=%d, efConstruction=%d, efSearch=%d, %d vectors\n",
@@ -89,6 +98,9 @@ func runStats(ctx context.Context, a *app, args []string) error {
 func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 	out := statsJSON{
 		Count:           r.GetCount(),
+		Photos:          r.GetPhotos(),
+		KeptPhotos:      r.GetKeptPhotos(),
+		KeptBytes:       r.GetKeptBytes(),
 		CountByCategory: r.GetCountByCategory(),
 		ModelIdentity:   r.GetModelIdentity(),
 		Dim:             r.GetDim(),

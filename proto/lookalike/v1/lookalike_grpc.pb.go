@@ -33,6 +33,7 @@ const (
 	Lookalike_UpsertStream_FullMethodName   = "/lookalike.v1.Lookalike/UpsertStream"
 	Lookalike_Delete_FullMethodName         = "/lookalike.v1.Lookalike/Delete"
 	Lookalike_Get_FullMethodName            = "/lookalike.v1.Lookalike/Get"
+	Lookalike_GetPhoto_FullMethodName       = "/lookalike.v1.Lookalike/GetPhoto"
 	Lookalike_SearchByImage_FullMethodName  = "/lookalike.v1.Lookalike/SearchByImage"
 	Lookalike_SearchById_FullMethodName     = "/lookalike.v1.Lookalike/SearchById"
 	Lookalike_SearchByVector_FullMethodName = "/lookalike.v1.Lookalike/SearchByVector"
@@ -46,9 +47,10 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Lookalike stores products with one photo each and finds products whose photos look alike.
+// Lookalike stores products, each with one or more photos, and finds products whose photos
+// look alike. Searches return products ranked by their best-matching photo.
 type LookalikeClient interface {
-	// Upsert adds one product or replaces the product with the same id (an update).
+	// Upsert adds one product or changes the product with the same id (an update).
 	Upsert(ctx context.Context, in *UpsertRequest, opts ...grpc.CallOption) (*UpsertResult, error)
 	// UpsertStream ingests many products over one stream, batched internally. Each request gets
 	// exactly one result, in request order; a bad item gets its own error result and does not
@@ -56,12 +58,19 @@ type LookalikeClient interface {
 	UpsertStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpsertRequest, UpsertResult], error)
 	// Delete removes a product. NOT_FOUND when the id is unknown.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
-	// Get returns a product's metadata, and its vector when asked. NOT_FOUND when unknown.
+	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
+	// when unknown.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
+	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
+	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
+	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
+	// a photo stored from a vector).
+	GetPhoto(ctx context.Context, in *GetPhotoRequest, opts ...grpc.CallOption) (*GetPhotoResponse, error)
 	// SearchByImage embeds a photo and returns the most alike products.
 	SearchByImage(ctx context.Context, in *SearchByImageRequest, opts ...grpc.CallOption) (*SearchResponse, error)
-	// SearchById ("more like this") searches from a stored product's vector without
-	// re-embedding; the product itself is never among its own results.
+	// SearchById ("more like this") searches with every photo of a stored product, without
+	// re-embedding, and merges the results by product (highest similarity); the product
+	// itself is never among its own results.
 	SearchById(ctx context.Context, in *SearchByIdRequest, opts ...grpc.CallOption) (*SearchResponse, error)
 	// SearchByVector searches from a vector made by the client's own copy of the model; its
 	// dimension must equal Stats.dim.
@@ -134,6 +143,16 @@ func (c *lookalikeClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetResponse)
 	err := c.cc.Invoke(ctx, Lookalike_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lookalikeClient) GetPhoto(ctx context.Context, in *GetPhotoRequest, opts ...grpc.CallOption) (*GetPhotoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPhotoResponse)
+	err := c.cc.Invoke(ctx, Lookalike_GetPhoto_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +251,10 @@ type Lookalike_BackupClient = grpc.ServerStreamingClient[BackupChunk]
 // All implementations must embed UnimplementedLookalikeServer
 // for forward compatibility.
 //
-// Lookalike stores products with one photo each and finds products whose photos look alike.
+// Lookalike stores products, each with one or more photos, and finds products whose photos
+// look alike. Searches return products ranked by their best-matching photo.
 type LookalikeServer interface {
-	// Upsert adds one product or replaces the product with the same id (an update).
+	// Upsert adds one product or changes the product with the same id (an update).
 	Upsert(context.Context, *UpsertRequest) (*UpsertResult, error)
 	// UpsertStream ingests many products over one stream, batched internally. Each request gets
 	// exactly one result, in request order; a bad item gets its own error result and does not
@@ -242,12 +262,19 @@ type LookalikeServer interface {
 	UpsertStream(grpc.BidiStreamingServer[UpsertRequest, UpsertResult]) error
 	// Delete removes a product. NOT_FOUND when the id is unknown.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
-	// Get returns a product's metadata, and its vector when asked. NOT_FOUND when unknown.
+	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
+	// when unknown.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
+	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
+	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
+	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
+	// a photo stored from a vector).
+	GetPhoto(context.Context, *GetPhotoRequest) (*GetPhotoResponse, error)
 	// SearchByImage embeds a photo and returns the most alike products.
 	SearchByImage(context.Context, *SearchByImageRequest) (*SearchResponse, error)
-	// SearchById ("more like this") searches from a stored product's vector without
-	// re-embedding; the product itself is never among its own results.
+	// SearchById ("more like this") searches with every photo of a stored product, without
+	// re-embedding, and merges the results by product (highest similarity); the product
+	// itself is never among its own results.
 	SearchById(context.Context, *SearchByIdRequest) (*SearchResponse, error)
 	// SearchByVector searches from a vector made by the client's own copy of the model; its
 	// dimension must equal Stats.dim.
@@ -294,6 +321,9 @@ func (UnimplementedLookalikeServer) Delete(context.Context, *DeleteRequest) (*De
 }
 func (UnimplementedLookalikeServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedLookalikeServer) GetPhoto(context.Context, *GetPhotoRequest) (*GetPhotoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPhoto not implemented")
 }
 func (UnimplementedLookalikeServer) SearchByImage(context.Context, *SearchByImageRequest) (*SearchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchByImage not implemented")
@@ -394,6 +424,24 @@ func _Lookalike_Get_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(LookalikeServer).Get(ctx, req.(*GetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lookalike_GetPhoto_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPhotoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).GetPhoto(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_GetPhoto_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).GetPhoto(ctx, req.(*GetPhotoRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -528,6 +576,10 @@ var Lookalike_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Get",
 			Handler:    _Lookalike_Get_Handler,
+		},
+		{
+			MethodName: "GetPhoto",
+			Handler:    _Lookalike_GetPhoto_Handler,
 		},
 		{
 			MethodName: "SearchByImage",
