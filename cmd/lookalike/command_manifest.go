@@ -17,13 +17,18 @@ import (
 type datasetColumns struct {
 	category string // labels.csv column used as the product category
 	title    string // labels.csv column used as the product title
+	product  string // labels.csv column naming the product a photo shows ("" if none)
 }
+
+// photoColumns describe one photo, not its product, so a --products manifest leaves them out
+// of the attributes (repeated rows of one product must agree on its metadata).
+var photoColumns = []string{"split", "is_iconic", "source_path"}
 
 func datasetLayouts() map[string]datasetColumns {
 	return map[string]datasetColumns{
-		"grocery":  {category: "coarse_label", title: "label"},
+		"grocery":  {category: "coarse_label", title: "label", product: "label"},
 		"clothing": {category: "label", title: "label"},
-		"abo":      {category: "label", title: "product_id"},
+		"abo":      {category: "label", title: "product_id", product: "product_id"},
 	}
 }
 
@@ -37,6 +42,7 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	var splits stringList
 	fs.Var(&splits, "split", "only rows whose split column is one of these (repeatable or comma-separated; e.g. iconic,train)")
 	limit := fs.Int("limit", 0, "at most this many rows (0: all)")
+	products := fs.Bool("products", false, "one product per labelled product (grocery: label, abo: product_id) with all its photos as repeated rows, photo_id = file name; without it every photo is a product of its own")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,11 +63,21 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	}
 	src := filepath.Join(dir, *dataset)
 	out := fs.Arg(0)
+	if *products && layout.product == "" {
+		return usagef("--products: the %s dataset labels classes, not products", *dataset)
+	}
+	if !*products {
+		layout.product = ""
+	}
 	n, err := writeDatasetManifest(src, out, layout, splits, *limit)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "wrote %d products from %s to %s\n", n, src, out)
+	what := "products"
+	if *products {
+		what = "photos"
+	}
+	fmt.Fprintf(a.stdout, "wrote %d %s from %s to %s\n", n, what, src, out)
 	return ctx.Err()
 }
 
@@ -80,7 +96,10 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 	for i, h := range header {
 		col[h] = i
 	}
-	for _, need := range []string{"file", layout.category, layout.title} {
+	for _, need := range []string{"file", layout.category, layout.title, layout.product} {
+		if need == "" {
+			continue
+		}
 		if _, ok := col[need]; !ok {
 			return 0, fmt.Errorf("dataset labels.csv has no %q column", need)
 		}
@@ -99,13 +118,20 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 		switch h {
 		case "file", "source_path", layout.category, layout.title:
 		default:
+			if layout.product != "" && slices.Contains(photoColumns, h) {
+				continue
+			}
 			attrCols = append(attrCols, h)
 		}
 	}
 	n := 0
 	err = writeFileAtomically(out, func(of io.Writer) error {
 		w := csv.NewWriter(of)
-		w.Write(append([]string{columnID, columnImage, columnCategory, columnTitle}, attrCols...))
+		head := []string{columnID, columnImage, columnCategory, columnTitle}
+		if layout.product != "" {
+			head = append(head, columnPhotoID)
+		}
+		w.Write(append(head, attrCols...))
 		for limit <= 0 || n < limit {
 			rec, err := r.Read()
 			if errors.Is(err, io.EOF) {
@@ -129,6 +155,9 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 			}
 			id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 			row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}
+			if layout.product != "" {
+				row = []string{rec[col[layout.product]], filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]], id}
+			}
 			for _, c := range attrCols {
 				row = append(row, rec[col[c]])
 			}
