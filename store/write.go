@@ -150,7 +150,7 @@ func putProduct(tx *bolt.Tx, m *metaState, dim int, p Product, now time.Time) (P
 			m.keptBytes -= uint64(prev.KeptBytes)
 		}
 		ph.KeptBytes = len(ph.Kept)
-		if ph.Kept != nil {
+		if len(ph.Kept) > 0 { // an empty one stores none: KeptBytes 0 always means no record
 			m.keptPhotos++
 			m.keptBytes += uint64(len(ph.Kept))
 			if err := kept.Put(key, encodeKept(ph.Kept)); err != nil {
