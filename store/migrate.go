@@ -27,18 +27,25 @@ var bucketItemsV1 = []byte("items")
 // crash at any point leaves either the old file or the new one. A read-only open cannot
 // upgrade and is refused with a message saying so.
 func (s *Store) migrate(opt Options) error {
-	var schema uint32
+	var m fullMeta
 	err := s.db.View(func(tx *bolt.Tx) error {
-		m, err := readMeta(tx)
-		schema = m.schema
+		var err error
+		m, err = readMeta(tx)
 		return err
 	})
+	schema := m.schema
 	if err != nil || schema != schemaV1 {
 		return err
 	}
 	if opt.ReadOnly {
 		return fmt.Errorf("%w: %s has schema %d; open it once read-write (lookalike serve) to upgrade it to %d",
 			ErrSchemaVersion, s.path, schema, SchemaVersion)
+	}
+	// Refuse another model before upgrading: the upgrade cannot be undone, and an open that
+	// fails must leave a file the first release can still read.
+	if (opt.ModelIdentity != "" && opt.ModelIdentity != m.model) || (opt.Dim != 0 && opt.Dim != m.dim) {
+		return fmt.Errorf("%w: %s was written by model %q (dim %d), opened with model %q (dim %d)",
+			ErrModelMismatch, s.path, m.model, m.dim, opt.ModelIdentity, opt.Dim)
 	}
 	start := time.Now()
 	var products int
