@@ -202,10 +202,20 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("catalog: create data dir: %w", err)
 	}
+	removeLeftovers(cfg.DataDir, log)
+	storePath, snapPath := filepath.Join(cfg.DataDir, StoreFileName), filepath.Join(cfg.DataDir, SnapshotFileName)
+	if err := checkStoreNotLost(storePath, snapPath); err != nil {
+		return nil, err
+	}
 	dim := cfg.Embedder.Dim()
-	st, err := store.Open(filepath.Join(cfg.DataDir, StoreFileName), store.Options{
+	st, err := store.Open(storePath, store.Options{
 		ModelIdentity: cfg.Embedder.Identity(), Dim: dim, Logger: log,
 	})
+	if errors.Is(err, store.ErrCorrupt) {
+		return nil, fmt.Errorf("catalog: the store %s is damaged and cannot be served: stop the server and put back a backup "+
+			"(lookalike restore --data %s BACKUP), then start it again; the graph is rebuilt from the restored store: %w",
+			storePath, cfg.DataDir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open store: %w", err)
 	}
@@ -216,6 +226,10 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	}
 	if err := c.loadIndex(ctx); err != nil {
 		_ = st.Close()
+		if errors.Is(err, store.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: the store %s is damaged (%w); stop the server and put back a backup "+
+				"(lookalike restore --data %s BACKUP), then start it again", storePath, err, cfg.DataDir)
+		}
 		return nil, err
 	}
 	if cfg.SnapshotInterval > 0 {
@@ -225,6 +239,42 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		go c.savePeriodically(pctx, cfg.SnapshotInterval)
 	}
 	return c, nil
+}
+
+// ErrStoreLost means the data directory held a catalogue (its graph snapshot is there) but
+// its store is missing or empty: serving would quietly answer from an empty catalogue.
+var ErrStoreLost = errors.New("catalog: store lost")
+
+// checkStoreNotLost refuses a data directory whose store is missing or empty while a graph
+// snapshot of a non-empty catalogue lies beside it.
+func checkStoreNotLost(storePath, snapPath string) error {
+	st, err := os.Stat(storePath)
+	if err == nil && st.Size() > 0 {
+		return nil
+	}
+	// Rare (a store gone or emptied), so reading the whole snapshot to count it is fine.
+	graph, info, err := index.LoadSnapshot(snapPath)
+	if err != nil || graph.Len() == 0 {
+		return nil // no usable snapshot: nothing says a catalogue was here
+	}
+	return fmt.Errorf("%w: %s is missing or empty, but the graph snapshot %s beside it holds %d photos (store seq %d): "+
+		"put back a backup (lookalike restore --data %s BACKUP), or remove %s to start an empty catalogue",
+		ErrStoreLost, storePath, snapPath, graph.Len(), info.Seq, filepath.Dir(storePath), snapPath)
+}
+
+// removeLeftovers deletes the temporary files an interrupted snapshot save or restore leaves
+// in the data directory (they are never read, only renamed into place when complete).
+func removeLeftovers(dir string, log *slog.Logger) {
+	for _, pattern := range []string{SnapshotFileName + ".tmp-*", "." + StoreFileName + ".tmp-*"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				log.Warn("cannot remove a leftover temporary file", "path", m, "err", err)
+				continue
+			}
+			log.Info("removed a leftover temporary file", "path", m)
+		}
+	}
 }
 
 func (c *Catalog) newGraph() *index.HNSW {

@@ -425,8 +425,10 @@ func (s *Store) Close() error {
 }
 
 // view runs fn in a read transaction, mapping bbolt's closed error to ErrClosed.
+// A damaged page can make bbolt panic or fault mid-read; recoverFaults turns that into
+// ErrCorrupt, so a damaged file is reported, never a crashed process.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	return closedErr(s.db.View(fn))
+	return closedErr(recoverFaults(func() error { return s.db.View(fn) }))
 }
 
 // update runs fn in a write transaction and publishes the meta fn leaves behind.
