@@ -286,6 +286,12 @@ func TestDamageInTheFileIsCaught(t *testing.T) {
 			if err := os.WriteFile(f.path, file, 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// As a backup, the damaged file is refused by Restore's verification.
+			restored := filepath.Join(t.TempDir(), "restored.db")
+			wantCorrupt(t, "Restore", Restore(f.path, restored, RestoreOptions{}))
+			if _, err := os.Stat(restored); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a refused Restore left %s: %v", restored, err)
+			}
 			s := openFast(t, f.path, dim)
 			wantCorrupt(t, tc.name, tc.read(s, f))
 			wantCorrupt(t, "Check", s.Check())
