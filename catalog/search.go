@@ -243,27 +243,39 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 	if opt.GroupBy != "" || len(opt.NotLike) > 0 || opt.Diversity > 0 {
 		want = min(MaxK, max(3*opt.K, opt.K+20))
 	}
-	cands := c.gather(queries, want, opt, a)
-	if len(cands) < want && a != nil {
-		if exact := c.exactScan(queries, a); len(exact) > len(cands) {
-			cands = exact
-		}
-	}
 	minScore := opt.MinScore
 	if minScore == 0 {
 		// Proto3 cannot tell 0 from unset, and vectors from clients can score below 0.
 		minScore = float32(math.Inf(-1))
 	}
-	cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.score < minScore })
-	if opt.GroupBy != "" {
-		cands = groupBy(cands, opt.GroupBy)
-	}
-	if len(opt.NotLike) > 0 || opt.Diversity > 0 {
-		c.fetchVectors(cands)
-		cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.vec == nil })
-	}
-	if len(opt.NotLike) > 0 {
-		cands = c.dropNotLike(cands, opt.NotLike)
+	var cands []candidate
+	for {
+		cands = c.gather(queries, want, opt, a)
+		if len(cands) < want && a != nil {
+			if exact := c.exactScan(queries, a); len(exact) > len(cands) {
+				cands = exact
+			}
+		}
+		pool := len(cands)
+		cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.score < minScore })
+		if opt.GroupBy != "" {
+			cands = groupBy(cands, opt.GroupBy)
+		}
+		if len(opt.NotLike) > 0 || opt.Diversity > 0 {
+			c.fetchVectors(cands)
+			cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.vec == nil })
+		}
+		if len(opt.NotLike) > 0 {
+			cands = c.dropNotLike(cands, opt.NotLike)
+		}
+		// GroupBy and NotLike can drop more of the pool than its depth allowed for (many
+		// near-identical photos of one group, or of one rejected look): search deeper while
+		// too few are left and the pool stopped short of the catalogue.
+		products := c.Len()
+		if len(cands) >= opt.K || pool < want || want >= products {
+			break
+		}
+		want = min(4*want, products)
 	}
 	if opt.Diversity > 0 {
 		cands = diversify(cands, opt.K, opt.Diversity)
