@@ -102,11 +102,13 @@ func migrateV1(tx *bolt.Tx) (int, error) {
 		if err != nil {
 			return err
 		}
+		// Every item must have its vector (rewritten above with its checksum): an upgrade
+		// must not turn a damaged file into one that only fails later.
+		vec, err := decodeVector(vectors.Get(keyBytes(p.Photos[0].Key)), m.dim)
+		if err != nil {
+			return fmt.Errorf("product %q: %w", id, err)
+		}
 		if p.Photos[0].ID == "" {
-			vec, err := decodeVector(vectors.Get(keyBytes(p.Photos[0].Key)), m.dim)
-			if err != nil {
-				return fmt.Errorf("product %q: %w", id, err)
-			}
 			p.Photos[0].ID = VectorPhotoID(vec)
 		}
 		n++
@@ -176,8 +178,10 @@ func decodeItemV1(id string, data []byte) (Product, error) {
 	if d.err == nil && len(d.data) != 0 {
 		d.fail("trailing bytes")
 	}
-	if d.err == nil && ph.SHA256 != "" && len(ph.SHA256) != 64 {
-		d.fail("sha256")
+	if d.err == nil && ph.SHA256 != "" {
+		if _, err := hex.DecodeString(ph.SHA256); err != nil || len(ph.SHA256) != 64 {
+			d.fail("sha256")
+		}
 	}
 	if d.err != nil {
 		return Product{}, fmt.Errorf("%w: item %q: %w", ErrCorrupt, id, d.err)
