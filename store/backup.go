@@ -254,6 +254,12 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 	if stored != len(categories) {
 		return fmt.Errorf("%w: %d category counts for %d categories", ErrCorrupt, stored, len(categories))
 	}
+	if err := tx.Bucket(bucketDecisions).ForEach(func(k, v []byte) error {
+		_, err := decodeDecision(k, v)
+		return err
+	}); err != nil {
+		return err
+	}
 	if n := uint64(tx.Bucket(bucketLog).Stats().KeyN); n != m.seq-m.logFloor {
 		return fmt.Errorf("%w: log holds %d entries, meta says %d", ErrCorrupt, n, m.seq-m.logFloor)
 	}

@@ -29,6 +29,9 @@
 //   - categories: category -> product count, maintained in the same transaction as every
 //     write, so CountByCategory costs one pass over the categories, not over the products.
 //   - log: sequence number (big-endian uint64) -> change (key + upsert, delete or metadata).
+//   - decisions: "a\x00b" (two product ids, a < b) -> a reviewer's duplicate decision.
+//   - settings: name -> value, for what the catalogue keeps about itself (its duplicate
+//     policy). Neither decisions nor settings touch the graph, so neither is in the log.
 //
 // Every record carries a CRC-32C, checked on every read, so a damaged page is reported as
 // ErrCorrupt instead of being served as a changed vector. Schema 1 (the first release, one

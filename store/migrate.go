@@ -76,8 +76,10 @@ func migrateV1(tx *bolt.Tx) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("create products bucket: %w", err)
 	}
-	if _, err := tx.CreateBucketIfNotExists(bucketKept); err != nil {
-		return 0, fmt.Errorf("create kept bucket: %w", err)
+	for _, b := range [][]byte{bucketKept, bucketDecisions, bucketSettings} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return 0, fmt.Errorf("create %s bucket: %w", b, err)
+		}
 	}
 	// Read every key first: rewriting values while a cursor walks the bucket invalidates it.
 	var keys [][]byte

@@ -27,8 +27,11 @@ var (
 	bucketKept       = []byte("kept")
 	bucketCategories = []byte("categories")
 	bucketLog        = []byte("log")
+	bucketDecisions  = []byte("decisions")
+	bucketSettings   = []byte("settings")
 
-	allBuckets = [][]byte{bucketMeta, bucketProducts, bucketVectors, bucketKeys, bucketKept, bucketCategories, bucketLog}
+	allBuckets = [][]byte{bucketMeta, bucketProducts, bucketVectors, bucketKeys, bucketKept, bucketCategories, bucketLog,
+		bucketDecisions, bucketSettings}
 
 	metaSchema     = []byte("schema")
 	metaModel      = []byte("model")
