@@ -94,6 +94,65 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{0}
 }
 
+// Tier says how sure a duplicate is.
+type Tier int32
+
+const (
+	// Not a duplicate (or: no minimum, in FindDuplicatesRequest.min_tier).
+	Tier_TIER_UNSPECIFIED Tier = 0
+	// Only the embedding agrees: the same product re-shot, or a different product that looks
+	// the same. A candidate for review, never a certain duplicate.
+	Tier_TIER_LOOK_ALIKE Tier = 1
+	// The same photo re-encoded, resized, lightly cropped or re-coloured: the perceptual hash
+	// and the embedding agree.
+	Tier_TIER_COPY Tier = 2
+	// The same bytes.
+	Tier_TIER_EXACT Tier = 3
+)
+
+// Enum value maps for Tier.
+var (
+	Tier_name = map[int32]string{
+		0: "TIER_UNSPECIFIED",
+		1: "TIER_LOOK_ALIKE",
+		2: "TIER_COPY",
+		3: "TIER_EXACT",
+	}
+	Tier_value = map[string]int32{
+		"TIER_UNSPECIFIED": 0,
+		"TIER_LOOK_ALIKE":  1,
+		"TIER_COPY":        2,
+		"TIER_EXACT":       3,
+	}
+)
+
+func (x Tier) Enum() *Tier {
+	p := new(Tier)
+	*p = x
+	return p
+}
+
+func (x Tier) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Tier) Descriptor() protoreflect.EnumDescriptor {
+	return file_lookalike_v1_lookalike_proto_enumTypes[1].Descriptor()
+}
+
+func (Tier) Type() protoreflect.EnumType {
+	return &file_lookalike_v1_lookalike_proto_enumTypes[1]
+}
+
+func (x Tier) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Tier.Descriptor instead.
+func (Tier) EnumDescriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+}
+
 // UpsertRequest is one product to add or change.
 //
 // Its photos come either as `photos` (one or more) or, for a product with one photo, as
@@ -1608,15 +1667,18 @@ func (x *SearchResult) GetPhotoId() string {
 // FindDuplicatesRequest scans the catalogue for near-duplicates.
 type FindDuplicatesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Two products whose similarity is at least this are joined; unset means 0.9, and it must
-	// be in [-1, 1].
+	// Look-alike cut: two products whose most similar photos score at least this are
+	// candidates; unset means the catalogue policy's (0.9 until calibrated), and it must be in
+	// [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Only products inside this filter are scanned and clustered.
 	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Neighbours examined per product, 1..1000; 0 means 10.
 	MaxNeighbors int32 `protobuf:"varint,3,opt,name=max_neighbors,json=maxNeighbors,proto3" json:"max_neighbors,omitempty"`
 	// HNSW search breadth, 0..10000; 0 means the server's default.
-	Ef            int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
+	Ef int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
+	// Only pairs of at least this tier (TIER_COPY: copies and exact duplicates only).
+	MinTier       Tier `protobuf:"varint,5,opt,name=min_tier,json=minTier,proto3,enum=lookalike.v1.Tier" json:"min_tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1679,6 +1741,847 @@ func (x *FindDuplicatesRequest) GetEf() int32 {
 	return 0
 }
 
+func (x *FindDuplicatesRequest) GetMinTier() Tier {
+	if x != nil {
+		return x.MinTier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+// DuplicateSignals are what placed a pair of photos in its tier.
+type DuplicateSignals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cosine similarity of the two photos' embeddings.
+	Cosine float32 `protobuf:"fixed32,1,opt,name=cosine,proto3" json:"cosine,omitempty"`
+	// Differing bits of their 64-bit perceptual hashes; -1 when unknown.
+	Hamming int32 `protobuf:"varint,2,opt,name=hamming,proto3" json:"hamming,omitempty"`
+	// The photos have the same SHA-256.
+	SameBytes     bool `protobuf:"varint,3,opt,name=same_bytes,json=sameBytes,proto3" json:"same_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicateSignals) Reset() {
+	*x = DuplicateSignals{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateSignals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateSignals) ProtoMessage() {}
+
+func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateSignals.ProtoReflect.Descriptor instead.
+func (*DuplicateSignals) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DuplicateSignals) GetCosine() float32 {
+	if x != nil {
+		return x.Cosine
+	}
+	return 0
+}
+
+func (x *DuplicateSignals) GetHamming() int32 {
+	if x != nil {
+		return x.Hamming
+	}
+	return 0
+}
+
+func (x *DuplicateSignals) GetSameBytes() bool {
+	if x != nil {
+		return x.SameBytes
+	}
+	return false
+}
+
+// Decision is a recorded verdict on a pair of products.
+type Decision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The product ids, a < b.
+	A string `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B string `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	// "same" or "different".
+	Verdict string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// For "same": the product to keep (a, b or empty).
+	Keep string `protobuf:"bytes,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	// Who decided, when, and why.
+	By            string                 `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=at,proto3" json:"at,omitempty"`
+	Note          string                 `protobuf:"bytes,7,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Decision) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *Decision) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *Decision) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *Decision) GetKeep() string {
+	if x != nil {
+		return x.Keep
+	}
+	return ""
+}
+
+func (x *Decision) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Decision) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Decision) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveDuplicatesRequest records a verdict on every pair of ids.
+type ResolveDuplicatesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Two or more product ids (a pair or a cluster), at most 100.
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// "same" (one product; keep names the one to keep) or "different".
+	Verdict string `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// For "same": one of ids, the product to keep.
+	Keep string `protobuf:"bytes,3,opt,name=keep,proto3" json:"keep,omitempty"`
+	// Who decides (default: the "x-lookalike-reviewer" metadata), and why.
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	Note          string `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveDuplicatesRequest) Reset() {
+	*x = ResolveDuplicatesRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveDuplicatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveDuplicatesRequest) ProtoMessage() {}
+
+func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveDuplicatesRequest.ProtoReflect.Descriptor instead.
+func (*ResolveDuplicatesRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResolveDuplicatesRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ResolveDuplicatesRequest) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetKeep() string {
+	if x != nil {
+		return x.Keep
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveDuplicatesResponse lists the decisions recorded.
+type ResolveDuplicatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveDuplicatesResponse) Reset() {
+	*x = ResolveDuplicatesResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveDuplicatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveDuplicatesResponse) ProtoMessage() {}
+
+func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveDuplicatesResponse.ProtoReflect.Descriptor instead.
+func (*ResolveDuplicatesResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResolveDuplicatesResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// ListDecisionsRequest has no parameters.
+type ListDecisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDecisionsRequest) Reset() {
+	*x = ListDecisionsRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDecisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDecisionsRequest) ProtoMessage() {}
+
+func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
+func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+}
+
+// ListDecisionsResponse lists every recorded decision, ordered by pair.
+type ListDecisionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDecisionsResponse) Reset() {
+	*x = ListDecisionsResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDecisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDecisionsResponse) ProtoMessage() {}
+
+func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
+func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDecisionsResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// ForgetDecisionRequest names a pair.
+type ForgetDecisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	A             string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B             string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetDecisionRequest) Reset() {
+	*x = ForgetDecisionRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetDecisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetDecisionRequest) ProtoMessage() {}
+
+func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetDecisionRequest.ProtoReflect.Descriptor instead.
+func (*ForgetDecisionRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ForgetDecisionRequest) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *ForgetDecisionRequest) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+// ForgetDecisionResponse confirms it.
+type ForgetDecisionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetDecisionResponse) Reset() {
+	*x = ForgetDecisionResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetDecisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetDecisionResponse) ProtoMessage() {}
+
+func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetDecisionResponse.ProtoReflect.Descriptor instead.
+func (*ForgetDecisionResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+}
+
+// DuplicatePolicy holds the thresholds that place a pair of photos in a tier.
+type DuplicatePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cosine at or above: at least a look-alike.
+	LookAlike float32 `protobuf:"fixed32,1,opt,name=look_alike,json=lookAlike,proto3" json:"look_alike,omitempty"`
+	// Cosine at or above copy_cosine and hashes at most copy_hamming bits apart: a copy.
+	CopyCosine  float32 `protobuf:"fixed32,2,opt,name=copy_cosine,json=copyCosine,proto3" json:"copy_cosine,omitempty"`
+	CopyHamming int32   `protobuf:"varint,3,opt,name=copy_hamming,json=copyHamming,proto3" json:"copy_hamming,omitempty"`
+	// Cosine at or above: a copy whatever the hashes say (above 1: off).
+	CopyCosineAlone float32 `protobuf:"fixed32,4,opt,name=copy_cosine_alone,json=copyCosineAlone,proto3" json:"copy_cosine_alone,omitempty"`
+	// Where the thresholds come from: "default", or when and how they were calibrated.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicatePolicy) Reset() {
+	*x = DuplicatePolicy{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicatePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicatePolicy) ProtoMessage() {}
+
+func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicatePolicy.ProtoReflect.Descriptor instead.
+func (*DuplicatePolicy) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DuplicatePolicy) GetLookAlike() float32 {
+	if x != nil {
+		return x.LookAlike
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyCosine() float32 {
+	if x != nil {
+		return x.CopyCosine
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyHamming() int32 {
+	if x != nil {
+		return x.CopyHamming
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyCosineAlone() float32 {
+	if x != nil {
+		return x.CopyCosineAlone
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// CalibrateRequest tunes a calibration.
+type CalibrateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Photos to sample (with kept copies), 0 means 200; at most 5000.
+	Sample uint32 `protobuf:"varint,1,opt,name=sample,proto3" json:"sample,omitempty"`
+	// Precision the recommended thresholds must reach; 0 means 0.99.
+	TargetPrecision float32 `protobuf:"fixed32,2,opt,name=target_precision,json=targetPrecision,proto3" json:"target_precision,omitempty"`
+	// Store the recommended policy as the catalogue's.
+	Apply bool `protobuf:"varint,3,opt,name=apply,proto3" json:"apply,omitempty"`
+	// Seed of the sample and the synthetic copies (the same seed, the same report).
+	Seed          uint64 `protobuf:"varint,4,opt,name=seed,proto3" json:"seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CalibrateRequest) Reset() {
+	*x = CalibrateRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrateRequest) ProtoMessage() {}
+
+func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrateRequest.ProtoReflect.Descriptor instead.
+func (*CalibrateRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CalibrateRequest) GetSample() uint32 {
+	if x != nil {
+		return x.Sample
+	}
+	return 0
+}
+
+func (x *CalibrateRequest) GetTargetPrecision() float32 {
+	if x != nil {
+		return x.TargetPrecision
+	}
+	return 0
+}
+
+func (x *CalibrateRequest) GetApply() bool {
+	if x != nil {
+		return x.Apply
+	}
+	return false
+}
+
+func (x *CalibrateRequest) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+// CalibrationPoint is one rule at one threshold, measured on labelled pairs.
+type CalibrationPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "copy: hamming<=6 & cosine>=0.90", "look-alike: cosine>=0.93", ...
+	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// What the rule calls a duplicate, and how right it is.
+	Precision float64 `protobuf:"fixed64,2,opt,name=precision,proto3" json:"precision,omitempty"`
+	// Lower end of the 95% Wilson interval of precision.
+	PrecisionLow   float64 `protobuf:"fixed64,3,opt,name=precision_low,json=precisionLow,proto3" json:"precision_low,omitempty"`
+	Recall         float64 `protobuf:"fixed64,4,opt,name=recall,proto3" json:"recall,omitempty"`
+	TruePositives  uint32  `protobuf:"varint,5,opt,name=true_positives,json=truePositives,proto3" json:"true_positives,omitempty"`
+	FalsePositives uint32  `protobuf:"varint,6,opt,name=false_positives,json=falsePositives,proto3" json:"false_positives,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CalibrationPoint) Reset() {
+	*x = CalibrationPoint{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrationPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrationPoint) ProtoMessage() {}
+
+func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
+func (*CalibrationPoint) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CalibrationPoint) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *CalibrationPoint) GetPrecision() float64 {
+	if x != nil {
+		return x.Precision
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetPrecisionLow() float64 {
+	if x != nil {
+		return x.PrecisionLow
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetRecall() float64 {
+	if x != nil {
+		return x.Recall
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetTruePositives() uint32 {
+	if x != nil {
+		return x.TruePositives
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetFalsePositives() uint32 {
+	if x != nil {
+		return x.FalsePositives
+	}
+	return 0
+}
+
+// CalibrateReport is what Calibrate measured and recommends.
+type CalibrateReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Photos sampled, and the labelled pairs built from them.
+	Photos    uint32 `protobuf:"varint,1,opt,name=photos,proto3" json:"photos,omitempty"`
+	Positives uint32 `protobuf:"varint,2,opt,name=positives,proto3" json:"positives,omitempty"`
+	Negatives uint32 `protobuf:"varint,3,opt,name=negatives,proto3" json:"negatives,omitempty"`
+	// Labelled pairs that came from recorded decisions.
+	DecisionPairs uint32 `protobuf:"varint,4,opt,name=decision_pairs,json=decisionPairs,proto3" json:"decision_pairs,omitempty"`
+	// Precision and recall of rules and thresholds on the fitting half.
+	Points []*CalibrationPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
+	// The recommended policy (reaches the target precision on the fitting half).
+	Recommended *DuplicatePolicy `protobuf:"bytes,6,opt,name=recommended,proto3" json:"recommended,omitempty"`
+	// The recommended copy and look-alike rules measured on the held-apart half.
+	HeldOutCopy      *CalibrationPoint `protobuf:"bytes,7,opt,name=held_out_copy,json=heldOutCopy,proto3" json:"held_out_copy,omitempty"`
+	HeldOutLookAlike *CalibrationPoint `protobuf:"bytes,8,opt,name=held_out_look_alike,json=heldOutLookAlike,proto3" json:"held_out_look_alike,omitempty"`
+	// Recall of the recommended copy rule per kind of synthetic copy, on the held-apart half.
+	CopyRecallByTransform map[string]float64 `protobuf:"bytes,9,rep,name=copy_recall_by_transform,json=copyRecallByTransform,proto3" json:"copy_recall_by_transform,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Whether the policy was stored.
+	Applied bool `protobuf:"varint,10,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The target precision used.
+	TargetPrecision float64 `protobuf:"fixed64,11,opt,name=target_precision,json=targetPrecision,proto3" json:"target_precision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CalibrateReport) Reset() {
+	*x = CalibrateReport{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrateReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrateReport) ProtoMessage() {}
+
+func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrateReport.ProtoReflect.Descriptor instead.
+func (*CalibrateReport) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CalibrateReport) GetPhotos() uint32 {
+	if x != nil {
+		return x.Photos
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetPositives() uint32 {
+	if x != nil {
+		return x.Positives
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetNegatives() uint32 {
+	if x != nil {
+		return x.Negatives
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetDecisionPairs() uint32 {
+	if x != nil {
+		return x.DecisionPairs
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetPoints() []*CalibrationPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetRecommended() *DuplicatePolicy {
+	if x != nil {
+		return x.Recommended
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetHeldOutCopy() *CalibrationPoint {
+	if x != nil {
+		return x.HeldOutCopy
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetHeldOutLookAlike() *CalibrationPoint {
+	if x != nil {
+		return x.HeldOutLookAlike
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetCopyRecallByTransform() map[string]float64 {
+	if x != nil {
+		return x.CopyRecallByTransform
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *CalibrateReport) GetTargetPrecision() float64 {
+	if x != nil {
+		return x.TargetPrecision
+	}
+	return 0
+}
+
 // DuplicateCluster is a connected group of near-duplicates (two or more products). Photos of
 // one product are never compared with each other.
 type DuplicateCluster struct {
@@ -1686,14 +2589,18 @@ type DuplicateCluster struct {
 	// Member product ids, sorted.
 	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
 	// The pairs that joined the members, each at or above the threshold.
-	Edges         []*DuplicateEdge `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	Edges []*DuplicateEdge `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	// The weakest tier among the edges: how sure the whole group is.
+	Tier Tier `protobuf:"varint,3,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	// Every edge carries a "same" decision: a reviewer has seen the whole group.
+	Resolved      bool `protobuf:"varint,4,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DuplicateCluster) Reset() {
 	*x = DuplicateCluster{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +2612,7 @@ func (x *DuplicateCluster) String() string {
 func (*DuplicateCluster) ProtoMessage() {}
 
 func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +2625,7 @@ func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateCluster.ProtoReflect.Descriptor instead.
 func (*DuplicateCluster) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DuplicateCluster) GetIds() []string {
@@ -1735,6 +2642,20 @@ func (x *DuplicateCluster) GetEdges() []*DuplicateEdge {
 	return nil
 }
 
+func (x *DuplicateCluster) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *DuplicateCluster) GetResolved() bool {
+	if x != nil {
+		return x.Resolved
+	}
+	return false
+}
+
 // DuplicateEdge is one near-duplicate pair.
 type DuplicateEdge struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1745,15 +2666,20 @@ type DuplicateEdge struct {
 	// The cosine similarity of their most similar photos.
 	Score float32 `protobuf:"fixed32,3,opt,name=score,proto3" json:"score,omitempty"`
 	// The photo of a and the photo of b that matched.
-	PhotoA        string `protobuf:"bytes,4,opt,name=photo_a,json=photoA,proto3" json:"photo_a,omitempty"`
-	PhotoB        string `protobuf:"bytes,5,opt,name=photo_b,json=photoB,proto3" json:"photo_b,omitempty"`
+	PhotoA string `protobuf:"bytes,4,opt,name=photo_a,json=photoA,proto3" json:"photo_a,omitempty"`
+	PhotoB string `protobuf:"bytes,5,opt,name=photo_b,json=photoB,proto3" json:"photo_b,omitempty"`
+	// The pair's tier under the catalogue's policy, and what placed it there.
+	Tier    Tier              `protobuf:"varint,6,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	Signals *DuplicateSignals `protobuf:"bytes,7,opt,name=signals,proto3" json:"signals,omitempty"`
+	// A reviewer's recorded decision on the pair, if any.
+	Decision      *Decision `protobuf:"bytes,8,opt,name=decision,proto3" json:"decision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DuplicateEdge) Reset() {
 	*x = DuplicateEdge{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +2691,7 @@ func (x *DuplicateEdge) String() string {
 func (*DuplicateEdge) ProtoMessage() {}
 
 func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +2704,7 @@ func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateEdge.ProtoReflect.Descriptor instead.
 func (*DuplicateEdge) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DuplicateEdge) GetA() string {
@@ -1816,13 +2742,34 @@ func (x *DuplicateEdge) GetPhotoB() string {
 	return ""
 }
 
+func (x *DuplicateEdge) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *DuplicateEdge) GetSignals() *DuplicateSignals {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+func (x *DuplicateEdge) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
 // CheckDuplicateRequest asks whether a photo is already in the catalogue.
 type CheckDuplicateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP.
 	Image []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	// Similarity at or above which the best match counts as a duplicate; unset means 0.9, and
-	// it must be in [-1, 1].
+	// Look-alike cut: similarity at or above which the best match counts as a duplicate; unset
+	// means the catalogue policy's (0.9 until calibrated), and it must be in [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,2,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Which products may match.
 	Filter        *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -1832,7 +2779,7 @@ type CheckDuplicateRequest struct {
 
 func (x *CheckDuplicateRequest) Reset() {
 	*x = CheckDuplicateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2791,7 @@ func (x *CheckDuplicateRequest) String() string {
 func (*CheckDuplicateRequest) ProtoMessage() {}
 
 func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2804,7 @@ func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateRequest.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckDuplicateRequest) GetImage() []byte {
@@ -1884,19 +2831,24 @@ func (x *CheckDuplicateRequest) GetFilter() *Filter {
 // CheckDuplicateResponse answers CheckDuplicateRequest.
 type CheckDuplicateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Whether best_match scores at or above the threshold.
+	// Whether best_match is at least a look-alike (its score reaches the threshold) or a
+	// copy or exact duplicate under the catalogue's policy.
 	IsDuplicate bool `protobuf:"varint,1,opt,name=is_duplicate,json=isDuplicate,proto3" json:"is_duplicate,omitempty"`
-	// The most similar product; unset when no product is inside the filter.
+	// The strongest match (highest tier, then score); unset when no product is inside the
+	// filter.
 	BestMatch *SearchResult `protobuf:"bytes,2,opt,name=best_match,json=bestMatch,proto3" json:"best_match,omitempty"`
-	// The threshold that was applied.
-	Threshold     float32 `protobuf:"fixed32,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The look-alike threshold that was applied.
+	Threshold float32 `protobuf:"fixed32,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The best match's tier and signals.
+	Tier          Tier              `protobuf:"varint,4,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	Signals       *DuplicateSignals `protobuf:"bytes,5,opt,name=signals,proto3" json:"signals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckDuplicateResponse) Reset() {
 	*x = CheckDuplicateResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2860,7 @@ func (x *CheckDuplicateResponse) String() string {
 func (*CheckDuplicateResponse) ProtoMessage() {}
 
 func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2873,7 @@ func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateResponse.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckDuplicateResponse) GetIsDuplicate() bool {
@@ -1945,6 +2897,20 @@ func (x *CheckDuplicateResponse) GetThreshold() float32 {
 	return 0
 }
 
+func (x *CheckDuplicateResponse) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *CheckDuplicateResponse) GetSignals() *DuplicateSignals {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
 // StatsRequest has no parameters.
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1954,7 +2920,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2932,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2945,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
 }
 
 // StatsResponse describes the catalogue.
@@ -2006,15 +2972,18 @@ type StatsResponse struct {
 	// Number of photos over all products (vectors in the graph).
 	Photos uint64 `protobuf:"varint,10,opt,name=photos,proto3" json:"photos,omitempty"`
 	// Number of kept photo copies and their total size in bytes.
-	KeptPhotos    uint64 `protobuf:"varint,11,opt,name=kept_photos,json=keptPhotos,proto3" json:"kept_photos,omitempty"`
-	KeptBytes     uint64 `protobuf:"varint,12,opt,name=kept_bytes,json=keptBytes,proto3" json:"kept_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeptPhotos uint64 `protobuf:"varint,11,opt,name=kept_photos,json=keptPhotos,proto3" json:"kept_photos,omitempty"`
+	KeptBytes  uint64 `protobuf:"varint,12,opt,name=kept_bytes,json=keptBytes,proto3" json:"kept_bytes,omitempty"`
+	// The duplicate policy in force, and the number of recorded duplicate decisions.
+	DuplicatePolicy *DuplicatePolicy `protobuf:"bytes,13,opt,name=duplicate_policy,json=duplicatePolicy,proto3" json:"duplicate_policy,omitempty"`
+	Decisions       uint64           `protobuf:"varint,14,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2995,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +3008,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatsResponse) GetCount() uint64 {
@@ -2126,6 +3095,20 @@ func (x *StatsResponse) GetKeptBytes() uint64 {
 	return 0
 }
 
+func (x *StatsResponse) GetDuplicatePolicy() *DuplicatePolicy {
+	if x != nil {
+		return x.DuplicatePolicy
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetDecisions() uint64 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
 // IndexParams are the HNSW graph parameters.
 type IndexParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2145,7 +3128,7 @@ type IndexParams struct {
 
 func (x *IndexParams) Reset() {
 	*x = IndexParams{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +3140,7 @@ func (x *IndexParams) String() string {
 func (*IndexParams) ProtoMessage() {}
 
 func (x *IndexParams) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +3153,7 @@ func (x *IndexParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexParams.ProtoReflect.Descriptor instead.
 func (*IndexParams) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *IndexParams) GetM() uint32 {
@@ -2217,7 +3200,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +3212,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +3225,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
 }
 
 // BackupChunk is one piece of a backup stream.
@@ -2260,7 +3243,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +3255,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +3268,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -2328,7 +3311,7 @@ type BackupComplete struct {
 
 func (x *BackupComplete) Reset() {
 	*x = BackupComplete{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +3323,7 @@ func (x *BackupComplete) String() string {
 func (*BackupComplete) ProtoMessage() {}
 
 func (x *BackupComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +3336,7 @@ func (x *BackupComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
 func (*BackupComplete) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BackupComplete) GetSize() uint64 {
@@ -2523,35 +3506,107 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\fSearchResult\x12/\n" +
 	"\aproduct\x18\x01 \x01(\v2\x15.lookalike.v1.ProductR\aproduct\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x19\n" +
-	"\bphoto_id\x18\x03 \x01(\tR\aphotoId\"\xab\x01\n" +
+	"\bphoto_id\x18\x03 \x01(\tR\aphotoId\"\xda\x01\n" +
 	"\x15FindDuplicatesRequest\x12!\n" +
 	"\tthreshold\x18\x01 \x01(\x02H\x00R\tthreshold\x88\x01\x01\x12,\n" +
 	"\x06filter\x18\x02 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\x12#\n" +
 	"\rmax_neighbors\x18\x03 \x01(\x05R\fmaxNeighbors\x12\x0e\n" +
-	"\x02ef\x18\x04 \x01(\x05R\x02efB\f\n" +
+	"\x02ef\x18\x04 \x01(\x05R\x02ef\x12-\n" +
+	"\bmin_tier\x18\x05 \x01(\x0e2\x12.lookalike.v1.TierR\aminTierB\f\n" +
 	"\n" +
-	"_threshold\"W\n" +
+	"_threshold\"c\n" +
+	"\x10DuplicateSignals\x12\x16\n" +
+	"\x06cosine\x18\x01 \x01(\x02R\x06cosine\x12\x18\n" +
+	"\ahamming\x18\x02 \x01(\x05R\ahamming\x12\x1d\n" +
+	"\n" +
+	"same_bytes\x18\x03 \x01(\bR\tsameBytes\"\xa4\x01\n" +
+	"\bDecision\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\x12\x18\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\x12\x12\n" +
+	"\x04keep\x18\x04 \x01(\tR\x04keep\x12\x0e\n" +
+	"\x02by\x18\x05 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04note\x18\a \x01(\tR\x04note\"~\n" +
+	"\x18ResolveDuplicatesRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x12\n" +
+	"\x04keep\x18\x03 \x01(\tR\x04keep\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12\x12\n" +
+	"\x04note\x18\x05 \x01(\tR\x04note\"Q\n" +
+	"\x19ResolveDuplicatesResponse\x124\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x16.lookalike.v1.DecisionR\tdecisions\"\x16\n" +
+	"\x14ListDecisionsRequest\"M\n" +
+	"\x15ListDecisionsResponse\x124\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x16.lookalike.v1.DecisionR\tdecisions\"3\n" +
+	"\x15ForgetDecisionRequest\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\"\x18\n" +
+	"\x16ForgetDecisionResponse\"\xb8\x01\n" +
+	"\x0fDuplicatePolicy\x12\x1d\n" +
+	"\n" +
+	"look_alike\x18\x01 \x01(\x02R\tlookAlike\x12\x1f\n" +
+	"\vcopy_cosine\x18\x02 \x01(\x02R\n" +
+	"copyCosine\x12!\n" +
+	"\fcopy_hamming\x18\x03 \x01(\x05R\vcopyHamming\x12*\n" +
+	"\x11copy_cosine_alone\x18\x04 \x01(\x02R\x0fcopyCosineAlone\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\x7f\n" +
+	"\x10CalibrateRequest\x12\x16\n" +
+	"\x06sample\x18\x01 \x01(\rR\x06sample\x12)\n" +
+	"\x10target_precision\x18\x02 \x01(\x02R\x0ftargetPrecision\x12\x14\n" +
+	"\x05apply\x18\x03 \x01(\bR\x05apply\x12\x12\n" +
+	"\x04seed\x18\x04 \x01(\x04R\x04seed\"\xd1\x01\n" +
+	"\x10CalibrationPoint\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1c\n" +
+	"\tprecision\x18\x02 \x01(\x01R\tprecision\x12#\n" +
+	"\rprecision_low\x18\x03 \x01(\x01R\fprecisionLow\x12\x16\n" +
+	"\x06recall\x18\x04 \x01(\x01R\x06recall\x12%\n" +
+	"\x0etrue_positives\x18\x05 \x01(\rR\rtruePositives\x12'\n" +
+	"\x0ffalse_positives\x18\x06 \x01(\rR\x0efalsePositives\"\x9a\x05\n" +
+	"\x0fCalibrateReport\x12\x16\n" +
+	"\x06photos\x18\x01 \x01(\rR\x06photos\x12\x1c\n" +
+	"\tpositives\x18\x02 \x01(\rR\tpositives\x12\x1c\n" +
+	"\tnegatives\x18\x03 \x01(\rR\tnegatives\x12%\n" +
+	"\x0edecision_pairs\x18\x04 \x01(\rR\rdecisionPairs\x126\n" +
+	"\x06points\x18\x05 \x03(\v2\x1e.lookalike.v1.CalibrationPointR\x06points\x12?\n" +
+	"\vrecommended\x18\x06 \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\vrecommended\x12B\n" +
+	"\rheld_out_copy\x18\a \x01(\v2\x1e.lookalike.v1.CalibrationPointR\vheldOutCopy\x12M\n" +
+	"\x13held_out_look_alike\x18\b \x01(\v2\x1e.lookalike.v1.CalibrationPointR\x10heldOutLookAlike\x12q\n" +
+	"\x18copy_recall_by_transform\x18\t \x03(\v28.lookalike.v1.CalibrateReport.CopyRecallByTransformEntryR\x15copyRecallByTransform\x12\x18\n" +
+	"\aapplied\x18\n" +
+	" \x01(\bR\aapplied\x12)\n" +
+	"\x10target_precision\x18\v \x01(\x01R\x0ftargetPrecision\x1aH\n" +
+	"\x1aCopyRecallByTransformEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9b\x01\n" +
 	"\x10DuplicateCluster\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x121\n" +
-	"\x05edges\x18\x02 \x03(\v2\x1b.lookalike.v1.DuplicateEdgeR\x05edges\"s\n" +
+	"\x05edges\x18\x02 \x03(\v2\x1b.lookalike.v1.DuplicateEdgeR\x05edges\x12&\n" +
+	"\x04tier\x18\x03 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x12\x1a\n" +
+	"\bresolved\x18\x04 \x01(\bR\bresolved\"\x89\x02\n" +
 	"\rDuplicateEdge\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x02R\x05score\x12\x17\n" +
 	"\aphoto_a\x18\x04 \x01(\tR\x06photoA\x12\x17\n" +
-	"\aphoto_b\x18\x05 \x01(\tR\x06photoB\"\x8c\x01\n" +
+	"\aphoto_b\x18\x05 \x01(\tR\x06photoB\x12&\n" +
+	"\x04tier\x18\x06 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
+	"\asignals\x18\a \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\x122\n" +
+	"\bdecision\x18\b \x01(\v2\x16.lookalike.v1.DecisionR\bdecision\"\x8c\x01\n" +
 	"\x15CheckDuplicateRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
 	"\tthreshold\x18\x02 \x01(\x02H\x00R\tthreshold\x88\x01\x01\x12,\n" +
 	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filterB\f\n" +
 	"\n" +
-	"_threshold\"\x94\x01\n" +
+	"_threshold\"\xf6\x01\n" +
 	"\x16CheckDuplicateResponse\x12!\n" +
 	"\fis_duplicate\x18\x01 \x01(\bR\visDuplicate\x129\n" +
 	"\n" +
 	"best_match\x18\x02 \x01(\v2\x1a.lookalike.v1.SearchResultR\tbestMatch\x12\x1c\n" +
-	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\"\x0e\n" +
-	"\fStatsRequest\"\xc8\x04\n" +
+	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\x12&\n" +
+	"\x04tier\x18\x04 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
+	"\asignals\x18\x05 \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\"\x0e\n" +
+	"\fStatsRequest\"\xb0\x05\n" +
 	"\rStatsResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\\\n" +
 	"\x11count_by_category\x18\x02 \x03(\v20.lookalike.v1.StatsResponse.CountByCategoryEntryR\x0fcountByCategory\x12%\n" +
@@ -2567,7 +3622,9 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\vkept_photos\x18\v \x01(\x04R\n" +
 	"keptPhotos\x12\x1d\n" +
 	"\n" +
-	"kept_bytes\x18\f \x01(\x04R\tkeptBytes\x1aB\n" +
+	"kept_bytes\x18\f \x01(\x04R\tkeptBytes\x12H\n" +
+	"\x10duplicate_policy\x18\r \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\x0fduplicatePolicy\x12\x1c\n" +
+	"\tdecisions\x18\x0e \x01(\x04R\tdecisions\x1aB\n" +
 	"\x14CountByCategoryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8d\x01\n" +
@@ -2593,7 +3650,14 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x0fOUTCOME_CREATED\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_UPDATED\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_UNCHANGED\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x042\x98\a\n" +
+	"\x0eOUTCOME_FAILED\x10\x04*P\n" +
+	"\x04Tier\x12\x14\n" +
+	"\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTIER_LOOK_ALIKE\x10\x01\x12\r\n" +
+	"\tTIER_COPY\x10\x02\x12\x0e\n" +
+	"\n" +
+	"TIER_EXACT\x10\x032\x81\n" +
+	"\n" +
 	"\tLookalike\x12A\n" +
 	"\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult\x12K\n" +
 	"\fUpsertStream\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult(\x010\x01\x12C\n" +
@@ -2605,7 +3669,11 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"SearchById\x12\x1f.lookalike.v1.SearchByIdRequest\x1a\x1c.lookalike.v1.SearchResponse\x12S\n" +
 	"\x0eSearchByVector\x12#.lookalike.v1.SearchByVectorRequest\x1a\x1c.lookalike.v1.SearchResponse\x12W\n" +
 	"\x0eFindDuplicates\x12#.lookalike.v1.FindDuplicatesRequest\x1a\x1e.lookalike.v1.DuplicateCluster0\x01\x12[\n" +
-	"\x0eCheckDuplicate\x12#.lookalike.v1.CheckDuplicateRequest\x1a$.lookalike.v1.CheckDuplicateResponse\x12@\n" +
+	"\x0eCheckDuplicate\x12#.lookalike.v1.CheckDuplicateRequest\x1a$.lookalike.v1.CheckDuplicateResponse\x12d\n" +
+	"\x11ResolveDuplicates\x12&.lookalike.v1.ResolveDuplicatesRequest\x1a'.lookalike.v1.ResolveDuplicatesResponse\x12X\n" +
+	"\rListDecisions\x12\".lookalike.v1.ListDecisionsRequest\x1a#.lookalike.v1.ListDecisionsResponse\x12[\n" +
+	"\x0eForgetDecision\x12#.lookalike.v1.ForgetDecisionRequest\x1a$.lookalike.v1.ForgetDecisionResponse\x12J\n" +
+	"\tCalibrate\x12\x1e.lookalike.v1.CalibrateRequest\x1a\x1d.lookalike.v1.CalibrateReport\x12@\n" +
 	"\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponse\x12B\n" +
 	"\x06Backup\x12\x1b.lookalike.v1.BackupRequest\x1a\x19.lookalike.v1.BackupChunk0\x01B*Z(lookalike/proto/lookalike/v1;lookalikev1b\x06proto3"
 
@@ -2621,106 +3689,144 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 	return file_lookalike_v1_lookalike_proto_rawDescData
 }
 
-var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
-	(Outcome)(0),                   // 0: lookalike.v1.Outcome
-	(*UpsertRequest)(nil),          // 1: lookalike.v1.UpsertRequest
-	(*PhotoInput)(nil),             // 2: lookalike.v1.PhotoInput
-	(*Vector)(nil),                 // 3: lookalike.v1.Vector
-	(*UpsertResult)(nil),           // 4: lookalike.v1.UpsertResult
-	(*DeleteRequest)(nil),          // 5: lookalike.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 6: lookalike.v1.DeleteResponse
-	(*GetRequest)(nil),             // 7: lookalike.v1.GetRequest
-	(*GetPhotoRequest)(nil),        // 8: lookalike.v1.GetPhotoRequest
-	(*GetPhotoResponse)(nil),       // 9: lookalike.v1.GetPhotoResponse
-	(*GetResponse)(nil),            // 10: lookalike.v1.GetResponse
-	(*Product)(nil),                // 11: lookalike.v1.Product
-	(*Photo)(nil),                  // 12: lookalike.v1.Photo
-	(*Filter)(nil),                 // 13: lookalike.v1.Filter
-	(*SearchByImageRequest)(nil),   // 14: lookalike.v1.SearchByImageRequest
-	(*SearchByIdRequest)(nil),      // 15: lookalike.v1.SearchByIdRequest
-	(*SearchByVectorRequest)(nil),  // 16: lookalike.v1.SearchByVectorRequest
-	(*SearchResponse)(nil),         // 17: lookalike.v1.SearchResponse
-	(*SearchResult)(nil),           // 18: lookalike.v1.SearchResult
-	(*FindDuplicatesRequest)(nil),  // 19: lookalike.v1.FindDuplicatesRequest
-	(*DuplicateCluster)(nil),       // 20: lookalike.v1.DuplicateCluster
-	(*DuplicateEdge)(nil),          // 21: lookalike.v1.DuplicateEdge
-	(*CheckDuplicateRequest)(nil),  // 22: lookalike.v1.CheckDuplicateRequest
-	(*CheckDuplicateResponse)(nil), // 23: lookalike.v1.CheckDuplicateResponse
-	(*StatsRequest)(nil),           // 24: lookalike.v1.StatsRequest
-	(*StatsResponse)(nil),          // 25: lookalike.v1.StatsResponse
-	(*IndexParams)(nil),            // 26: lookalike.v1.IndexParams
-	(*BackupRequest)(nil),          // 27: lookalike.v1.BackupRequest
-	(*BackupChunk)(nil),            // 28: lookalike.v1.BackupChunk
-	(*BackupComplete)(nil),         // 29: lookalike.v1.BackupComplete
-	nil,                            // 30: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                            // 31: lookalike.v1.Product.AttributesEntry
-	nil,                            // 32: lookalike.v1.Filter.AttributesEntry
-	nil,                            // 33: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(Outcome)(0),                      // 0: lookalike.v1.Outcome
+	(Tier)(0),                         // 1: lookalike.v1.Tier
+	(*UpsertRequest)(nil),             // 2: lookalike.v1.UpsertRequest
+	(*PhotoInput)(nil),                // 3: lookalike.v1.PhotoInput
+	(*Vector)(nil),                    // 4: lookalike.v1.Vector
+	(*UpsertResult)(nil),              // 5: lookalike.v1.UpsertResult
+	(*DeleteRequest)(nil),             // 6: lookalike.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 7: lookalike.v1.DeleteResponse
+	(*GetRequest)(nil),                // 8: lookalike.v1.GetRequest
+	(*GetPhotoRequest)(nil),           // 9: lookalike.v1.GetPhotoRequest
+	(*GetPhotoResponse)(nil),          // 10: lookalike.v1.GetPhotoResponse
+	(*GetResponse)(nil),               // 11: lookalike.v1.GetResponse
+	(*Product)(nil),                   // 12: lookalike.v1.Product
+	(*Photo)(nil),                     // 13: lookalike.v1.Photo
+	(*Filter)(nil),                    // 14: lookalike.v1.Filter
+	(*SearchByImageRequest)(nil),      // 15: lookalike.v1.SearchByImageRequest
+	(*SearchByIdRequest)(nil),         // 16: lookalike.v1.SearchByIdRequest
+	(*SearchByVectorRequest)(nil),     // 17: lookalike.v1.SearchByVectorRequest
+	(*SearchResponse)(nil),            // 18: lookalike.v1.SearchResponse
+	(*SearchResult)(nil),              // 19: lookalike.v1.SearchResult
+	(*FindDuplicatesRequest)(nil),     // 20: lookalike.v1.FindDuplicatesRequest
+	(*DuplicateSignals)(nil),          // 21: lookalike.v1.DuplicateSignals
+	(*Decision)(nil),                  // 22: lookalike.v1.Decision
+	(*ResolveDuplicatesRequest)(nil),  // 23: lookalike.v1.ResolveDuplicatesRequest
+	(*ResolveDuplicatesResponse)(nil), // 24: lookalike.v1.ResolveDuplicatesResponse
+	(*ListDecisionsRequest)(nil),      // 25: lookalike.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),     // 26: lookalike.v1.ListDecisionsResponse
+	(*ForgetDecisionRequest)(nil),     // 27: lookalike.v1.ForgetDecisionRequest
+	(*ForgetDecisionResponse)(nil),    // 28: lookalike.v1.ForgetDecisionResponse
+	(*DuplicatePolicy)(nil),           // 29: lookalike.v1.DuplicatePolicy
+	(*CalibrateRequest)(nil),          // 30: lookalike.v1.CalibrateRequest
+	(*CalibrationPoint)(nil),          // 31: lookalike.v1.CalibrationPoint
+	(*CalibrateReport)(nil),           // 32: lookalike.v1.CalibrateReport
+	(*DuplicateCluster)(nil),          // 33: lookalike.v1.DuplicateCluster
+	(*DuplicateEdge)(nil),             // 34: lookalike.v1.DuplicateEdge
+	(*CheckDuplicateRequest)(nil),     // 35: lookalike.v1.CheckDuplicateRequest
+	(*CheckDuplicateResponse)(nil),    // 36: lookalike.v1.CheckDuplicateResponse
+	(*StatsRequest)(nil),              // 37: lookalike.v1.StatsRequest
+	(*StatsResponse)(nil),             // 38: lookalike.v1.StatsResponse
+	(*IndexParams)(nil),               // 39: lookalike.v1.IndexParams
+	(*BackupRequest)(nil),             // 40: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),               // 41: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),            // 42: lookalike.v1.BackupComplete
+	nil,                               // 43: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                               // 44: lookalike.v1.Product.AttributesEntry
+	nil,                               // 45: lookalike.v1.Filter.AttributesEntry
+	nil,                               // 46: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	nil,                               // 47: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
-	3,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	30, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
-	2,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
-	3,  // 3: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
+	4,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
+	43, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	3,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
+	4,  // 3: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
 	0,  // 4: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
-	12, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
-	11, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
-	12, // 7: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
-	11, // 8: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	31, // 9: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	34, // 10: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	34, // 11: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
-	12, // 12: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
-	34, // 13: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
-	34, // 14: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
-	32, // 15: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
-	13, // 16: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
-	13, // 17: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
-	13, // 18: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
-	18, // 19: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
-	11, // 20: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
-	13, // 21: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
-	21, // 22: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	13, // 23: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	18, // 24: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	33, // 25: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	26, // 26: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	34, // 27: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	35, // 28: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	29, // 29: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	1,  // 30: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	1,  // 31: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	5,  // 32: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	7,  // 33: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	8,  // 34: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
-	14, // 35: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	15, // 36: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	16, // 37: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	19, // 38: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	22, // 39: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	24, // 40: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	27, // 41: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	4,  // 42: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	4,  // 43: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	6,  // 44: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	10, // 45: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	9,  // 46: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
-	17, // 47: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	17, // 48: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	17, // 49: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	20, // 50: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	23, // 51: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	25, // 52: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	28, // 53: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	42, // [42:54] is the sub-list for method output_type
-	30, // [30:42] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	13, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
+	12, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
+	13, // 7: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
+	12, // 8: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
+	44, // 9: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	48, // 10: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	48, // 11: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	13, // 12: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
+	48, // 13: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
+	48, // 14: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
+	45, // 15: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	14, // 16: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
+	14, // 17: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
+	14, // 18: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
+	19, // 19: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
+	12, // 20: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
+	14, // 21: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
+	1,  // 22: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
+	48, // 23: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
+	22, // 24: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
+	22, // 25: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
+	31, // 26: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
+	29, // 27: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
+	31, // 28: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
+	31, // 29: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
+	46, // 30: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	34, // 31: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 32: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 33: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	21, // 34: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	22, // 35: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	14, // 36: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	19, // 37: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 38: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	21, // 39: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	47, // 40: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	39, // 41: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	48, // 42: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	49, // 43: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	29, // 44: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	42, // 45: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 46: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 47: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	6,  // 48: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	8,  // 49: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	9,  // 50: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	15, // 51: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	16, // 52: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	17, // 53: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	20, // 54: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	35, // 55: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	23, // 56: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	25, // 57: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	27, // 58: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	30, // 59: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	37, // 60: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	40, // 61: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	5,  // 62: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	5,  // 63: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	7,  // 64: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	11, // 65: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	10, // 66: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	18, // 67: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	18, // 68: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	18, // 69: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	33, // 70: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	36, // 71: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	24, // 72: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	26, // 73: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	28, // 74: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	32, // 75: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	38, // 76: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	41, // 77: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	62, // [62:78] is the sub-list for method output_type
+	46, // [46:62] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -2737,14 +3843,14 @@ func file_lookalike_v1_lookalike_proto_init() {
 		(*PhotoInput_Vector)(nil),
 	}
 	file_lookalike_v1_lookalike_proto_msgTypes[18].OneofWrappers = []any{}
-	file_lookalike_v1_lookalike_proto_msgTypes[21].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   33,
+			NumEnums:      2,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
