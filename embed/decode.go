@@ -2,6 +2,8 @@ package embed
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"image"
 	"image/gif"
@@ -9,6 +11,7 @@ import (
 	"image/png"
 	"io"
 
+	"golang.org/x/image/bmp"
 	"golang.org/x/image/webp"
 )
 
@@ -42,7 +45,11 @@ const (
 	FormatPNG  = "png"
 	FormatGIF  = "gif"
 	FormatWebP = "webp"
+	FormatBMP  = "bmp"
 )
+
+// supportedFormats is how error messages name what Decode reads.
+const supportedFormats = "JPEG, PNG, GIF, WebP, BMP"
 
 // DecodeOptions tune Decode.
 type DecodeOptions struct {
@@ -61,7 +68,7 @@ type DecodeOptions struct {
 type Decoded struct {
 	// Image holds the pixels, possibly at reduced scale (see Scale), not yet oriented.
 	Image image.Image
-	// Format is FormatJPEG, FormatPNG, FormatGIF or FormatWebP.
+	// Format is FormatJPEG, FormatPNG, FormatGIF, FormatWebP or FormatBMP.
 	Format string
 	// Width and Height are the full stored size from the header.
 	Width, Height int
@@ -116,6 +123,8 @@ func sniffFormat(data []byte) (string, error) {
 		return FormatGIF, nil
 	case len(data) >= 12 && bytes.Equal(data[:4], []byte("RIFF")) && bytes.Equal(data[8:12], []byte("WEBP")):
 		return FormatWebP, nil
+	case bytes.HasPrefix(data, []byte("BM")):
+		return FormatBMP, nil
 	}
 	return "", fmt.Errorf("%w: %s", ErrUnsupportedFormat, describeUnknown(data))
 }
@@ -123,17 +132,15 @@ func sniffFormat(data []byte) (string, error) {
 // describeUnknown names common formats we do not decode, to make the error useful.
 func describeUnknown(data []byte) string {
 	switch {
-	case bytes.HasPrefix(data, []byte("BM")):
-		return "BMP is not supported (JPEG, PNG, GIF, WebP are)"
 	case bytes.HasPrefix(data, []byte("II*\x00")), bytes.HasPrefix(data, []byte("MM\x00*")):
-		return "TIFF is not supported (JPEG, PNG, GIF, WebP are)"
+		return "TIFF is not supported (" + supportedFormats + " are)"
 	case len(data) >= 12 && bytes.Equal(data[4:8], []byte("ftyp")):
-		return "HEIF/AVIF is not supported (JPEG, PNG, GIF, WebP are)"
+		return "HEIF/AVIF is not supported (" + supportedFormats + " are)"
 	case bytes.HasPrefix(data, []byte{0xFF, 0xD8}):
 		return "truncated JPEG start of image"
 	}
 	n := min(len(data), 8)
-	return fmt.Sprintf("unrecognised header % x (JPEG, PNG, GIF, WebP are supported)", data[:n])
+	return fmt.Sprintf("unrecognised header % x (%s are supported)", data[:n], supportedFormats)
 }
 
 // DecodeConfig reads only the header: the format and the stored size. It checks the byte
@@ -158,6 +165,15 @@ func DecodeConfig(data []byte, lim Limits) (format string, width, height int, er
 		cfg, err = gif.DecodeConfig(r)
 	case FormatWebP:
 		cfg, err = webp.DecodeConfig(r)
+	case FormatBMP:
+		cfg, err = bmp.DecodeConfig(r)
+		if errors.Is(err, bmp.ErrUnsupported) {
+			// A well-formed header for a kind of BMP x/image does not read (RLE or
+			// bit-field compression, 16-bit pixels, OS/2 headers): refused as a format, so a
+			// caller can tell the sender to convert it rather than that the file is damaged.
+			return format, 0, 0, fmt.Errorf("%w: this BMP variant (only uncompressed 1, 2, 4, 8, 24 and 32-bit BMPs are read): %w",
+				ErrUnsupportedFormat, err)
+		}
 	}
 	if err != nil {
 		return format, 0, 0, fmt.Errorf("%w: %s header: %w", ErrCorrupt, format, err)
@@ -187,6 +203,15 @@ func Decode(data []byte, opt DecodeOptions) (dec Decoded, err error) {
 		return Decoded{}, fmt.Errorf("%w: %s header declares %dx%d = %d pixels, over the %d pixel limit",
 			ErrTooLarge, format, w, h, px, lim.MaxPixels)
 	}
+	if format == FormatBMP {
+		// BMP pixels are stored uncompressed, so a file too short for the pixels its header
+		// declares is known to be truncated before x/image allocates the whole image for it
+		// (160 MB for a 60-byte file declaring the pixel limit).
+		if need := bmpFileSize(data, w, h); int64(len(data)) < need {
+			return Decoded{}, fmt.Errorf("%w: bmp: %dx%d pixels need %d bytes, the file has %d: %w",
+				ErrCorrupt, w, h, need, len(data), errTruncated)
+		}
+	}
 	dec = Decoded{Format: format, Width: w, Height: h, Orientation: 1, ScaleDenom: 1, Decoder: "go"}
 	var img image.Image
 	r := bytes.NewReader(data)
@@ -211,6 +236,11 @@ func Decode(data []byte, opt DecodeOptions) (dec Decoded, err error) {
 		img, err = gif.Decode(r)
 	case FormatWebP:
 		img, err = webp.Decode(r)
+	case FormatBMP:
+		img, err = bmp.Decode(r)
+		if err == nil {
+			opaqueIfNoAlpha(img)
+		}
 	}
 	if err != nil {
 		if err == io.EOF {
@@ -223,4 +253,36 @@ func Decode(data []byte, opt DecodeOptions) (dec Decoded, err error) {
 	}
 	dec.Image = img
 	return dec, nil
+}
+
+// bmpFileSize is the length a BMP whose header DecodeConfig accepted must have: the pixel
+// data offset plus the rows, each padded to 4 bytes.
+func bmpFileSize(data []byte, w, h int) int64 {
+	offset := int64(binary.LittleEndian.Uint32(data[10:14]))
+	bpp := int64(binary.LittleEndian.Uint16(data[28:30]))
+	row := (int64(w)*bpp + 31) / 32 * 4
+	return offset + row*int64(h)
+}
+
+// opaqueIfNoAlpha makes a 32-bit BMP whose alpha bytes are all zero opaque. x/image honours
+// the alpha of BMPs with a V4 or V5 header, but many writers leave those bytes zero, meaning
+// no alpha at all; composited over white, such a photo would reach the model blank. Browsers
+// read such files as opaque too.
+func opaqueIfNoAlpha(img image.Image) {
+	m, ok := img.(*image.NRGBA)
+	if !ok {
+		return
+	}
+	b := m.Rect
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		row := m.Pix[m.PixOffset(b.Min.X, y):m.PixOffset(b.Max.X, y)]
+		for i := 3; i < len(row); i += 4 {
+			if row[i] != 0 {
+				return
+			}
+		}
+	}
+	for i := 3; i < len(m.Pix); i += 4 {
+		m.Pix[i] = 0xFF
+	}
 }

@@ -12,7 +12,10 @@ import (
 	"image/jpeg"
 	"image/png"
 	"os"
+	"runtime"
 	"testing"
+
+	"golang.org/x/image/bmp"
 )
 
 // twoColour is a w x h image whose left half is left and right half is right.
@@ -62,6 +65,75 @@ func pngHeaderClaiming(w, h uint32) []byte {
 	out.Write(ihdr.Bytes())
 	binary.Write(&out, binary.BigEndian, crc32.ChecksumIEEE(ihdr.Bytes()))
 	return out.Bytes()
+}
+
+// bmpHeaderClaiming is a BMP file header and BITMAPINFOHEADER declaring w x h pixels of bpp
+// bits with the given compression, followed by zeroed pixel rows only when they are 24-bit
+// and fewer than a million (so a big claim stays a header).
+func bmpHeaderClaiming(w, h int32, bpp uint16, compression uint32) []byte {
+	var out bytes.Buffer
+	le := binary.LittleEndian
+	offset := uint32(54)
+	if bpp <= 8 {
+		offset += 4 << bpp // a full palette
+	}
+	out.WriteString("BM")
+	binary.Write(&out, le, uint32(0)) // file size: readers ignore it
+	binary.Write(&out, le, uint32(0))
+	binary.Write(&out, le, offset)
+	binary.Write(&out, le, uint32(40))
+	binary.Write(&out, le, w)
+	binary.Write(&out, le, h)
+	binary.Write(&out, le, uint16(1))
+	binary.Write(&out, le, bpp)
+	binary.Write(&out, le, compression)
+	out.Write(make([]byte, 20)) // image size, resolution, colours used and important
+	out.Write(make([]byte, offset-54))
+	if bpp == 24 && int64(w)*int64(h) < 1_000_000 {
+		out.Write(make([]byte, int((3*w+3)&^3)*int(h)))
+	}
+	return out.Bytes()
+}
+
+// bmpV4 encodes img as a 32-bit top-down BMP with a BITMAPV4HEADER and bit-field masks for
+// BGRA, the form whose alpha x/image honours (bmp.Encode writes the older header, whose
+// alpha it ignores).
+func bmpV4(img *image.NRGBA) []byte {
+	w, h := img.Rect.Dx(), img.Rect.Dy()
+	var out bytes.Buffer
+	le := binary.LittleEndian
+	out.WriteString("BM")
+	binary.Write(&out, le, uint32(14+108+4*w*h))
+	binary.Write(&out, le, uint32(0))
+	binary.Write(&out, le, uint32(14+108))
+	binary.Write(&out, le, uint32(108))
+	binary.Write(&out, le, int32(w))
+	binary.Write(&out, le, int32(-h)) // top-down
+	binary.Write(&out, le, uint16(1))
+	binary.Write(&out, le, uint16(32))
+	binary.Write(&out, le, uint32(3)) // BI_BITFIELDS
+	binary.Write(&out, le, uint32(4*w*h))
+	out.Write(make([]byte, 16)) // resolution, colours used and important
+	for _, mask := range []uint32{0xff0000, 0xff00, 0xff, 0xff000000} {
+		binary.Write(&out, le, mask)
+	}
+	out.Write(make([]byte, 108-56)) // colour space, end points, gamma
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := img.NRGBAAt(x, y)
+			out.Write([]byte{c.B, c.G, c.R, c.A})
+		}
+	}
+	return out.Bytes()
+}
+
+func encodeBMP(t testing.TB, img image.Image) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := bmp.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // withEXIFOrientation inserts an APP1 EXIF segment carrying the orientation after the SOI.
@@ -130,7 +202,12 @@ func TestDecodeBadInputs(t *testing.T) {
 	}{
 		{"empty", nil, Limits{}, ErrUnsupportedFormat},
 		{"text", []byte("this is not an image, just some words\n"), Limits{}, ErrUnsupportedFormat},
-		{"bmp", []byte("BM\x36\x00\x00\x00\x00\x00\x00\x00\x36\x00"), Limits{}, ErrUnsupportedFormat},
+		{"bmp header cut short", []byte("BM\x36\x00\x00\x00\x00\x00\x00\x00\x36\x00"), Limits{}, ErrCorrupt},
+		{"bmp header claiming 30000x30000", bmpHeaderClaiming(30000, 30000, 24, 0), Limits{}, ErrTooLarge},
+		{"bmp header claiming 4000x4000 without pixels", bmpHeaderClaiming(4000, 4000, 24, 0), Limits{}, ErrCorrupt},
+		{"bmp one row short", bmpHeaderClaiming(64, 48, 24, 0)[:54+64*3*47], Limits{}, ErrCorrupt},
+		{"bmp rle8", bmpHeaderClaiming(64, 48, 8, 1), Limits{}, ErrUnsupportedFormat},
+		{"bmp 16-bit", bmpHeaderClaiming(64, 48, 16, 0), Limits{}, ErrUnsupportedFormat},
 		{"truncated jpeg", photo[:len(photo)/2], Limits{}, ErrCorrupt},
 		{"jpeg header only", photo[:200], Limits{}, ErrCorrupt},
 		{"jpeg start then junk", append([]byte{0xFF, 0xD8, 0xFF, 0xE0}, bytes.Repeat([]byte{0x13}, 100)...), Limits{}, ErrCorrupt},
@@ -218,6 +295,11 @@ func TestDecodeFormatsAndColourModels(t *testing.T) {
 		{"jpeg cmyk (adobe, inverted)", readTestdata("cmyk.jpg"), FormatJPEG, rgb{255, 0, 0}, rgb{0, 0, 255}, 12},
 		{"webp lossy", readTestdata("lossy.webp"), FormatWebP, rgb{255, 0, 0}, rgb{0, 0, 255}, 30},
 		{"webp lossless alpha over white", readTestdata("lossless_alpha.webp"), FormatWebP, rgb{255, 0, 0}, rgb{255, 255, 255}, 0},
+		{"bmp 24-bit", encodeBMP(t, twoColour(64, 48, red, blue)), FormatBMP, rgb{255, 0, 0}, rgb{0, 0, 255}, 0},
+		{"bmp 8-bit paletted", encodeBMP(t, pal), FormatBMP, rgb{255, 0, 0}, rgb{0, 0, 255}, 0},
+		{"bmp 8-bit gray", encodeBMP(t, gray), FormatBMP, rgb{0, 0, 0}, rgb{255, 255, 255}, 0},
+		{"bmp 32-bit alpha over white", bmpV4(twoColour(64, 48, red, color.NRGBA{0, 0, 255, 0})), FormatBMP, rgb{255, 0, 0}, rgb{255, 255, 255}, 0},
+		{"bmp 32-bit alpha all zero read as opaque", bmpV4(twoColour(64, 48, color.NRGBA{255, 0, 0, 0}, color.NRGBA{0, 0, 255, 0})), FormatBMP, rgb{255, 0, 0}, rgb{0, 0, 255}, 0},
 	}
 	for _, tc := range tests {
 		for _, pure := range []bool{false, true} {
@@ -366,5 +448,21 @@ func TestDecodeReducedScale(t *testing.T) {
 	d := decodeWith(t, data, DecodeOptions{MinShortSide: 256, PureGo: true})
 	if b := d.Image.Bounds(); b.Dx() != 1200 || d.Decoder != "go" {
 		t.Fatalf("pure Go decoded %v with %q", b.Size(), d.Decoder)
+	}
+}
+
+// TestDecodeShortBMPRefusedFromItsHeader checks that a BMP too short for the pixels it
+// declares is refused by the length check, before x/image allocates the image (64 MB here).
+func TestDecodeShortBMPRefusedFromItsHeader(t *testing.T) {
+	data := bmpHeaderClaiming(4000, 4000, 32, 0)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Decode(data, DecodeOptions{})
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, errTruncated) {
+		t.Fatalf("err = %v, want ErrCorrupt from the length check", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+		t.Errorf("refusing it allocated %d bytes", n)
 	}
 }

@@ -1,11 +1,13 @@
 // Package embed turns image bytes into L2-normalised float32 vectors with an ONNX model.
 //
 // It owns everything between the bytes and the vector: format sniffing and decompression-bomb
-// refusal, decoding (JPEG with EXIF orientation, PNG, GIF, WebP; large JPEGs at reduced DCT
-// scale through libjpeg-turbo, which the cgo build always links), resizing and cropping
-// straight into the model's input tensor, the ONNX Runtime environment and session pool,
-// dynamic batching of concurrent calls, and the model Spec and Identity that let a store
-// refuse vectors from a different model.
+// refusal, decoding (JPEG with EXIF orientation, PNG, GIF, WebP, uncompressed BMP; large
+// JPEGs at reduced DCT scale through libjpeg-turbo, which the cgo build always links),
+// resizing and cropping straight into the model's input tensor, the ONNX Runtime environment
+// and session pool, dynamic batching of concurrent calls, and the model Spec and Identity that
+// let a store refuse vectors from a different model. Analyze derives, from the same decode,
+// a 64-bit DCT perceptual hash (PHash, Hamming) and, when asked, the kept photo: the picture
+// as the model sees it before cropping, JPEG-encoded with libjpeg-turbo.
 //
 // It must never import grpc, bbolt, or the project's index, store, catalog or server packages:
 // it is a leaf that knows images and tensors only. Metrics reach callers through the small

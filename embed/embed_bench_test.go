@@ -3,7 +3,10 @@ package embed
 import (
 	"context"
 	"fmt"
+	"image/jpeg"
+	"io"
 	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -238,6 +241,145 @@ func BenchmarkEmbedEndToEnd(b *testing.B) {
 					n += len(files)
 				}
 				reportImagesPerSecond(b, n)
+				cpu.report(b, n)
+			})
+		}
+	}
+}
+
+// analyzeAll runs fn over every file from as many goroutines as EmbedBatch uses, so that
+// the model and the decoders are as busy as in a bulk import.
+func analyzeAll(b *testing.B, e *Embedder, files [][]byte, fn func(data []byte) error) {
+	next := make(chan []byte)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range min(len(files), e.cfg.MaxBatch*e.cfg.Sessions+e.cfg.DecodeWorkers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range next {
+				if err := fn(f); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, f := range files {
+		next <- f
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+}
+
+// BenchmarkAnalyze times bytes in, results out for Embed, Analyze (vector and perceptual
+// hash) and Analyze with Keep (and the kept photo), from parallel callers as in a bulk
+// import. The differences in cpu-ms/img are what the hash and the kept photo cost;
+// BenchmarkPHash and BenchmarkKeep time them alone.
+func BenchmarkAnalyze(b *testing.B) {
+	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosABO} {
+		files := benchPhotos(b, coll, 64)
+		e := openTest(b, Config{})
+		variants := []struct {
+			name string
+			fn   func(data []byte) error
+		}{
+			{"embed", func(data []byte) error { _, err := e.Embed(context.Background(), data); return err }},
+			{"analyze", func(data []byte) error {
+				_, err := e.Analyze(context.Background(), data, AnalyzeOptions{})
+				return err
+			}},
+			{"analyze-keep", func(data []byte) error {
+				_, err := e.Analyze(context.Background(), data, AnalyzeOptions{Keep: true})
+				return err
+			}},
+		}
+		for _, v := range variants {
+			b.Run(coll+"/"+v.name, func(b *testing.B) {
+				n, cpu := 0, startCPU()
+				for b.Loop() {
+					analyzeAll(b, e, files, v.fn)
+					n += len(files)
+				}
+				reportImagesPerSecond(b, n)
+				cpu.report(b, n)
+			})
+		}
+	}
+}
+
+// BenchmarkPHash times the perceptual hash of what the default decoder hands over.
+func BenchmarkPHash(b *testing.B) {
+	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosGrocery, dataset.PhotosABO} {
+		var decoded []Decoded
+		for _, f := range benchPhotos(b, coll, 16) {
+			decoded = append(decoded, decodeWith(b, f, DecodeOptions{MinShortSide: 256}))
+		}
+		b.Run(coll, func(b *testing.B) {
+			n, cpu := 0, startCPU()
+			for b.Loop() {
+				phashDecoded(decoded[n%len(decoded)])
+				n++
+			}
+			reportImagesPerSecond(b, n)
+			cpu.report(b, n)
+		})
+	}
+}
+
+// BenchmarkKeep times the kept photo (resize, turn, JPEG encode) of what the default
+// decoder hands over, and the libjpeg-turbo encoding against image/jpeg's alone.
+func BenchmarkKeep(b *testing.B) {
+	for _, coll := range []string{dataset.PhotosClothing, dataset.PhotosGrocery, dataset.PhotosABO} {
+		var decoded []Decoded
+		for _, f := range benchPhotos(b, coll, 16) {
+			decoded = append(decoded, decodeWith(b, f, DecodeOptions{MinShortSide: 256}))
+		}
+		p, err := NewPreprocessor(DefaultSpec())
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := &prepWorker{prep: p}
+		b.Run(coll+"/keep", func(b *testing.B) {
+			n, cpu := 0, startCPU()
+			for b.Loop() {
+				if _, err := w.keep(decoded[n%len(decoded)], DefaultSpec()); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			reportImagesPerSecond(b, n)
+			cpu.report(b, n)
+		})
+		if _, err := w.keep(decoded[0], DefaultSpec()); err != nil {
+			b.Fatal(err)
+		}
+		canvas := w.kept
+		encoders := []struct {
+			name string
+			fn   func() error
+		}{
+			{"encode-libjpeg-turbo", func() error { _, err := turboEncode(canvas, KeptQuality); return err }},
+			{"encode-image-jpeg", func() error {
+				return jpeg.Encode(io.Discard, canvas, &jpeg.Options{Quality: KeptQuality})
+			}},
+		}
+		for _, enc := range encoders {
+			b.Run(coll+"/"+enc.name, func(b *testing.B) {
+				n, cpu := 0, startCPU()
+				for b.Loop() {
+					if err := enc.fn(); err != nil {
+						b.Fatal(err)
+					}
+					n++
+				}
 				cpu.report(b, n)
 			})
 		}

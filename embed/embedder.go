@@ -3,6 +3,7 @@ package embed
 import (
 	"context"
 	"fmt"
+	"image"
 	"log/slog"
 	"math"
 	"os"
@@ -130,6 +131,11 @@ type Embedder struct {
 
 	mu     sync.RWMutex // guards closed and sends on queue
 	closed bool
+
+	// gather, when set, is called by a batcher that holds the first request of a batch,
+	// before it takes what else is queued. It exists for tests: blocking in it until the
+	// requests they sent are queued makes coalescing certain instead of a matter of timing.
+	gather func()
 }
 
 type request struct {
@@ -144,6 +150,9 @@ type request struct {
 type prepWorker struct {
 	prep   *Preprocessor
 	tensor []float32
+	// kept and keptUp are the kept photo's canvases, in the stored frame and turned
+	// upright; made on first use.
+	kept, keptUp *image.RGBA
 }
 
 type session struct {
@@ -157,6 +166,12 @@ type session struct {
 // Open loads the model, checks its spec against the model's real inputs and outputs, and
 // starts the session pool. Close releases it.
 func Open(ctx context.Context, cfg Config) (*Embedder, error) {
+	return open(ctx, cfg, nil)
+}
+
+// open is Open with the batchers' gather hook (see Embedder.gather), which must be in place
+// before they start.
+func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 	cfg = cfg.withDefaults()
 	var err error
 	if cfg.ModelPath == "" {
@@ -195,6 +210,7 @@ func Open(ctx context.Context, cfg Config) (*Embedder, error) {
 		modelPath: cfg.ModelPath,
 		specPath:  specPath,
 		identity:  Identity(cfg.ModelPath, model, spec),
+		gather:    gather,
 	}
 	if err := e.load(model); err != nil {
 		e.destroySessions()
@@ -333,29 +349,8 @@ func (e *Embedder) DecodeOptions() DecodeOptions {
 // caller's goroutine (at most DecodeWorkers at once); the model run is shared with other
 // concurrent calls.
 func (e *Embedder) Embed(ctx context.Context, image []byte) ([]float32, error) {
-	if e.isClosed() {
-		return nil, ErrClosed
-	}
-	select {
-	case e.decodes <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("embed: waiting to decode: %w", ctx.Err())
-	}
-	w := e.workers.Get().(*prepWorker)
-	d, err := Decode(image, e.DecodeOptions())
-	if err == nil {
-		err = w.prep.Into(w.tensor, d)
-	}
-	<-e.decodes
-	if err != nil {
-		e.workers.Put(w)
-		return nil, err
-	}
-	vec, inFlight, err := e.infer(ctx, w.tensor)
-	if !inFlight {
-		e.workers.Put(w) // a cancelled request may still be read by a batch; leave it to the GC
-	}
-	return vec, err
+	a, err := e.analyze(ctx, image, derive{})
+	return a.Vector, err
 }
 
 // EmbedTensor returns the vector of one preprocessed input (Spec.TensorLen() values, as a
@@ -398,23 +393,39 @@ func (e *Embedder) EmbedBatch(ctx context.Context, images [][]byte) ([][]float32
 // infer queues one tensor for the batcher and waits for its vector. inFlight reports that
 // the request was abandoned while a batch may still read its tensor.
 func (e *Embedder) infer(ctx context.Context, tensor []float32) (vec []float32, inFlight bool, err error) {
+	req, err := e.submit(ctx, tensor)
+	if err != nil {
+		return nil, false, err
+	}
+	return e.await(ctx, req)
+}
+
+// submit queues one tensor for the batcher; the batch may read it until await returns with
+// inFlight false.
+func (e *Embedder) submit(ctx context.Context, tensor []float32) (*request, error) {
 	req := &request{ctx: ctx, input: tensor, done: make(chan struct{})}
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
-		return nil, false, ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case e.queue <- req:
 	default:
 		e.mu.RUnlock()
-		return nil, false, fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
+		return nil, fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
 	}
 	depth := len(e.queue)
 	e.mu.RUnlock()
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.ObserveQueue(depth)
 	}
+	return req, nil
+}
+
+// await waits for a submitted request's vector. inFlight reports that the request was
+// abandoned while a batch may still read its tensor.
+func (e *Embedder) await(ctx context.Context, req *request) (vec []float32, inFlight bool, err error) {
 	select {
 	case <-req.done:
 		return req.out, false, req.err
@@ -431,13 +442,16 @@ func (e *Embedder) batchLoop() {
 	timer.Stop()
 	for first := range e.queue {
 		batch = append(batch[:0], first)
-		open := true
+		if e.gather != nil {
+			e.gather()
+		}
+		queueOpen := true
 	drain: // take whatever is already waiting
-		for open && len(batch) < e.cfg.MaxBatch {
+		for queueOpen && len(batch) < e.cfg.MaxBatch {
 			select {
 			case r, ok := <-e.queue:
 				if !ok {
-					open = false
+					queueOpen = false
 					break drain
 				}
 				batch = append(batch, r)
@@ -445,7 +459,7 @@ func (e *Embedder) batchLoop() {
 				break drain
 			}
 		}
-		if open && len(batch) < e.cfg.MaxBatch && e.cfg.MaxWait > 0 {
+		if queueOpen && len(batch) < e.cfg.MaxBatch && e.cfg.MaxWait > 0 {
 			timer.Reset(e.cfg.MaxWait)
 		wait:
 			for len(batch) < e.cfg.MaxBatch {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color/palette"
 	"image/jpeg"
 	"math"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -182,6 +185,8 @@ func TestEmbedBadInputs(t *testing.T) {
 		{"text", []byte("<html>not an image</html>"), ErrUnsupportedFormat},
 		{"truncated jpeg", photo[:len(photo)/3], ErrCorrupt},
 		{"png header claiming 30000x30000", pngHeaderClaiming(30000, 30000), ErrTooLarge},
+		{"bmp header claiming 4000x4000 without pixels", bmpHeaderClaiming(4000, 4000, 24, 0), ErrCorrupt},
+		{"rle bmp", bmpHeaderClaiming(64, 48, 8, 1), ErrUnsupportedFormat},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,29 +202,46 @@ func TestEmbedBadInputs(t *testing.T) {
 	}
 }
 
-type recordingObserver struct {
-	mu      sync.Mutex
-	batches []int
-	depths  []int
-}
-
-func (o *recordingObserver) ObserveBatch(size int, _ time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.batches = append(o.batches, size)
-}
-
-func (o *recordingObserver) ObserveQueue(depth int) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.depths = append(o.depths, depth)
+// TestEmbedBMP embeds shared photos stored as BMP: the pixels the JPEG path decodes,
+// written as a 24-bit BMP, must give the JPEG's vector, and an 8-bit paletted BMP the vector
+// of a PNG holding the same paletted pixels.
+func TestEmbedBMP(t *testing.T) {
+	e := openTest(t, Config{})
+	embedOK := func(t *testing.T, data []byte) []float32 {
+		t.Helper()
+		v, err := e.Embed(context.Background(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, p := range append(photos(t, "clothing", 3), photos(t, "abo", 3)...) {
+		t.Run(filepath.Base(p.Path), func(t *testing.T) {
+			data := readFile(t, p.Path)
+			up := toRGBA(decodeWith(t, data, e.DecodeOptions()).Upright())
+			bmp24 := encodeBMP(t, up)
+			if f, _, _, err := DecodeConfig(bmp24, Limits{}); err != nil || f != FormatBMP {
+				t.Fatalf("DecodeConfig: %q, %v", f, err)
+			}
+			if c := cosine(embedOK(t, bmp24), embedOK(t, data)); c < 0.99999 {
+				t.Errorf("24-bit BMP of the decoded pixels scores %.6f against the JPEG", c)
+			}
+			pal := image.NewPaletted(up.Rect, palette.Plan9)
+			draw.FloydSteinberg.Draw(pal, pal.Rect, up, image.Point{})
+			if c := cosine(embedOK(t, encodeBMP(t, pal)), embedOK(t, encodePNG(t, pal))); c < 0.99999 {
+				t.Errorf("8-bit BMP scores %.6f against a PNG of the same pixels", c)
+			}
+		})
+	}
 }
 
 // TestEmbedConcurrentCallersGetTheirOwnVectors runs many goroutines at once (run it under
-// -race) and checks that each caller gets the vector of its own image, that calls were
-// coalesced into batches, and that EmbedBatch agrees.
+// -race) and checks that each caller gets the vector of its own image, that no batch
+// exceeds MaxBatch, and that EmbedBatch agrees. How the calls happen to be coalesced
+// depends on scheduling, so it is not asserted here; TestEmbedCoalescesQueuedRequests
+// forces it.
 func TestEmbedConcurrentCallersGetTheirOwnVectors(t *testing.T) {
-	obs := &recordingObserver{}
+	obs := newRecordingObserver()
 	e := openTest(t, Config{MaxBatch: 8, MaxWait: 20 * time.Millisecond, Observer: obs})
 	ph := photos(t, "grocery", 12)
 	files := make([][]byte, len(ph))
@@ -267,61 +289,109 @@ func TestEmbedConcurrentCallersGetTheirOwnVectors(t *testing.T) {
 		t.Errorf("EmbedBatch junk: %v", berrs[len(files)])
 	}
 
-	obs.mu.Lock()
-	defer obs.mu.Unlock()
 	largest, total := 0, 0
-	for _, b := range obs.batches {
+	for _, b := range obs.batchSizes() {
 		largest, total = max(largest, b), total+b
 	}
 	if total != 2*len(files)+goroutines*rounds {
 		t.Errorf("observer saw %d images in batches, want %d", total, 2*len(files)+goroutines*rounds)
 	}
-	if largest < 2 || largest > 8 {
-		t.Errorf("largest batch %d: concurrent calls were not coalesced within MaxBatch 8", largest)
+	if largest > 8 {
+		t.Errorf("largest batch %d, over MaxBatch 8", largest)
 	}
-	if len(obs.depths) == 0 {
-		t.Error("observer saw no queue depths")
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.depths) != 2*len(files)+goroutines*rounds {
+		t.Errorf("observer saw %d queued requests, want %d", len(obs.depths), 2*len(files)+goroutines*rounds)
 	}
 }
 
-// holdSession takes the only session away from the batcher, so that queued requests wait,
-// and returns the function that gives it back.
-func holdSession(t *testing.T, e *Embedder) func() {
-	t.Helper()
-	s := <-e.sessions
-	var once sync.Once
-	give := func() { once.Do(func() { e.sessions <- s }) }
-	t.Cleanup(give)
-	return give
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+// TestEmbedCoalescesQueuedRequests checks that requests waiting in the queue are run
+// together, up to MaxBatch a run, each caller still getting its own image's vector. The
+// batches are made certain, not hoped for: either the gate holds the one batcher on its
+// first request until every other request is queued, or MaxWait is so long that only a full
+// batch ends the wait.
+func TestEmbedCoalescesQueuedRequests(t *testing.T) {
+	ph := photos(t, "grocery", 11)
+	files := make([][]byte, len(ph))
+	for i, p := range ph {
+		files[i] = readFile(t, p.Path)
+	}
+	tests := []struct {
+		name        string
+		cfg         Config
+		gate        bool
+		n           int
+		wantBatches []int
+	}{
+		{"held batcher takes the queue, MaxBatch at a time", Config{MaxBatch: 4}, true, 11, []int{4, 4, 3}},
+		{"held batcher, MaxBatch 8", Config{MaxBatch: 8}, true, 8, []int{8}},
+		{"MaxBatch 1 never coalesces", Config{MaxBatch: 1}, true, 3, []int{1, 1, 1}},
+		{"MaxWait waits for a full batch", Config{MaxBatch: 4, MaxWait: time.Hour}, false, 8, []int{4, 4}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := newRecordingObserver()
+			cfg := tc.cfg
+			cfg.Sessions, cfg.Observer = 1, obs // one batcher, so the batches are known
+			e, gate := openTestGated(t, cfg)
+			want := make([][]float32, tc.n)
+			if tc.cfg.MaxWait == 0 { // a lone request would wait out MaxWait
+				want = embedAll(t, e, files[:tc.n])
+			} else {
+				want = embedAll(t, openTest(t, Config{}), files[:tc.n])
+			}
+			obs.reset()
+			if tc.gate {
+				gate.arm()
+			}
+			got := make([][]float32, tc.n)
+			errs := make([]error, tc.n)
+			var wg sync.WaitGroup
+			for i := range tc.n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					got[i], errs[i] = e.Embed(context.Background(), files[i])
+				}()
+			}
+			if tc.gate {
+				<-gate.held
+				obs.waitQueued(tc.n)
+				gate.open()
+			}
+			wg.Wait()
+			for i := range tc.n {
+				if errs[i] != nil {
+					t.Fatalf("image %d: %v", i, errs[i])
+				}
+				if c := cosine(got[i], want[i]); c < 0.9999 {
+					t.Errorf("image %d: its caller got a vector scoring %.4f against it", i, c)
+				}
+			}
+			if b := obs.batchSizes(); !slices.Equal(b, tc.wantBatches) {
+				t.Errorf("batches %v, want %v", b, tc.wantBatches)
+			}
+		})
 	}
 }
 
 func TestEmbedOverloadedAndCancelled(t *testing.T) {
-	e := openTest(t, Config{MaxBatch: 1, QueueSize: 1, MaxWait: -1, Sessions: 1})
+	obs := newRecordingObserver()
+	e, gate := openTestGated(t, Config{MaxBatch: 1, QueueSize: 1, MaxWait: -1, Sessions: 1, Observer: obs})
 	photo := readFile(t, photos(t, "clothing", 1)[0].Path)
-	give := holdSession(t, e)
+	gate.arm()
 
-	// First request: taken by the batcher, which then waits for the session.
+	// First request: taken by the batcher, which is held in the gate with it.
 	first := make(chan error, 1)
 	go func() { _, err := e.Embed(context.Background(), photo); first <- err }()
-	waitFor(t, "the batcher to take the first request", func() bool { return len(e.queue) == 0 && len(e.decodes) == 0 })
-	time.Sleep(20 * time.Millisecond) // let the first reach the batcher, not just leave decoding
+	<-gate.held
 
 	// Second: sits in the queue, and is cancelled there.
 	ctx, cancel := context.WithCancel(context.Background())
 	second := make(chan error, 1)
 	go func() { _, err := e.Embed(ctx, photo); second <- err }()
-	waitFor(t, "the second request to queue", func() bool { return len(e.queue) == 1 })
+	obs.waitQueued(2)
 
 	// Third: the queue is full.
 	if _, err := e.Embed(context.Background(), photo); !errors.Is(err, ErrOverloaded) {
@@ -331,12 +401,16 @@ func TestEmbedOverloadedAndCancelled(t *testing.T) {
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled request: %v", err)
 	}
-	give()
+	gate.open()
 	if err := <-first; err != nil {
 		t.Fatalf("first request: %v", err)
 	}
 	if _, err := e.Embed(context.Background(), photo); err != nil {
 		t.Fatalf("after the jam cleared: %v", err)
+	}
+	// The cancelled request never reached the model: only the first and the last ran.
+	if b := obs.batchSizes(); !slices.Equal(b, []int{1, 1}) {
+		t.Errorf("batches %v, want [1 1]", b)
 	}
 }
 

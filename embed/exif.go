@@ -122,27 +122,33 @@ func orientInto(dst, src *image.RGBA, orientation int) {
 	for y := 0; y < dh; y++ {
 		row := dst.Pix[y*dst.Stride : y*dst.Stride+4*dw]
 		for x := 0; x < dw; x++ {
-			var sx, sy int
-			switch orientation {
-			case 2: // mirrored left-right
-				sx, sy = sw-1-x, y
-			case 3: // turned 180
-				sx, sy = sw-1-x, sh-1-y
-			case 4: // mirrored top-bottom
-				sx, sy = x, sh-1-y
-			case 5: // transposed
-				sx, sy = y, x
-			case 6: // must turn 90 clockwise to show
-				sx, sy = y, sh-1-x
-			case 7: // transversed
-				sx, sy = sw-1-y, sh-1-x
-			case 8: // must turn 90 anticlockwise to show
-				sx, sy = sw-1-y, x
-			default:
-				sx, sy = x, y
-			}
+			sx, sy := storedAt(orientation, x, y, sw, sh)
 			o := sy*src.Stride + 4*sx
 			copy(row[4*x:4*x+4], src.Pix[o:o+4])
 		}
+	}
+}
+
+// storedAt is the pixel of a sw x sh stored image that shows at (x, y) once the image is
+// turned by the EXIF orientation. orientInto and the perceptual hash's 32x32 grid share it,
+// so that the two cannot disagree about a turn.
+func storedAt(orientation, x, y, sw, sh int) (sx, sy int) {
+	switch orientation {
+	case 2: // mirrored left-right
+		return sw - 1 - x, y
+	case 3: // turned 180
+		return sw - 1 - x, sh - 1 - y
+	case 4: // mirrored top-bottom
+		return x, sh - 1 - y
+	case 5: // transposed
+		return y, x
+	case 6: // must turn 90 clockwise to show
+		return y, sh - 1 - x
+	case 7: // transversed
+		return sw - 1 - y, sh - 1 - x
+	case 8: // must turn 90 anticlockwise to show
+		return sw - 1 - y, x
+	default:
+		return x, y
 	}
 }

@@ -24,6 +24,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(pngHeaderClaiming(5, 5))
 	f.Add([]byte("GIF89a\x10\x00\x10\x00"))
 	f.Add([]byte("RIFF\x04\x00\x00\x00WEBP"))
+	f.Add(encodeBMP(f, small))
+	f.Add(bmpV4(small))
+	f.Add(bmpHeaderClaiming(5, 5, 8, 0))
+	f.Add(bmpHeaderClaiming(5000, 5000, 24, 0))
 	f.Add([]byte{})
 	f.Add([]byte("plain text"))
 	for _, name := range []string{"cmyk.jpg", "lossy.webp", "lossless_alpha.webp"} {

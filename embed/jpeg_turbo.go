@@ -73,6 +73,43 @@ static int lk_jpeg_decode(const unsigned char *data, unsigned long len, int num,
 	jpeg_destroy_decompress(&cinfo);
 	return err.truncated ? 4 : 0;
 }
+
+// lk_jpeg_encode compresses rows of RGBA (alpha ignored) into a JPEG at the given quality,
+// with libjpeg's defaults (4:2:0 chroma, standard Huffman tables), into a buffer libjpeg
+// mallocs (*out; the caller frees it, also after an error). It returns 0 on success, 1 on a
+// libjpeg error (message in msg).
+static int lk_jpeg_encode(const unsigned char *rgba, int w, int h, int stride, int quality,
+		unsigned char **out, unsigned long *out_len, char *msg) {
+	struct jpeg_compress_struct cinfo;
+	struct lk_err err;
+	memset(&err, 0, sizeof(err));
+	cinfo.err = jpeg_std_error(&err.pub);
+	err.pub.error_exit = lk_error_exit;
+	*out = NULL;
+	*out_len = 0;
+	if (setjmp(err.jump)) {
+		jpeg_destroy_compress(&cinfo);
+		strncpy(msg, err.msg, JMSG_LENGTH_MAX - 1);
+		return 1;
+	}
+	jpeg_create_compress(&cinfo);
+	jpeg_mem_dest(&cinfo, out, out_len);
+	cinfo.image_width = w;
+	cinfo.image_height = h;
+	cinfo.input_components = 4;
+	cinfo.in_color_space = JCS_EXT_RGBX;
+	jpeg_set_defaults(&cinfo);
+	jpeg_set_quality(&cinfo, quality, TRUE);
+	cinfo.dct_method = JDCT_ISLOW;
+	jpeg_start_compress(&cinfo, TRUE);
+	while (cinfo.next_scanline < cinfo.image_height) {
+		JSAMPROW row = (JSAMPROW)(rgba + (size_t)cinfo.next_scanline * stride);
+		jpeg_write_scanlines(&cinfo, &row, 1);
+	}
+	jpeg_finish_compress(&cinfo);
+	jpeg_destroy_compress(&cinfo);
+	return 0;
+}
 */
 import "C"
 
@@ -134,4 +171,28 @@ func turboDecodeScaled(data []byte, w, h, num int) (image.Image, float64, bool, 
 	default:
 		return nil, 0, true, fmt.Errorf("%w: jpeg: %s", ErrCorrupt, C.GoString(&msg[0]))
 	}
+}
+
+// turboEncode compresses an RGBA image, taken as opaque, to a JPEG at the quality with
+// libjpeg-turbo, accurate integer DCT. On a 256x341 kept photo it took 0.35 ms against
+// 2.65 for image/jpeg (CPU time, loaded 2-core EPYC, 2026-12-01). The Huffman tables stay
+// the standard ones: optimising them saved 3.5% of the bytes and tripled the time. 4:4:4
+// chroma was left out too: 16% more bytes and 50% more time, for a re-embedding cosine
+// 0.0015 closer to the original's.
+func turboEncode(img *image.RGBA, quality int) ([]byte, error) {
+	w, h := img.Rect.Dx(), img.Rect.Dy()
+	if w <= 0 || h <= 0 {
+		return nil, fmt.Errorf("embed: encode jpeg: empty %dx%d image", w, h)
+	}
+	var out *C.uchar
+	var n C.ulong
+	var msg [C.JMSG_LENGTH_MAX]C.char
+	pix := img.Pix[img.PixOffset(img.Rect.Min.X, img.Rect.Min.Y):]
+	rc := C.lk_jpeg_encode((*C.uchar)(unsafe.Pointer(&pix[0])), C.int(w), C.int(h), C.int(img.Stride),
+		C.int(quality), &out, &n, &msg[0])
+	defer C.free(unsafe.Pointer(out))
+	if rc != 0 {
+		return nil, fmt.Errorf("embed: encode jpeg: %s", C.GoString(&msg[0]))
+	}
+	return C.GoBytes(unsafe.Pointer(out), C.int(n)), nil
 }

@@ -331,19 +331,68 @@ func (a *axisWeights) filterRow16(r, g, b []float64, px []uint16) {
 // resampleInto writes the decoded image, resized, cropped, turned and normalised, into dst.
 // It reports false, having written nothing, when the image type needs the x/image path.
 func (p *Preprocessor) resampleInto(dst []float32, d Decoded, o int) bool {
-	src := d.Image
 	// Resize and crop in the stored frame; the turn happens when writing the tensor.
 	tw, th := p.spec.Width, p.spec.Height
 	if o >= 5 {
 		tw, th = th, tw
 	}
-	sr := p.sourceRect(src.Bounds(), tw, th)
+	sr := p.sourceRect(d.Image.Bounds(), tw, th)
+	W := p.spec.Width // shown width: the tensor's row length
+	n := p.spec.Width * p.spec.Height
+	nhwc := p.spec.Layout == LayoutNHWC
+	// A JPEG has no alpha channel, so its RGBA pixels need no compositing and are read in place.
+	return p.resample(d.Image, sr, tw, th, d.Format == FormatJPEG, func(y, c int, acc []float64, inv float64) {
+		k := p.srcChan[c] // the tensor channel fed by source channel c (the order is its own inverse)
+		base, step := orientedIndex(o, y, tw, th, W)
+		lut := &p.levels[k]
+		switch {
+		case nhwc:
+			for x, a := range acc {
+				dst[3*(base+x*step)+k] = lut[canvasLevel(a*inv)]
+			}
+		case step == 1:
+			out := dst[k*n+base : k*n+base+tw]
+			for x, a := range acc {
+				out[x] = lut[canvasLevel(a*inv)]
+			}
+		default:
+			pl := dst[k*n : (k+1)*n]
+			for x, a := range acc {
+				pl[base+x*step] = lut[canvasLevel(a*inv)]
+			}
+		}
+	})
+}
+
+// resampleRGBA resizes the whole of src into dst (origin at (0,0)) with the triangle
+// filter, composited over white, the 8-bit levels x/image's BiLinear writes for the types
+// the fused resampler reads. It reports false, having written nothing, for other types.
+func (p *Preprocessor) resampleRGBA(dst *image.RGBA, src image.Image, knownOpaque bool) bool {
+	tw, th := dst.Rect.Dx(), dst.Rect.Dy()
+	return p.resample(src, src.Bounds(), tw, th, knownOpaque, func(y, c int, acc []float64, inv float64) {
+		row := dst.Pix[y*dst.Stride : y*dst.Stride+4*tw]
+		for x, a := range acc {
+			row[4*x+c] = canvasLevel(a * inv)
+		}
+		if c == 0 {
+			for x := 3; x < len(row); x += 4 {
+				row[x] = 0xff
+			}
+		}
+	})
+}
+
+// resample runs the triangle filter from the sr part of src to a tw x th target, handing
+// each output row y of each source channel c (0 red, 1 green, 2 blue) to emit as weighted
+// sums that times inv are in 0..1. It reports false, having emitted nothing, when the image
+// type needs the x/image path.
+func (p *Preprocessor) resample(src image.Image, sr image.Rectangle, tw, th int, knownOpaque bool,
+	emit func(y, c int, acc []float64, inv float64)) bool {
 	sw, sh := sr.Dx(), sr.Dy()
 	if cap(p.rowBuf) < 4*sw {
 		p.rowBuf = make([]uint16, 4*sw)
 	}
-	// A JPEG has no alpha channel, so its RGBA pixels need no compositing and are read in place.
-	if !p.rows.set(src, sr.Min.X, sr.Max.X, d.Format == FormatJPEG, p.rowBuf) {
+	if !p.rows.set(src, sr.Min.X, sr.Max.X, knownOpaque, p.rowBuf) {
 		return false
 	}
 	h, v := p.axis(sw, tw), p.axis(sh, th)
@@ -363,9 +412,6 @@ func (p *Preprocessor) resampleInto(dst []float32, d Decoded, o int) bool {
 	}
 	next := 0 // the next source row to resize horizontally
 
-	W := p.spec.Width // shown width: the tensor's row length
-	n := p.spec.Width * p.spec.Height
-	nhwc := p.spec.Layout == LayoutNHWC
 	if cap(p.acc) < tw {
 		p.acc = make([]float64, tw)
 	}
@@ -390,27 +436,9 @@ func (p *Preprocessor) resampleInto(dst []float32, d Decoded, o int) bool {
 				taps[c] = append(taps[c], slot(r0+k, c))
 			}
 		}
-		inv := v.inv[y]
-		base, step := orientedIndex(o, y, tw, th, W)
-		for k := 0; k < 3; k++ {
-			verticalRow(acc, taps[p.srcChan[k]], ws)
-			lut := &p.levels[k]
-			switch {
-			case nhwc:
-				for x, a := range acc {
-					dst[3*(base+x*step)+k] = lut[canvasLevel(a*inv)]
-				}
-			case step == 1:
-				out := dst[k*n+base : k*n+base+tw]
-				for x, a := range acc {
-					out[x] = lut[canvasLevel(a*inv)]
-				}
-			default:
-				pl := dst[k*n : (k+1)*n]
-				for x, a := range acc {
-					pl[base+x*step] = lut[canvasLevel(a*inv)]
-				}
-			}
+		for c := 0; c < 3; c++ {
+			verticalRow(acc, taps[c], ws)
+			emit(y, c, acc, v.inv[y])
 		}
 	}
 	for c := range taps {

@@ -9,6 +9,8 @@ import (
 	"math"
 	"testing"
 
+	"golang.org/x/image/draw"
+
 	"lookalike/internal/dataset"
 )
 
@@ -178,6 +180,64 @@ func TestFusedResampleMatchesXImageTensors(t *testing.T) {
 				t.Errorf("fused vs x/image: largest difference %.3f levels (allowed %.0f), mean %.5f (allowed 0.01)", worst, c.tol, mean)
 			}
 		})
+	}
+}
+
+// TestFusedResampleRGBAMatchesXImage checks the kept photo's resampler against x/image's
+// BiLinear into an RGBA canvas: the same levels for the opaque types it reads, one level at
+// most where alpha is composited per source pixel, and false for the types it does not read.
+func TestFusedResampleRGBAMatchesXImage(t *testing.T) {
+	photo := pattern(400, 533)
+	_, premul := withAlpha(pattern(300, 260))
+	ycc := decodeWith(t, encodeJPEG(t, pattern(333, 250), 95), DecodeOptions{PureGo: true}).Image
+	tests := []struct {
+		name   string
+		src    image.Image
+		opaque bool
+		w, h   int
+		tol    int
+	}{
+		{"rgba to 256 short side", photo, true, 256, 341, 0},
+		{"rgba sub-image", photo.SubImage(image.Rect(13, 21, 390, 500)), true, 200, 250, 0},
+		{"rgba slightly enlarged", pattern(250, 240), true, 256, 246, 0},
+		{"rgba not known opaque", photo, false, 256, 341, 0},
+		{"rgba premultiplied alpha", premul, false, 190, 170, 1},
+		{"ycbcr 4:2:0", ycc, true, 256, 192, 0},
+		{"gray", toGray(photo), true, 256, 341, 0},
+		{"paletted", toPaletted(photo), true, 256, 341, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewPreprocessor(DefaultSpec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := image.NewRGBA(image.Rect(0, 0, tc.w, tc.h))
+			if !p.resampleRGBA(got, tc.src, tc.opaque) {
+				t.Fatalf("declined a %T", tc.src)
+			}
+			want := image.NewRGBA(got.Rect)
+			op := draw.Src
+			if !isOpaque(tc.src) {
+				fillWhite(want)
+				op = draw.Over
+			}
+			draw.BiLinear.Scale(want, want.Rect, tc.src, tc.src.Bounds(), op, nil)
+			worst := 0
+			for i := range got.Pix {
+				worst = max(worst, int(got.Pix[i])-int(want.Pix[i]), int(want.Pix[i])-int(got.Pix[i]))
+			}
+			if worst > tc.tol {
+				t.Errorf("largest difference from x/image %d levels, allowed %d", worst, tc.tol)
+			}
+		})
+	}
+	p, err := NewPreprocessor(DefaultSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.resampleRGBA(image.NewRGBA(image.Rect(0, 0, 10, 10)), image.NewCMYK(image.Rect(0, 0, 20, 20)), true) {
+		t.Error("resampled a CMYK image it cannot read")
 	}
 }
 

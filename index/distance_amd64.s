@@ -129,3 +129,118 @@ l2Done:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// func dotCodesAVX2(w *int16, c *byte, n int) float32
+// sum(w[i]*c[i]) for n a multiple of 64: codes are widened to int16 and VPMADDWD multiplies
+// and adds pairs into int32 lanes. The caller bounds |w| (weightLimit) so that the four
+// accumulators together cannot overflow; the lanes are summed in float32.
+TEXT ·dotCodesAVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), SI
+	MOVQ c+8(FP), DI
+	MOVQ n+16(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+codesLoop:
+	CMPQ CX, $64
+	JL   codesReduce
+	VPMOVZXBW (DI), Y4
+	VPMOVZXBW 16(DI), Y5
+	VPMOVZXBW 32(DI), Y6
+	VPMOVZXBW 48(DI), Y7
+	VPMADDWD (SI), Y4, Y4
+	VPMADDWD 32(SI), Y5, Y5
+	VPMADDWD 64(SI), Y6, Y6
+	VPMADDWD 96(SI), Y7, Y7
+	VPADDD Y4, Y0, Y0
+	VPADDD Y5, Y1, Y1
+	VPADDD Y6, Y2, Y2
+	VPADDD Y7, Y3, Y3
+	ADDQ $64, DI
+	ADDQ $128, SI
+	SUBQ $64, CX
+	JMP  codesLoop
+
+codesReduce:
+	VPADDD Y1, Y0, Y0
+	VPADDD Y3, Y2, Y2
+	VPADDD Y2, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func nodeWeightsAVX2(dst *int16, c *byte, a, b *float32, n int)
+// dst[i] = round(a[i] + b[i]*c[i]) for n a multiple of 16, rounding to nearest even.
+TEXT ·nodeWeightsAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ c+8(FP), SI
+	MOVQ a+16(FP), R8
+	MOVQ b+24(FP), R9
+	MOVQ n+32(FP), CX
+
+nwLoop:
+	CMPQ CX, $16
+	JL   nwDone
+	VPMOVZXBD (SI), Y0
+	VPMOVZXBD 8(SI), Y1
+	VCVTDQ2PS Y0, Y0
+	VCVTDQ2PS Y1, Y1
+	VMULPS (R9), Y0, Y0
+	VMULPS 32(R9), Y1, Y1
+	VADDPS (R8), Y0, Y0
+	VADDPS 32(R8), Y1, Y1
+	VCVTPS2DQ Y0, Y0
+	VCVTPS2DQ Y1, Y1
+	VPACKSSDW Y1, Y0, Y0
+	VPERMQ $0xD8, Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $64, R8
+	ADDQ $64, R9
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JMP  nwLoop
+
+nwDone:
+	VZEROUPPER
+	RET
+
+// func prefetchBatch(ptrs *unsafe.Pointer, n, lines int)
+// Issues PREFETCHT0 for the first lines cache lines at each of the n addresses, line by line
+// across all addresses, so that every element's first line is requested before any second
+// one: the distance loop reads the elements in order. PREFETCHT0 is baseline x86-64.
+TEXT ·prefetchBatch(SB), NOSPLIT, $0-24
+	MOVQ ptrs+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ lines+16(FP), DX
+	SHLQ $6, DX
+	XORQ R8, R8
+
+pfLine:
+	CMPQ R8, DX
+	JGE  pfDone
+	MOVQ SI, R9
+	MOVQ CX, R10
+
+pfAddr:
+	TESTQ R10, R10
+	JE    pfNext
+	MOVQ  (R9), AX
+	PREFETCHT0 (AX)(R8*1)
+	ADDQ  $8, R9
+	DECQ  R10
+	JMP   pfAddr
+
+pfNext:
+	ADDQ $64, R8
+	JMP  pfLine
+
+pfDone:
+	RET

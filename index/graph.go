@@ -3,6 +3,7 @@ package index
 import (
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // Node data lives in fixed-size blocks of flat arrays indexed by an internal node id, so that
@@ -14,7 +15,42 @@ const (
 	blockMask  = blockSize - 1
 	// maxLevelCap caps the random level; with M >= 2 a level above 31 has probability < 2^-31.
 	maxLevelCap = 31
+	// cacheLine is the unit elements are aligned to and prefetched in.
+	cacheLine = 64
 )
+
+// layout places one node's level-0 element: its vector (float32, or int8 codes padded to a
+// whole number of cache lines), for codes two float32 terms of the dequantised vector, then
+// the layer-0 links (a count and 2M ids). Keeping a node's links beside its vector, as
+// hnswlib's level-0 block does, means an expanded node costs no second, distant memory
+// access, and aligning elements to cache lines keeps every vector load within as few lines
+// as its length allows.
+type layout struct {
+	vecBytes int // 4*dim, or codeLen for codes
+	scalOff  int // codes only: ||x^||^2 then x^.offset, float32 each
+	linksOff int
+	elemSize int // a multiple of cacheLine
+}
+
+func newLayout(dim, m0 int, codes bool) layout {
+	var l layout
+	if codes {
+		l.vecBytes = codeLen(dim)
+		l.scalOff = l.vecBytes
+		l.linksOff = l.vecBytes + 8
+	} else {
+		l.vecBytes = 4 * dim
+		l.linksOff = l.vecBytes
+	}
+	l.elemSize = roundUp(l.linksOff+4*(1+m0), cacheLine)
+	return l
+}
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }
+
+// vecLines is how many cache lines of a neighbour's element the search loop prefetches: its
+// whole vector, up to a cap past which the hardware prefetcher has long picked up the stream.
+func (l layout) vecLines() int { return min((l.vecBytes+cacheLine-1)/cacheLine, 24) }
 
 // graph is the HNSW structure itself. It has no locks: HNSW decides who may read and write it.
 type graph struct {
@@ -24,10 +60,20 @@ type graph struct {
 	m0      int // links per node on layer 0 (2M, as in the paper and hnswlib)
 	stride0 int // 1 + m0: a count followed by the links
 	strideU int // 1 + m
+	lay     layout
 
-	vecs   [][]float32 // blocks of blockSize*dim
-	links0 [][]uint32  // blocks of blockSize*stride0
-	upper  [][]uint32  // per node: levels 1..level, strideU each; nil for level-0 nodes
+	// codes is set when elements hold int8 codes (Config.Quantize == QuantizeInt8); quant is
+	// nil until the quantiser has been trained, and until then distances use full vectors.
+	codes bool
+	quant *quantizer
+	// full holds the float32 vectors outside the elements (blocks of blockSize*dim) when
+	// elements hold codes: for Vector, re-ranking, compaction and snapshots. It is nil once
+	// trained when src supplies the vectors instead.
+	full [][]float32
+	src  func(Key) []float32
+
+	elems [][]byte   // blocks of blockSize*lay.elemSize bytes, cache-line aligned
+	upper [][]uint32 // per node: levels 1..level, strideU each; nil for level-0 nodes
 
 	keys    []Key
 	levels  []uint8
@@ -38,32 +84,105 @@ type graph struct {
 	entry      uint32
 	maxLevel   int // -1 while empty
 	byKey      map[Key]uint32
+
+	// noPrefetch turns the search loop's software prefetches off; tests use it to show that
+	// they never change a result.
+	noPrefetch bool
 }
 
-func newGraph(dim int, metric Metric, m int) *graph {
-	return &graph{
+func newGraph(dim int, cfg Config) *graph {
+	codes := cfg.Quantize == QuantizeInt8
+	g := &graph{
 		dim:      dim,
-		l2:       metric == L2,
-		m:        m,
-		m0:       2 * m,
-		stride0:  1 + 2*m,
-		strideU:  1 + m,
+		l2:       cfg.Metric == L2,
+		m:        cfg.M,
+		m0:       2 * cfg.M,
+		stride0:  1 + 2*cfg.M,
+		strideU:  1 + cfg.M,
+		lay:      newLayout(dim, 2*cfg.M, codes),
+		codes:    codes,
+		src:      cfg.Vectors,
 		maxLevel: -1,
 		byKey:    make(map[Key]uint32),
 	}
+	return g
 }
 
-func (g *graph) vec(node uint32) []float32 {
-	off := int(node&blockMask) * g.dim
-	return g.vecs[node>>blockShift][off : off+g.dim : off+g.dim]
+// newElemBlock allocates one block of elements starting on a cache line.
+func (g *graph) newElemBlock() []byte {
+	size := blockSize * g.lay.elemSize
+	raw := make([]byte, size+cacheLine)
+	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (cacheLine - 1))
+	return raw[skip : skip+size : skip+size]
+}
+
+// grow adds storage for one more block of nodes; the caller holds the write lock.
+func (g *graph) grow() {
+	g.elems = append(g.elems, g.newElemBlock())
+	if g.keepsFull() {
+		g.full = append(g.full, make([]float32, blockSize*g.dim))
+	}
+}
+
+// keepsFull reports whether full vectors are stored outside the elements: always for codes
+// without a vector source, and for codes with one until the quantiser is trained on them.
+func (g *graph) keepsFull() bool { return g.codes && (g.src == nil || g.quant == nil) }
+
+// elem returns a pointer to node's level-0 element.
+func (g *graph) elem(node uint32) unsafe.Pointer {
+	blk := g.elems[node>>blockShift]
+	return unsafe.Add(unsafe.Pointer(unsafe.SliceData(blk)), int(node&blockMask)*g.lay.elemSize)
+}
+
+// elemBytes is node's element as a byte slice (snapshots and tests).
+func (g *graph) elemBytes(node uint32) []byte {
+	off := int(node&blockMask) * g.lay.elemSize
+	return g.elems[node>>blockShift][off : off+g.lay.elemSize : off+g.lay.elemSize]
+}
+
+// fvec is the float32 vector held in node's element (no codes).
+func (g *graph) fvec(node uint32) []float32 {
+	return unsafe.Slice((*float32)(g.elem(node)), g.dim)
+}
+
+// codesOf is node's int8 code vector, codeLen bytes.
+func (g *graph) codesOf(node uint32) []byte {
+	return unsafe.Slice((*byte)(g.elem(node)), g.lay.vecBytes)
+}
+
+// scalars are node's ||x^||^2 and x^.offset, stored beside its codes.
+func (g *graph) scalars(node uint32) *[2]float32 {
+	return (*[2]float32)(unsafe.Add(g.elem(node), g.lay.scalOff))
+}
+
+// fullVec returns node's float32 vector: from its element, the full-vector blocks, or the
+// caller's source; nil when the source no longer has it.
+func (g *graph) fullVec(node uint32) []float32 {
+	switch {
+	case !g.codes:
+		return g.fvec(node)
+	case g.full != nil:
+		off := int(node&blockMask) * g.dim
+		return g.full[node>>blockShift][off : off+g.dim : off+g.dim]
+	default:
+		v := g.src(g.keys[node])
+		if len(v) != g.dim {
+			return nil
+		}
+		return v
+	}
+}
+
+// links0Slot is node's whole layer-0 slot: the count, then room for m0 ids.
+func (g *graph) links0Slot(node uint32) []uint32 {
+	return unsafe.Slice((*uint32)(unsafe.Add(g.elem(node), g.lay.linksOff)), g.stride0)
 }
 
 // links returns node's neighbour list on level lvl. The slice aliases the graph.
 func (g *graph) links(node uint32, lvl int) []uint32 {
 	if lvl == 0 {
-		block := g.links0[node>>blockShift]
-		off := int(node&blockMask) * g.stride0
-		return block[off+1 : off+1+int(block[off])]
+		slot := g.links0Slot(node)
+		return slot[1 : 1+slot[0]]
 	}
 	u := g.upper[node]
 	off := (lvl - 1) * g.strideU
@@ -74,9 +193,7 @@ func (g *graph) links(node uint32, lvl int) []uint32 {
 func (g *graph) setLinks(node uint32, lvl int, ids []uint32) {
 	var slot []uint32
 	if lvl == 0 {
-		block := g.links0[node>>blockShift]
-		off := int(node&blockMask) * g.stride0
-		slot = block[off : off+g.stride0]
+		slot = g.links0Slot(node)
 	} else {
 		off := (lvl - 1) * g.strideU
 		slot = g.upper[node][off : off+g.strideU]
@@ -92,21 +209,124 @@ func (g *graph) maxLinks(lvl int) int {
 	return g.m
 }
 
-func (g *graph) dist(q []float32, node uint32) float32 {
-	return distance(g.l2, q, g.vec(node))
+// store writes vec into node's slot (element, full-vector block, codes); no reader can reach
+// the node yet, so it needs no lock.
+func (g *graph) store(node uint32, vec []float32) {
+	if !g.codes {
+		copy(g.fvec(node), vec)
+		return
+	}
+	if g.full != nil {
+		off := int(node&blockMask) * g.dim
+		copy(g.full[node>>blockShift][off:off+g.dim], vec)
+	}
+	if g.quant != nil {
+		nn, xo := g.quant.encode(vec, g.codesOf(node))
+		*g.scalars(node) = [2]float32{nn, xo}
+	}
+}
+
+// train fits the quantiser to the first nodes' vectors and encodes every node; the caller
+// holds the write lock.
+func (g *graph) train() {
+	sample := make([][]float32, 0, g.n)
+	for node := range g.n {
+		sample = append(sample, g.fullVec(uint32(node)))
+	}
+	g.setQuantizer(trainQuantizer(sample, g.dim, quantMargin))
+}
+
+// setQuantizer installs q and encodes every node with it, dropping the full-vector blocks
+// when a source supplies the vectors from now on.
+func (g *graph) setQuantizer(q *quantizer) {
+	g.quant = q
+	for node := range g.n {
+		v := g.fullVec(uint32(node))
+		nn, xo := q.encode(v, g.codesOf(uint32(node)))
+		*g.scalars(uint32(node)) = [2]float32{nn, xo}
+	}
+	if g.src != nil {
+		g.full = nil
+	}
+}
+
+// prepared is a query made ready for one graph: the float32 vector itself for float
+// elements (and codes before training), or the int16 weights and terms the code distance
+// needs (see quantizer).
+type prepared struct {
+	f         []float32
+	w         []int16
+	alpha     float32
+	qo, qq    float32
+	quantized bool
+}
+
+// prepare readies q for this graph, using p's buffers.
+func (g *graph) prepare(p *prepared, q []float32) {
+	p.f = q
+	p.quantized = g.quant != nil
+	if p.quantized {
+		g.quant.prepareQuery(p, q)
+	}
+}
+
+// prepareNode readies node's own vector as a query (the neighbour selection's distances
+// between stored nodes). With codes it reads only the node's element.
+func (g *graph) prepareNode(p *prepared, node uint32) {
+	if g.quant == nil {
+		p.f, p.quantized = g.fullVec(node), false
+		return
+	}
+	p.quantized = true
+	g.quant.prepareNode(p, g.codesOf(node), g.scalars(node))
+}
+
+// pdist is the lower-is-closer distance from a prepared query to node.
+func (g *graph) pdist(p *prepared, node uint32) float32 {
+	if p.quantized {
+		return g.codeDist(p, node)
+	}
+	if g.codes {
+		return distance(g.l2, p.f, g.fullVec(node))
+	}
+	return distance(g.l2, p.f, g.fvec(node))
+}
+
+// codeDist is the distance from a quantised query to node's codes: the inner product with
+// the dequantised vector is qo + alpha*sum(w*codes), and the squared L2 distance follows from
+// it and the two squared norms.
+func (g *graph) codeDist(p *prepared, node uint32) float32 {
+	el := g.elem(node)
+	s := dotCodes(p.w, unsafe.Slice((*byte)(el), len(p.w)))
+	xo := p.qo + p.alpha*s
+	if g.l2 {
+		nn := *(*float32)(unsafe.Add(el, g.lay.scalOff))
+		return p.qq + nn - 2*xo
+	}
+	return -xo
+}
+
+// exactDist is the float32 distance from q to node's full vector, the one scores come from.
+// A node whose vector the source no longer has sorts last.
+func (g *graph) exactDist(q []float32, node uint32) float32 {
+	v := g.fullVec(node)
+	if v == nil {
+		return float32(math.Inf(1))
+	}
+	return distance(g.l2, q, v)
 }
 
 // greedyDescend walks from the entry point down to level stop+1 taking the closest neighbour
 // at each step (ef = 1), returning the closest node found and its distance. Tombstones count:
 // they still route.
-func (g *graph) greedyDescend(q []float32, stop int) (uint32, float32) {
+func (g *graph) greedyDescend(p *prepared, stop int) (uint32, float32) {
 	cur := g.entry
-	curDist := g.dist(q, cur)
+	curDist := g.pdist(p, cur)
 	for lvl := g.maxLevel; lvl > stop; lvl-- {
 		for changed := true; changed; {
 			changed = false
 			for _, nb := range g.links(cur, lvl) {
-				if d := g.dist(q, nb); d < curDist {
+				if d := g.pdist(p, nb); d < curDist {
 					cur, curDist, changed = nb, d, true
 				}
 			}
@@ -121,7 +341,7 @@ func (g *graph) greedyDescend(q []float32, stop int) (uint32, float32) {
 // are not admitted are still expanded, so deleted or filtered-out regions are walked through.
 // When some nodes may be refused, the walk does not stop before ef results are held (the
 // bound is infinite until then): that is what widens a filtered search adaptively.
-func (g *graph) searchLayer(s *scratch, q []float32, ep uint32, epDist float32, lvl, ef int,
+func (g *graph) searchLayer(s *scratch, p *prepared, ep uint32, epDist float32, lvl, ef int,
 	admitAll bool, filter func(Key) bool) {
 	s.newEpoch(g.n)
 	visited := s.visited
@@ -139,8 +359,14 @@ func (g *graph) searchLayer(s *scratch, q []float32, ep uint32, epDist float32, 
 		lower = epDist
 	}
 
-	l2 := g.l2
-	dim := g.dim
+	// The layer-0 loop below is where a search spends its time, so element access, the
+	// distance and admit are written out by hand there, specialised to the element kind.
+	hot := lvl == 0 && (!g.codes || p.quantized)
+	lines := g.lay.vecLines()
+	if g.noPrefetch {
+		lines = 0
+	}
+	linksOff, elemSize := g.lay.linksOff, g.lay.elemSize
 	for cand.len() > 0 {
 		c := cand.top()
 		if c.dist > lower && (res.len() >= ef || !strict) {
@@ -148,28 +374,60 @@ func (g *graph) searchLayer(s *scratch, q []float32, ep uint32, epDist float32, 
 		}
 		cand.pop()
 
-		// links, vec, distance and admit are written out by hand below, specialised to this
-		// call's level and metric: this loop is where a search spends its time.
-		var nbs []uint32
-		if lvl == 0 {
-			block := g.links0[c.node>>blockShift]
-			off := int(c.node&blockMask) * g.stride0
-			nbs = block[off+1 : off+1+int(block[off])]
-		} else {
-			nbs = g.links(c.node, lvl)
+		if !hot {
+			for _, nb := range g.links(c.node, lvl) {
+				if visited[nb] == epoch {
+					continue
+				}
+				visited[nb] = epoch
+				d := g.pdist(p, nb)
+				if res.len() < ef || d < lower {
+					cand.push(candidate{d, nb})
+					if g.admit(nb, admitAll, filter) {
+						res.push(candidate{d, nb})
+						if res.len() > ef {
+							res.pop()
+						}
+						lower = res.top().dist
+					}
+				}
+			}
+			continue
 		}
-		for _, nb := range nbs {
+
+		// Gather the unvisited neighbours, start fetching all their elements at once, then
+		// score them: the fetches overlap instead of each distance waiting for its own.
+		el := unsafe.Pointer(unsafe.SliceData(g.elems[c.node>>blockShift]))
+		el = unsafe.Add(el, int(c.node&blockMask)*elemSize+linksOff)
+		slot := unsafe.Slice((*uint32)(el), 1+g.m0)
+		ids := s.batchIDs[:0]
+		ptrs := s.batchPtrs[:0]
+		for _, nb := range slot[1 : 1+slot[0]] {
 			if visited[nb] == epoch {
 				continue
 			}
 			visited[nb] = epoch
-			off := int(nb&blockMask) * dim
-			v := g.vecs[nb>>blockShift][off : off+dim : off+dim]
+			ids = append(ids, nb)
+			ptrs = append(ptrs, unsafe.Add(unsafe.Pointer(unsafe.SliceData(g.elems[nb>>blockShift])), int(nb&blockMask)*elemSize))
+		}
+		if lines > 0 && len(ptrs) > 0 {
+			prefetchLines(ptrs, lines)
+		}
+		for i, nb := range ids {
 			var d float32
-			if l2 {
-				d = l2sq(q, v)
-			} else {
-				d = -dot(q, v)
+			switch {
+			case p.quantized:
+				sum := dotCodes(p.w, unsafe.Slice((*byte)(ptrs[i]), len(p.w)))
+				xo := p.qo + p.alpha*sum
+				if g.l2 {
+					d = p.qq + *(*float32)(unsafe.Add(ptrs[i], g.lay.scalOff)) - 2*xo
+				} else {
+					d = -xo
+				}
+			case g.l2:
+				d = l2sq(p.f, unsafe.Slice((*float32)(ptrs[i]), g.dim))
+			default:
+				d = -dot(p.f, unsafe.Slice((*float32)(ptrs[i]), g.dim))
 			}
 			if res.len() < ef || d < lower {
 				cand.push(candidate{d, nb})
@@ -182,6 +440,7 @@ func (g *graph) searchLayer(s *scratch, q []float32, ep uint32, epDist float32, 
 				}
 			}
 		}
+		s.batchIDs, s.batchPtrs = ids, ptrs
 	}
 }
 
@@ -195,25 +454,29 @@ func (g *graph) admit(node uint32, admitAll bool, filter func(Key) bool) bool {
 // selectNeighbors applies the paper's heuristic (hnswlib's getNeighborsByHeuristic2) to
 // candidates sorted closest first: a candidate is kept only if it is closer to the base than
 // to every neighbour already kept, which spreads links across directions instead of
-// clustering them. With fewer than m candidates all are kept.
-func (g *graph) selectNeighbors(sorted []candidate, m int, dst []candidate) []candidate {
+// clustering them. With fewer than m candidates all are kept. Each kept node is prepared as
+// a query once, so that with codes every comparison reads only the candidate's element.
+func (g *graph) selectNeighbors(s *scratch, sorted []candidate, m int, dst []candidate) []candidate {
 	dst = dst[:0]
 	if len(sorted) <= m {
 		return append(dst, sorted...)
+	}
+	for len(s.kept) < m {
+		s.kept = append(s.kept, prepared{})
 	}
 	for _, c := range sorted {
 		if len(dst) >= m {
 			break
 		}
-		cv := g.vec(c.node)
 		good := true
-		for _, s := range dst {
-			if distance(g.l2, cv, g.vec(s.node)) < c.dist {
+		for i := range dst {
+			if g.pdist(&s.kept[i], c.node) < c.dist {
 				good = false
 				break
 			}
 		}
 		if good {
+			g.prepareNode(&s.kept[len(dst)], c.node)
 			dst = append(dst, c)
 		}
 	}

@@ -1,5 +1,7 @@
 package index
 
+import "unsafe"
+
 // candidate pairs a node with its internal distance (lower is closer).
 type candidate struct {
 	dist float32
@@ -135,13 +137,23 @@ func (h *maxHeap) drainAscending(dst []candidate) []candidate {
 
 // scratch is the per-search working memory, pooled so that a query allocates nothing in the
 // steady state. visited uses epoch marks: a node is visited when its mark equals the current
-// epoch, so starting a new search is one increment instead of clearing an array.
+// epoch, so starting a new search is one increment instead of clearing an array. The marks
+// are bytes, a quarter of the cache footprint of uint32 marks, at the price of clearing the
+// array once every 255 searches.
 type scratch struct {
-	visited []uint32
-	epoch   uint32
+	visited []uint8
+	epoch   uint8
 	cand    minHeap
 	res     maxHeap
 	sorted  []candidate
+	// query is the search's or insertion's prepared query; base and kept are stored nodes
+	// prepared as queries during neighbour selection.
+	query prepared
+	base  prepared
+	kept  []prepared
+	// batchIDs and batchPtrs are one expansion's unvisited neighbours and their elements.
+	batchIDs  []uint32
+	batchPtrs []unsafe.Pointer
 	// Insertion state: per-level candidate lists from the search phase, the selected
 	// neighbours, and the rewritten neighbour lists waiting to be applied.
 	levelCands [][]candidate
@@ -162,7 +174,7 @@ type linkUpdate struct {
 func (s *scratch) newEpoch(n int) {
 	if len(s.visited) < n {
 		grown := n + n/4 + 1024
-		s.visited = make([]uint32, grown)
+		s.visited = make([]uint8, grown)
 		s.epoch = 0
 	}
 	s.epoch++

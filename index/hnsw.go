@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Config tunes an HNSW index. Zero fields take the defaults of DefaultConfig.
@@ -23,8 +24,26 @@ type Config struct {
 	// MaxTombstoneFraction is the share of deleted nodes that triggers a compaction (a rebuild
 	// of the graph from the live vectors).
 	MaxTombstoneFraction float64
-	// Logger receives compaction progress; nil means slog.Default().
+	// Logger receives compaction progress; nil discards it. The index never logs through
+	// the process-wide default logger.
 	Logger *slog.Logger
+	// Quantize selects compact vectors in the graph (QuantizeInt8: one byte per dimension,
+	// the search re-scores its best candidates on the full vectors). The zero value keeps
+	// float32 vectors, as before the option existed.
+	Quantize Quantization
+	// Rerank bounds how many of the best candidates by code distance a QuantizeInt8 search
+	// re-scores on the full vectors: 0 re-scores all ef of them (recall then matches float32
+	// vectors at the same ef), a smaller value (at least k is used) trades recall for fewer
+	// full-vector reads. Ignored without Quantize.
+	Rerank int
+	// Vectors, with QuantizeInt8, supplies a key's full vector (nil when it has none), so that
+	// the index keeps no float32 copy once its quantiser is trained: memory per vector is then
+	// the codes and links only. The index calls it to re-score candidates, for Vector, for
+	// compaction and when saving; it must be safe for concurrent use, must not call into the
+	// index, and the slice it returns is only read. Snapshots of such an index hold no
+	// full vectors, so LoadSnapshotWith must be given the same source. Ignored without
+	// Quantize.
+	Vectors func(Key) []float32
 }
 
 // DefaultConfig returns the parameters the recall tests hold the index to: M=16,
@@ -50,6 +69,14 @@ func (c Config) withDefaults() Config {
 	if !c.Metric.valid() {
 		c.Metric = InnerProduct
 	}
+	if !c.Quantize.valid() {
+		c.Quantize = QuantizeNone
+	}
+	if c.Quantize == QuantizeNone {
+		c.Vectors = nil
+		c.Rerank = 0
+	}
+	c.Rerank = max(c.Rerank, 0)
 	return c
 }
 
@@ -81,7 +108,7 @@ type HNSW struct {
 func NewHNSW(dim int, cfg Config) *HNSW {
 	cfg = cfg.withDefaults()
 	h := &HNSW{dim: dim, cfg: cfg, mL: 1 / math.Log(float64(cfg.M))}
-	h.g = newGraph(dim, cfg.Metric, cfg.M)
+	h.g = newGraph(dim, cfg)
 	h.scratch.New = func() any { return &scratch{} }
 	return h
 }
@@ -96,7 +123,7 @@ func (h *HNSW) logger() *slog.Logger {
 	if h.cfg.Logger != nil {
 		return h.cfg.Logger
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 func (h *HNSW) getScratch() *scratch  { return h.scratch.Get().(*scratch) }
@@ -124,7 +151,8 @@ func (h *HNSW) Len() int {
 	return len(h.g.byKey)
 }
 
-// Vector returns a copy of the vector stored under key.
+// Vector returns a copy of the vector stored under key (with Config.Vectors, of the one the
+// source supplies for a key the index holds).
 func (h *HNSW) Vector(key Key) ([]float32, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -132,7 +160,11 @@ func (h *HNSW) Vector(key Key) ([]float32, bool) {
 	if !ok {
 		return nil, false
 	}
-	return append([]float32(nil), h.g.vec(node)...), true
+	v := h.g.fullVec(node)
+	if v == nil {
+		return nil, false
+	}
+	return append([]float32(nil), v...), true
 }
 
 // Add inserts vec under key; an existing key is replaced (its old node becomes a tombstone).
@@ -148,15 +180,17 @@ func (h *HNSW) Add(key Key, vec []float32) error {
 	h.mu.RLock()
 	planned := h.g
 	plannedMax := planned.maxLevel
+	plannedQuant := planned.quant
 	top := planned.plan(s, vec, level, h.cfg.EFConstruction)
 	h.mu.RUnlock()
 
 	h.writeMu.Lock()
 	defer h.writeMu.Unlock()
 	g := h.g
-	// A compaction swapped the graph, or the graph grew taller than what was searched:
+	// A compaction swapped the graph, the graph grew taller than what was searched, or the
+	// quantiser was trained meanwhile (the planned distances are on the other scale):
 	// search again, now with no writer able to interfere.
-	if g != planned || (g.maxLevel != plannedMax && level > plannedMax) {
+	if g != planned || (g.maxLevel != plannedMax && level > plannedMax) || g.quant != plannedQuant {
 		top = g.plan(s, vec, level, h.cfg.EFConstruction)
 	}
 	h.insertPlanned(g, s, key, vec, level, top)
@@ -173,12 +207,14 @@ func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
 		return -1
 	}
 	top := min(level, g.maxLevel)
-	ep, epDist := g.greedyDescend(q, top)
+	p := &s.query
+	g.prepare(p, q)
+	ep, epDist := g.greedyDescend(p, top)
 	for len(s.levelCands) <= top {
 		s.levelCands = append(s.levelCands, nil)
 	}
 	for lvl := top; lvl >= 0; lvl-- {
-		g.searchLayer(s, q, ep, epDist, lvl, efc, true, nil)
+		g.searchLayer(s, p, ep, epDist, lvl, efc, true, nil)
 		s.levelCands[lvl] = s.res.drainAscending(s.levelCands[lvl][:0])
 		ep, epDist = s.levelCands[lvl][0].node, s.levelCands[lvl][0].dist
 	}
@@ -188,21 +224,18 @@ func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
 // insertPlanned links a new node using the planned candidates; the caller holds writeMu.
 func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level, top int) {
 	id := uint32(g.n)
-	if int(id>>blockShift) >= len(g.vecs) {
-		vecBlock := make([]float32, blockSize*g.dim)
-		linkBlock := make([]uint32, blockSize*g.stride0)
+	if int(id>>blockShift) >= len(g.elems) {
 		h.mu.Lock()
-		g.vecs = append(g.vecs, vecBlock)
-		g.links0 = append(g.links0, linkBlock)
+		g.grow()
 		h.mu.Unlock()
 	}
 	// No reader can reach slot id before it is published below, so it is filled without mu.
-	copy(g.vec(id), vec)
+	g.store(id, vec)
 
 	s.updates = s.updates[:0]
 	s.updateIDs = s.updateIDs[:0]
 	for lvl := top; lvl >= 0; lvl-- {
-		s.selected = g.selectNeighbors(s.levelCands[lvl], g.m, s.selected)
+		s.selected = g.selectNeighbors(s, s.levelCands[lvl], g.m, s.selected)
 		from := len(s.updateIDs)
 		for _, c := range s.selected {
 			s.updateIDs = append(s.updateIDs, c.node)
@@ -219,13 +252,13 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 			} else {
 				// Full: keep the best maxL of the old links plus the new node, chosen by the
 				// same heuristic so the list stays diverse.
-				base := g.vec(c.node)
+				g.prepareNode(&s.base, c.node)
 				s.pool = append(s.pool[:0], candidate{c.dist, id})
 				for _, o := range old {
-					s.pool = append(s.pool, candidate{distance(g.l2, base, g.vec(o)), o})
+					s.pool = append(s.pool, candidate{g.pdist(&s.base, o), o})
 				}
 				sortCandidates(s.pool)
-				s.sorted = g.selectNeighbors(s.pool, maxL, s.sorted)
+				s.sorted = g.selectNeighbors(s, s.pool, maxL, s.sorted)
 				for _, k := range s.sorted {
 					s.updateIDs = append(s.updateIDs, k.node)
 				}
@@ -244,8 +277,7 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 	g.levels = append(g.levels, uint8(level))
 	g.deleted = append(g.deleted, false)
 	g.upper = append(g.upper, upper)
-	base := int(id&blockMask) * g.stride0
-	g.links0[id>>blockShift][base] = 0
+	g.links0Slot(id)[0] = 0
 	for _, u := range s.updates {
 		g.setLinks(u.node, u.lvl, s.updateIDs[u.from:u.to])
 	}
@@ -258,6 +290,9 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 	if level > g.maxLevel {
 		g.entry = id
 		g.maxLevel = level
+	}
+	if g.codes && g.quant == nil && g.n >= quantTrainSize {
+		g.train()
 	}
 }
 
@@ -285,7 +320,7 @@ func (h *HNSW) Delete(key Key) bool {
 func (h *HNSW) maybeCompact() {
 	g := h.g
 	if len(g.byKey) == 0 && g.n > 0 {
-		h.swap(newGraph(h.dim, h.cfg.Metric, h.cfg.M))
+		h.swap(newGraph(h.dim, h.cfg))
 		return
 	}
 	if g.tombstones >= minCompaction && float64(g.tombstones) > h.cfg.MaxTombstoneFraction*float64(g.n) {
@@ -307,6 +342,11 @@ func (h *HNSW) compact() {
 	}
 	fresh := NewHNSW(h.dim, h.cfg)
 	fresh.inserted.Store(h.inserted.Load())
+	if old.quant != nil {
+		// The new graph keeps the fitted ranges instead of scoring on full vectors until it
+		// has been refitted.
+		fresh.g.quant = old.quant
+	}
 	workers := min(runtime.GOMAXPROCS(0), max(1, live/1000))
 	var wg sync.WaitGroup
 	var next atomic.Int64
@@ -318,7 +358,9 @@ func (h *HNSW) compact() {
 					return
 				}
 				// Vectors come from the old graph, which only writers change, and we are the writer.
-				_ = fresh.Add(old.keys[nodes[i]], old.vec(nodes[i]))
+				if v := old.fullVec(nodes[i]); v != nil {
+					_ = fresh.Add(old.keys[nodes[i]], v)
+				}
 			}
 		})
 	}
@@ -361,18 +403,29 @@ func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOp
 	}
 	ef = max(ef, k)
 
+	p := &s.query
+	g.prepare(p, query)
+	// With codes, the walk's distances are approximate: keep the best `keep` by code
+	// distance and re-score them on the full vectors below.
+	keep := k
+	if p.quantized {
+		keep = ef
+	}
 	if opt.Filter != nil && g.preferScan(opt.Filter, ef) {
-		g.scan(s, query, k, opt.Filter)
+		g.scan(s, p, keep, opt.Filter)
 	} else {
-		ep, epDist := g.greedyDescend(query, 0)
-		g.searchLayer(s, query, ep, epDist, 0, ef, false, opt.Filter)
+		ep, epDist := g.greedyDescend(p, 0)
+		g.searchLayer(s, p, ep, epDist, 0, ef, false, opt.Filter)
 		if s.res.len() < min(k, live) {
 			// The walk ran out of reachable matches. An exact scan of the matching subset is
 			// the only way to be sure whether k of them exist.
-			g.scan(s, query, k, opt.Filter)
+			g.scan(s, p, keep, opt.Filter)
 		}
 	}
 	s.sorted = s.res.drainAscending(s.sorted[:0])
+	if p.quantized {
+		s.sorted = g.rerank(s, query, s.sorted, k, h.cfg.Rerank)
+	}
 	for i := 0; i < len(s.sorted) && i < k; i++ {
 		c := s.sorted[i]
 		dst = append(dst, Neighbor{Key: g.keys[c.node], Score: -c.dist})
@@ -380,15 +433,37 @@ func (h *HNSW) SearchAppend(dst []Neighbor, query []float32, k int, opt SearchOp
 	return dst
 }
 
+// rerank re-scores the best candidates (all of them when limit is 0, else the best
+// max(limit, k)) on their full vectors and sorts them by that exact distance. Their full
+// vectors are fetched together first: they are cold, outside the walk's memory.
+func (g *graph) rerank(s *scratch, q []float32, sorted []candidate, k, limit int) []candidate {
+	if limit > 0 {
+		sorted = sorted[:min(len(sorted), max(limit, k))]
+	}
+	if g.full != nil && !g.noPrefetch {
+		ptrs := s.batchPtrs[:0]
+		for _, c := range sorted {
+			ptrs = append(ptrs, unsafe.Pointer(unsafe.SliceData(g.fullVec(c.node))))
+		}
+		prefetchLines(ptrs, min((4*g.dim+cacheLine-1)/cacheLine, 8))
+		s.batchPtrs = ptrs
+	}
+	for i := range sorted {
+		sorted[i].dist = g.exactDist(q, sorted[i].node)
+	}
+	sortCandidates(sorted)
+	return sorted
+}
+
 // scan leaves in s.res the k closest live nodes that pass filter (nil: all), by brute force.
-func (g *graph) scan(s *scratch, q []float32, k int, filter func(Key) bool) {
+func (g *graph) scan(s *scratch, p *prepared, k int, filter func(Key) bool) {
 	res := &s.res
 	res.reset()
 	for node := 0; node < g.n; node++ {
 		if g.deleted[node] || (filter != nil && !filter(g.keys[node])) {
 			continue
 		}
-		res.pushBounded(candidate{g.dist(q, uint32(node)), uint32(node)}, k)
+		res.pushBounded(candidate{g.pdist(p, uint32(node)), uint32(node)}, k)
 	}
 }
 
@@ -431,8 +506,16 @@ type Stats struct {
 	// Live counts the keys a search can return, Tombstones the deleted or replaced nodes
 	// still routing searches, Nodes both; MaxLevel is the top layer, -1 while empty.
 	Live, Tombstones, Nodes, MaxLevel int
-	// Bytes estimates the memory held by vectors, links and key tables.
+	// Bytes estimates all the memory the index holds: vectors (codes and full vectors),
+	// links, key tables and the quantiser. It does not count what a Config.Vectors source
+	// keeps.
 	Bytes int64
+	// FullVectorBytes is the part of Bytes taken by float32 vectors kept beside int8 codes
+	// (zero without Quantize, where the graph's own vectors are the full ones, and zero with
+	// a Config.Vectors source once trained).
+	FullVectorBytes int64
+	// Quantized reports whether searches walk over trained int8 codes.
+	Quantized bool
 }
 
 // Stats returns the current figures.
@@ -440,17 +523,23 @@ func (h *HNSW) Stats() Stats {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	g := h.g
-	var b int64
-	for _, blk := range g.vecs {
-		b += int64(cap(blk)) * 4
+	var b, full int64
+	for _, blk := range g.elems {
+		b += int64(cap(blk)) + cacheLine
 	}
-	for _, blk := range g.links0 {
-		b += int64(cap(blk)) * 4
+	for _, blk := range g.full {
+		full += int64(cap(blk)) * 4
 	}
+	b += full
 	for _, u := range g.upper {
 		b += int64(cap(u))*4 + 24
 	}
+	b += int64(cap(g.upper)) * 24
 	b += int64(cap(g.keys))*4 + int64(cap(g.levels)) + int64(cap(g.deleted))
 	b += int64(len(g.byKey)) * 16 // approximate bucket cost of a map[uint32]uint32 entry
-	return Stats{Live: len(g.byKey), Tombstones: g.tombstones, Nodes: g.n, MaxLevel: g.maxLevel, Bytes: b}
+	if q := g.quant; q != nil {
+		b += int64(len(q.offset)+len(q.scale)+len(q.invScale)+len(q.nodeA)+len(q.nodeB)) * 4
+	}
+	return Stats{Live: len(g.byKey), Tombstones: g.tombstones, Nodes: g.n, MaxLevel: g.maxLevel, Bytes: b,
+		FullVectorBytes: full, Quantized: g.quant != nil}
 }

@@ -62,13 +62,15 @@ type Index interface {
 	Len() int
 }
 
-// Errors returned by Add and LoadHNSW; they are wrapped, so test with errors.Is.
+// Errors returned by Add and LoadHNSW (LoadSnapshot, LoadSnapshotWith); they are wrapped, so
+// test with errors.Is.
 var (
 	ErrDimension    = errors.New("index: vector has the wrong dimension")
 	ErrNonFinite    = errors.New("index: vector holds NaN or Inf")
 	ErrBadSnapshot  = errors.New("index: snapshot is damaged")
 	ErrBadVersion   = errors.New("index: snapshot has an unsupported format version")
 	ErrNotASnapshot = errors.New("index: file is not an index snapshot")
+	ErrNoVectors    = errors.New("index: snapshot holds no full vectors and no LoadOptions.Vectors source was given")
 )
 
 func checkVector(dim int, vec []float32) error {

@@ -8,25 +8,32 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 )
 
-// Snapshot file layout, version 2, all integers little endian:
+// Snapshot file layout, version 3, all integers little endian:
 //
 //	magic "LKHNSW\r\n" | version u32 | header (see snapshotHeader) |
+//	quantisation header (see snapshotHeaderV3) |
 //	tag length u32 | tag bytes |
-//	keys [n]u32 | levels [n]u8 | deleted [n]u8 | vectors [n*dim]f32 |
+//	keys [n]u32 | levels [n]u8 | deleted [n]u8 |
+//	if flags has snapQuantizer: offsets [dim]f32 | scales [dim]f32 |
+//	if flags has snapFullVectors: vectors [n*dim]f32 |
+//	if flags has snapQuantizer: codes [n*codeLen(dim)]u8 | code terms [n*2]f32 |
 //	layer-0 links [n*(1+2M)]u32 | upper links: for each node with level > 0, [level*(1+M)]u32 |
 //	CRC-32C of every byte before it, u32
 //
-// Version 1 is the same without the tag (it loads with an empty tag). The store sequence
-// number in the header tells the catalogue which changes to replay; the tag says which
-// history those sequence numbers belong to.
+// Version 2 is the same without the quantisation header and with the vectors always
+// present (it loads as QuantizeNone); version 1 is version 2 without the tag (it loads with
+// an empty tag). The store sequence number in the header tells the catalogue which changes
+// to replay; the tag says which history those sequence numbers belong to.
 const (
 	snapshotMagic     = "LKHNSW\r\n"
-	snapshotVersion   = 2
+	snapshotVersion   = 3
+	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 	ioChunk           = 1 << 16
 	// MaxSnapshotTag bounds SnapshotInfo.Tag.
@@ -52,6 +59,27 @@ type snapshotHeader struct {
 	Inserted                                 uint64
 	Nodes, Tombstones, Entry                 uint32
 	MaxLevel                                 int32
+}
+
+// snapshotHeaderV3 follows snapshotHeader from version 3 on.
+type snapshotHeaderV3 struct {
+	Quantize, Flags, Rerank uint32
+}
+
+// snapshotHeaderV3 flags: which optional sections the file holds.
+const (
+	snapFullVectors = 1 << iota
+	snapQuantizer
+)
+
+// LoadOptions are what a loaded index needs that its snapshot does not record.
+type LoadOptions struct {
+	// Logger becomes the loaded index's Config.Logger; nil discards its logs.
+	Logger *slog.Logger
+	// Vectors becomes its Config.Vectors. It is required to load a snapshot saved by an
+	// index that had a source (such a file holds no full vectors), and when given for any
+	// other QuantizeInt8 snapshot the full vectors in the file are dropped after loading.
+	Vectors func(Key) []float32
 }
 
 // Save writes the graph to path atomically (temporary file, fsync, rename, fsync of the
@@ -127,8 +155,18 @@ func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
 		Inserted: h.inserted.Load(), Nodes: uint32(g.n), Tombstones: uint32(g.tombstones),
 		Entry: g.entry, MaxLevel: int32(g.maxLevel),
 	}
+	ext := snapshotHeaderV3{Quantize: uint32(h.cfg.Quantize), Rerank: uint32(h.cfg.Rerank)}
+	if !g.codes || g.full != nil {
+		ext.Flags |= snapFullVectors
+	}
+	if g.quant != nil {
+		ext.Flags |= snapQuantizer
+	}
 	if w.err == nil {
 		w.err = binary.Write(w.w, binary.LittleEndian, &hdr)
+	}
+	if w.err == nil {
+		w.err = binary.Write(w.w, binary.LittleEndian, &ext)
 	}
 	w.u32s([]uint32{uint32(len(info.Tag))})
 	w.bytes([]byte(info.Tag))
@@ -141,13 +179,25 @@ func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
 		}
 	}
 	w.bytes(flags)
-	for b := 0; b*blockSize < g.n; b++ {
-		rows := min(blockSize, g.n-b*blockSize)
-		w.f32s(g.vecs[b][:rows*g.dim])
+	if g.quant != nil {
+		w.f32s(g.quant.offset)
+		w.f32s(g.quant.scale)
 	}
-	for b := 0; b*blockSize < g.n; b++ {
-		rows := min(blockSize, g.n-b*blockSize)
-		w.u32s(g.links0[b][:rows*g.stride0])
+	if ext.Flags&snapFullVectors != 0 {
+		for node := range g.n {
+			w.f32s(g.fullVec(uint32(node)))
+		}
+	}
+	if g.quant != nil {
+		for node := range g.n {
+			w.bytes(g.codesOf(uint32(node)))
+		}
+		for node := range g.n {
+			w.f32s(g.scalars(uint32(node))[:])
+		}
+	}
+	for node := range g.n {
+		w.u32s(g.links0Slot(uint32(node)))
 	}
 	for node := 0; node < g.n; node++ {
 		if g.levels[node] > 0 {
@@ -203,8 +253,14 @@ func LoadHNSW(path string) (*HNSW, uint64, error) {
 // file has an empty tag). Any damage (truncation, a flipped bit, an impossible header, links
 // to nodes that do not exist, trailing bytes) is an error wrapping ErrBadSnapshot,
 // ErrNotASnapshot or ErrBadVersion; a missing file wraps fs.ErrNotExist. The caller then
-// rebuilds from the store.
+// rebuilds from the store. It is LoadSnapshotWith with no options.
 func LoadSnapshot(path string) (*HNSW, SnapshotInfo, error) {
+	return LoadSnapshotWith(path, LoadOptions{})
+}
+
+// LoadSnapshotWith is LoadSnapshot with the options a snapshot cannot carry. A file saved
+// with a Config.Vectors source and loaded without one is an error wrapping ErrNoVectors.
+func LoadSnapshotWith(path string, opt LoadOptions) (*HNSW, SnapshotInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot: %w", err)
@@ -214,14 +270,14 @@ func LoadSnapshot(path string) (*HNSW, SnapshotInfo, error) {
 	if err != nil {
 		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot: %w", err)
 	}
-	h, info, err := decodeSnapshot(bufio.NewReaderSize(f, 1<<20), st.Size())
+	h, info, err := decodeSnapshot(bufio.NewReaderSize(f, 1<<20), st.Size(), opt)
 	if err != nil {
 		return nil, SnapshotInfo{}, fmt.Errorf("index: load snapshot %s: %w", path, err)
 	}
 	return h, info, nil
 }
 
-func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
+func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, SnapshotInfo, error) {
 	var info SnapshotInfo
 	r := &snapshotReader{r: src, crc: crc32.New(castagnoli)}
 	magic := make([]byte, len(snapshotMagic))
@@ -234,21 +290,29 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 	if r.err != nil {
 		return nil, info, r.fail()
 	}
-	if version[0] != snapshotVersion && version[0] != snapshotVersionV1 {
-		return nil, info, fmt.Errorf("%w: %d (this build reads %d and %d)", ErrBadVersion, version[0], snapshotVersionV1, snapshotVersion)
+	if version[0] < snapshotVersionV1 || version[0] > snapshotVersion {
+		return nil, info, fmt.Errorf("%w: %d (this build reads %d to %d)", ErrBadVersion, version[0], snapshotVersionV1, snapshotVersion)
 	}
 	var hdr snapshotHeader
 	if r.err == nil {
 		r.err = binary.Read(r, binary.LittleEndian, &hdr)
 	}
+	ext := snapshotHeaderV3{Flags: snapFullVectors}
+	if version[0] >= snapshotVersion && r.err == nil {
+		r.err = binary.Read(r, binary.LittleEndian, &ext)
+	}
 	if r.err != nil {
 		return nil, info, r.fail()
 	}
-	if err := hdr.validate(size); err != nil {
+	if err := hdr.validate(size, ext); err != nil {
 		return nil, info, err
 	}
+	hasFull, hasQuant := ext.Flags&snapFullVectors != 0, ext.Flags&snapQuantizer != 0
+	if !hasFull && opt.Vectors == nil {
+		return nil, info, ErrNoVectors
+	}
 	info.Seq = hdr.Seq
-	if version[0] >= 2 {
+	if version[0] >= snapshotVersionV2 {
 		tagLen := make([]uint32, 1)
 		r.u32s(tagLen)
 		if r.err != nil {
@@ -268,12 +332,12 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 	cfg := Config{
 		Metric: Metric(hdr.Metric), M: int(hdr.M), EFConstruction: int(hdr.EFConstruction),
 		EFSearch: int(hdr.EFSearch), Seed: hdr.Seed, MaxTombstoneFraction: hdr.MaxTombstoneFraction,
+		Logger: opt.Logger, Quantize: Quantization(ext.Quantize), Rerank: int(ext.Rerank), Vectors: opt.Vectors,
 	}
 	h := NewHNSW(int(hdr.Dim), cfg)
 	h.inserted.Store(hdr.Inserted)
 	g := h.g
 	n := int(hdr.Nodes)
-	g.n = n
 	g.keys = make([]Key, n)
 	r.u32s(g.keys)
 	g.levels = make([]uint8, n)
@@ -295,18 +359,50 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 			return nil, info, fmt.Errorf("%w: node %d has flag %d", ErrBadSnapshot, i, fl)
 		}
 	}
-	blocks := (n + blockSize - 1) / blockSize
-	g.vecs = make([][]float32, blocks)
-	g.links0 = make([][]uint32, blocks)
-	for b := range blocks {
-		rows := min(blockSize, n-b*blockSize)
-		g.vecs[b] = make([]float32, blockSize*g.dim)
-		r.f32s(g.vecs[b][:rows*g.dim])
+	var quant *quantizer
+	if hasQuant {
+		offset, scale := make([]float32, g.dim), make([]float32, g.dim)
+		r.f32s(offset)
+		r.f32s(scale)
+		if r.err != nil {
+			return nil, info, r.fail()
+		}
+		for d := range g.dim {
+			o, sc := float64(offset[d]), float64(scale[d])
+			if math.IsNaN(o) || math.IsInf(o, 0) || !(sc > 0) || math.IsInf(sc, 0) || math.IsInf(1/sc, 0) {
+				return nil, info, fmt.Errorf("%w: quantiser range of dimension %d is offset %v, scale %v", ErrBadSnapshot, d, o, sc)
+			}
+		}
+		quant = quantizerFrom(offset, scale)
 	}
-	for b := range blocks {
-		rows := min(blockSize, n-b*blockSize)
-		g.links0[b] = make([]uint32, blockSize*g.stride0)
-		r.u32s(g.links0[b][:rows*g.stride0])
+	blocks := (n + blockSize - 1) / blockSize
+	for range blocks {
+		g.elems = append(g.elems, g.newElemBlock())
+		if g.codes && hasFull {
+			g.full = append(g.full, make([]float32, blockSize*g.dim))
+		}
+	}
+	g.n = n
+	if hasFull {
+		for node := range n {
+			if g.codes {
+				off := (node & blockMask) * g.dim
+				r.f32s(g.full[node>>blockShift][off : off+g.dim])
+			} else {
+				r.f32s(g.fvec(uint32(node)))
+			}
+		}
+	}
+	if hasQuant {
+		for node := range n {
+			r.bytes(g.codesOf(uint32(node)))
+		}
+		for node := range n {
+			r.f32s(g.scalars(uint32(node))[:])
+		}
+	}
+	for node := range n {
+		r.u32s(g.links0Slot(uint32(node)))
 	}
 	g.upper = make([][]uint32, n)
 	for node := range n {
@@ -351,7 +447,7 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 		for lvl := 0; lvl <= int(g.levels[node]); lvl++ {
 			var count uint32
 			if lvl == 0 {
-				count = g.links0[node>>blockShift][int(node&blockMask)*g.stride0]
+				count = g.links0Slot(uint32(node))[0]
 			} else {
 				count = g.upper[node][(lvl-1)*g.strideU]
 			}
@@ -364,6 +460,18 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 				}
 			}
 		}
+		if hasQuant {
+			for _, x := range g.scalars(uint32(node)) {
+				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+					return nil, info, fmt.Errorf("%w: node %d has code terms %v", ErrBadSnapshot, node, *g.scalars(uint32(node)))
+				}
+			}
+			for _, c := range g.codesOf(uint32(node))[g.dim:] {
+				if c != 0 {
+					return nil, info, fmt.Errorf("%w: node %d has codes in its padding", ErrBadSnapshot, node)
+				}
+			}
+		}
 		if !g.deleted[node] {
 			if _, dup := g.byKey[g.keys[node]]; dup {
 				return nil, info, fmt.Errorf("%w: key %d is live twice", ErrBadSnapshot, g.keys[node])
@@ -371,10 +479,22 @@ func decodeSnapshot(src io.Reader, size int64) (*HNSW, SnapshotInfo, error) {
 			g.byKey[g.keys[node]] = uint32(node)
 		}
 	}
+	if hasFull && !g.codes {
+		for node := range n {
+			if err := checkVector(g.dim, g.fvec(uint32(node))); err != nil {
+				return nil, info, fmt.Errorf("%w: node %d: %w", ErrBadSnapshot, node, err)
+			}
+		}
+	}
+	g.quant = quant
+	if g.codes && g.src != nil && g.quant != nil {
+		// The source supplies full vectors from now on.
+		g.full = nil
+	}
 	return h, info, nil
 }
 
-func (hdr snapshotHeader) validate(size int64) error {
+func (hdr snapshotHeader) validate(size int64, ext snapshotHeaderV3) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrBadSnapshot, fmt.Sprintf(format, args...))
 	}
@@ -397,9 +517,23 @@ func (hdr snapshotHeader) validate(size int64) error {
 		return bad("entry point %d of %d nodes", hdr.Entry, hdr.Nodes)
 	case hdr.Tombstones > hdr.Nodes:
 		return bad("%d tombstones of %d nodes", hdr.Tombstones, hdr.Nodes)
+	case !Quantization(ext.Quantize).valid():
+		return bad("quantisation %d", ext.Quantize)
+	case ext.Flags&^(snapFullVectors|snapQuantizer) != 0 || ext.Flags == 0:
+		return bad("section flags %#x", ext.Flags)
+	case Quantization(ext.Quantize) == QuantizeNone && ext.Flags != snapFullVectors:
+		return bad("section flags %#x without quantisation", ext.Flags)
+	case ext.Rerank > 1<<20:
+		return bad("rerank %d", ext.Rerank)
 	}
 	// Refuse to allocate more than the file could possibly hold.
-	perNode := int64(4 + 2 + 4*int64(hdr.Dim) + 4*(1+2*int64(hdr.M)))
+	perNode := int64(4 + 2 + 4*(1+2*int64(hdr.M)))
+	if ext.Flags&snapFullVectors != 0 {
+		perNode += 4 * int64(hdr.Dim)
+	}
+	if ext.Flags&snapQuantizer != 0 {
+		perNode += int64(hdr.Dim) + 8
+	}
 	if int64(hdr.Nodes)*perNode > size {
 		return bad("%d nodes of dimension %d cannot fit in %d bytes", hdr.Nodes, hdr.Dim, size)
 	}

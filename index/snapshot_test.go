@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io/fs"
 	"os"
@@ -156,7 +157,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(data[:len(data)/2])
 	f.Add([]byte(snapshotMagic))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, _, err := decodeSnapshot(bytes.NewReader(data), int64(len(data)))
+		got, _, err := decodeSnapshot(bytes.NewReader(data), int64(len(data)), LoadOptions{})
 		if err != nil {
 			return
 		}
@@ -201,35 +202,55 @@ func TestSnapshotTagRoundTrip(t *testing.T) {
 	}
 }
 
-// TestSnapshotVersion1StillLoads rewrites a version 2 file without its tag field as version 1
-// (the format before tags) and checks that it loads, with an empty tag.
-func TestSnapshotVersion1StillLoads(t *testing.T) {
+// olderSnapshot rewrites a version 3 file of a QuantizeNone index in the layout of an older
+// version: version 2 lacks the quantisation header, version 1 also the tag field.
+func olderSnapshot(t *testing.T, v3 []byte, version uint32) []byte {
+	t.Helper()
+	extAt := len(snapshotMagic) + 4 + binary.Size(snapshotHeader{})
+	tagAt := extAt + binary.Size(snapshotHeaderV3{})
+	var tagLen uint32
+	if version == snapshotVersionV1 {
+		tagLen = 4 + binary.LittleEndian.Uint32(v3[tagAt:])
+	}
+	old := slices.Concat(v3[:extAt], v3[tagAt+int(tagLen):len(v3)-4]) // drop the checksum too
+	binary.LittleEndian.PutUint32(old[len(snapshotMagic):], version)
+	return binary.LittleEndian.AppendUint32(old, crc32.Checksum(old, castagnoli))
+}
+
+// TestSnapshotOlderVersionsStillLoad rewrites a version 3 file as version 2 (before
+// quantisation) and version 1 (before tags) and checks that both load, version 1 with an
+// empty tag.
+func TestSnapshotOlderVersionsStillLoad(t *testing.T) {
 	h, _, queries := smallIndex(t, 200, L2)
 	dir := t.TempDir()
-	v2 := filepath.Join(dir, "v2.hnsw")
-	if err := h.SaveSnapshot(v2, SnapshotInfo{Seq: 17}); err != nil {
+	v3 := filepath.Join(dir, "v3.hnsw")
+	if err := h.SaveSnapshot(v3, SnapshotInfo{Seq: 17, Tag: "gen"}); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(v2)
+	data, err := os.ReadFile(v3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tagAt := len(snapshotMagic) + 4 + binary.Size(snapshotHeader{})
-	v1 := slices.Concat(data[:tagAt], data[tagAt+4:len(data)-4]) // drop the empty tag and the checksum
-	binary.LittleEndian.PutUint32(v1[len(snapshotMagic):], snapshotVersionV1)
-	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
-	path := filepath.Join(dir, "v1.hnsw")
-	if err := os.WriteFile(path, v1, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	loaded, info, err := LoadSnapshot(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info != (SnapshotInfo{Seq: 17}) {
-		t.Fatalf("version 1 file loaded as %+v", info)
-	}
-	if got, want := loaded.Search(queries[0], 5, SearchOptions{}), h.Search(queries[0], 5, SearchOptions{}); !slices.Equal(got, want) {
-		t.Fatalf("loaded index answers %v, original %v", got, want)
+	for _, tc := range []struct {
+		version uint32
+		want    SnapshotInfo
+	}{
+		{snapshotVersionV2, SnapshotInfo{Seq: 17, Tag: "gen"}},
+		{snapshotVersionV1, SnapshotInfo{Seq: 17}},
+	} {
+		path := filepath.Join(dir, fmt.Sprintf("v%d.hnsw", tc.version))
+		if err := os.WriteFile(path, olderSnapshot(t, data, tc.version), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		loaded, info, err := LoadSnapshot(path)
+		if err != nil {
+			t.Fatalf("version %d: %v", tc.version, err)
+		}
+		if info != tc.want {
+			t.Fatalf("version %d file loaded as %+v", tc.version, info)
+		}
+		if got, want := loaded.Search(queries[0], 5, SearchOptions{}), h.Search(queries[0], 5, SearchOptions{}); !slices.Equal(got, want) {
+			t.Fatalf("version %d: loaded index answers %v, original %v", tc.version, got, want)
+		}
 	}
 }

@@ -79,7 +79,9 @@ func runBackup(ctx context.Context, a *app, args []string) error {
 	return ctx.Err()
 }
 
-// backupOffline copies a stopped server's store file.
+// backupOffline copies a stopped server's store into a temporary file beside out, verifies the
+// copy like one from a server (it opens as a store and passes the full check) and only then
+// renames it over out: a damaged source must never replace a good backup.
 func backupOffline(a *app, data, out string) (backupJSON, error) {
 	path := filepath.Join(data, catalog.StoreFileName)
 	if _, err := os.Stat(path); err != nil {
@@ -93,16 +95,75 @@ func backupOffline(a *app, data, out string) (backupJSON, error) {
 		return backupJSON{}, err
 	}
 	defer s.Close()
-	n, err := s.BackupFile(out)
+	p, err := newPendingBackup(out)
 	if err != nil {
 		return backupJSON{}, err
 	}
-	// Open the copy to prove it is a usable store, not just bytes.
-	items, seq, err := verifyBackupFile(a, out)
+	defer p.discard()
+	n, err := s.Backup(p.f)
 	if err != nil {
-		return backupJSON{}, fmt.Errorf("backup written but %w", err)
+		return backupJSON{}, fmt.Errorf("backup: copy %s: %w", path, err)
+	}
+	if err := p.finish(); err != nil {
+		return backupJSON{}, err
+	}
+	items, seq, err := verifyBackupFile(a, p.tmp)
+	if err != nil {
+		return backupJSON{}, fmt.Errorf("the copy of %s %w; %s was not replaced", path, err, out)
+	}
+	if err := p.commit(); err != nil {
+		return backupJSON{}, err
 	}
 	return backupJSON{Data: data, Out: out, Bytes: n, Items: items, Seq: seq}, nil
+}
+
+// pendingBackup is a backup being written to a temporary file beside its destination; it
+// replaces the destination only on commit, after the caller has verified it.
+type pendingBackup struct {
+	f        *os.File // nil once finished
+	tmp, out string
+	done     bool // committed: nothing to remove
+}
+
+func newPendingBackup(out string) (*pendingBackup, error) {
+	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	return &pendingBackup{f: f, tmp: f.Name(), out: out}, nil
+}
+
+// finish makes the temporary file durable and closes it, ready to be verified.
+func (p *pendingBackup) finish() error {
+	f := p.f
+	p.f = nil
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("backup: sync %s: %w", p.tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("backup: close %s: %w", p.tmp, err)
+	}
+	return nil
+}
+
+// commit renames the verified file over the destination, durably.
+func (p *pendingBackup) commit() error {
+	if err := os.Rename(p.tmp, p.out); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	p.done = true
+	return syncDir(filepath.Dir(p.out))
+}
+
+// discard removes the temporary file unless it was committed; deferred by every caller.
+func (p *pendingBackup) discard() {
+	if p.f != nil {
+		_ = p.f.Close()
+	}
+	if !p.done {
+		_ = os.Remove(p.tmp)
+	}
 }
 
 // verifyBackupFile opens a backup read-only and runs the store's full check on it.
@@ -121,27 +182,18 @@ func verifyBackupFile(a *app, path string) (items int, seq uint64, err error) {
 // backupOnline receives a running server's Backup stream into a temporary file beside out,
 // verifies it (offsets, size, SHA-256, then the store's own check) and only then renames it
 // over out.
-func backupOnline(ctx context.Context, a *app, cf *clientFlags, out string) (res backupJSON, err error) {
+func backupOnline(ctx context.Context, a *app, cf *clientFlags, out string) (backupJSON, error) {
 	conn, err := cf.dial()
 	if err != nil {
 		return backupJSON{}, err
 	}
 	defer conn.Close()
 
-	dir := filepath.Dir(out)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
+	p, err := newPendingBackup(out)
 	if err != nil {
-		return backupJSON{}, fmt.Errorf("backup: %w", err)
+		return backupJSON{}, err
 	}
-	tmp := f.Name()
-	defer func() {
-		if f != nil {
-			_ = f.Close()
-		}
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
+	defer p.discard()
 
 	// --timeout is an idle limit here: a large store takes as long as it takes, but a stream
 	// that stops moving is given up.
@@ -165,7 +217,7 @@ func backupOnline(ctx context.Context, a *app, cf *clientFlags, out string) (res
 		return fail(err)
 	}
 	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	w := bufio.NewWriterSize(io.MultiWriter(p.f, h), 1<<20)
 	var received uint64
 	var done *lookalikev1.BackupComplete
 	for done == nil {
@@ -183,27 +235,23 @@ func backupOnline(ctx context.Context, a *app, cf *clientFlags, out string) (res
 			return backupJSON{}, fmt.Errorf("backup from %s: a piece at offset %d, expected %d", cf.server, msg.GetOffset(), received)
 		}
 		if _, err := w.Write(msg.GetData()); err != nil {
-			return backupJSON{}, fmt.Errorf("backup: write %s: %w", tmp, err)
+			return backupJSON{}, fmt.Errorf("backup: write %s: %w", p.tmp, err)
 		}
 		received += uint64(len(msg.GetData()))
 		done = msg.GetComplete()
 	}
 	if err := w.Flush(); err != nil {
-		return backupJSON{}, fmt.Errorf("backup: write %s: %w", tmp, err)
+		return backupJSON{}, fmt.Errorf("backup: write %s: %w", p.tmp, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if done.GetSize() != received || done.GetSha256() != sum {
 		return backupJSON{}, fmt.Errorf("backup from %s is damaged: received %d bytes with SHA-256 %s, the server sent %d bytes with %s",
 			cf.server, received, sum, done.GetSize(), done.GetSha256())
 	}
-	if err := f.Sync(); err != nil {
-		return backupJSON{}, fmt.Errorf("backup: sync %s: %w", tmp, err)
+	if err := p.finish(); err != nil {
+		return backupJSON{}, err
 	}
-	if err := f.Close(); err != nil {
-		return backupJSON{}, fmt.Errorf("backup: close %s: %w", tmp, err)
-	}
-	f = nil
-	items, seq, err := verifyBackupFile(a, tmp)
+	items, seq, err := verifyBackupFile(a, p.tmp)
 	if err != nil {
 		return backupJSON{}, fmt.Errorf("backup from %s received intact but %w", cf.server, err)
 	}
@@ -211,10 +259,7 @@ func backupOnline(ctx context.Context, a *app, cf *clientFlags, out string) (res
 		return backupJSON{}, fmt.Errorf("backup from %s holds %d products at seq %d, the server said %d at seq %d",
 			cf.server, items, seq, done.GetCount(), done.GetStoreSeq())
 	}
-	if err := os.Rename(tmp, out); err != nil {
-		return backupJSON{}, fmt.Errorf("backup: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
+	if err := p.commit(); err != nil {
 		return backupJSON{}, err
 	}
 	return backupJSON{Server: cf.server, Out: out, Bytes: int64(received), Items: items, Seq: seq, SHA256: sum}, nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"lookalike/catalog"
 	"lookalike/internal/dataset"
 	lookalikev1 "lookalike/proto/lookalike/v1"
 	"lookalike/server"
+	"lookalike/store"
 )
 
 // inProcessServer serves dataDir on a loopback port until the test ends and returns its
@@ -194,5 +197,106 @@ func TestBackupCommandErrors(t *testing.T) {
 				t.Fatalf("files left behind: %v", entries)
 			}
 		})
+	}
+}
+
+// storeWithItems writes a store of n products with vectors of dim at path.
+func storeWithItems(t *testing.T, path string, n, dim int) {
+	t.Helper()
+	s, err := store.Open(path, store.Options{ModelIdentity: "test-model", Dim: dim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	items := make([]store.Item, n)
+	for i := range items {
+		vec := make([]float32, dim)
+		for j := range vec {
+			vec[j] = float32(rng.NormFloat64())
+		}
+		items[i] = store.Item{ID: fmt.Sprintf("p-%04d", i), Category: "c", Vector: vec}
+	}
+	if _, err := s.UpsertBatch(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// damagedCopy writes src to dir's store file with one page zeroed, the first page (after
+// bbolt's two meta pages) whose loss the store still opens with but its full check finds.
+// Pages are tried in order, so the choice depends only on the file.
+func damagedCopy(t *testing.T, src []byte, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, catalog.StoreFileName)
+	page := os.Getpagesize()
+	for p := 2; (p+1)*page <= len(src); p++ {
+		damaged := bytes.Clone(src)
+		clear(damaged[p*page : (p+1)*page])
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := store.Open(path, store.Options{ReadOnly: true})
+		if err != nil {
+			continue // too damaged to open: backup would refuse it before copying anything
+		}
+		checkErr := s.Check()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if checkErr != nil {
+			return
+		}
+	}
+	t.Fatalf("no single zeroed page of the %d-byte store both opens and fails the check", len(src))
+}
+
+// TestBackupOfflineFromDamagedStoreKeepsTheGoodBackup: the copy of a damaged store is
+// checked before it goes anywhere near --out, so the good backup already there survives
+// and the command says why it failed.
+func TestBackupOfflineFromDamagedStoreKeepsTheGoodBackup(t *testing.T) {
+	work := t.TempDir()
+	goodDir := filepath.Join(work, "good")
+	if err := os.Mkdir(goodDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	storeWithItems(t, filepath.Join(goodDir, catalog.StoreFileName), 300, 64)
+	backups := filepath.Join(work, "backups")
+	if err := os.Mkdir(backups, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(backups, "backup.db")
+	if code, _, stderr := runCLI(t, nil, "backup", "--data", goodDir, "--out", out); code != exitOK {
+		t.Fatalf("backup of the good store: exit %d: %s", code, stderr)
+	}
+	goodBackup, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(goodDir, catalog.StoreFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	damagedDir := filepath.Join(work, "damaged")
+	damagedCopy(t, src, damagedDir)
+
+	code, _, stderr := runCLI(t, nil, "backup", "--data", damagedDir, "--out", out)
+	if code != exitFailure {
+		t.Fatalf("backup of a damaged store: exit %d, want %d (stderr %q)", code, exitFailure, stderr)
+	}
+	for _, want := range []string{"fails its check", out + " was not replaced"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not say %q", stderr, want)
+		}
+	}
+	if now, err := os.ReadFile(out); err != nil || !bytes.Equal(now, goodBackup) {
+		t.Fatalf("the good backup was replaced by the damaged copy (%v)", err)
+	}
+	if entries, _ := os.ReadDir(backups); len(entries) != 1 {
+		t.Fatalf("files left beside the backup: %v", entries)
 	}
 }

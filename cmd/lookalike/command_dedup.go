@@ -114,7 +114,7 @@ func runDedup(ctx context.Context, a *app, args []string) error {
 	}
 
 	if *htmlPath != "" {
-		if err := writeDedupHTML(ctx, *htmlPath, out, newImageLoader(cf.timeout), time.Now()); err != nil {
+		if err := writeDedupHTML(ctx, *htmlPath, out, newThumbnailLoader(cf.timeout), time.Now()); err != nil {
 			return err
 		}
 		if !*asJSON {

@@ -9,28 +9,40 @@ import (
 	"image"
 	"image/jpeg"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
-	// Decoders for every format the server accepts, so thumbnails work for all of them.
+	// Decoders registered with image.Decode, which recompress uses; thumbnails decode
+	// through embed instead.
 	_ "image/gif"
 	_ "image/png"
 
 	_ "golang.org/x/image/bmp"
 	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp"
+
+	"lookalike/embed"
 )
 
 // thumbnailSize is the longest side of a thumbnail in the review page, in pixels.
 const thumbnailSize = 180
 
+// maxThumbnailRedirects bounds the redirects followed for one thumbnail (all to its own host).
+const maxThumbnailRedirects = 3
+
 // thumbnail decodes a photo and returns a small JPEG of it as a data: URI, so the page carries
-// its pictures inside it and can be mailed or archived as one file.
+// its pictures inside it and can be mailed or archived as one file. It decodes with the
+// embedder's limits: the header is checked against the byte and pixel limits before any
+// pixel memory is allocated, so a small file declaring a huge image is refused (an error
+// wrapping embed.ErrTooLarge) rather than decoded; a large JPEG is decoded at a reduced
+// scale that still covers the thumbnail.
 func thumbnail(img []byte) (template.URL, error) {
-	src, _, err := image.Decode(bytes.NewReader(img))
+	dec, err := embed.Decode(img, embed.DecodeOptions{Limits: embed.DefaultLimits(), MinShortSide: thumbnailSize})
 	if err != nil {
 		return "", fmt.Errorf("decode: %w", err)
 	}
+	src := dec.Upright()
 	b := src.Bounds()
 	w, h := b.Dx(), b.Dy()
 	if w == 0 || h == 0 {
@@ -49,6 +61,29 @@ func thumbnail(img []byte) (template.URL, error) {
 	}
 	// The URL is built from base64 only, so it cannot break out of the attribute.
 	return template.URL("data:image/jpeg;base64," + base64.StdEncoding.EncodeToString(buf.Bytes())), nil
+}
+
+// newThumbnailLoader is the image loader of the review page: the loader's byte cap and
+// timeout, and redirects followed only to the same scheme and host. An image_url is whatever
+// the catalogue was given, and the page is made on an operator's machine: a redirect must not
+// point that machine at another address.
+func newThumbnailLoader(timeout time.Duration) *imageLoader {
+	l := newImageLoader(timeout)
+	l.http.CheckRedirect = sameHostRedirect
+	return l
+}
+
+// sameHostRedirect is an http.Client CheckRedirect that refuses a redirect to another scheme
+// or host, and more than maxThumbnailRedirects of them.
+func sameHostRedirect(req *http.Request, via []*http.Request) error {
+	from := via[0].URL
+	if req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return fmt.Errorf("refused a redirect from %s://%s to another host, %s://%s", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+	}
+	if len(via) > maxThumbnailRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxThumbnailRedirects)
+	}
+	return nil
 }
 
 type htmlMember struct {

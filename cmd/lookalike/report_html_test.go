@@ -3,9 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"lookalike/embed"
 )
 
 func TestDedupHTMLReport(t *testing.T) {
@@ -50,5 +59,87 @@ func TestDedupHTMLReport(t *testing.T) {
 func TestThumbnailRejectsGarbage(t *testing.T) {
 	if _, err := thumbnail([]byte("not an image")); err == nil {
 		t.Fatal("thumbnail of garbage succeeded")
+	}
+}
+
+// pngHeaderClaiming is a PNG of a signature and an IHDR chunk only, declaring w x h pixels:
+// a few dozen bytes that an unchecked decoder would answer with w*h*4 bytes of pixels.
+func pngHeaderClaiming(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], w)
+	binary.BigEndian.PutUint32(ihdr[4:], h)
+	ihdr[8], ihdr[9] = 8, 2 // 8-bit RGB
+	_ = binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
+	chunk := append([]byte("IHDR"), ihdr...)
+	b.Write(chunk)
+	_ = binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
+}
+
+// TestThumbnailRefusesAHugeHeader: 12000x12000 is over the embedder's pixel limit, so the
+// header alone refuses it, before any pixel buffer exists.
+func TestThumbnailRefusesAHugeHeader(t *testing.T) {
+	_, err := thumbnail(pngHeaderClaiming(12000, 12000))
+	if !errors.Is(err, embed.ErrTooLarge) {
+		t.Fatalf("thumbnail of a 12000x12000 header: %v, want an error wrapping embed.ErrTooLarge", err)
+	}
+}
+
+// TestThumbnailRedirects: the review page follows a redirect within the photo's own host and
+// refuses one to another host, which never sees a request.
+func TestThumbnailRedirects(t *testing.T) {
+	photo, err := os.ReadFile(sharedGroceryImage(t, "iconic__Arla-Standard-Milk_Iconic.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var elsewhereHits atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhereHits.Add(1)
+		_, _ = w.Write(photo)
+	}))
+	defer elsewhere.Close()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/photo.jpg":
+			_, _ = w.Write(photo)
+		case "/moved.jpg":
+			http.Redirect(w, r, "/photo.jpg", http.StatusFound)
+		case "/away.jpg":
+			http.Redirect(w, r, elsewhere.URL+"/photo.jpg", http.StatusFound)
+		case "/loop.jpg":
+			http.Redirect(w, r, "/loop.jpg", http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer origin.Close()
+	tests := []struct {
+		path    string
+		missing string // "" for a thumbnail, else a word of the reason there is none
+	}{
+		{"/photo.jpg", ""},
+		{"/moved.jpg", ""},
+		{"/away.jpg", "another host"},
+		{"/loop.jpg", "redirects"},
+	}
+	loader := newThumbnailLoader(10 * time.Second)
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			uri, missing := memberThumbnail(context.Background(), loader, productJSON{ID: "x", ImageURL: origin.URL + tt.path})
+			if tt.missing == "" {
+				if uri == "" || missing != "" {
+					t.Fatalf("no thumbnail: %s", missing)
+				}
+				return
+			}
+			if uri != "" || !strings.Contains(missing, tt.missing) {
+				t.Fatalf("a thumbnail of %d bytes, reason %q; want none because of %q", len(uri), missing, tt.missing)
+			}
+		})
+	}
+	if n := elsewhereHits.Load(); n != 0 {
+		t.Fatalf("the other host was asked %d times", n)
 	}
 }

@@ -54,6 +54,7 @@ type config struct {
 	outDir, workDir    string
 	photoVectors       string
 	python             string
+	nativeBin          string
 	seed               int64
 }
 
@@ -95,11 +96,13 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.minTime, "min-time", time.Second, "time each (library, ef) over at least this long")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved timing rounds; each (library, ef) reports its best")
 	fs.DurationVar(&cfg.exactTime, "exact-time", 3*time.Second, "time the exact index this long (on the queries it gets through)")
-	libs := fs.String("libraries", "lookalike,exact,coder-hnsw,hnswlib,faiss", "what to measure")
+	libs := fs.String("libraries", "lookalike,exact,coder-hnsw,hnswlib,hnswlib-python,faiss",
+		"what to measure: lookalike, exact, coder-hnsw, hnswlib (native, -march=native), hnswlib-python (Debian's build), faiss")
 	fs.StringVar(&cfg.outDir, "out", "benchmarks/results", "results folder")
 	fs.StringVar(&cfg.workDir, "work", "", "scratch folder (default <out>/tmp/ann-<set>)")
 	fs.StringVar(&cfg.photoVectors, "photo-vectors", "", "photo embeddings .fvecs written by embedbench (default <out>/tmp/photo-embeddings.fvecs)")
 	fs.StringVar(&cfg.python, "python", "/usr/bin/python3", "Python with hnswlib, faiss and numpy")
+	fs.StringVar(&cfg.nativeBin, "native-bin", "", "where to compile the native hnswlib peer (default <out>/tmp/bin/hnswlib_native)")
 	fs.Int64Var(&cfg.seed, "seed", 1, "seed for graph levels and sampling")
 	fs.BoolVar(&cfg.replot, "replot", false, "only redraw <out>/ann-<set>.png from <out>/ann-<set>.json")
 	if err := fs.Parse(args); err != nil {
@@ -200,17 +203,19 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	var contenders []*contender
 	var peerLibs []string
 	for _, l := range cfg.libraries {
-		if l == "hnswlib" || l == "faiss" {
+		if _, ok := peerLibraries[l]; ok {
 			peerLibs = append(peerLibs, l)
 		}
 	}
 	if len(peerLibs) > 0 {
-		p, err := startPeers(ctx, log, cfg, set, peerLibs)
+		procs, err := startPeers(ctx, log, cfg, set, peerLibs)
 		if err != nil {
 			return err
 		}
-		defer p.close(log)
-		contenders = append(contenders, p.contenders...)
+		for _, p := range procs {
+			defer p.close(log)
+			contenders = append(contenders, p.contenders...)
+		}
 	}
 	// Every Go build and measurement runs on one thread, as the peers do.
 	prev := runtime.GOMAXPROCS(1)
@@ -219,14 +224,14 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	for _, lib := range cfg.libraries {
 		var c *contender
 		switch lib {
-		case "lookalike":
-			c, err = buildLookalike(cfg, set)
+		case "lookalike", "lookalike-int8", "lookalike-int8-source":
+			c, err = buildLookalike(cfg, set, lib)
 		case "coder-hnsw":
 			c, err = buildCoder(cfg, set)
 		case "exact":
 			exact, err = buildExact(cfg, set)
 			continue
-		case "hnswlib", "faiss":
+		case "hnswlib", "hnswlib-python", "faiss":
 			continue
 		default:
 			err = fmt.Errorf("annbench: unknown library %q", lib)
@@ -358,8 +363,9 @@ func hashVectors(sets ...[][]float32) uint64 {
 	return h.Sum64()
 }
 
-// peers is the running Python peer process: commands go to its stdin, JSON lines come back.
-type peers struct {
+// peerProcess is one running peer program (the native hnswlib binary, or ann_peers.py):
+// commands go to its stdin, JSON lines come back.
+type peerProcess struct {
 	cmd        *exec.Cmd
 	in         io.WriteCloser
 	out        *bufio.Scanner
@@ -374,18 +380,111 @@ type peerReply struct {
 	BytesPerVector float64 `json:"bytes_per_vector"`
 }
 
-func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) (*peers, error) {
+// peerLibrary maps a -libraries name to the program that measures it, the name that
+// program knows it by, and the row it gets in the tables.
+type peerLibrary struct {
+	native bool   // the compiled hnswlib peer; otherwise ann_peers.py
+	peer   string // the library name the peer program answers to
+	row    string
+}
+
+var peerLibraries = map[string]peerLibrary{
+	"hnswlib":        {native: true, peer: "hnswlib", row: "hnswlib"},
+	"hnswlib-python": {peer: "hnswlib", row: "hnswlib-python"},
+	"faiss":          {peer: "faiss", row: "faiss-hnswflat"},
+}
+
+// startPeers writes the vectors for the peers and starts the native hnswlib program and/or
+// ann_peers.py for the peer libraries in libs, each building its indexes before it returns.
+func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, libs []string) ([]*peerProcess, error) {
 	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "base.fvecs"), set.base); err != nil {
 		return nil, err
 	}
 	if err := benchkit.WriteFvecs(filepath.Join(cfg.workDir, "queries.fvecs"), set.queries); err != nil {
 		return nil, err
 	}
-	script := filepath.Join("benchmarks", "peers", "ann_peers.py")
-	p := &peers{cmd: exec.CommandContext(ctx, cfg.python, script,
-		"--workdir", cfg.workDir, "--metric", set.metric.String(),
+	common := []string{"--workdir", cfg.workDir, "--metric", set.metric.String(),
 		"--M", strconv.Itoa(cfg.m), "--ef-construction", strconv.Itoa(cfg.efConstruction),
-		"--seed", strconv.FormatInt(cfg.seed, 10), "--libraries", strings.Join(libs, ","))}
+		"--seed", strconv.FormatInt(cfg.seed, 10)}
+	var native, python []string
+	for _, l := range libs {
+		if peerLibraries[l].native {
+			native = append(native, l)
+		} else {
+			python = append(python, l)
+		}
+	}
+	var procs []*peerProcess
+	closeAll := func() {
+		for _, p := range procs {
+			p.close(log)
+		}
+	}
+	// The native peer is started and built first, alone, so that its build time is not
+	// shared with the Python builds.
+	if len(native) > 0 {
+		bin, err := buildNativeHnswlib(ctx, log, cfg)
+		if err != nil {
+			return nil, err
+		}
+		p, err := startPeer(ctx, log, cfg, set, bin, common, native)
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	if len(python) > 0 {
+		script := filepath.Join("benchmarks", "peers", "ann_peers.py")
+		var names []string
+		for _, l := range python {
+			names = append(names, peerLibraries[l].peer)
+		}
+		args := append([]string{script}, common...)
+		args = append(args, "--libraries", strings.Join(names, ","))
+		p, err := startPeer(ctx, log, cfg, set, cfg.python, args, python)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("%w (make bench installs python3-hnswlib python3-faiss python3-numpy)", err)
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+// nativeSource is the C++ peer annbench compiles at bench time.
+const nativeSource = "benchmarks/peers/hnswlib_native.cpp"
+
+// buildNativeHnswlib compiles the native hnswlib peer with -O3 -march=native into the work
+// folder, unless a binary newer than the source (and built on this machine) is already there.
+func buildNativeHnswlib(ctx context.Context, log *slog.Logger, cfg config) (string, error) {
+	bin := cfg.nativeBin
+	if bin == "" {
+		bin = filepath.Join(cfg.outDir, "tmp", "bin", "hnswlib_native")
+	}
+	src, err := os.Stat(nativeSource)
+	if err != nil {
+		return "", fmt.Errorf("annbench: native hnswlib peer: %w", err)
+	}
+	if b, err := os.Stat(bin); err == nil && b.ModTime().After(src.ModTime()) {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", fmt.Errorf("annbench: %w", err)
+	}
+	args := []string{"-O3", "-march=native", "-std=c++17", "-o", bin, nativeSource}
+	log.Info("compiling the native hnswlib peer", "cmd", "g++ "+strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "g++", args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("annbench: compile %s (needs g++ and libhnswlib-dev; make bench installs them): %w", nativeSource, err)
+	}
+	return bin, nil
+}
+
+// startPeer starts one peer program and waits for it to build every library it was given.
+func startPeer(ctx context.Context, log *slog.Logger, cfg config, set vectorSet, name string, args []string,
+	libs []string) (*peerProcess, error) {
+	p := &peerProcess{cmd: exec.CommandContext(ctx, name, args...)}
 	p.cmd.Stderr = os.Stderr
 	// One thread, whatever the BLAS or OpenMP defaults would pick.
 	p.cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1")
@@ -398,27 +497,32 @@ func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet
 		return nil, fmt.Errorf("annbench: %w", err)
 	}
 	p.out = bufio.NewScanner(stdout)
-	log.Info("starting peers", "script", script, "libraries", libs)
+	log.Info("starting peer", "program", name, "libraries", libs)
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("annbench: start peers: %w", err)
+		return nil, fmt.Errorf("annbench: start peer %s: %w", name, err)
 	}
 	for {
 		r, err := p.read()
 		if err != nil {
 			p.close(log)
-			return nil, fmt.Errorf("annbench: peers (%s; make bench installs python3-hnswlib python3-faiss python3-numpy): %w", script, err)
+			return nil, fmt.Errorf("annbench: peer %s: %w", name, err)
 		}
 		if r.Event == "ready" {
 			return p, nil
 		}
-		name := r.Library
-		if name == "faiss" {
-			name = "faiss-hnswflat"
+		var lib peerLibrary
+		for _, l := range libs {
+			if peerLibraries[l].peer == r.Library {
+				lib = peerLibraries[l]
+			}
 		}
-		lib := r.Library
-		log.Info("built", "library", name, "seconds", r.BuildSeconds, "bytes_per_vector", r.BytesPerVector)
+		if lib.row == "" {
+			p.close(log)
+			return nil, fmt.Errorf("annbench: peer %s built %q, which was not asked for", name, r.Library)
+		}
+		log.Info("built", "library", lib.row, "seconds", r.BuildSeconds, "bytes_per_vector", r.BytesPerVector)
 		p.contenders = append(p.contenders, &contender{
-			name: name, buildSeconds: r.BuildSeconds, bytesPerVector: r.BytesPerVector,
+			name: lib.row, buildSeconds: r.BuildSeconds, bytesPerVector: r.BytesPerVector,
 			measure: func(ef int, minTime, _ time.Duration) (benchkit.PassResult, error) {
 				return p.measure(cfg, set, lib, ef, minTime)
 			},
@@ -426,7 +530,7 @@ func startPeers(ctx context.Context, log *slog.Logger, cfg config, set vectorSet
 	}
 }
 
-func (p *peers) read() (peerReply, error) {
+func (p *peerProcess) read() (peerReply, error) {
 	var r peerReply
 	if !p.out.Scan() {
 		if err := p.out.Err(); err != nil {
@@ -440,29 +544,29 @@ func (p *peers) read() (peerReply, error) {
 	return r, nil
 }
 
-func (p *peers) measure(cfg config, set vectorSet, lib string, ef int, minTime time.Duration) (benchkit.PassResult, error) {
-	idsPath := filepath.Join(cfg.workDir, fmt.Sprintf("%s-ef%d.ivecs", lib, ef))
-	if _, err := fmt.Fprintf(p.in, "%s %d %d %.3f %s\n", lib, ef, cfg.k, minTime.Seconds(), idsPath); err != nil {
-		return benchkit.PassResult{}, fmt.Errorf("annbench: peers: %w", err)
+func (p *peerProcess) measure(cfg config, set vectorSet, lib peerLibrary, ef int, minTime time.Duration) (benchkit.PassResult, error) {
+	idsPath := filepath.Join(cfg.workDir, fmt.Sprintf("%s-ef%d.ivecs", lib.row, ef))
+	if _, err := fmt.Fprintf(p.in, "%s %d %d %.3f %s\n", lib.peer, ef, cfg.k, minTime.Seconds(), idsPath); err != nil {
+		return benchkit.PassResult{}, fmt.Errorf("annbench: peer: %w", err)
 	}
 	r, err := p.read()
 	if err != nil || r.Event != "measured" {
-		return benchkit.PassResult{}, fmt.Errorf("annbench: peers measuring %s ef=%d: %v %w", lib, ef, r.Event, err)
+		return benchkit.PassResult{}, fmt.Errorf("annbench: peer measuring %s ef=%d: %v %w", lib.row, ef, r.Event, err)
 	}
 	ids, err := benchkit.ReadIvecs(idsPath)
 	if err != nil {
 		return benchkit.PassResult{}, err
 	}
 	if len(ids) != len(set.queries) {
-		return benchkit.PassResult{}, fmt.Errorf("annbench: %s answered %d of %d queries", lib, len(ids), len(set.queries))
+		return benchkit.PassResult{}, fmt.Errorf("annbench: %s answered %d of %d queries", lib.row, len(ids), len(set.queries))
 	}
 	return benchkit.PassResult{IDs: ids, QPS: r.QPS, Answered: len(ids)}, nil
 }
 
-func (p *peers) close(log *slog.Logger) {
+func (p *peerProcess) close(log *slog.Logger) {
 	p.in.Close()
 	if err := p.cmd.Wait(); err != nil {
-		log.Warn("peers exited", "err", err)
+		log.Warn("peer exited", "program", p.cmd.Path, "err", err)
 	}
 }
 
@@ -485,22 +589,38 @@ func indexMetric(m benchkit.Metric) index.Metric {
 	return index.L2
 }
 
-func buildLookalike(cfg config, set vectorSet) (*contender, error) {
+// buildLookalike builds index.HNSW: "lookalike" with float32 vectors, "lookalike-int8" with
+// int8 codes and the full vectors inside the index, "lookalike-int8-source" with int8 codes
+// and the full vectors read from the benchmark's own copy (a Config.Vectors source), so its
+// memory figure is what the index holds without them.
+func buildLookalike(cfg config, set vectorSet, variant string) (*contender, error) {
+	icfg := index.Config{
+		Metric: indexMetric(set.metric), M: cfg.m, EFConstruction: cfg.efConstruction, EFSearch: cfg.efs[0], Seed: cfg.seed,
+	}
+	if variant != "lookalike" {
+		icfg.Quantize = index.QuantizeInt8
+	}
+	if variant == "lookalike-int8-source" {
+		icfg.Vectors = func(k index.Key) []float32 {
+			if int(k) < len(set.base) {
+				return set.base[k]
+			}
+			return nil
+		}
+	}
 	before := heapInUse()
 	start := time.Now()
-	h := index.NewHNSW(len(set.base[0]), index.Config{
-		Metric: indexMetric(set.metric), M: cfg.m, EFConstruction: cfg.efConstruction, EFSearch: cfg.efs[0], Seed: cfg.seed,
-	})
+	h := index.NewHNSW(len(set.base[0]), icfg)
 	for i, v := range set.base {
 		// A fresh copy per Add, dropped afterwards, so the memory figure counts what the index
 		// itself keeps and not the benchmark's own slice.
 		if err := h.Add(index.Key(i), slices.Clone(v)); err != nil {
-			return nil, fmt.Errorf("annbench: lookalike add %d: %w", i, err)
+			return nil, fmt.Errorf("annbench: %s add %d: %w", variant, i, err)
 		}
 	}
 	build := time.Since(start)
 	return &contender{
-		name: "lookalike", buildSeconds: build.Seconds(),
+		name: variant, buildSeconds: build.Seconds(),
 		bytesPerVector: float64(heapInUse()-before) / float64(len(set.base)),
 		measure: func(ef int, minTime, maxTime time.Duration) (benchkit.PassResult, error) {
 			opt := index.SearchOptions{EF: ef}
