@@ -13,8 +13,11 @@ type Stats struct {
 	Count  int
 	Photos int
 	// KeptPhotos and KeptBytes count the kept photo copies and their size.
-	KeptPhotos      int
-	KeptBytes       int64
+	KeptPhotos int
+	KeptBytes  int64
+	// Policy is the duplicate policy in force; Decisions counts recorded decisions.
+	Policy          Policy
+	Decisions       int
 	CountByCategory map[string]int
 	ModelIdentity   string
 	Dim             int
@@ -66,5 +69,14 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 	c.snapMu.Lock()
 	s.SnapshotSeq, s.SnapshotTime = c.snapshotSeq, c.snapshotTime
 	c.snapMu.Unlock()
+	var err error
+	if s.Policy, err = c.policy(); err != nil {
+		return Stats{}, err
+	}
+	ds, err := c.decisions()
+	if err != nil {
+		return Stats{}, err
+	}
+	s.Decisions = len(ds)
 	return s, ctx.Err()
 }

@@ -9,7 +9,6 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -357,58 +356,6 @@ func (s *service) SearchByVector(ctx context.Context, r *pb.SearchByVectorReques
 	return searchResponse(rs), nil
 }
 
-// threshold turns an optional proto threshold into the catalogue's (0 = default). An explicit
-// 0 becomes the smallest positive float, which admits the same pairs for any real score.
-func threshold(t *float32) float32 {
-	if t == nil {
-		return 0
-	}
-	if *t == 0 {
-		return math.SmallestNonzeroFloat32
-	}
-	return *t
-}
-
-// FindDuplicates streams near-duplicate clusters.
-func (s *service) FindDuplicates(r *pb.FindDuplicatesRequest, stream pb.Lookalike_FindDuplicatesServer) error {
-	c, err := s.catalog()
-	if err != nil {
-		return err
-	}
-	opt := catalog.DuplicateOptions{
-		Threshold: threshold(r.Threshold), Filter: filterOf(r.GetFilter()),
-		MaxNeighbors: int(r.GetMaxNeighbors()), EF: int(r.GetEf()),
-	}
-	err = c.FindDuplicates(stream.Context(), opt, func(cl catalog.Cluster) error {
-		msg := &pb.DuplicateCluster{Ids: cl.IDs, Edges: make([]*pb.DuplicateEdge, len(cl.Edges))}
-		for i, e := range cl.Edges {
-			msg.Edges[i] = &pb.DuplicateEdge{A: e.A, B: e.B, Score: e.Score, PhotoA: e.PhotoA, PhotoB: e.PhotoB}
-		}
-		return stream.Send(msg)
-	})
-	if err != nil {
-		return s.fail("FindDuplicates", err)
-	}
-	return nil
-}
-
-// CheckDuplicate tells whether a photo is already in the catalogue.
-func (s *service) CheckDuplicate(ctx context.Context, r *pb.CheckDuplicateRequest) (*pb.CheckDuplicateResponse, error) {
-	c, err := s.catalog()
-	if err != nil {
-		return nil, err
-	}
-	d, err := c.CheckDuplicate(ctx, r.GetImage(), threshold(r.Threshold), filterOf(r.GetFilter()))
-	if err != nil {
-		return nil, s.fail("CheckDuplicate", err)
-	}
-	out := &pb.CheckDuplicateResponse{IsDuplicate: d.IsDuplicate, Threshold: d.Threshold}
-	if d.BestMatch != nil {
-		out.BestMatch = &pb.SearchResult{Product: productProto(d.BestMatch.Product), Score: d.BestMatch.Score, PhotoId: d.BestMatch.PhotoID}
-	}
-	return out, nil
-}
-
 // Stats describes the catalogue.
 func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsResponse, error) {
 	c, err := s.catalog()
@@ -428,6 +375,7 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 			EfSearch: uint32(st.Index.EFSearch), Metric: st.Index.Metric, Size: uint64(st.Index.Size),
 		},
 		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq,
+		DuplicatePolicy: policyProto(st.Policy), Decisions: uint64(st.Decisions),
 	}
 	for k, v := range st.CountByCategory {
 		out.CountByCategory[k] = uint64(v)

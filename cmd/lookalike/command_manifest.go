@@ -66,10 +66,7 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	if *products && layout.product == "" {
 		return usagef("--products: the %s dataset labels classes, not products", *dataset)
 	}
-	if !*products {
-		layout.product = ""
-	}
-	n, err := writeDatasetManifest(src, out, layout, splits, *limit)
+	n, err := writeDatasetManifest(src, out, layout, splits, *limit, *products)
 	if err != nil {
 		return err
 	}
@@ -81,7 +78,12 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	return ctx.Err()
 }
 
-func writeDatasetManifest(src, out string, layout datasetColumns, splits []string, limit int) (int, error) {
+// writeDatasetManifest writes the manifest; byProduct groups the photos of one product
+// (layout.product) as repeated rows, and otherwise every photo is a product of its own.
+func writeDatasetManifest(src, out string, layout datasetColumns, splits []string, limit int, byProduct bool) (int, error) {
+	if !byProduct {
+		layout.product = ""
+	}
 	f, err := os.Open(filepath.Join(src, "labels.csv"))
 	if err != nil {
 		return 0, fmt.Errorf("dataset: %w", err)
