@@ -163,6 +163,10 @@ func (c *Catalog) SetPolicy(ctx context.Context, p Policy) error {
 		return err
 	}
 	defer c.life.RUnlock()
+	return c.setPolicy(ctx, p)
+}
+
+func (c *Catalog) setPolicy(ctx context.Context, p Policy) error {
 	if err := p.validate(); err != nil {
 		return err
 	}
