@@ -12,9 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -268,44 +266,5 @@ func TestServerBackupAuth(t *testing.T) {
 	done, err := receiveBackup(authed, s.client, filepath.Join(t.TempDir(), "y.db"), 1<<20)
 	if err != nil || done.GetCount() != 0 {
 		t.Fatalf("Backup with the token: %v %v", done, err)
-	}
-}
-
-// TestLimiterConcurrentStreamKeepsItsSlot: a stream (a long Backup, say) that has started
-// keeps its slot to the end; calls arriving meanwhile are shed instead, and the stream
-// finishes normally.
-func TestLimiterConcurrentStreamKeepsItsSlot(t *testing.T) {
-	lim := newLimiter(1, newMetrics(func() float64 { return 0 }))
-	release := make(chan struct{})
-	started := make(chan struct{})
-	streamErr := make(chan error, 1)
-	info := &grpc.StreamServerInfo{FullMethod: "/lookalike.v1.Lookalike/Backup", IsServerStream: true}
-	go func() {
-		streamErr <- lim.stream(nil, nil, info, func(any, grpc.ServerStream) error {
-			close(started)
-			<-release // the backup is still sending
-			return nil
-		})
-	}()
-	<-started
-	for range 3 {
-		_, err := lim.unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/lookalike.v1.Lookalike/Stats"},
-			func(context.Context, any) (any, error) { return nil, nil })
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Fatalf("a call during the stream: %v, want RESOURCE_EXHAUSTED", err)
-		}
-	}
-	close(release)
-	select {
-	case err := <-streamErr:
-		if err != nil {
-			t.Fatalf("the stream was cut: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stream did not finish")
-	}
-	if _, err := lim.unary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/lookalike.v1.Lookalike/Stats"},
-		func(context.Context, any) (any, error) { return nil, nil }); err != nil {
-		t.Fatalf("a call after the stream: %v", err)
 	}
 }

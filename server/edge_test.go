@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -124,7 +125,29 @@ func TestServerAuthTLSLimitsHealthMetrics(t *testing.T) {
 	// The reflection stream holds the one slot until the server sees it end.
 	waitFor(t, func() bool { _, err := s.client.Stats(authed, &pb.StatsRequest{}); return err == nil })
 
-	// An open ingest stream takes the only slot: other calls are shed, health is not.
+	// A call whose request is still arriving holds the only slot (the tap took it before
+	// reading a byte): other calls are shed, health is not.
+	tc, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arriving := rawOver(t, tc)
+	if err := arriving.start("/lookalike.v1.Lookalike/SearchByImage", "authorization", "Bearer s3cret-token"); err != nil {
+		t.Fatal(err)
+	}
+	arriving.send(1<<20, 1<<10, make([]byte, 1<<10)) // 1 KiB of a 1 MiB request, then silence
+	waitFor(t, func() bool {
+		_, err := s.client.Stats(authed, &pb.StatsRequest{})
+		return codeOfErr(err) == codes.ResourceExhausted
+	})
+	if h, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health while the slot is taken: %v %v", h, err)
+	}
+	_ = tc.Close()
+	waitFor(t, func() bool { _, err := s.client.Stats(authed, &pb.StatsRequest{}); return err == nil })
+
+	// An ingest stream holds the slot only while it has an item in hand: once its item is
+	// answered, other calls get the slot though the stream stays open.
 	stream, err := s.client.UpsertStream(authed)
 	if err != nil {
 		t.Fatal(err)
@@ -137,19 +160,13 @@ func TestServerAuthTLSLimitsHealthMetrics(t *testing.T) {
 	if r, err := stream.Recv(); err != nil || r.GetOutcome() != pb.Outcome_OUTCOME_CREATED {
 		t.Fatalf("stream item: %v %v", r, err)
 	}
-	if _, err := s.client.Stats(authed, &pb.StatsRequest{}); codeOfErr(err) != codes.ResourceExhausted {
-		t.Fatalf("Stats while the slot is taken: %v, want RESOURCE_EXHAUSTED", err)
-	}
-	if h, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health while the slot is taken: %v %v", h, err)
-	}
+	waitFor(t, func() bool { _, err := s.client.Stats(authed, &pb.StatsRequest{}); return err == nil })
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("stream end: %v", err)
 	}
-	waitFor(t, func() bool { _, err := s.client.Stats(authed, &pb.StatsRequest{}); return err == nil })
 
 	// The metrics listener reports what happened.
 	hresp, err := http.Get("http://" + s.metricsAddr + "/metrics")
@@ -238,11 +255,14 @@ func TestRecoveryInterceptorTurnsPanicsIntoInternal(t *testing.T) {
 // again, so a second pass must keep what the first made (a negative SnapshotInterval, "no
 // periodic saves", once came back from it as the default).
 func TestConfigDefaultsTwiceChangeNothing(t *testing.T) {
-	for _, cfg := range []Config{{}, {SnapshotInterval: -1}, {SnapshotInterval: time.Second, MaxConcurrent: 3}} {
+	for _, cfg := range []Config{{}, {SnapshotInterval: -1}, {SnapshotInterval: time.Second, MaxConcurrent: 3}, {MaxMessageBytes: 64 << 20, MaxBufferedBytes: 1}} {
 		once := cfg.withDefaults()
 		if twice := once.withDefaults(); twice != once {
 			t.Errorf("withDefaults twice:\n%+v\nonce:\n%+v", twice, once)
 		}
+	}
+	if got := (Config{MaxMessageBytes: 64 << 20, MaxBufferedBytes: 1}).withDefaults().MaxBufferedBytes; got != 64<<20 {
+		t.Errorf("a buffer budget below the largest message became %d, want the message size", got)
 	}
 	if got := (Config{SnapshotInterval: -1}).withDefaults().withDefaults().SnapshotInterval; got >= 0 {
 		t.Errorf("negative SnapshotInterval became %v", got)

@@ -54,14 +54,11 @@ func (r recoverer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	return h(srv, ss)
 }
 
-// authenticator demands "authorization: Bearer <token>" on everything but health.
+// authenticator demands "authorization: Bearer <token>" on everything but health. The
+// limiter's tap asks it when a call's headers arrive, before its message is read.
 type authenticator struct{ token []byte }
 
-func (a authenticator) check(ctx context.Context, fullMethod string) error {
-	if isHealth(fullMethod) {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
+func (a authenticator) check(md metadata.MD) error {
 	for _, v := range md.Get("authorization") {
 		scheme, tok, ok := strings.Cut(v, " ")
 		if ok && strings.EqualFold(scheme, "bearer") &&
@@ -70,66 +67,6 @@ func (a authenticator) check(ctx context.Context, fullMethod string) error {
 		}
 	}
 	return status.Error(codes.Unauthenticated, "missing or wrong bearer token")
-}
-
-func (a authenticator) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := a.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
-}
-
-func (a authenticator) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := a.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return h(srv, ss)
-}
-
-// limiter sheds calls beyond a fixed number in flight with RESOURCE_EXHAUSTED instead of
-// queueing them: a queue only turns overload into timeouts for everyone. The decision is
-// made once, when a call starts: a stream (UpsertStream, FindDuplicates, Backup) that got a
-// slot keeps it until it ends and is never cut off midway, so a long backup either is
-// refused before its first byte or runs to completion.
-type limiter struct {
-	slots   chan struct{}
-	metrics *metrics
-}
-
-func newLimiter(n int, m *metrics) *limiter {
-	return &limiter{slots: make(chan struct{}, n), metrics: m}
-}
-
-func (l *limiter) acquire(fullMethod string) (release func(), err error) {
-	if isHealth(fullMethod) {
-		return func() {}, nil
-	}
-	select {
-	case l.slots <- struct{}{}:
-		l.metrics.inflight.Inc()
-		return func() { <-l.slots; l.metrics.inflight.Dec() }, nil
-	default:
-		l.metrics.shed.WithLabelValues(methodName(fullMethod)).Inc()
-		return nil, status.Errorf(codes.ResourceExhausted, "server busy: %d calls in flight; retry with backoff", cap(l.slots))
-	}
-}
-
-func (l *limiter) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	release, err := l.acquire(info.FullMethod)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return h(ctx, req)
-}
-
-func (l *limiter) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	release, err := l.acquire(info.FullMethod)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return h(srv, ss)
 }
 
 // observer records every call's code and latency, and logs failures.

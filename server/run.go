@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"lookalike/catalog"
@@ -57,8 +57,23 @@ type Config struct {
 	// the embedder accepts.
 	MaxMessageBytes int
 	// MaxConcurrent bounds calls in flight (health excluded); beyond it calls are refused
-	// with RESOURCE_EXHAUSTED.
+	// with RESOURCE_EXHAUSTED. A client stream counts only while it has a message in hand.
 	MaxConcurrent int
+	// MaxBufferedBytes bounds the request bytes the server holds at once: requests arriving
+	// (each reserves MaxMessageBytes until it has arrived, then its real size) and stream
+	// messages not yet answered. Beyond it calls are refused with RESOURCE_EXHAUSTED and
+	// streams wait. At least MaxMessageBytes.
+	MaxBufferedBytes int
+	// MaxConnections bounds the open connections; further ones wait to be accepted.
+	MaxConnections int
+	// MaxStreamsPerConnection bounds the calls open at once on one connection (HTTP/2's
+	// SETTINGS_MAX_CONCURRENT_STREAMS).
+	MaxStreamsPerConnection int
+	// IdleTimeout ends a call that keeps the server waiting on its client: a stream that
+	// sends no message for this long, or a request that has not arrived whole within it.
+	IdleTimeout time.Duration
+	// ConnectionIdleTimeout closes a connection that has had no calls for this long.
+	ConnectionIdleTimeout time.Duration
 	// AuthTokenFile holds a bearer token every call but health must present. Its
 	// surrounding whitespace is ignored.
 	AuthTokenFile string
@@ -90,6 +105,22 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConcurrent <= 0 {
 		c.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	c.MaxBufferedBytes = max(c.MaxBufferedBytes, c.MaxMessageBytes) // one largest request fits
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxStreamsPerConnection <= 0 {
+		c.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.ConnectionIdleTimeout <= 0 {
+		c.ConnectionIdleTimeout = DefaultConnectionIdleTimeout
 	}
 	// A negative SnapshotInterval stays negative (not 0, catalog's "off"): Run and Serve
 	// both apply the defaults, and a second pass would turn 0 into the default.
@@ -179,23 +210,22 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	})
 	rec := recoverer{log: logger}
 	obs := observer{log: logger, metrics: svc.metrics}
-	lim := newLimiter(cfg.MaxConcurrent, svc.metrics)
-	unary := []grpc.UnaryServerInterceptor{obs.unary, rec.unary}
-	stream := []grpc.StreamServerInterceptor{obs.stream, rec.stream}
+	var auth *authenticator
 	if token != "" {
-		auth := authenticator{token: []byte(token)}
-		unary = append(unary, auth.unary)
-		stream = append(stream, auth.stream)
+		auth = &authenticator{token: []byte(token)}
 	}
-	unary = append(unary, lim.unary)
-	stream = append(stream, lim.stream)
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
+	// stopping ends, when shutdown begins, the calls that would otherwise only hold up the
+	// drain (see admission.shuttingDown).
+	stopping, beginStop := context.WithCancel(context.Background())
+	defer beginStop()
+	lim := newLimiter(cfg, auth, obs, svc.metrics, stopping)
+	opts := append(serverOptions(cfg),
+		// Auth and limits act in the tap, before a message is read; the interceptors follow
+		// what an admitted call holds.
+		grpc.InTapHandle(lim.tap),
+		grpc.ChainUnaryInterceptor(obs.unary, rec.unary, lim.unary),
+		grpc.ChainStreamInterceptor(obs.stream, rec.stream, lim.stream),
+	)
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		closeListeners()
 		return fmt.Errorf("server: TLS needs both a certificate and a key file (cert %q, key %q)", cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -215,6 +245,9 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	hs.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	lim.learnMethods(gs.GetServiceInfo())
+	// Connections beyond the limit wait in the listen backlog until one closes.
+	lis = netutil.LimitListener(lis, cfg.MaxConnections)
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(lis) }()
@@ -222,7 +255,9 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	if metricsLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(svc.metrics.registry, promhttp.HandlerOpts{}))
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			// Its errors go to the server's logger, not the process-wide default one.
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 		go func() {
 			if err := httpSrv.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("metrics listener: %w", err)
@@ -230,13 +265,17 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		}()
 	}
 	logger.Info("listening", "grpc", lis.Addr().String(), "metrics", addrOf(metricsLis),
-		"tls", cfg.TLSCertFile != "", "auth", token != "", "max_concurrent", cfg.MaxConcurrent)
+		"tls", cfg.TLSCertFile != "", "auth", token != "", "max_concurrent", cfg.MaxConcurrent,
+		"max_buffered_bytes", cfg.MaxBufferedBytes, "max_connections", cfg.MaxConnections,
+		"max_streams_per_connection", cfg.MaxStreamsPerConnection, "idle_timeout", cfg.IdleTimeout,
+		"connection_idle_timeout", cfg.ConnectionIdleTimeout)
 
 	// Whatever happens from here, stop the listeners before returning.
 	var cat *catalog.Catalog
 	var ownEmbedder *embed.Embedder
 	defer func() {
 		hs.Shutdown()
+		beginStop()
 		drain(gs, cfg.ShutdownTimeout, logger)
 		if httpSrv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

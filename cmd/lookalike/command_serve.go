@@ -29,6 +29,11 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	tlsKey := fs.String("tls-key", a.getenv("LOOKALIKE_TLS_KEY"), "PEM private key of --tls-cert (env LOOKALIKE_TLS_KEY)")
 	maxConcurrent := fs.Int("max-concurrent", envInt(a, "LOOKALIKE_MAX_CONCURRENT", server.DefaultMaxConcurrent), "calls in flight before new ones are refused with RESOURCE_EXHAUSTED (env LOOKALIKE_MAX_CONCURRENT)")
 	maxMessage := fs.Int("max-message-mib", envInt(a, "LOOKALIKE_MAX_MESSAGE_MIB", server.DefaultMaxMessageBytes>>20), "largest gRPC message in MiB, i.e. the largest photo (env LOOKALIKE_MAX_MESSAGE_MIB)")
+	maxBuffered := fs.Int("max-buffered-mib", envInt(a, "LOOKALIKE_MAX_BUFFERED_MIB", server.DefaultMaxBufferedBytes>>20), "request MiB held at once (requests arriving reserve --max-message-mib each) before calls are refused (env LOOKALIKE_MAX_BUFFERED_MIB)")
+	maxConns := fs.Int("max-connections", envInt(a, "LOOKALIKE_MAX_CONNECTIONS", server.DefaultMaxConnections), "open connections; more wait to be accepted (env LOOKALIKE_MAX_CONNECTIONS)")
+	maxStreams := fs.Int("max-streams-per-connection", envInt(a, "LOOKALIKE_MAX_STREAMS_PER_CONNECTION", server.DefaultMaxStreamsPerConnection), "calls open at once on one connection (env LOOKALIKE_MAX_STREAMS_PER_CONNECTION)")
+	idle := fs.Duration("idle-timeout", envDuration(a, "LOOKALIKE_IDLE_TIMEOUT", server.DefaultIdleTimeout), "end a stream that sends nothing, or a request that has not arrived, after this long (env LOOKALIKE_IDLE_TIMEOUT)")
+	connIdle := fs.Duration("connection-idle-timeout", envDuration(a, "LOOKALIKE_CONNECTION_IDLE_TIMEOUT", server.DefaultConnectionIdleTimeout), "close a connection without calls after this long (env LOOKALIKE_CONNECTION_IDLE_TIMEOUT)")
 	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: only at shutdown (env LOOKALIKE_SNAPSHOT_INTERVAL)")
 	keepPhotos := fs.Bool("keep-photos", a.getenv("LOOKALIKE_KEEP_PHOTOS") != "false", "keep a copy of each photo as the model sees it (a JPEG of a few tens of KB), for GetPhoto and re-embedding (env LOOKALIKE_KEEP_PHOTOS=false turns it off)")
 	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
@@ -66,6 +71,9 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		EmbedThreads:     mf.threads,
 		MaxMessageBytes:  *maxMessage << 20,
 		MaxConcurrent:    *maxConcurrent,
+		MaxBufferedBytes: *maxBuffered << 20,
+		MaxConnections:   *maxConns,
+		IdleTimeout:      *idle,
 		AuthTokenFile:    *tokenFile,
 		TLSCertFile:      *tlsCert,
 		TLSKeyFile:       *tlsKey,
@@ -73,6 +81,9 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		DiscardPhotos:    !*keepPhotos,
 		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch},
 		ShutdownTimeout:  *shutdown,
+
+		MaxStreamsPerConnection: *maxStreams,
+		ConnectionIdleTimeout:   *connIdle,
 	}
 	if cfg.AuthTokenFile == "" && a.getenv("LOOKALIKE_TOKEN") != "" {
 		cfg.AuthTokenEnv = "LOOKALIKE_TOKEN"
