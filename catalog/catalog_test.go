@@ -510,24 +510,54 @@ func TestCatalogValidation(t *testing.T) {
 	}
 }
 
+// TestCatalogConcurrentUpsertSearchDelete runs writers of products with one to three
+// photos beside searches of every kind, photo removals, deletes and snapshot saves: the
+// table, the graph and the store must agree at the end, and after a reopen.
 func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 	ctx := context.Background()
-	c := openCatalog(t, t.TempDir())
-	defer c.Close()
-	vecs := randomVectors(160, c.Dim(), 5)
+	dir := t.TempDir()
+	c := openCatalog(t, dir)
+	const products = 160
+	vecs := randomVectors(3*products, c.Dim(), 5)
+	photosOf := func(i int) []PhotoWrite {
+		var out []PhotoWrite
+		for j := range 1 + i%3 {
+			out = append(out, PhotoWrite{ID: fmt.Sprint("ph", j), Vector: vecs[3*i+j]})
+		}
+		return out
+	}
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(vecs); i += 4 {
+			for i := w; i < products; i += 4 {
 				id := fmt.Sprint("w", i)
-				if _, err := c.Upsert(ctx, single(Write{ID: id, Category: fmt.Sprint(i % 3)}, PhotoWrite{Vector: vecs[i]})); err != nil {
+				if _, err := c.Upsert(ctx, Write{ID: id, Category: fmt.Sprint(i % 3), Attributes: map[string]string{"g": fmt.Sprint(i % 7)}, Photos: photosOf(i)}); err != nil {
 					t.Error(err)
 					return
 				}
-				if _, err := c.SearchByVector(ctx, vecs[i], SearchOptions{K: 5, Filter: Filter{Categories: []string{"1"}}}); err != nil {
+				if _, err := c.SearchByVector(ctx, vecs[3*i], SearchOptions{K: 5, Filter: Filter{Categories: []string{"1"}}}); err != nil {
 					t.Error(err)
+					return
+				}
+				rs, err := c.SearchByID(ctx, id, SearchOptions{K: 5, GroupBy: "g", NotLike: []string{fmt.Sprint("w", i-1)}, Diversity: 0.3})
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+					return
+				}
+				if slices.Contains(ids(rs), id) {
+					t.Errorf("SearchByID(%s) returned itself", id)
+				}
+				if i%3 == 2 && i%5 == 0 {
+					// Drop one of its three photos, keeping the others.
+					if _, err := c.Upsert(ctx, Write{ID: id, Category: fmt.Sprint(i % 3), Attributes: map[string]string{"g": fmt.Sprint(i % 7)}, KeepOtherPhotos: true, RemovePhotos: []string{"ph1"}}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				if p, err := c.Get(ctx, id, true); err != nil || len(p.Photos) == 0 {
+					t.Errorf("Get %s: %v", id, err)
 					return
 				}
 				if i%10 == 0 {
@@ -549,11 +579,50 @@ func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 			if _, err := c.Stats(ctx); err != nil {
 				t.Error(err)
 			}
+			if err := c.FindDuplicates(ctx, DuplicateOptions{}, func(Cluster) error { return nil }); err != nil {
+				t.Error(err)
+			}
 		}
 	}()
 	wg.Wait()
-	if want := len(vecs) - len(vecs)/10; c.Len() != want || c.graph.Len() != want {
-		t.Fatalf("%d products, %d in graph, want %d", c.Len(), c.graph.Len(), want)
+	wantProducts, wantPhotos := 0, map[string]int{}
+	for i := range products {
+		if i%10 == 0 {
+			continue
+		}
+		wantProducts++
+		n := 1 + i%3
+		if i%3 == 2 && i%5 == 0 {
+			n--
+		}
+		wantPhotos[fmt.Sprint("w", i)] = n
+	}
+	total := 0
+	for _, n := range wantPhotos {
+		total += n
+	}
+	for round, cat := range []*Catalog{c, nil} {
+		if cat == nil {
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cat = openCatalog(t, dir)
+			defer cat.Close()
+		}
+		st, err := cat.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cat.Len() != wantProducts || st.Photos != total || cat.graph.Len() != total || cat.store.Photos() != total {
+			t.Fatalf("round %d: %d products, %d photos (graph %d, store %d), want %d and %d",
+				round, cat.Len(), st.Photos, cat.graph.Len(), cat.store.Photos(), wantProducts, total)
+		}
+		for id, n := range wantPhotos {
+			p, err := cat.Get(ctx, id, true)
+			if err != nil || len(p.Photos) != n {
+				t.Fatalf("round %d: %s has %d photos (%v), want %d", round, id, len(p.Photos), err, n)
+			}
+		}
 	}
 }
 

@@ -189,18 +189,9 @@ func (c *Catalog) SearchByID(ctx context.Context, id string, opt SearchOptions) 
 		return nil, err
 	}
 	defer c.life.RUnlock()
-	e, ok := c.lookup(id)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	queries := make([][]float32, 0, len(e.photos))
-	for _, ph := range e.photos {
-		if vec, ok := c.graph.Vector(ph.key); ok {
-			queries = append(queries, vec)
-		}
-	}
-	if len(queries) == 0 {
-		return nil, fmt.Errorf("%w: %q was deleted meanwhile", ErrNotFound, id)
+	_, queries, err := c.withVectors(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	return c.search(ctx, queries, opt, c.compileFilter(opt.Filter, append([]string{id}, opt.NotLike...)...))
 }

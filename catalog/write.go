@@ -566,21 +566,52 @@ func (c *Catalog) Get(ctx context.Context, id string, withVectors bool) (Product
 		return Product{}, err
 	}
 	defer c.life.RUnlock()
-	e, ok := c.lookup(id)
-	if !ok {
-		return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	if !withVectors {
+		e, ok := c.lookup(id)
+		if !ok {
+			return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+		}
+		return e.product(), ctx.Err()
+	}
+	e, vecs, err := c.withVectors(ctx, id)
+	if err != nil {
+		return Product{}, err
 	}
 	p := e.product()
-	if withVectors {
-		for i, ph := range e.photos {
-			vec, ok := c.graph.Vector(ph.key)
-			if !ok {
-				return Product{}, fmt.Errorf("%w: %q was changed meanwhile", ErrNotFound, id)
-			}
-			p.Photos[i].Vector = vec
-		}
+	for i := range p.Photos {
+		p.Photos[i].Vector = vecs[i]
 	}
 	return p, ctx.Err()
+}
+
+// withVectors returns a product's entry and its photos' vectors, from one state of the
+// product. A write that removes photos publishes the product's new entry before it deletes
+// them from the graph, so a vector missing under an entry just read means that a newer
+// entry is there: read again (the product may be gone by then, or still exist).
+func (c *Catalog) withVectors(ctx context.Context, id string) (*entry, [][]float32, error) {
+	for try := 0; ; try++ {
+		e, ok := c.lookup(id)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+		}
+		vecs := make([][]float32, 0, len(e.photos))
+		for _, ph := range e.photos {
+			vec, ok := c.graph.Vector(ph.key)
+			if !ok {
+				break
+			}
+			vecs = append(vecs, vec)
+		}
+		if len(vecs) == len(e.photos) {
+			return e, vecs, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if try == 100 {
+			return nil, nil, fmt.Errorf("%w: %q keeps changing; try again", ErrNotFound, id)
+		}
+	}
 }
 
 // KeptPhoto returns the kept copy (JPEG) of a product's photo and the photo's metadata.
