@@ -303,6 +303,14 @@ func TestDuplicateTiersDecisionsAndCalibration(t *testing.T) {
 		if err != nil || got != rep.Recommended || !rep.Applied {
 			t.Errorf("applied policy %+v (%v), want %+v", got, err, rep.Recommended)
 		}
+		// Known shortfall, measured rather than asserted: a few in-store shots of two
+		// different products on one shelf hash within the calibrated distance (see the
+		// duplicates issue's note); the default policy calls none of them copies (above).
+		for p, e := range scan(DuplicateOptions{MinTier: TierCopy}) {
+			if !strings.HasPrefix(p.hi, "reupload") && !strings.HasPrefix(p.lo, "reupload") {
+				t.Logf("calibrated policy calls %s and %s %v (cosine %.4f, hamming %d)", p.lo, p.hi, e.Tier, e.Signals.Cosine, e.Signals.Hamming)
+			}
+		}
 	})
 }
 
