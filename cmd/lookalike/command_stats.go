@@ -11,13 +11,13 @@ import (
 
 // statsJSON is `lookalike stats --json`.
 type statsJSON struct {
-	Count           uint64            `json:"count"`
-	Photos          uint64            `json:"photos"`
-	KeptPhotos      uint64            `json:"kept_photos"`
-	KeptBytes       uint64            `json:"kept_bytes"`
+	Count      uint64 `json:"count"`
+	Photos     uint64 `json:"photos"`
+	KeptPhotos uint64 `json:"kept_photos"`
+	KeptBytes  uint64 `json:"kept_bytes"`
 	// DuplicatePolicy is the policy dedup and check apply; Decisions counts recorded ones.
-	DuplicatePolicy policyJSON `json:"duplicate_policy"`
-	Decisions       uint64     `json:"decisions"`
+	DuplicatePolicy policyJSON        `json:"duplicate_policy"`
+	Decisions       uint64            `json:"decisions"`
 	CountByCategory map[string]uint64 `json:"count_by_category"`
 	ModelIdentity   string            `json:"model_identity"`
 	Dim             uint32            `json:"dim"`
@@ -104,16 +104,16 @@ func runStats(ctx context.Context, a *app, args []string) error {
 
 func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 	out := statsJSON{
-		Count:           r.GetCount(),
-		Photos:          r.GetPhotos(),
-		KeptPhotos:      r.GetKeptPhotos(),
-		KeptBytes:       r.GetKeptBytes(),
+		Count:      r.GetCount(),
+		Photos:     r.GetPhotos(),
+		KeptPhotos: r.GetKeptPhotos(),
+		KeptBytes:  r.GetKeptBytes(),
 		DuplicatePolicy: policyJSON{
 			LookAlike: r.GetDuplicatePolicy().GetLookAlike(), CopyCosine: r.GetDuplicatePolicy().GetCopyCosine(),
 			CopyHamming: r.GetDuplicatePolicy().GetCopyHamming(), CopyCosineAlone: r.GetDuplicatePolicy().GetCopyCosineAlone(),
 			Source: r.GetDuplicatePolicy().GetSource(),
 		},
-		Decisions: r.GetDecisions(),
+		Decisions:       r.GetDecisions(),
 		CountByCategory: r.GetCountByCategory(),
 		ModelIdentity:   r.GetModelIdentity(),
 		Dim:             r.GetDim(),
