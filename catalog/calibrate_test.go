@@ -55,7 +55,7 @@ func groceryProducts(t testing.TB) []Write {
 func openGroceryKept(t *testing.T, dir string) *Catalog {
 	t.Helper()
 	ctx := context.Background()
-	c, err := Open(ctx, Config{DataDir: dir, Embedder: testEmbedder(t), KeepPhotos: true})
+	c, err := Open(ctx, Config{DataDir: dir, Embedder: cachedEmbedder(t), KeepPhotos: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestDuplicateTiersDecisionsAndCalibration(t *testing.T) {
 // openGroceryKeptAgain reopens a data directory openGroceryKept filled.
 func openGroceryKeptAgain(t *testing.T, dir string) *Catalog {
 	t.Helper()
-	c, err := Open(context.Background(), Config{DataDir: dir, Embedder: testEmbedder(t), KeepPhotos: true})
+	c, err := Open(context.Background(), Config{DataDir: dir, Embedder: cachedEmbedder(t), KeepPhotos: true})
 	if err != nil {
 		t.Fatal(err)
 	}
