@@ -14,8 +14,9 @@ type BackupInfo struct {
 	// Seq is the store sequence number in the copy: every write acknowledged before the
 	// backup began is inside.
 	Seq uint64
-	// Items counts the products in the copy.
-	Items int
+	// Products and Photos count what the copy holds.
+	Products int
+	Photos   int
 }
 
 // Backup writes a consistent copy of the store file to w while the catalogue keeps serving:
@@ -35,7 +36,7 @@ func (c *Catalog) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("catalog: backup: %w", err)
 	}
-	c.log.Info("backup written", "bytes", info.Bytes, "seq", info.Seq, "items", info.Items,
+	c.log.Info("backup written", "bytes", info.Bytes, "seq", info.Seq, "products", info.Products, "photos", info.Photos,
 		"took", time.Since(start).Round(time.Millisecond))
 	return BackupInfo(info), nil
 }

@@ -15,10 +15,10 @@ func BenchmarkFindDuplicates(b *testing.B) {
 	defer c.Close()
 	base := randomVectors(1000, c.Dim(), 21)
 	rng := rand.New(rand.NewPCG(8, 9))
-	var items []UpsertItem
+	var items []Write
 	for g, v := range base {
 		for m := range 3 {
-			items = append(items, UpsertItem{ID: fmt.Sprintf("g%04d-%d", g, m), Vector: near(v, 0.15, rng)})
+			items = append(items, single(Write{ID: fmt.Sprintf("g%04d-%d", g, m)}, PhotoWrite{Vector: near(v, 0.15, rng)}))
 		}
 	}
 	for _, r := range c.UpsertBatch(ctx, items) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"lookalike/embed"
 	"lookalike/index"
 	"lookalike/store"
 )
@@ -32,7 +33,12 @@ const (
 
 // Embedder turns photo bytes into L2-normalised vectors; *embed.Embedder implements it.
 type Embedder interface {
+	// Embed returns a photo's vector (queries need nothing else).
 	Embed(ctx context.Context, image []byte) ([]float32, error)
+	// Analyze returns a photo's vector, perceptual hash and, when asked, its kept copy,
+	// all from one decode (what a stored photo needs).
+	Analyze(ctx context.Context, image []byte, opt embed.AnalyzeOptions) (embed.Analysis, error)
+	// Dim is the vector length and Identity names the model and its preprocessing.
 	Dim() int
 	Identity() string
 }
@@ -70,38 +76,80 @@ type Config struct {
 	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
 	// (Close and SaveSnapshot still save).
 	SnapshotInterval time.Duration
+	// KeepPhotos stores each uploaded photo as the model sees it before cropping (a JPEG of
+	// the model's resize size), so the catalogue can show it (Photo) and re-embed it later
+	// without the original files.
+	KeepPhotos bool
 	// Logger receives progress and warnings; nil discards them.
 	Logger *slog.Logger
 }
 
-// entry is the in-memory copy of a product's metadata (everything but the vector), so that
-// filters and results never touch the database.
+// entry is the in-memory copy of a product's metadata (everything but the vectors), so that
+// filters and results never touch the database. An entry is never changed once published in
+// the table: a write publishes a new one.
 type entry struct {
-	id          string
-	key         index.Key
-	category    string
-	title       string
-	imageURL    string
-	attributes  map[string]string
-	imageSHA256 string
-	created     time.Time
-	updated     time.Time
+	id         string
+	category   string
+	title      string
+	attributes map[string]string
+	created    time.Time
+	updated    time.Time
+	photos     []photoEntry
 }
 
-func entryFromItem(it store.Item) *entry {
-	return &entry{
-		id: it.ID, key: it.Key, category: it.Category, title: it.Title, imageURL: it.ImageURL,
-		attributes: cloneAttributes(it.Attributes), imageSHA256: it.ImageSHA256,
-		created: it.Created, updated: it.Updated,
+// photoEntry is one photo of an entry.
+type photoEntry struct {
+	id        string
+	key       index.Key
+	imageURL  string
+	sha256    string
+	phash     uint64
+	hasPHash  bool
+	keptBytes int
+	created   time.Time
+	updated   time.Time
+}
+
+func entryFromStore(p store.Product) *entry {
+	e := &entry{
+		id: p.ID, category: p.Category, title: p.Title, attributes: cloneAttributes(p.Attributes),
+		created: p.Created, updated: p.Updated, photos: make([]photoEntry, len(p.Photos)),
 	}
+	for i, ph := range p.Photos {
+		e.photos[i] = photoEntry{
+			id: ph.ID, key: ph.Key, imageURL: ph.ImageURL, sha256: ph.SHA256, phash: ph.PHash,
+			hasPHash: ph.HasPHash, keptBytes: ph.KeptBytes, created: ph.Created, updated: ph.Updated,
+		}
+	}
+	return e
 }
 
 func (e *entry) product() Product {
-	return Product{
-		ID: e.id, Category: e.category, Title: e.title, ImageURL: e.imageURL,
-		Attributes: cloneAttributes(e.attributes), ImageSHA256: e.imageSHA256,
-		Created: e.created, Updated: e.updated,
+	p := Product{
+		ID: e.id, Category: e.category, Title: e.title, Attributes: cloneAttributes(e.attributes),
+		Created: e.created, Updated: e.updated, Photos: make([]Photo, len(e.photos)),
 	}
+	for i, ph := range e.photos {
+		p.Photos[i] = ph.photo()
+	}
+	return p
+}
+
+func (ph photoEntry) photo() Photo {
+	return Photo{
+		ID: ph.id, ImageURL: ph.imageURL, SHA256: ph.sha256, PHash: ph.phash, HasPHash: ph.hasPHash,
+		Kept: ph.keptBytes > 0, KeptBytes: ph.keptBytes, Created: ph.created, Updated: ph.updated,
+	}
+}
+
+// photo returns the entry's photo under key.
+func (e *entry) photo(key index.Key) (photoEntry, bool) {
+	for _, ph := range e.photos {
+		if ph.key == key {
+			return ph, true
+		}
+	}
+	return photoEntry{}, false
 }
 
 // Catalog is an open product catalogue. All methods are safe for concurrent use.
@@ -112,7 +160,11 @@ type Catalog struct {
 	store        *store.Store
 	graph        *index.HNSW
 	params       IndexParams
+	keepPhotos   bool
 	snapshotFile string // SnapshotFileName in Config.DataDir
+
+	// ingestSlots bounds the photos analysed for writes at once (maxIngestAnalyses).
+	ingestSlots chan struct{}
 
 	// life guards the open/closed state: operations hold it shared, Close exclusively, so
 	// Close waits for in-flight calls and later calls see ErrClosed.
@@ -122,7 +174,7 @@ type Catalog struct {
 	// writeMu serialises store+index writes so the index applies them in store order.
 	writeMu sync.Mutex
 
-	// metaMu guards byKey and byID.
+	// metaMu guards byKey (photo key -> its product) and byID (product id -> product).
 	metaMu sync.RWMutex
 	byKey  map[index.Key]*entry
 	byID   map[string]*entry
@@ -153,20 +205,35 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("catalog: create data dir: %w", err)
 	}
+	removeLeftovers(cfg.DataDir, log)
+	storePath, snapPath := filepath.Join(cfg.DataDir, StoreFileName), filepath.Join(cfg.DataDir, SnapshotFileName)
+	if err := checkStoreNotLost(storePath, snapPath); err != nil {
+		return nil, err
+	}
 	dim := cfg.Embedder.Dim()
-	st, err := store.Open(filepath.Join(cfg.DataDir, StoreFileName), store.Options{
+	st, err := store.Open(storePath, store.Options{
 		ModelIdentity: cfg.Embedder.Identity(), Dim: dim, Logger: log,
 	})
+	if errors.Is(err, store.ErrCorrupt) {
+		return nil, fmt.Errorf("catalog: the store %s is damaged and cannot be served: stop the server and put back a backup "+
+			"(lookalike restore --data %s BACKUP), then start it again; the graph is rebuilt from the restored store: %w",
+			storePath, cfg.DataDir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open store: %w", err)
 	}
 	c := &Catalog{
 		log: log, embedder: cfg.Embedder, dim: dim, store: st,
-		params: cfg.Index.withDefaults(), snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
+		params: cfg.Index.withDefaults(), keepPhotos: cfg.KeepPhotos, snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
 		byKey: make(map[index.Key]*entry), byID: make(map[string]*entry),
+		ingestSlots: make(chan struct{}, maxIngestAnalyses),
 	}
 	if err := c.loadIndex(ctx); err != nil {
 		_ = st.Close()
+		if errors.Is(err, store.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: the store %s is damaged (%w); stop the server and put back a backup "+
+				"(lookalike restore --data %s BACKUP), then start it again", storePath, err, cfg.DataDir)
+		}
 		return nil, err
 	}
 	if cfg.SnapshotInterval > 0 {
@@ -176,6 +243,42 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		go c.savePeriodically(pctx, cfg.SnapshotInterval)
 	}
 	return c, nil
+}
+
+// ErrStoreLost means the data directory held a catalogue (its graph snapshot is there) but
+// its store is missing or empty: serving would quietly answer from an empty catalogue.
+var ErrStoreLost = errors.New("catalog: store lost")
+
+// checkStoreNotLost refuses a data directory whose store is missing or empty while a graph
+// snapshot of a non-empty catalogue lies beside it.
+func checkStoreNotLost(storePath, snapPath string) error {
+	st, err := os.Stat(storePath)
+	if err == nil && st.Size() > 0 {
+		return nil
+	}
+	// Rare (a store gone or emptied), so reading the whole snapshot to count it is fine.
+	graph, info, err := index.LoadSnapshot(snapPath)
+	if err != nil || graph.Len() == 0 {
+		return nil // no usable snapshot: nothing says a catalogue was here
+	}
+	return fmt.Errorf("%w: %s is missing or empty, but the graph snapshot %s beside it holds %d photos (store seq %d): "+
+		"put back a backup (lookalike restore --data %s BACKUP), or remove %s to start an empty catalogue",
+		ErrStoreLost, storePath, snapPath, graph.Len(), info.Seq, filepath.Dir(storePath), snapPath)
+}
+
+// removeLeftovers deletes the temporary files an interrupted snapshot save or restore leaves
+// in the data directory (they are never read, only renamed into place when complete).
+func removeLeftovers(dir string, log *slog.Logger) {
+	for _, pattern := range []string{SnapshotFileName + ".tmp-*", "." + StoreFileName + ".tmp-*"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				log.Warn("cannot remove a leftover temporary file", "path", m, "err", err)
+				continue
+			}
+			log.Info("removed a leftover temporary file", "path", m)
+		}
+	}
 }
 
 func (c *Catalog) newGraph() *index.HNSW {
@@ -196,9 +299,11 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 			ok = false
 		}
 	}
-	if err := c.store.ForEachMetadata(func(it store.Item) error {
-		e := entryFromItem(it)
-		c.byKey[e.key] = e
+	if err := c.store.ForEach(func(p store.Product) error {
+		e := entryFromStore(p)
+		for _, ph := range e.photos {
+			c.byKey[ph.key] = e
+		}
 		c.byID[e.id] = e
 		return ctx.Err()
 	}); err != nil {
@@ -206,7 +311,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 	}
 	if ok && graph.Len() != len(c.byKey) {
 		c.log.Warn("graph snapshot disagrees with the store; rebuilding",
-			"graph_items", graph.Len(), "store_items", len(c.byKey))
+			"graph_photos", graph.Len(), "store_photos", len(c.byKey))
 		ok = false
 	}
 	if ok {
@@ -215,7 +320,7 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 		if st, err := os.Stat(c.snapshotFile); err == nil {
 			c.snapshotTime = st.ModTime()
 		}
-		c.log.Info("graph loaded from snapshot", "items", graph.Len(), "snapshot_seq", snapSeq,
+		c.log.Info("graph loaded from snapshot", "photos", graph.Len(), "products", len(c.byID), "snapshot_seq", snapSeq,
 			"store_seq", c.store.Seq(), "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
@@ -261,11 +366,14 @@ func (c *Catalog) replay(graph *index.HNSW, since uint64) error {
 	n := 0
 	err := c.store.ChangesSince(since, func(ch store.Change) error {
 		n++
-		if ch.Deleted {
+		switch {
+		case ch.Metadata():
+			return nil // the graph holds no metadata
+		case ch.Deleted:
 			graph.Delete(ch.Key)
 			return nil
 		}
-		it, err := c.store.GetByKey(ch.Key)
+		vec, err := c.store.Vector(ch.Key)
 		if errors.Is(err, store.ErrNotFound) {
 			// Deleted again later; its own change record follows, but be safe.
 			graph.Delete(ch.Key)
@@ -274,7 +382,7 @@ func (c *Catalog) replay(graph *index.HNSW, since uint64) error {
 		if err != nil {
 			return err
 		}
-		return graph.Add(ch.Key, it.Vector)
+		return graph.Add(ch.Key, vec)
 	})
 	if err != nil {
 		return err
@@ -290,7 +398,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 	graph := c.newGraph()
 	total := len(c.byKey)
 	start, last := time.Now(), time.Now()
-	c.log.Info("building graph from store", "items", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
+	c.log.Info("building graph from store", "photos", total, "m", c.params.M, "ef_construction", c.params.EFConstruction)
 	done := 0
 	// The metadata table is already filled, so this pass reads only keys and vectors.
 	err := c.store.ForEachVector(func(key uint32, vec []float32) error {
@@ -303,7 +411,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 		done++
 		if time.Since(last) >= 2*time.Second {
 			last = time.Now()
-			c.log.Info("building graph", "done", done, "items", total,
+			c.log.Info("building graph", "done", done, "photos", total,
 				"elapsed", time.Since(start).Round(time.Second))
 		}
 		return nil
@@ -311,7 +419,7 @@ func (c *Catalog) rebuild(ctx context.Context) (*index.HNSW, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
 	}
-	c.log.Info("graph built", "items", done, "took", time.Since(start).Round(time.Millisecond))
+	c.log.Info("graph built", "photos", done, "took", time.Since(start).Round(time.Millisecond))
 	return graph, nil
 }
 
@@ -371,7 +479,7 @@ func (c *Catalog) saveSnapshot(ctx context.Context) error {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	c.snapshotSeq, c.snapshotTime = seq, time.Now()
-	c.log.Info("graph snapshot saved", "seq", seq, "items", c.graph.Len(),
+	c.log.Info("graph snapshot saved", "seq", seq, "photos", c.graph.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
 	if err := c.store.TruncateLog(seq); err != nil {
 		c.log.Warn("store change log not truncated", "seq", seq, "err", err)
@@ -407,7 +515,7 @@ func (c *Catalog) Dim() int { return c.dim }
 func (c *Catalog) Len() int {
 	c.metaMu.RLock()
 	defer c.metaMu.RUnlock()
-	return len(c.byKey)
+	return len(c.byID)
 }
 
 func cloneAttributes(m map[string]string) map[string]string {

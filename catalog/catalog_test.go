@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"lookalike/embed"
@@ -38,6 +40,130 @@ func testEmbedder(t testing.TB) *embed.Embedder {
 	return e
 }
 
+// cachingEmbedder is the real embedder with a memo of its answers by photo bytes, shared by
+// every test of the binary (cachedEmbedder): many tests load the same shared photos, and
+// the model is what costs, several times more under -race, whose instrumented decoders run
+// at a fraction of their speed. Only successes are remembered; every answer is a copy.
+type cachingEmbedder struct {
+	*embed.Embedder
+	mu       sync.Mutex
+	vectors  map[[32]byte][]float32
+	analyses map[analysisKey]embed.Analysis
+}
+
+type analysisKey struct {
+	sum  [32]byte
+	keep bool
+}
+
+var sharedCache = sync.OnceValues(func() (*cachingEmbedder, error) {
+	e, err := sharedEmbedder()
+	if err != nil {
+		return nil, err
+	}
+	return &cachingEmbedder{Embedder: e, vectors: make(map[[32]byte][]float32), analyses: make(map[analysisKey]embed.Analysis)}, nil
+})
+
+// cachedEmbedder returns the shared caching embedder.
+func cachedEmbedder(t testing.TB) *cachingEmbedder {
+	t.Helper()
+	e, err := sharedCache()
+	if err != nil {
+		t.Fatalf("open embedder: %v", err)
+	}
+	return e
+}
+
+func (c *cachingEmbedder) Embed(ctx context.Context, image []byte) ([]float32, error) {
+	sum := sha256.Sum256(image)
+	c.mu.Lock()
+	vec, ok := c.vectors[sum]
+	c.mu.Unlock()
+	if ok {
+		return slices.Clone(vec), nil
+	}
+	vec, err := c.Embedder.Embed(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.vectors[sum] = slices.Clone(vec)
+	c.mu.Unlock()
+	return vec, nil
+}
+
+func (c *cachingEmbedder) Analyze(ctx context.Context, image []byte, opt embed.AnalyzeOptions) (embed.Analysis, error) {
+	k := analysisKey{sha256.Sum256(image), opt.Keep}
+	c.mu.Lock()
+	a, ok := c.analyses[k]
+	c.mu.Unlock()
+	if !ok {
+		var err error
+		if a, err = c.Embedder.Analyze(ctx, image, opt); err != nil {
+			return embed.Analysis{}, err
+		}
+		c.mu.Lock()
+		c.analyses[k] = a
+		c.mu.Unlock()
+	}
+	a.Vector, a.Kept = slices.Clone(a.Vector), slices.Clone(a.Kept)
+	return a, nil
+}
+
+// warm runs the photos through the model, a few at a time (a catalogue write starts one
+// goroutine per new photo, which could overflow the embedder's queue with hundreds), so
+// that the writes and queries that follow find them in the memo: Analyze for photos to
+// store, Embed for queries.
+func (c *cachingEmbedder) warm(t testing.TB, images [][]byte, analyze bool) {
+	t.Helper()
+	ctx := context.Background()
+	next := make(chan []byte)
+	errs := make(chan error, len(images))
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for img := range next {
+				var err error
+				if analyze {
+					_, err = c.Analyze(ctx, img, embed.AnalyzeOptions{})
+				} else {
+					_, err = c.Embed(ctx, img)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for _, img := range images {
+		next <- img
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("embed: %v", err)
+	}
+}
+
+// countingEmbedder counts the model calls a catalogue makes, passing them on.
+type countingEmbedder struct {
+	Embedder
+	analyzed, embedded atomic.Int64
+}
+
+func (c *countingEmbedder) Analyze(ctx context.Context, image []byte, opt embed.AnalyzeOptions) (embed.Analysis, error) {
+	c.analyzed.Add(1)
+	return c.Embedder.Analyze(ctx, image, opt)
+}
+
+func (c *countingEmbedder) Embed(ctx context.Context, image []byte) ([]float32, error) {
+	c.embedded.Add(1)
+	return c.Embedder.Embed(ctx, image)
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if e, err := sharedEmbedder(); err == nil {
@@ -55,14 +181,20 @@ func openCatalog(t testing.TB, dir string) *Catalog {
 	return c
 }
 
-// groceryItems returns every step-th grocery catalogue photo as an upsert item.
-func groceryItems(t testing.TB, step int) []UpsertItem {
+// single is w with one photo: the tiny helper for the one-photo products most tests use.
+func single(w Write, ph PhotoWrite) Write {
+	w.Photos = []PhotoWrite{ph}
+	return w
+}
+
+// groceryItems returns every step-th grocery catalogue photo as a one-photo product.
+func groceryItems(t testing.TB, step int) []Write {
 	t.Helper()
 	photos, err := dataset.LoadPhotos(dataset.PhotosGrocery)
 	if err != nil {
 		t.Fatalf("load grocery photos: %v", err)
 	}
-	var items []UpsertItem
+	var items []Write
 	for i, p := range photos {
 		if i%step != 0 || p.Fields["split"] == "val" {
 			continue
@@ -71,10 +203,10 @@ func groceryItems(t testing.TB, step int) []UpsertItem {
 		if err != nil {
 			t.Fatal(err)
 		}
-		items = append(items, UpsertItem{
-			ID: filepath.Base(p.Path), Image: b, Category: p.Fields["coarse_label"], Title: p.Label,
+		items = append(items, single(Write{
+			ID: filepath.Base(p.Path), Category: p.Fields["coarse_label"], Title: p.Label,
 			Attributes: map[string]string{"label": p.Label, "split": p.Fields["split"]},
-		})
+		}, PhotoWrite{Image: b}))
 	}
 	return items
 }
@@ -117,7 +249,7 @@ func TestCatalogLifecycle(t *testing.T) {
 		t.Fatalf("metadata change: outcome %v err %v, want updated", r.Outcome, err)
 	}
 	got, err := c.Get(ctx, changed.ID, true)
-	if err != nil || got.Title != "renamed" || len(got.Vector) != c.Dim() || got.ImageSHA256 == "" {
+	if err != nil || got.Title != "renamed" || len(got.Photos) != 1 || len(got.Photos[0].Vector) != c.Dim() || got.Photos[0].SHA256 == "" {
 		t.Fatalf("Get after update: %+v, %v", got, err)
 	}
 
@@ -196,7 +328,7 @@ func TestCatalogReplaysChangesAfterSnapshot(t *testing.T) {
 	c := openCatalog(t, dir)
 	vecs := randomVectors(40, c.Dim(), 1)
 	for i := range 30 {
-		if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("v", i), Vector: vecs[i]}); err != nil {
+		if _, err := c.Upsert(ctx, single(Write{ID: fmt.Sprint("v", i)}, PhotoWrite{Vector: vecs[i]})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,7 +336,7 @@ func TestCatalogReplaysChangesAfterSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 30; i < 40; i++ {
-		if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("v", i), Vector: vecs[i]}); err != nil {
+		if _, err := c.Upsert(ctx, single(Write{ID: fmt.Sprint("v", i)}, PhotoWrite{Vector: vecs[i]})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -270,15 +402,15 @@ func TestFindDuplicatesClusters(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	base := randomVectors(20, c.Dim(), 2)
 	// a0-a1-a2 near base[0] (a chain of near copies), b0-b1 near base[1], the rest apart.
-	items := []UpsertItem{
-		{ID: "a0", Vector: base[0], Category: "x"},
-		{ID: "a1", Vector: near(base[0], 0.1, rng), Category: "x"},
-		{ID: "a2", Vector: near(base[0], 0.1, rng), Category: "y"},
-		{ID: "b0", Vector: base[1], Category: "x"},
-		{ID: "b1", Vector: near(base[1], 0.1, rng), Category: "x"},
+	items := []Write{
+		single(Write{ID: "a0", Category: "x"}, PhotoWrite{Vector: base[0]}),
+		single(Write{ID: "a1", Category: "x"}, PhotoWrite{Vector: near(base[0], 0.1, rng)}),
+		single(Write{ID: "a2", Category: "y"}, PhotoWrite{Vector: near(base[0], 0.1, rng)}),
+		single(Write{ID: "b0", Category: "x"}, PhotoWrite{Vector: base[1]}),
+		single(Write{ID: "b1", Category: "x"}, PhotoWrite{Vector: near(base[1], 0.1, rng)}),
 	}
 	for i := 2; i < 20; i++ {
-		items = append(items, UpsertItem{ID: fmt.Sprint("lone", i), Vector: base[i], Category: "x"})
+		items = append(items, single(Write{ID: fmt.Sprint("lone", i), Category: "x"}, PhotoWrite{Vector: base[i]}))
 	}
 	for _, r := range c.UpsertBatch(ctx, items) {
 		if r.Err != nil {
@@ -335,15 +467,18 @@ func TestCatalogValidation(t *testing.T) {
 	nan[3] = float32(math.NaN())
 	tests := []struct {
 		name string
-		item UpsertItem
+		item Write
 	}{
-		{"empty id", UpsertItem{Vector: good}},
-		{"no content", UpsertItem{ID: "x"}},
-		{"both contents", UpsertItem{ID: "x", Vector: good, Image: []byte{1}}},
-		{"short vector", UpsertItem{ID: "x", Vector: good[:10]}},
-		{"NaN vector", UpsertItem{ID: "x", Vector: nan}},
-		{"zero vector", UpsertItem{ID: "x", Vector: make([]float32, c.Dim())}},
-		{"bad UTF-8 id", UpsertItem{ID: "\xff", Vector: good}},
+		{"empty id", single(Write{}, PhotoWrite{Vector: good})},
+		{"no photo", Write{ID: "x"}},
+		{"photo with no content and no id", single(Write{ID: "x"}, PhotoWrite{})},
+		{"both contents", single(Write{ID: "x"}, PhotoWrite{Vector: good, Image: []byte{1}})},
+		{"short vector", single(Write{ID: "x"}, PhotoWrite{Vector: good[:10]})},
+		{"NaN vector", single(Write{ID: "x"}, PhotoWrite{Vector: nan})},
+		{"zero vector", single(Write{ID: "x"}, PhotoWrite{Vector: make([]float32, c.Dim())})},
+		{"bad UTF-8 id", single(Write{ID: "\xff"}, PhotoWrite{Vector: good})},
+		{"photo id with a slash", single(Write{ID: "x"}, PhotoWrite{ID: "a/b", Vector: good})},
+		{"bad UTF-8 photo id", single(Write{ID: "x"}, PhotoWrite{ID: "\xff", Vector: good})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,12 +487,19 @@ func TestCatalogValidation(t *testing.T) {
 			}
 		})
 	}
-	if _, err := c.Upsert(ctx, UpsertItem{ID: "garbage", Image: []byte("not an image")}); !errors.Is(err, embed.ErrUnsupportedFormat) {
+	if _, err := c.Upsert(ctx, single(Write{ID: "garbage"}, PhotoWrite{Image: []byte("not an image")})); !errors.Is(err, embed.ErrUnsupportedFormat) {
 		t.Fatalf("garbage image: %v, want embed.ErrUnsupportedFormat", err)
 	}
-	for _, k := range []int{0, -1, MaxK + 1} {
-		if _, err := c.SearchByVector(ctx, good, SearchOptions{K: k}); !errors.Is(err, ErrInvalidArgument) {
-			t.Fatalf("k=%d: %v, want ErrInvalidArgument", k, err)
+	badSearches := []SearchOptions{
+		{K: 0}, {K: -1}, {K: MaxK + 1},
+		{K: 1, EF: -1}, {K: 1, EF: MaxEF + 1},
+		{K: 1, MinScore: float32(math.NaN())},
+		{K: 1, Diversity: -0.1}, {K: 1, Diversity: 1.1}, {K: 1, Diversity: float32(math.NaN())},
+		{K: 1, NotLike: make([]string, MaxNotLike+1)},
+	}
+	for _, opt := range badSearches {
+		if _, err := c.SearchByVector(ctx, good, opt); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("search options %+v: %v, want ErrInvalidArgument", opt, err)
 		}
 	}
 	if _, err := c.SearchByID(ctx, "missing", SearchOptions{K: 1}); !errors.Is(err, ErrNotFound) {
@@ -368,24 +510,54 @@ func TestCatalogValidation(t *testing.T) {
 	}
 }
 
+// TestCatalogConcurrentUpsertSearchDelete runs writers of products with one to three
+// photos beside searches of every kind, photo removals, deletes and snapshot saves: the
+// table, the graph and the store must agree at the end, and after a reopen.
 func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 	ctx := context.Background()
-	c := openCatalog(t, t.TempDir())
-	defer c.Close()
-	vecs := randomVectors(160, c.Dim(), 5)
+	dir := t.TempDir()
+	c := openCatalog(t, dir)
+	const products = 160
+	vecs := randomVectors(3*products, c.Dim(), 5)
+	photosOf := func(i int) []PhotoWrite {
+		var out []PhotoWrite
+		for j := range 1 + i%3 {
+			out = append(out, PhotoWrite{ID: fmt.Sprint("ph", j), Vector: vecs[3*i+j]})
+		}
+		return out
+	}
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(vecs); i += 4 {
+			for i := w; i < products; i += 4 {
 				id := fmt.Sprint("w", i)
-				if _, err := c.Upsert(ctx, UpsertItem{ID: id, Vector: vecs[i], Category: fmt.Sprint(i % 3)}); err != nil {
+				if _, err := c.Upsert(ctx, Write{ID: id, Category: fmt.Sprint(i % 3), Attributes: map[string]string{"g": fmt.Sprint(i % 7)}, Photos: photosOf(i)}); err != nil {
 					t.Error(err)
 					return
 				}
-				if _, err := c.SearchByVector(ctx, vecs[i], SearchOptions{K: 5, Filter: Filter{Categories: []string{"1"}}}); err != nil {
+				if _, err := c.SearchByVector(ctx, vecs[3*i], SearchOptions{K: 5, Filter: Filter{Categories: []string{"1"}}}); err != nil {
 					t.Error(err)
+					return
+				}
+				rs, err := c.SearchByID(ctx, id, SearchOptions{K: 5, GroupBy: "g", NotLike: []string{fmt.Sprint("w", i-1)}, Diversity: 0.3})
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+					return
+				}
+				if slices.Contains(ids(rs), id) {
+					t.Errorf("SearchByID(%s) returned itself", id)
+				}
+				if i%3 == 2 && i%5 == 0 {
+					// Drop one of its three photos, keeping the others.
+					if _, err := c.Upsert(ctx, Write{ID: id, Category: fmt.Sprint(i % 3), Attributes: map[string]string{"g": fmt.Sprint(i % 7)}, KeepOtherPhotos: true, RemovePhotos: []string{"ph1"}}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				if p, err := c.Get(ctx, id, true); err != nil || len(p.Photos) == 0 {
+					t.Errorf("Get %s: %v", id, err)
 					return
 				}
 				if i%10 == 0 {
@@ -407,11 +579,50 @@ func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 			if _, err := c.Stats(ctx); err != nil {
 				t.Error(err)
 			}
+			if err := c.FindDuplicates(ctx, DuplicateOptions{}, func(Cluster) error { return nil }); err != nil {
+				t.Error(err)
+			}
 		}
 	}()
 	wg.Wait()
-	if want := len(vecs) - len(vecs)/10; c.Len() != want || c.graph.Len() != want {
-		t.Fatalf("%d products, %d in graph, want %d", c.Len(), c.graph.Len(), want)
+	wantProducts, wantPhotos := 0, map[string]int{}
+	for i := range products {
+		if i%10 == 0 {
+			continue
+		}
+		wantProducts++
+		n := 1 + i%3
+		if i%3 == 2 && i%5 == 0 {
+			n--
+		}
+		wantPhotos[fmt.Sprint("w", i)] = n
+	}
+	total := 0
+	for _, n := range wantPhotos {
+		total += n
+	}
+	for round, cat := range []*Catalog{c, nil} {
+		if cat == nil {
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cat = openCatalog(t, dir)
+			defer cat.Close()
+		}
+		st, err := cat.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cat.Len() != wantProducts || st.Photos != total || cat.graph.Len() != total || cat.store.Photos() != total {
+			t.Fatalf("round %d: %d products, %d photos (graph %d, store %d), want %d and %d",
+				round, cat.Len(), st.Photos, cat.graph.Len(), cat.store.Photos(), wantProducts, total)
+		}
+		for id, n := range wantPhotos {
+			p, err := cat.Get(ctx, id, true)
+			if err != nil || len(p.Photos) != n {
+				t.Fatalf("round %d: %s has %d photos (%v), want %d", round, id, len(p.Photos), err, n)
+			}
+		}
 	}
 }
 
@@ -425,7 +636,7 @@ func TestCatalogRebuildsSnapshotOfAnotherHistory(t *testing.T) {
 	upsertAll := func(c *Catalog, vecs [][]float32) {
 		t.Helper()
 		for i, v := range vecs {
-			if _, err := c.Upsert(ctx, UpsertItem{ID: fmt.Sprint("p", i), Vector: v}); err != nil {
+			if _, err := c.Upsert(ctx, single(Write{ID: fmt.Sprint("p", i)}, PhotoWrite{Vector: v})); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -519,10 +730,10 @@ func TestFindDuplicatesConcurrentDeterministic(t *testing.T) {
 	const groups = 120
 	rng := rand.New(rand.NewPCG(5, 6))
 	base := randomVectors(groups, c.Dim(), 9)
-	var items []UpsertItem
+	var items []Write
 	for g, b := range base {
 		for m := range 1 + g%4 { // groups of 1 to 4 near copies
-			items = append(items, UpsertItem{ID: fmt.Sprintf("g%03d-%d", g, m), Vector: near(b, 0.15, rng)})
+			items = append(items, single(Write{ID: fmt.Sprintf("g%03d-%d", g, m)}, PhotoWrite{Vector: near(b, 0.15, rng)}))
 		}
 	}
 	for _, r := range c.UpsertBatch(ctx, items) {
@@ -557,7 +768,7 @@ func TestFindDuplicatesConcurrentDeterministic(t *testing.T) {
 	for i := range items {
 		for j := i + 1; j < len(items); j++ {
 			var dot float64
-			a, b := norm(items[i].Vector), norm(items[j].Vector)
+			a, b := norm(items[i].Photos[0].Vector), norm(items[j].Photos[0].Vector)
 			for d := range a {
 				dot += float64(a[d]) * float64(b[d])
 			}
@@ -627,9 +838,9 @@ func TestFindDuplicatesCancelled(t *testing.T) {
 	defer c.Close()
 	base := randomVectors(40, c.Dim(), 13)
 	rng := rand.New(rand.NewPCG(1, 2))
-	var items []UpsertItem
+	var items []Write
 	for i, b := range base {
-		items = append(items, UpsertItem{ID: fmt.Sprint("a", i), Vector: b}, UpsertItem{ID: fmt.Sprint("b", i), Vector: near(b, 0.05, rng)})
+		items = append(items, single(Write{ID: fmt.Sprint("a", i)}, PhotoWrite{Vector: b}), single(Write{ID: fmt.Sprint("b", i)}, PhotoWrite{Vector: near(b, 0.05, rng)}))
 	}
 	for _, r := range c.UpsertBatch(context.Background(), items) {
 		if r.Err != nil {

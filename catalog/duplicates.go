@@ -3,6 +3,8 @@ package catalog
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"runtime"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"lookalike/embed"
 	"lookalike/index"
 )
 
@@ -29,12 +32,15 @@ type PairCheck interface {
 
 // DuplicateOptions tunes FindDuplicates.
 type DuplicateOptions struct {
-	// Threshold joins two products whose similarity is at least this; NaN or 0 means
-	// DefaultDuplicateThreshold. Must be in [-1, 1].
+	// Threshold is the look-alike cut: two products whose most similar photos score at least
+	// this are candidates. 0 means the catalogue policy's LookAlike. Must be in [-1, 1].
 	Threshold float32
+	// MinTier reports only pairs of at least this tier (TierNone and TierLookAlike report
+	// everything the threshold lets through).
+	MinTier Tier
 	// Filter restricts both the scanned products and their partners.
 	Filter Filter
-	// MaxNeighbors examined per product, 1..MaxK; 0 means DefaultMaxNeighbors.
+	// MaxNeighbors examined per photo, 1..MaxK; 0 means DefaultMaxNeighbors.
 	MaxNeighbors int
 	// EF for the graph searches; 0 means the catalogue default.
 	EF int
@@ -44,19 +50,35 @@ type DuplicateOptions struct {
 
 // Cluster is a connected group of near-duplicates.
 type Cluster struct {
-	IDs   []string // sorted
-	Edges []Edge   // the pairs that joined them
+	// IDs are the member products, sorted.
+	IDs []string
+	// Edges are the pairs that joined them.
+	Edges []Edge
+	// Tier is the cluster's weakest edge's tier: how sure the whole group is.
+	Tier Tier
+	// Resolved says every edge carries a Same decision: a reviewer has seen the whole group.
+	Resolved bool
 }
 
-// Edge is one near-duplicate pair, A < B.
+// Edge is one near-duplicate pair of products, A < B, joined by their most alike photos.
 type Edge struct {
-	A, B  string
+	// A and B are the product ids.
+	A, B string
+	// PhotoA and PhotoB name the photos of A and B that matched.
+	PhotoA, PhotoB string
+	// Score is those photos' cosine similarity.
 	Score float32
+	// Tier is the pair's tier under the policy, and Signals what it read.
+	Tier    Tier
+	Signals Signals
+	// Decision is a reviewer's recorded verdict on the pair (nil if none). A Different pair
+	// is never an edge.
+	Decision *Decision
 }
 
 func checkThreshold(t float32) (float32, error) {
-	if t == 0 || math.IsNaN(float64(t)) {
-		return DefaultDuplicateThreshold, nil
+	if math.IsNaN(float64(t)) {
+		return 0, fmt.Errorf("%w: threshold is NaN, must be in [-1, 1]", ErrInvalidArgument)
 	}
 	if t < -1 || t > 1 {
 		return 0, fmt.Errorf("%w: threshold %v is outside [-1, 1]", ErrInvalidArgument, t)
@@ -64,12 +86,16 @@ func checkThreshold(t float32) (float32, error) {
 	return t, nil
 }
 
-// FindDuplicates searches every product inside the filter for neighbours at or above the
-// threshold, joins them with union-find and hands emit each cluster of two or more, largest
-// first (ties by first id). The neighbour searches and the pair checks run on every core;
-// the clusters, their edges and their order do not depend on how they were scheduled.
-// Cancelling ctx stops the scan between searches. An error from emit stops the scan and is
-// returned.
+// FindDuplicates pairs products whose photos look alike, places every pair in a tier under
+// the catalogue's policy, joins the pairs with union-find and hands emit each cluster of two
+// or more, largest first (ties by first id). Each photo inside the filter searches the graph
+// for neighbours at or above the look-alike threshold; photos with the same bytes pair up
+// whatever the graph returns. Photos of one product are never paired with each other.
+// Recorded decisions are honoured: a pair decided Different never joins, and a pair decided
+// Same joins even when the scan would not have paired it. The neighbour searches and the
+// pair checks run on every core; the clusters, their edges and their order do not depend on
+// how they were scheduled. Cancelling ctx stops the scan between searches. An error from
+// emit stops the scan and is returned.
 func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit func(Cluster) error) error {
 	threshold, err := checkThreshold(opt.Threshold)
 	if err != nil {
@@ -89,19 +115,36 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		return err
 	}
 	defer c.life.RUnlock()
+	policy, err := c.policy()
+	if err != nil {
+		return err
+	}
+	if threshold == 0 {
+		threshold = policy.LookAlike
+	}
+	policy.LookAlike = threshold
+	decided, err := c.decisionsByPair()
+	if err != nil {
+		return err
+	}
 
 	a := c.compileFilter(opt.Filter)
+	// The scan is over photos; pairs, edges and clusters are over products.
+	type member struct {
+		e   *entry
+		key index.Key
+	}
 	c.metaMu.RLock()
-	members := make([]*entry, 0, len(c.byKey))
-	for _, e := range c.byKey {
-		if a == nil || a.entryOK(e) {
-			members = append(members, e)
+	members := make([]member, 0, len(c.byKey))
+	for key, e := range c.byKey {
+		if a.entryOK(e) {
+			members = append(members, member{e, key})
 		}
 	}
 	c.metaMu.RUnlock()
 	// Key order fixes the order in which pairs are first met, so the edges (and the pairs
 	// handed to the checks) do not depend on map iteration or on scheduling.
-	slices.SortFunc(members, func(x, y *entry) int { return cmp.Compare(x.key, y.key) })
+	slices.SortFunc(members, func(x, y member) int { return cmp.Compare(x.key, y.key) })
 
 	// The searches are independent and read-only: run them on every core, each result in
 	// its member's slot.
@@ -113,15 +156,21 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	ef := max(c.ef(opt.EF), neighbors+1)
 	filter := a.fn()
 	err = parallelFor(ctx, len(members), func(i int) error {
-		e := members[i]
-		vec, ok := c.graph.Vector(e.key)
+		m := members[i]
+		vec, ok := c.graph.Vector(m.key)
 		if !ok {
 			return nil // deleted during the scan
 		}
-		for _, n := range c.graph.Search(vec, neighbors+1, index.SearchOptions{EF: ef, Filter: filter}) {
-			if n.Key != e.key && n.Score >= threshold {
-				found[i] = append(found[i], candidate{n.Key, n.Score})
+		// Photos of the product itself take places in the list: ask for that many more.
+		n := neighbors + len(m.e.photos)
+		for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(ef, n), Filter: filter}) {
+			if nb.Score < threshold {
+				continue
 			}
+			if _, own := m.e.photo(nb.Key); own {
+				continue // photos of one product are not duplicates of each other
+			}
+			found[i] = append(found[i], candidate{nb.Key, nb.Score})
 		}
 		return nil
 	})
@@ -129,64 +178,94 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		return err
 	}
 
-	// Each pair once, in member order, with the score of its first sighting.
-	type pair struct{ lo, hi index.Key }
-	type scoredPair struct {
-		pair
-		score float32
-	}
-	seen := make(map[pair]struct{})
-	var pairs []scoredPair
+	// Each pair of products once, with its strongest pair of photos (highest tier, then
+	// highest score); ties keep the pair met first, in member order.
+	pairs := newPairSet()
 	for i, cands := range found {
+		m := members[i]
 		for _, n := range cands {
-			p := pair{min(members[i].key, n.other), max(members[i].key, n.other)}
-			if _, dup := seen[p]; dup {
-				continue
+			c.metaMu.RLock()
+			other, ok := c.byKey[n.other]
+			c.metaMu.RUnlock()
+			if ok && other != m.e {
+				pairs.offer(policy, m.e, m.key, other, n.other, n.score)
 			}
-			seen[p] = struct{}{}
-			pairs = append(pairs, scoredPair{p, n.score})
 		}
 	}
-	confirmed := make([]bool, len(pairs))
-	err = parallelFor(ctx, len(pairs), func(i int) error {
+	// The same bytes pair up even when the graph did not return them (a full list of
+	// near-identical shots can crowd an exact copy out).
+	bySHA := make(map[string][]member)
+	for _, m := range members {
+		if ph, _ := m.e.photo(m.key); ph.sha256 != "" {
+			bySHA[ph.sha256] = append(bySHA[ph.sha256], m)
+		}
+	}
+	for _, group := range bySHA {
+		for i, x := range group {
+			for _, y := range group[i+1:] {
+				if x.e != y.e {
+					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(x.key, y.key))
+				}
+			}
+		}
+	}
+	// A pair decided Same joins whatever the scan found, scored by its most alike photos.
+	for pr, d := range decided {
+		if d.Verdict != Same {
+			continue
+		}
+		ea, okA := c.lookup(pr.lo)
+		eb, okB := c.lookup(pr.hi)
+		if okA && okB && a.entryOK(ea) && a.entryOK(eb) && !pairs.has(pr) {
+			ka, kb, score := c.closestPhotos(ea, eb)
+			pairs.offer(policy, ea, ka, eb, kb, score)
+		}
+	}
+
+	list := pairs.list()
+	list = slices.DeleteFunc(list, func(p *scoredPair) bool {
+		d, ok := decided[p.productPair]
+		if ok && d.Verdict == Different {
+			return true
+		}
+		return !ok && opt.MinTier > TierLookAlike && p.tier < opt.MinTier
+	})
+	confirmed := make([]bool, len(list))
+	err = parallelFor(ctx, len(list), func(i int) error {
 		var err error
-		confirmed[i], err = c.confirm(ctx, opt.Checks, pairs[i].lo, pairs[i].hi, pairs[i].score)
+		confirmed[i], err = confirm(ctx, opt.Checks, list[i].ea, list[i].eb, list[i].score)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	edges := make(map[pair]float32)
 	uf := newUnionFind()
-	for i, p := range pairs {
+	groups := make(map[string]*Cluster)
+	var kept []*scoredPair
+	for i, p := range list {
 		if confirmed[i] {
-			edges[p.pair] = p.score
 			uf.union(p.lo, p.hi)
+			kept = append(kept, p)
 		}
 	}
-
-	groups := make(map[index.Key]*Cluster)
-	c.metaMu.RLock()
-	for p, score := range edges {
-		ea, okA := c.byKey[p.lo]
-		eb, okB := c.byKey[p.hi]
-		if !okA || !okB {
-			continue // deleted during the scan
-		}
+	for _, p := range kept {
 		root := uf.find(p.lo)
 		cl := groups[root]
 		if cl == nil {
-			cl = &Cluster{}
+			cl = &Cluster{Tier: TierExact, Resolved: true}
 			groups[root] = cl
 		}
-		x, y := ea.id, eb.id
-		if y < x {
-			x, y = y, x
+		pa, _ := p.ea.photo(p.photoLo)
+		pb, _ := p.eb.photo(p.photoHi)
+		e := Edge{A: p.lo, B: p.hi, PhotoA: pa.id, PhotoB: pb.id, Score: p.score, Tier: p.tier, Signals: p.signals}
+		if d, ok := decided[p.productPair]; ok {
+			e.Decision = &d
 		}
-		cl.Edges = append(cl.Edges, Edge{A: x, B: y, Score: score})
-		cl.IDs = append(cl.IDs, ea.id, eb.id)
+		cl.Edges = append(cl.Edges, e)
+		cl.IDs = append(cl.IDs, p.lo, p.hi)
+		cl.Tier = min(cl.Tier, p.tier)
+		cl.Resolved = cl.Resolved && e.Decision != nil && e.Decision.Verdict == Same
 	}
-	c.metaMu.RUnlock()
 
 	clusters := make([]*Cluster, 0, len(groups))
 	for _, cl := range groups {
@@ -215,6 +294,89 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		}
 	}
 	return nil
+}
+
+// productPair names two products, lo < hi.
+type productPair struct{ lo, hi string }
+
+// scoredPair is a pair of products with its strongest pair of photos.
+type scoredPair struct {
+	productPair
+	ea, eb           *entry
+	photoLo, photoHi index.Key
+	score            float32
+	tier             Tier
+	signals          Signals
+}
+
+// pairSet collects the strongest photo pair of every product pair, in the order first met.
+type pairSet struct {
+	at    map[productPair]int
+	pairs []*scoredPair
+}
+
+func newPairSet() *pairSet { return &pairSet{at: make(map[productPair]int)} }
+
+func (s *pairSet) has(p productPair) bool { _, ok := s.at[p]; return ok }
+
+func (s *pairSet) list() []*scoredPair { return s.pairs }
+
+// offer considers photo ka of ea and photo kb of eb, scoring score, for their products' pair.
+func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb index.Key, score float32) {
+	if eb.id < ea.id {
+		ea, eb, ka, kb = eb, ea, kb, ka
+	}
+	pa, _ := ea.photo(ka)
+	pb, _ := eb.photo(kb)
+	sig := signalsOf(pa, pb, score)
+	sp := &scoredPair{productPair: productPair{ea.id, eb.id}, ea: ea, eb: eb, photoLo: ka, photoHi: kb,
+		score: score, signals: sig, tier: policy.Tier(sig)}
+	if i, ok := s.at[sp.productPair]; ok {
+		old := s.pairs[i]
+		if sp.tier > old.tier || (sp.tier == old.tier && sp.score > old.score) {
+			s.pairs[i] = sp
+		}
+		return
+	}
+	s.at[sp.productPair] = len(s.pairs)
+	s.pairs = append(s.pairs, sp)
+}
+
+// similarity is the cosine of two stored photos (0 when either is gone).
+func (c *Catalog) similarity(a, b index.Key) float32 {
+	va, okA := c.graph.Vector(a)
+	vb, okB := c.graph.Vector(b)
+	if !okA || !okB {
+		return 0
+	}
+	return dot(va, vb)
+}
+
+// closestPhotos finds the most similar pair of photos of two products.
+func (c *Catalog) closestPhotos(ea, eb *entry) (index.Key, index.Key, float32) {
+	var ka, kb index.Key
+	best := float32(math.Inf(-1))
+	for _, pa := range ea.photos {
+		for _, pb := range eb.photos {
+			if s := c.similarity(pa.key, pb.key); s > best {
+				ka, kb, best = pa.key, pb.key, s
+			}
+		}
+	}
+	return ka, kb, best
+}
+
+// decisionsByPair reads the recorded decisions keyed by product pair.
+func (c *Catalog) decisionsByPair() (map[productPair]Decision, error) {
+	ds, err := c.decisions()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[productPair]Decision, len(ds))
+	for _, d := range ds {
+		out[productPair{d.A, d.B}] = d
+	}
+	return out, nil
 }
 
 // parallelChunk is how many consecutive indices a parallelFor worker claims at once: enough
@@ -260,16 +422,9 @@ func parallelFor(ctx context.Context, n int, fn func(i int) error) error {
 }
 
 // confirm runs the extra pairwise checks on a candidate pair.
-func (c *Catalog) confirm(ctx context.Context, checks []PairCheck, a, b index.Key, score float32) (bool, error) {
+func confirm(ctx context.Context, checks []PairCheck, ea, eb *entry, score float32) (bool, error) {
 	if len(checks) == 0 {
 		return true, nil
-	}
-	c.metaMu.RLock()
-	ea, okA := c.byKey[a]
-	eb, okB := c.byKey[b]
-	c.metaMu.RUnlock()
-	if !okA || !okB {
-		return false, nil
 	}
 	pa, pb := ea.product(), eb.product()
 	for _, chk := range checks {
@@ -286,37 +441,80 @@ func (c *Catalog) confirm(ctx context.Context, checks []PairCheck, a, b index.Ke
 
 // DuplicateCheck answers CheckDuplicate.
 type DuplicateCheck struct {
+	// IsDuplicate says the best match reaches the requested threshold or is a copy or an
+	// exact duplicate under the policy.
 	IsDuplicate bool
-	BestMatch   *Result // nil when no product is inside the filter
-	Threshold   float32
+	// BestMatch is the strongest match (highest tier, then score); nil when no product is
+	// inside the filter.
+	BestMatch *Result
+	// Tier and Signals place the best match under the catalogue's policy.
+	Tier    Tier
+	Signals Signals
+	// Threshold is the look-alike threshold that was applied.
+	Threshold float32
 }
 
-// CheckDuplicate embeds a photo and reports its best match and whether that match reaches
-// the threshold (0 means DefaultDuplicateThreshold).
+// checkCandidates is how many photos CheckDuplicate weighs: the strongest tier can sit a few
+// places below the best cosine (a copy with a matching hash below a near-identical re-shot).
+const checkCandidates = 10
+
+// CheckDuplicate analyses a photo and reports its strongest match in the catalogue: the tier
+// under the catalogue's policy (0 threshold: the policy's look-alike cut) and its signals.
 func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold float32, f Filter) (DuplicateCheck, error) {
 	t, err := checkThreshold(threshold)
 	if err != nil {
 		return DuplicateCheck{}, err
 	}
-	res, err := c.SearchByImage(ctx, image, SearchOptions{K: 1, Filter: f})
+	if len(image) == 0 {
+		return DuplicateCheck{}, fmt.Errorf("%w: image is empty", ErrInvalidArgument)
+	}
+	if err := c.enter(); err != nil {
+		return DuplicateCheck{}, err
+	}
+	defer c.life.RUnlock()
+	policy, err := c.policy()
 	if err != nil {
 		return DuplicateCheck{}, err
 	}
-	out := DuplicateCheck{Threshold: t}
-	if len(res) > 0 {
-		best := res[0]
-		out.BestMatch = &best
-		out.IsDuplicate = best.Score >= t
+	if t == 0 {
+		t = policy.LookAlike
 	}
-	return out, nil
+	policy.LookAlike = t
+	an, err := c.embedder.Analyze(ctx, image, embed.AnalyzeOptions{})
+	if err != nil {
+		return DuplicateCheck{}, fmt.Errorf("catalog: analyse photo: %w", err)
+	}
+	sum := sha256.Sum256(image)
+	query := photoEntry{sha256: hex.EncodeToString(sum[:]), phash: an.PHash, hasPHash: true}
+	ns := c.graph.Search(an.Vector, checkCandidates, index.SearchOptions{EF: c.ef(0), Filter: c.compileFilter(f).fn()})
+	out := DuplicateCheck{Threshold: t}
+	bestTier := Tier(-1)
+	for _, n := range ns {
+		c.metaMu.RLock()
+		e, ok := c.byKey[n.Key]
+		c.metaMu.RUnlock()
+		if !ok {
+			continue
+		}
+		ph, _ := e.photo(n.Key)
+		sig := signalsOf(query, ph, n.Score)
+		tier := policy.Tier(sig)
+		if tier > bestTier {
+			bestTier = tier
+			out.BestMatch = &Result{Product: e.product(), Score: n.Score, PhotoID: ph.id}
+			out.Tier, out.Signals = tier, sig
+		}
+	}
+	out.IsDuplicate = out.Tier >= TierLookAlike
+	return out, ctx.Err()
 }
 
-// unionFind groups keys; the zero value is not usable, call newUnionFind.
-type unionFind struct{ parent map[index.Key]index.Key }
+// unionFind groups product ids; the zero value is not usable, call newUnionFind.
+type unionFind struct{ parent map[string]string }
 
-func newUnionFind() *unionFind { return &unionFind{parent: make(map[index.Key]index.Key)} }
+func newUnionFind() *unionFind { return &unionFind{parent: make(map[string]string)} }
 
-func (u *unionFind) find(k index.Key) index.Key {
+func (u *unionFind) find(k string) string {
 	root := k
 	for {
 		p, ok := u.parent[root]
@@ -336,7 +534,7 @@ func (u *unionFind) find(k index.Key) index.Key {
 	return root
 }
 
-func (u *unionFind) union(a, b index.Key) {
+func (u *unionFind) union(a, b string) {
 	ra, rb := u.find(a), u.find(b)
 	if ra == rb {
 		return

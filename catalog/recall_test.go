@@ -14,8 +14,11 @@ import (
 // parameters, finds what brute force finds on real 1280-d embeddings of the shared photos
 // (clothing and grocery), through the same search path the service uses.
 func TestGraphRecallOnRealEmbeddings(t *testing.T) {
+	if raceEnabled {
+		t.Skip("embeds every shared photo: minutes under -race, and the plain run measures it")
+	}
 	ctx := context.Background()
-	emb := testEmbedder(t)
+	emb := cachedEmbedder(t)
 	c, err := Open(ctx, Config{DataDir: t.TempDir(), Embedder: emb})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -33,7 +36,7 @@ func TestGraphRecallOnRealEmbeddings(t *testing.T) {
 
 	// Every tenth photo is held out as a query; the rest are the catalogue.
 	var queries [][]byte
-	var batch []UpsertItem
+	var batch []Write
 	flush := func() {
 		for _, r := range c.UpsertBatch(ctx, batch) {
 			if r.Err != nil {
@@ -51,7 +54,7 @@ func TestGraphRecallOnRealEmbeddings(t *testing.T) {
 			queries = append(queries, b)
 			continue
 		}
-		batch = append(batch, UpsertItem{ID: filepath.Base(p.Path), Image: b, Category: p.Label})
+		batch = append(batch, single(Write{ID: filepath.Base(p.Path), Category: p.Label}, PhotoWrite{Image: b}))
 		if len(batch) == 64 {
 			flush()
 		}
@@ -73,7 +76,7 @@ func TestGraphRecallOnRealEmbeddings(t *testing.T) {
 		}
 		next++
 		keyOf[id] = next
-		if err := exact.Add(next, prod.Vector); err != nil {
+		if err := exact.Add(next, prod.Photos[0].Vector); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 const (
 	MaxK  = 1000
 	MaxEF = 10000
+	// MaxNotLike bounds SearchOptions.NotLike.
+	MaxNotLike = 100
 )
 
 // Filter restricts which products a search may return; its conditions combine with AND and
@@ -31,18 +33,41 @@ func (f Filter) empty() bool {
 	return len(f.Categories) == 0 && len(f.Attributes) == 0 && len(f.ExcludeIDs) == 0
 }
 
-// SearchOptions tunes a search.
+// SearchOptions tunes a search. Results are products, each ranked by its best-matching
+// photo; the ranking options apply in this order: GroupBy, NotLike, Diversity.
 type SearchOptions struct {
-	K        int     // 1..MaxK results at most
-	Filter   Filter  // which products may be returned
-	MinScore float32 // results below this cosine similarity are dropped; 0 means no minimum
-	EF       int     // HNSW candidate list size; 0 means the catalogue default
+	// K is how many products at most, 1..MaxK. K are returned whenever that many products
+	// pass the filter and the ranking options (and MinScore).
+	K int
+	// Filter says which products may be returned.
+	Filter Filter
+	// MinScore drops results below this cosine similarity; 0 means no minimum.
+	MinScore float32
+	// EF is the HNSW candidate list size; 0 means the catalogue default.
+	EF int
+	// GroupBy names an attribute: at most one product per value of it is returned (the
+	// best one), so colour variants of one garment collapse into one result. Products
+	// without the attribute are each a group of their own.
+	GroupBy string
+	// NotLike lists products the shopper rejected. They are never returned, and neither is
+	// a product whose matching photo is at least as similar to some photo of a rejected
+	// product as it is to the query: it looks more like what was rejected than like what
+	// was asked for.
+	NotLike []string
+	// Diversity in [0, 1] re-ranks by maximal marginal relevance: each next result
+	// maximises (1-Diversity)*score - Diversity*(its highest similarity to a result already
+	// chosen), comparing the results' matching photos. 0 ranks by similarity alone.
+	Diversity float32
 }
 
 // Result is one ranked product.
 type Result struct {
+	// Product is the matching product (photos without vectors).
 	Product Product
-	Score   float32 // cosine similarity, higher is closer
+	// Score is the cosine similarity of its best-matching photo to the query.
+	Score float32
+	// PhotoID names that photo.
+	PhotoID string
 }
 
 func (o SearchOptions) validate() error {
@@ -55,6 +80,12 @@ func (o SearchOptions) validate() error {
 	if math.IsNaN(float64(o.MinScore)) {
 		return fmt.Errorf("%w: min_score is NaN", ErrInvalidArgument)
 	}
+	if d := o.Diversity; math.IsNaN(float64(d)) || d < 0 || d > 1 {
+		return fmt.Errorf("%w: diversity is %v, must be in [0, 1]", ErrInvalidArgument, d)
+	}
+	if len(o.NotLike) > MaxNotLike {
+		return fmt.Errorf("%w: %d not_like products, at most %d", ErrInvalidArgument, len(o.NotLike), MaxNotLike)
+	}
 	return nil
 }
 
@@ -66,16 +97,16 @@ func checkEF(ef int) error {
 	return nil
 }
 
-// admit is a compiled Filter. It reads the metadata table under metaMu per call, because the
-// index calls it while writers may be changing the table.
+// admit is a compiled Filter over photo keys. It reads the metadata table under metaMu per
+// call, because the index calls it while writers may be changing the table.
 type admit struct {
 	c          *Catalog
 	categories map[string]struct{}
 	attributes map[string]string
-	excluded   map[index.Key]struct{}
+	excluded   map[string]struct{}
 }
 
-func (c *Catalog) compileFilter(f Filter, alsoExclude ...index.Key) *admit {
+func (c *Catalog) compileFilter(f Filter, alsoExclude ...string) *admit {
 	if f.empty() && len(alsoExclude) == 0 {
 		return nil
 	}
@@ -86,21 +117,19 @@ func (c *Catalog) compileFilter(f Filter, alsoExclude ...index.Key) *admit {
 			a.categories[cat] = struct{}{}
 		}
 	}
-	a.excluded = make(map[index.Key]struct{}, len(f.ExcludeIDs)+len(alsoExclude))
-	for _, k := range alsoExclude {
-		a.excluded[k] = struct{}{}
-	}
-	for _, id := range f.ExcludeIDs {
-		if k, ok := c.keyOf(id); ok {
-			a.excluded[k] = struct{}{}
-		}
+	a.excluded = make(map[string]struct{}, len(f.ExcludeIDs)+len(alsoExclude))
+	for _, id := range append(slices.Clip(f.ExcludeIDs), alsoExclude...) {
+		a.excluded[id] = struct{}{}
 	}
 	return a
 }
 
-// entryOK decides on an entry already read from the table.
+// entryOK decides on a product already read from the table.
 func (a *admit) entryOK(e *entry) bool {
-	if _, ok := a.excluded[e.key]; ok {
+	if a == nil {
+		return true
+	}
+	if _, ok := a.excluded[e.id]; ok {
 		return false
 	}
 	if a.categories != nil {
@@ -146,11 +175,12 @@ func (c *Catalog) SearchByImage(ctx context.Context, image []byte, opt SearchOpt
 	if err != nil {
 		return nil, fmt.Errorf("catalog: embed query: %w", err)
 	}
-	return c.search(ctx, vec, opt, c.compileFilter(opt.Filter))
+	return c.search(ctx, [][]float32{vec}, opt, c.compileFilter(opt.Filter, opt.NotLike...))
 }
 
-// SearchByID returns the products most like a stored one, from its stored vector; the
-// product itself is never among the results.
+// SearchByID ("more like this") returns the products most like a stored one. Every photo
+// of the product searches, and the results merge by product with the highest similarity
+// any of them reached; the product itself is never among the results.
 func (c *Catalog) SearchByID(ctx context.Context, id string, opt SearchOptions) ([]Result, error) {
 	if err := opt.validate(); err != nil {
 		return nil, err
@@ -159,15 +189,11 @@ func (c *Catalog) SearchByID(ctx context.Context, id string, opt SearchOptions) 
 		return nil, err
 	}
 	defer c.life.RUnlock()
-	key, ok := c.keyOf(id)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	_, queries, err := c.withVectors(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	vec, ok := c.graph.Vector(key)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q was deleted meanwhile", ErrNotFound, id)
-	}
-	return c.search(ctx, vec, opt, c.compileFilter(opt.Filter, key))
+	return c.search(ctx, queries, opt, c.compileFilter(opt.Filter, append([]string{id}, opt.NotLike...)...))
 }
 
 // SearchByVector searches from a client-made embedding of the catalogue's dimension.
@@ -183,28 +209,125 @@ func (c *Catalog) SearchByVector(ctx context.Context, vec []float32, opt SearchO
 	if err != nil {
 		return nil, err
 	}
-	return c.search(ctx, q, opt, c.compileFilter(opt.Filter))
+	return c.search(ctx, [][]float32{q}, opt, c.compileFilter(opt.Filter, opt.NotLike...))
 }
 
-// search runs the graph search and turns keys into products. When a filter leaves the graph
-// search short of k results although more products pass the filter (a selective filter can
-// starve the candidate list), it falls back to an exact scan over the admitted products.
-func (c *Catalog) search(ctx context.Context, q []float32, opt SearchOptions, a *admit) ([]Result, error) {
+// candidate is one product met by a search: its best photo and that photo's score.
+type candidate struct {
+	e     *entry
+	key   index.Key
+	score float32
+	vec   []float32 // the matching photo's vector, fetched only when a ranking option needs it
+}
+
+// search finds products for one or more query vectors. It asks the graph for photos and
+// merges them by product (max similarity) until it has enough products, searching deeper
+// as needed, since several photos of one product can fill the candidate list; when a
+// filter leaves it short although more products pass, it scores the admitted photos
+// exactly. Then the ranking options apply.
+func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOptions, a *admit) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ns := c.graph.Search(q, opt.K, index.SearchOptions{EF: c.ef(opt.EF), Filter: a.fn()})
-	if a != nil && len(ns) < opt.K {
-		if exact := c.exactScan(q, opt.K, a); len(exact) > len(ns) {
-			ns = exact
-		}
+	// The ranking options drop or reorder candidates, so they start from a deeper pool.
+	want := opt.K
+	if opt.GroupBy != "" || len(opt.NotLike) > 0 || opt.Diversity > 0 {
+		want = min(MaxK, max(3*opt.K, opt.K+20))
 	}
 	minScore := opt.MinScore
 	if minScore == 0 {
 		// Proto3 cannot tell 0 from unset, and vectors from clients can score below 0.
 		minScore = float32(math.Inf(-1))
 	}
-	return c.results(ns, minScore), nil
+	var cands []candidate
+	for {
+		cands = c.gather(queries, want, opt, a)
+		if len(cands) < want && a != nil {
+			if exact := c.exactScan(queries, a); len(exact) > len(cands) {
+				cands = exact
+			}
+		}
+		pool := len(cands)
+		cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.score < minScore })
+		if opt.GroupBy != "" {
+			cands = groupBy(cands, opt.GroupBy)
+		}
+		if len(opt.NotLike) > 0 || opt.Diversity > 0 {
+			c.fetchVectors(cands)
+			cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.vec == nil })
+		}
+		if len(opt.NotLike) > 0 {
+			cands = c.dropNotLike(cands, opt.NotLike)
+		}
+		// GroupBy and NotLike can drop more of the pool than its depth allowed for (many
+		// near-identical photos of one group, or of one rejected look): search deeper while
+		// too few are left and the pool stopped short of the catalogue.
+		products := c.Len()
+		if len(cands) >= opt.K || pool < want || want >= products {
+			break
+		}
+		want = min(4*want, products)
+	}
+	if opt.Diversity > 0 {
+		cands = diversify(cands, opt.K, opt.Diversity)
+	}
+	if len(cands) > opt.K {
+		cands = cands[:opt.K]
+	}
+	out := make([]Result, len(cands))
+	for i, x := range cands {
+		ph, _ := x.e.photo(x.key)
+		out[i] = Result{Product: x.e.product(), Score: x.score, PhotoID: ph.id}
+	}
+	return out, nil
+}
+
+// maxPhotoFetch bounds how many photos one graph search asks for while gathering products.
+const maxPhotoFetch = 8192
+
+// gather asks the graph for ever more photos until want products are met or the graph has
+// no more to give, and returns the products best first.
+func (c *Catalog) gather(queries [][]float32, want int, opt SearchOptions, a *admit) []candidate {
+	total := c.graph.Len()
+	// Start from as many photos as want products would have on average.
+	c.metaMu.RLock()
+	perProduct := (len(c.byKey) + len(c.byID) - 1) / max(len(c.byID), 1)
+	c.metaMu.RUnlock()
+	n := min(want*max(perProduct, 1), maxPhotoFetch)
+	for {
+		byProduct := make(map[*entry]candidate)
+		for _, q := range queries {
+			for _, nb := range c.graph.Search(q, n, index.SearchOptions{EF: max(c.ef(opt.EF), n), Filter: a.fn()}) {
+				c.metaMu.RLock()
+				e, ok := c.byKey[nb.Key]
+				c.metaMu.RUnlock()
+				if !ok {
+					continue // deleted since the search
+				}
+				if old, seen := byProduct[e]; !seen || nb.Score > old.score {
+					byProduct[e] = candidate{e: e, key: nb.Key, score: nb.Score}
+				}
+			}
+		}
+		if len(byProduct) >= want || n >= total || n >= maxPhotoFetch {
+			return sortCandidates(byProduct)
+		}
+		n = min(4*n, maxPhotoFetch, max(total, 1))
+	}
+}
+
+func sortCandidates(m map[*entry]candidate) []candidate {
+	out := make([]candidate, 0, len(m))
+	for _, x := range m {
+		out = append(out, x)
+	}
+	slices.SortFunc(out, func(x, y candidate) int {
+		if x.score != y.score {
+			return cmp.Compare(y.score, x.score)
+		}
+		return cmp.Compare(x.e.id, y.e.id)
+	})
+	return out
 }
 
 func (c *Catalog) ef(requested int) int {
@@ -218,62 +341,129 @@ func (c *Catalog) ef(requested int) int {
 // copying that many vectors per query would cost more than the recall it could win.
 const exactScanLimit = 20000
 
-// exactScan scores every admitted product; used only when the filter admits few.
-func (c *Catalog) exactScan(q []float32, k int, a *admit) []index.Neighbor {
+// exactScan scores every admitted photo; used only when the filter admits few.
+func (c *Catalog) exactScan(queries [][]float32, a *admit) []candidate {
+	type photoOf struct {
+		e   *entry
+		key index.Key
+	}
 	c.metaMu.RLock()
-	keys := make([]index.Key, 0, 64)
+	var photos []photoOf
 	for key, e := range c.byKey {
 		if a.entryOK(e) {
-			keys = append(keys, key)
-			if len(keys) > exactScanLimit {
+			photos = append(photos, photoOf{e, key})
+			if len(photos) > exactScanLimit {
 				c.metaMu.RUnlock()
 				return nil
 			}
 		}
 	}
 	c.metaMu.RUnlock()
-	ns := make([]index.Neighbor, 0, len(keys))
-	for _, key := range keys {
-		vec, ok := c.graph.Vector(key)
+	byProduct := make(map[*entry]candidate)
+	for _, p := range photos {
+		vec, ok := c.graph.Vector(p.key)
 		if !ok {
 			continue
 		}
-		var dot float32
-		for i := range q {
-			dot += q[i] * vec[i]
+		for _, q := range queries {
+			s := dot(q, vec)
+			if old, seen := byProduct[p.e]; !seen || s > old.score || (s == old.score && p.key < old.key) {
+				byProduct[p.e] = candidate{e: p.e, key: p.key, score: s}
+			}
 		}
-		ns = append(ns, index.Neighbor{Key: key, Score: dot})
 	}
-	slices.SortFunc(ns, func(x, y index.Neighbor) int {
-		switch {
-		case x.Score > y.Score:
-			return -1
-		case x.Score < y.Score:
-			return 1
-		}
-		return cmp.Compare(x.Key, y.Key)
-	})
-	if len(ns) > k {
-		ns = ns[:k]
-	}
-	return ns
+	return sortCandidates(byProduct)
 }
 
-// results turns neighbours into products, dropping those below minScore and any deleted
-// since the search.
-func (c *Catalog) results(ns []index.Neighbor, minScore float32) []Result {
-	out := make([]Result, 0, len(ns))
-	c.metaMu.RLock()
-	defer c.metaMu.RUnlock()
-	for _, n := range ns {
-		if n.Score < minScore {
-			continue
-		}
-		e, ok := c.byKey[n.Key]
+func dot(a, b []float32) float32 {
+	var s float32
+	for i := range a {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+// groupBy keeps the best candidate of each value of the attribute (cands are best first).
+func groupBy(cands []candidate, attr string) []candidate {
+	seen := make(map[string]bool)
+	return slices.DeleteFunc(cands, func(x candidate) bool {
+		v, ok := x.e.attributes[attr]
 		if !ok {
-			continue
+			return false
 		}
-		out = append(out, Result{Product: e.product(), Score: n.Score})
+		if seen[v] {
+			return true
+		}
+		seen[v] = true
+		return false
+	})
+}
+
+// fetchVectors fills in the candidates' matching photo vectors (nil for a photo deleted
+// meanwhile).
+func (c *Catalog) fetchVectors(cands []candidate) {
+	for i := range cands {
+		cands[i].vec, _ = c.graph.Vector(cands[i].key)
+	}
+}
+
+// dropNotLike drops the candidates whose matching photo is at least as close to a photo of
+// a rejected product as to the query.
+func (c *Catalog) dropNotLike(cands []candidate, notLike []string) []candidate {
+	var rejected [][]float32
+	for _, id := range notLike {
+		e, ok := c.lookup(id)
+		if !ok {
+			continue // an unknown id rejects nothing
+		}
+		for _, ph := range e.photos {
+			if vec, ok := c.graph.Vector(ph.key); ok {
+				rejected = append(rejected, vec)
+			}
+		}
+	}
+	return slices.DeleteFunc(cands, func(x candidate) bool {
+		for _, r := range rejected {
+			if dot(x.vec, r) >= x.score {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// diversify re-ranks cands (best first, vectors filled in) by maximal marginal relevance
+// and returns the first k.
+func diversify(cands []candidate, k int, lambda float32) []candidate {
+	out := make([]candidate, 0, min(k, len(cands)))
+	// closest[i] is candidate i's highest similarity to a chosen result so far.
+	closest := make([]float32, len(cands))
+	for i := range closest {
+		closest[i] = float32(math.Inf(-1))
+	}
+	used := make([]bool, len(cands))
+	for len(out) < k && len(out) < len(cands) {
+		best, bestValue := -1, float32(math.Inf(-1))
+		for i, x := range cands {
+			if used[i] {
+				continue
+			}
+			value := (1 - lambda) * x.score
+			if len(out) > 0 {
+				value -= lambda * closest[i]
+			}
+			if value > bestValue {
+				best, bestValue = i, value
+			}
+		}
+		used[best] = true
+		chosen := cands[best]
+		out = append(out, chosen)
+		for i, x := range cands {
+			if !used[i] {
+				closest[i] = max(closest[i], dot(x.vec, chosen.vec))
+			}
+		}
 	}
 	return out
 }

@@ -9,7 +9,15 @@ import (
 
 // Stats describes the catalogue, the model and the index.
 type Stats struct {
-	Count           int
+	// Count is the number of products, Photos the number of their photos (graph keys).
+	Count  int
+	Photos int
+	// KeptPhotos and KeptBytes count the kept photo copies and their size.
+	KeptPhotos int
+	KeptBytes  int64
+	// Policy is the duplicate policy in force; Decisions counts recorded decisions.
+	Policy          Policy
+	Decisions       int
 	CountByCategory map[string]int
 	ModelIdentity   string
 	Dim             int
@@ -44,14 +52,31 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 		StoreSeq: c.store.Seq(),
 	}
 	c.metaMu.RLock()
-	s.Count = len(c.byKey)
+	s.Count, s.Photos = len(c.byID), len(c.byKey)
 	s.CountByCategory = make(map[string]int)
-	for _, e := range c.byKey {
+	for _, e := range c.byID {
 		s.CountByCategory[e.category]++
+	}
+	for _, e := range c.byID {
+		for _, ph := range e.photos {
+			if ph.keptBytes > 0 {
+				s.KeptPhotos++
+				s.KeptBytes += int64(ph.keptBytes)
+			}
+		}
 	}
 	c.metaMu.RUnlock()
 	c.snapMu.Lock()
 	s.SnapshotSeq, s.SnapshotTime = c.snapshotSeq, c.snapshotTime
 	c.snapMu.Unlock()
+	var err error
+	if s.Policy, err = c.policy(); err != nil {
+		return Stats{}, err
+	}
+	ds, err := c.decisions()
+	if err != nil {
+		return Stats{}, err
+	}
+	s.Decisions = len(ds)
 	return s, ctx.Err()
 }

@@ -10,34 +10,45 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"time"
 
+	"lookalike/embed"
 	"lookalike/index"
 	"lookalike/store"
 )
 
-// Product is a stored catalogue entry.
-type Product struct {
-	ID          string
-	Category    string
-	Title       string
-	ImageURL    string
-	Attributes  map[string]string
-	ImageSHA256 string // hex; empty for products stored from a ready vector
-	Created     time.Time
-	Updated     time.Time
-	Vector      []float32 // only from Get with withVector
-}
-
-// UpsertItem is one product to add or replace: exactly one of Image and Vector is set.
-type UpsertItem struct {
-	ID         string
-	Image      []byte    // encoded photo; embedded by the catalogue
-	Vector     []float32 // ready embedding of the catalogue's dimension; normalised here
+// Write is one product to add or change.
+//
+// By default the product's photos become exactly Photos: stored photos not listed are
+// removed. With KeepOtherPhotos, stored photos not listed (and not in RemovePhotos) stay, so
+// one photo can be added or removed without resending the others. Metadata (category,
+// title, attributes) is always replaced by what the write carries.
+type Write struct {
+	// ID is the product id; required.
+	ID string
+	// Category, Title and Attributes replace the stored ones.
 	Category   string
 	Title      string
-	ImageURL   string
 	Attributes map[string]string
+	// Photos are stored or kept, in this order (after the other kept photos).
+	Photos []PhotoWrite
+	// RemovePhotos names stored photos to remove (meaningful with KeepOtherPhotos).
+	RemovePhotos []string
+	// KeepOtherPhotos keeps stored photos that Photos does not mention.
+	KeepOtherPhotos bool
+}
+
+// PhotoWrite is one photo of a Write. With Image, the photo is embedded (unless a stored
+// photo of the same id has the same bytes); with Vector, the ready embedding is stored; with
+// neither, the stored photo of that ID is kept as it is (only ImageURL may change).
+type PhotoWrite struct {
+	// ID names the photo in its product; empty derives it from the bytes or the vector.
+	ID string
+	// Image is the encoded photo.
+	Image []byte
+	// Vector is a ready embedding of the catalogue's dimension; normalised here.
+	Vector []float32
+	// ImageURL is where the photo came from, echoed back in results.
+	ImageURL string
 }
 
 // Outcome says what an upsert did.
@@ -46,10 +57,10 @@ type Outcome int
 const (
 	// Created means the id was new.
 	Created Outcome = iota + 1
-	// Updated means the id existed and was replaced.
+	// Updated means the id existed and was changed.
 	Updated
-	// Unchanged means the id existed with the same photo (or vector) and metadata; nothing
-	// was embedded or written.
+	// Unchanged means the id existed with the same photos and metadata; nothing was
+	// embedded or written.
 	Unchanged
 )
 
@@ -67,33 +78,29 @@ func (o Outcome) String() string {
 	}
 }
 
-// UpsertResult is the result of one item. Err is set (and Outcome zero) when the item failed.
+// UpsertResult is the result of one write. Err is set (and Outcome zero) when it failed.
 type UpsertResult struct {
-	ID          string
-	Outcome     Outcome
-	ImageSHA256 string
-	Err         error
+	// ID is the product id of the write.
+	ID string
+	// Outcome says what happened.
+	Outcome Outcome
+	// Photos are the product's photos after the write (without vectors).
+	Photos []Photo
+	// Embedded counts the photos that ran through the model for this write.
+	Embedded int
+	// Err says why the write failed.
+	Err error
 }
 
-// pending is an item on its way through UpsertBatch.
+// pending is a write on its way through UpsertBatch: the product's new state, with the
+// photos still to embed.
 type pending struct {
-	pos  int
-	item UpsertItem
-	sha  string
-	vec  []float32
-}
-
-func validateItem(it UpsertItem) error {
-	if err := store.ValidateID(it.ID); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
-	}
-	switch {
-	case len(it.Image) > 0 && it.Vector != nil:
-		return fmt.Errorf("%w: product %q has both an image and a vector", ErrInvalidArgument, it.ID)
-	case len(it.Image) == 0 && it.Vector == nil:
-		return fmt.Errorf("%w: product %q has neither an image nor a vector", ErrInvalidArgument, it.ID)
-	}
-	return nil
+	pos     int
+	write   Write
+	photos  []store.Photo // new state; Vector nil for photos kept as stored
+	images  [][]byte      // per photo: bytes to embed, or nil
+	existed bool
+	base    *entry // the stored entry it was planned on (nil for a new product)
 }
 
 // normalise checks a client vector and returns an L2-normalised copy.
@@ -120,24 +127,22 @@ func normalise(vec []float32, dim int) ([]float32, error) {
 	return out, nil
 }
 
-func sameMetadata(e *entry, it UpsertItem) bool {
-	return e.category == it.Category && e.title == it.Title && e.imageURL == it.ImageURL &&
-		maps.Equal(e.attributes, it.Attributes)
-}
-
-// Upsert adds or replaces one product.
-func (c *Catalog) Upsert(ctx context.Context, it UpsertItem) (UpsertResult, error) {
-	res := c.UpsertBatch(ctx, []UpsertItem{it})[0]
+// Upsert adds or changes one product.
+func (c *Catalog) Upsert(ctx context.Context, w Write) (UpsertResult, error) {
+	res := c.UpsertBatch(ctx, []Write{w})[0]
 	return res, res.Err
 }
 
-// UpsertBatch adds or replaces many products, embedding them concurrently (the embedder
-// batches them) and writing them to the store in one transaction. Each item gets its own
-// result in input order; a bad item never stops the others.
-func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertResult {
-	results := make([]UpsertResult, len(items))
-	for i, it := range items {
-		results[i].ID = it.ID
+// UpsertBatch adds or changes many products, embedding their new photos concurrently (the
+// embedder batches them) and writing them to the store in one transaction. Each write gets
+// its own result in input order; a bad write never stops the others. A photo whose bytes
+// (or vector) equal what is stored under its id is never embedded again, and a write that
+// changes only metadata runs no model and leaves the graph alone. Writes to the same id
+// apply in order, each on top of the one before.
+func (c *Catalog) UpsertBatch(ctx context.Context, writes []Write) []UpsertResult {
+	results := make([]UpsertResult, len(writes))
+	for i, w := range writes {
+		results[i].ID = w.ID
 	}
 	if err := c.enter(); err != nil {
 		for i := range results {
@@ -146,134 +151,333 @@ func (c *Catalog) UpsertBatch(ctx context.Context, items []UpsertItem) []UpsertR
 		return results
 	}
 	defer c.life.RUnlock()
-
-	todo := make([]*pending, 0, len(items))
-	first := make(map[string]*pending, len(items))
-	var repeats [][2]int // {position, position of the earlier identical item}
-	for i, it := range items {
-		if err := validateItem(it); err != nil {
-			results[i].Err = err
-			continue
+	// Cut the batch into runs without a repeated id, so each write plans on top of the
+	// stored result of the one before.
+	for start := 0; start < len(writes); {
+		seen := make(map[string]bool)
+		end := start
+		for end < len(writes) && !seen[writes[end].ID] {
+			seen[writes[end].ID] = true
+			end++
 		}
-		p := &pending{pos: i, item: it}
-		if len(it.Image) > 0 {
-			sum := sha256.Sum256(it.Image)
-			p.sha = hex.EncodeToString(sum[:])
-			results[i].ImageSHA256 = p.sha
-		} else {
-			vec, err := normalise(it.Vector, c.dim)
-			if err != nil {
-				results[i].Err = fmt.Errorf("product %q: %w", it.ID, err)
-				continue
-			}
-			p.vec = vec
-		}
-		if c.unchanged(p) {
-			results[i].Outcome = Unchanged
-			continue
-		}
-		// An exact repeat of an earlier item in this batch shares its fate: unchanged once
-		// that one is written, so the outcome does not depend on how a stream was batched.
-		if prev, ok := first[it.ID]; ok && samePending(prev, p) {
-			repeats = append(repeats, [2]int{i, prev.pos})
-			continue
-		}
-		first[it.ID] = p
-		todo = append(todo, p)
-	}
-
-	// Embed every photo at once so the embedder can fill its batches.
-	var wg sync.WaitGroup
-	for _, p := range todo {
-		if p.vec != nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			vec, err := c.embedder.Embed(ctx, p.item.Image)
-			if err != nil {
-				results[p.pos].Err = fmt.Errorf("product %q: %w", p.item.ID, err)
-				return
-			}
-			p.vec = vec
-		}()
-	}
-	wg.Wait()
-	ready := todo[:0]
-	for _, p := range todo {
-		if p.vec != nil {
-			ready = append(ready, p)
-		}
-	}
-	if len(ready) > 0 {
-		c.write(ctx, ready, results)
-	}
-	for _, r := range repeats {
-		if err := results[r[1]].Err; err != nil {
-			results[r[0]].Err = err
-			continue
-		}
-		results[r[0]].Outcome = Unchanged
-		results[r[0]].ImageSHA256 = results[r[1]].ImageSHA256
+		c.upsertRun(ctx, writes, start, end, results)
+		start = end
 	}
 	return results
 }
 
-// samePending reports whether two items of one batch would write the same product.
-func samePending(a, b *pending) bool {
-	x, y := a.item, b.item
-	return a.sha == b.sha && slices.Equal(a.vec, b.vec) && x.Category == y.Category &&
-		x.Title == y.Title && x.ImageURL == y.ImageURL && maps.Equal(x.Attributes, y.Attributes)
-}
+// upsertRun plans, embeds and writes writes[start:end], whose ids are distinct.
+func (c *Catalog) upsertRun(ctx context.Context, writes []Write, start, end int, results []UpsertResult) {
+	todo := make([]*pending, 0, end-start)
+	for i := start; i < end; i++ {
+		p, err := c.plan(i, writes[i])
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		if p == nil {
+			c.unchanged(writes[i].ID, &results[i])
+			continue
+		}
+		todo = append(todo, p)
+	}
+	// The model runs outside writeMu, so writers embed in parallel.
+	analyses := c.embedAll(ctx, todo, results)
 
-// unchanged reports whether p would rewrite a product with what it already holds.
-func (c *Catalog) unchanged(p *pending) bool {
-	c.metaMu.RLock()
-	e, ok := c.byID[p.item.ID]
-	c.metaMu.RUnlock()
-	if !ok || !sameMetadata(e, p.item) {
-		return false
-	}
-	if p.sha != "" {
-		return e.imageSHA256 == p.sha
-	}
-	if e.imageSHA256 != "" {
-		return false
-	}
-	stored, ok := c.graph.Vector(e.key)
-	return ok && slices.Equal(stored, p.vec)
-}
-
-// write stores ready items (fsynced) and then indexes them. If the batch transaction fails,
-// each item is retried alone so that one bad item cannot fail the others.
-func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertResult) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	ready := todo[:0]
+	for _, p := range todo {
+		if results[p.pos].Err != nil {
+			continue
+		}
+		if cur, _ := c.lookup(p.write.ID); cur != p.base {
+			// Another writer changed the product since it was planned: plan again on top of
+			// its state, reusing what was embedded (rare, so embedding the rest under the
+			// lock is fine).
+			q, err := c.plan(p.pos, p.write)
+			if err == nil && q != nil {
+				err = c.fill(ctx, q, analyses, &results[p.pos])
+			}
+			if err != nil {
+				results[p.pos].Err = err
+				continue
+			}
+			if q == nil {
+				c.unchanged(p.write.ID, &results[p.pos])
+				continue
+			}
+			p = q
+		}
+		ready = append(ready, p)
+	}
+	if len(ready) > 0 {
+		c.write(ctx, ready, results)
+	}
+}
 
-	batch := make([]store.Item, len(ready))
-	existed := make([]bool, len(ready))
-	inBatch := make(map[string]bool, len(ready))
-	c.metaMu.RLock()
-	for i, p := range ready {
-		_, existed[i] = c.byID[p.item.ID]
-		existed[i] = existed[i] || inBatch[p.item.ID]
-		inBatch[p.item.ID] = true
-		batch[i] = store.Item{
-			ID: p.item.ID, Category: p.item.Category, Title: p.item.Title, ImageURL: p.item.ImageURL,
-			Attributes: cloneAttributes(p.item.Attributes), ImageSHA256: p.sha, Vector: p.vec,
+func (c *Catalog) unchanged(id string, r *UpsertResult) {
+	r.Outcome = Unchanged
+	if e, ok := c.lookup(id); ok {
+		r.Photos = e.product().Photos
+	}
+}
+
+// plan works out the product's new state from the stored one, or nil when the write
+// changes nothing.
+func (c *Catalog) plan(pos int, w Write) (*pending, error) {
+	if err := store.ValidateID(w.ID); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	stored, existed := c.lookup(w.ID)
+	var base []store.Photo
+	if existed {
+		for _, ph := range stored.photos {
+			base = append(base, storePhoto(ph))
 		}
 	}
-	c.metaMu.RUnlock()
+	byID := make(map[string]int, len(base))
+	for i, ph := range base {
+		byID[ph.ID] = i
+	}
 
+	p := &pending{pos: pos, write: w, existed: existed, base: stored}
+	var listed []store.Photo
+	var listedImages [][]byte
+	seen := make(map[string]bool, len(w.Photos))
+	for j, pw := range w.Photos {
+		ph, image, err := c.photoState(w.ID, j, pw, base, byID)
+		if err != nil {
+			return nil, err
+		}
+		if seen[ph.ID] {
+			return nil, fmt.Errorf("%w: product %q lists photo %q twice", ErrInvalidArgument, w.ID, ph.ID)
+		}
+		seen[ph.ID] = true
+		listed = append(listed, ph)
+		listedImages = append(listedImages, image)
+	}
+	removed := make(map[string]bool, len(w.RemovePhotos))
+	for _, id := range w.RemovePhotos {
+		if _, ok := byID[id]; !ok {
+			return nil, fmt.Errorf("%w: product %q has no photo %q to remove", ErrNotFound, w.ID, id)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: product %q both writes and removes photo %q", ErrInvalidArgument, w.ID, id)
+		}
+		removed[id] = true
+	}
+	if w.KeepOtherPhotos {
+		for _, ph := range base {
+			if !seen[ph.ID] && !removed[ph.ID] {
+				p.photos = append(p.photos, ph)
+				p.images = append(p.images, nil)
+			}
+		}
+	} else if len(w.RemovePhotos) > 0 {
+		return nil, fmt.Errorf("%w: product %q: removing photos needs keep_other_photos (otherwise the listed photos are the whole set)", ErrInvalidArgument, w.ID)
+	}
+	p.photos = append(p.photos, listed...)
+	p.images = append(p.images, listedImages...)
+	switch {
+	case len(p.photos) == 0 && !existed:
+		return nil, fmt.Errorf("%w: product %q has no photo", ErrInvalidArgument, w.ID)
+	case len(p.photos) == 0:
+		return nil, fmt.Errorf("%w: product %q would be left without a photo (delete the product instead)", ErrInvalidArgument, w.ID)
+	case len(p.photos) > store.MaxPhotos:
+		return nil, fmt.Errorf("%w: product %q would have %d photos, at most %d", ErrInvalidArgument, w.ID, len(p.photos), store.MaxPhotos)
+	}
+	if existed && c.sameState(stored, w, p) {
+		return nil, nil
+	}
+	return p, nil
+}
+
+// photoState turns one PhotoWrite into the photo's new stored state and, when it must be
+// embedded, the bytes to embed.
+func (c *Catalog) photoState(product string, j int, pw PhotoWrite, base []store.Photo, byID map[string]int) (store.Photo, []byte, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: product %q photo %d: %s", ErrInvalidArgument, product, j, fmt.Sprintf(format, args...))
+	}
+	var ph store.Photo
+	switch {
+	case len(pw.Image) > 0 && pw.Vector != nil:
+		return ph, nil, bad("has both an image and a vector")
+	case len(pw.Image) > 0:
+		sum := sha256.Sum256(pw.Image)
+		ph.SHA256 = hex.EncodeToString(sum[:])
+		ph.ID = pw.ID
+		if ph.ID == "" {
+			ph.ID = store.BytesPhotoID(ph.SHA256)
+		}
+	case pw.Vector != nil:
+		vec, err := normalise(pw.Vector, c.dim)
+		if err != nil {
+			return ph, nil, fmt.Errorf("product %q photo %d: %w", product, j, err)
+		}
+		ph.Vector = vec
+		ph.ID = pw.ID
+		if ph.ID == "" {
+			ph.ID = store.VectorPhotoID(vec)
+		}
+	case pw.ID == "":
+		return ph, nil, bad("has neither an image, a vector nor the id of a stored photo")
+	default:
+		i, ok := byID[pw.ID]
+		if !ok {
+			return ph, nil, fmt.Errorf("%w: product %q has no stored photo %q to keep (send its image)", ErrNotFound, product, pw.ID)
+		}
+		ph = base[i]
+		ph.ImageURL = pw.ImageURL
+		return ph, nil, nil
+	}
+	if err := store.ValidatePhotoID(ph.ID); err != nil {
+		return ph, nil, fmt.Errorf("%w: product %q: %w", ErrInvalidArgument, product, err)
+	}
+	ph.ImageURL = pw.ImageURL
+	if i, ok := byID[ph.ID]; ok {
+		old := base[i]
+		same := ph.SHA256 != "" && old.SHA256 == ph.SHA256
+		if ph.Vector != nil && old.SHA256 == "" {
+			same = c.storedVectorEquals(old, ph.Vector)
+		}
+		if same {
+			// The stored vector stands: keep the photo (its key, vector, hashes, kept copy).
+			old.ImageURL = ph.ImageURL
+			return old, nil, nil
+		}
+	}
+	if len(pw.Image) > 0 {
+		return ph, pw.Image, nil
+	}
+	return ph, nil, nil
+}
+
+// storedVectorEquals reports whether the stored photo's vector (the graph's copy) equals vec.
+func (c *Catalog) storedVectorEquals(old store.Photo, vec []float32) bool {
+	stored, ok := c.graph.Vector(old.Key)
+	return ok && slices.Equal(stored, vec)
+}
+
+// sameState reports whether the planned state equals the stored entry: same metadata and
+// the same photos (ids, order, URLs), none to embed or store anew.
+func (c *Catalog) sameState(e *entry, w Write, p *pending) bool {
+	if e.category != w.Category || e.title != w.Title || !maps.Equal(e.attributes, w.Attributes) ||
+		len(e.photos) != len(p.photos) {
+		return false
+	}
+	for i, ph := range p.photos {
+		old := e.photos[i]
+		if p.images[i] != nil || ph.Vector != nil || ph.ID != old.id || ph.Key != old.key || ph.ImageURL != old.imageURL {
+			return false
+		}
+	}
+	return true
+}
+
+func storePhoto(ph photoEntry) store.Photo {
+	return store.Photo{
+		ID: ph.id, Key: ph.key, ImageURL: ph.imageURL, SHA256: ph.sha256, PHash: ph.phash,
+		HasPHash: ph.hasPHash, KeptBytes: ph.keptBytes, Created: ph.created, Updated: ph.updated,
+	}
+}
+
+// embedAll runs every photo that needs the model at once, so the embedder can fill its
+// batches, and fills the pending photos in. A photo that fails fails its whole write. It
+// returns the analyses by photo sha256, for a write that must be planned again.
+func (c *Catalog) embedAll(ctx context.Context, todo []*pending, results []UpsertResult) map[string]embed.Analysis {
+	analyses := make(map[string]embed.Analysis)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, p := range todo {
+		for i, image := range p.images {
+			if image == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := c.analyze(ctx, image)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					if results[p.pos].Err == nil {
+						results[p.pos].Err = fmt.Errorf("product %q photo %q: %w", p.write.ID, p.photos[i].ID, err)
+					}
+					return
+				}
+				setAnalysis(&p.photos[i], a)
+				p.images[i] = nil
+				analyses[p.photos[i].SHA256] = a
+				results[p.pos].Embedded++
+			}()
+		}
+	}
+	wg.Wait()
+	return analyses
+}
+
+// fill embeds a re-planned write's photos, taking each from analyses when it was embedded
+// already.
+func (c *Catalog) fill(ctx context.Context, p *pending, analyses map[string]embed.Analysis, r *UpsertResult) error {
+	for i, image := range p.images {
+		if image == nil {
+			continue
+		}
+		a, ok := analyses[p.photos[i].SHA256]
+		if !ok {
+			var err error
+			if a, err = c.analyze(ctx, image); err != nil {
+				return fmt.Errorf("product %q photo %q: %w", p.write.ID, p.photos[i].ID, err)
+			}
+			r.Embedded++
+		}
+		setAnalysis(&p.photos[i], a)
+		p.images[i] = nil
+	}
+	return nil
+}
+
+// maxIngestAnalyses bounds the photos being analysed for writes at once, over every writer:
+// a batch of products with dozens of photos each would otherwise fill the embedder's queue
+// and have its photos refused as overloaded. It leaves most of the queue to queries.
+const maxIngestAnalyses = 64
+
+// analyze runs one photo to be stored through the model, waiting for one of the catalogue's
+// ingest slots first.
+func (c *Catalog) analyze(ctx context.Context, image []byte) (embed.Analysis, error) {
+	select {
+	case c.ingestSlots <- struct{}{}:
+	case <-ctx.Done():
+		return embed.Analysis{}, ctx.Err()
+	}
+	defer func() { <-c.ingestSlots }()
+	return c.embedder.Analyze(ctx, image, embed.AnalyzeOptions{Keep: c.keepPhotos})
+}
+
+func setAnalysis(ph *store.Photo, a embed.Analysis) {
+	ph.Vector, ph.PHash, ph.HasPHash, ph.Kept = a.Vector, a.PHash, true, a.Kept
+}
+
+// write stores ready products (fsynced) and then indexes them. If the batch transaction
+// fails, each product is retried alone so that one bad product cannot fail the others.
+// Caller holds writeMu.
+func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertResult) {
+	batch := make([]store.Product, len(ready))
+	for i, p := range ready {
+		batch[i] = store.Product{
+			ID: p.write.ID, Category: p.write.Category, Title: p.write.Title,
+			Attributes: cloneAttributes(p.write.Attributes), Photos: p.photos,
+		}
+	}
 	stored, err := c.store.UpsertBatch(ctx, batch)
 	if err != nil {
 		if len(ready) > 1 {
-			c.log.Warn("batch write failed; writing items one by one", "items", len(ready), "err", err)
+			c.log.Warn("batch write failed; writing products one by one", "products", len(ready), "err", err)
 		}
-		stored = make([]store.Item, len(ready))
+		stored = make([]store.Product, len(ready))
 		for i := range batch {
-			it, err := c.store.Upsert(ctx, batch[i])
+			sp, err := c.store.Upsert(ctx, batch[i])
 			if errors.Is(err, store.ErrInvalid) {
 				results[ready[i].pos].Err = fmt.Errorf("%w: product %q: %w", ErrInvalidArgument, batch[i].ID, err)
 				continue
@@ -282,22 +486,23 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 				results[ready[i].pos].Err = fmt.Errorf("product %q: store: %w", batch[i].ID, err)
 				continue
 			}
-			stored[i] = it
+			stored[i] = sp
 		}
 	}
-	for i, it := range stored {
+	for i, sp := range stored {
 		p := ready[i]
 		if results[p.pos].Err != nil {
 			continue
 		}
-		if err := c.index(it); err != nil {
+		if err := c.index(sp, batch[i]); err != nil {
 			// Vectors are validated before they reach the store, so this is a bug; the store
 			// stays the truth and the next open rebuilds or replays the graph from it.
-			c.log.Error("indexing a stored product failed", "id", it.ID, "err", err)
-			results[p.pos].Err = fmt.Errorf("product %q: index: %w", it.ID, err)
+			c.log.Error("indexing a stored product failed", "id", sp.ID, "err", err)
+			results[p.pos].Err = fmt.Errorf("product %q: index: %w", sp.ID, err)
 			continue
 		}
-		if existed[i] {
+		results[p.pos].Photos = entryFromStore(sp).product().Photos
+		if p.existed {
 			results[p.pos].Outcome = Updated
 		} else {
 			results[p.pos].Outcome = Created
@@ -305,84 +510,161 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 	}
 }
 
-// index puts a stored item into the graph and the metadata table. Caller holds writeMu.
-func (c *Catalog) index(it store.Item) error {
-	if err := c.graph.Add(it.Key, it.Vector); err != nil {
-		return err
+// index applies a stored product to the graph and the metadata table: new vectors are
+// added, removed photos deleted; a metadata-only change touches only the table. written is
+// what was sent to the store (its photos carry the vectors). Caller holds writeMu.
+func (c *Catalog) index(sp store.Product, written store.Product) error {
+	for i, ph := range written.Photos {
+		if ph.Vector == nil {
+			continue
+		}
+		if err := c.graph.Add(sp.Photos[i].Key, ph.Vector); err != nil {
+			return err
+		}
 	}
-	e := entryFromItem(it)
+	e := entryFromStore(sp)
 	c.metaMu.Lock()
-	old, replaced := c.byID[e.id]
-	if replaced && old.key != e.key {
-		delete(c.byKey, old.key)
+	old := c.byID[e.id]
+	var gone []index.Key
+	if old != nil {
+		for _, ph := range old.photos {
+			if _, still := e.photo(ph.key); !still {
+				gone = append(gone, ph.key)
+				delete(c.byKey, ph.key)
+			}
+		}
 	}
-	c.byKey[e.key] = e
+	for _, ph := range e.photos {
+		c.byKey[ph.key] = e
+	}
 	c.byID[e.id] = e
 	c.metaMu.Unlock()
-	if replaced && old.key != e.key {
-		// The store keeps an id's key on replace, so this is defensive. The graph call stays
-		// outside metaMu: searches hold the graph's lock while their filter takes metaMu.
-		c.graph.Delete(old.key)
+	// The graph calls stay outside metaMu: searches hold the graph's lock while their
+	// filter takes metaMu.
+	for _, k := range gone {
+		c.graph.Delete(k)
 	}
 	return nil
 }
 
-// Delete removes a product and returns it as it was (without vector).
+// Delete removes a product with all its photos and returns it as it was (without vectors).
 func (c *Catalog) Delete(ctx context.Context, id string) (Product, error) {
 	if err := c.enter(); err != nil {
 		return Product{}, err
 	}
 	defer c.life.RUnlock()
-	if id == "" {
-		return Product{}, fmt.Errorf("%w: product id is empty", ErrInvalidArgument)
+	if err := store.ValidateID(id); err != nil {
+		return Product{}, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	it, err := c.store.Delete(ctx, id)
+	sp, err := c.store.Delete(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return Product{}, fmt.Errorf("%w: %q: %w", ErrNotFound, id, err)
+		return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	if err != nil {
 		return Product{}, fmt.Errorf("catalog: delete %q: %w", id, err)
 	}
-	c.graph.Delete(it.Key)
 	c.metaMu.Lock()
-	delete(c.byKey, it.Key)
-	delete(c.byID, it.ID)
+	for _, ph := range sp.Photos {
+		delete(c.byKey, ph.Key)
+	}
+	delete(c.byID, sp.ID)
 	c.metaMu.Unlock()
-	return entryFromItem(it).product(), nil
+	for _, ph := range sp.Photos {
+		c.graph.Delete(ph.Key)
+	}
+	return entryFromStore(sp).product(), nil
 }
 
-// Get returns a product; its vector only when withVector is set.
-func (c *Catalog) Get(ctx context.Context, id string, withVector bool) (Product, error) {
+// Get returns a product; its photos' vectors only when withVectors is set.
+func (c *Catalog) Get(ctx context.Context, id string, withVectors bool) (Product, error) {
 	if err := c.enter(); err != nil {
 		return Product{}, err
 	}
 	defer c.life.RUnlock()
-	c.metaMu.RLock()
-	e, ok := c.byID[id]
-	c.metaMu.RUnlock()
-	if !ok {
-		return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	if !withVectors {
+		e, ok := c.lookup(id)
+		if !ok {
+			return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+		}
+		return e.product(), ctx.Err()
+	}
+	e, vecs, err := c.withVectors(ctx, id)
+	if err != nil {
+		return Product{}, err
 	}
 	p := e.product()
-	if withVector {
-		vec, ok := c.graph.Vector(e.key)
-		if !ok {
-			return Product{}, fmt.Errorf("%w: %q was deleted meanwhile", ErrNotFound, id)
-		}
-		p.Vector = vec
+	for i := range p.Photos {
+		p.Photos[i].Vector = vecs[i]
 	}
 	return p, ctx.Err()
 }
 
-// keyOf returns the key of a stored id.
-func (c *Catalog) keyOf(id string) (index.Key, bool) {
+// withVectors returns a product's entry and its photos' vectors, from one state of the
+// product. A write that removes photos publishes the product's new entry before it deletes
+// them from the graph, so a vector missing under an entry just read means that a newer
+// entry is there: read again (the product may be gone by then, or still exist).
+func (c *Catalog) withVectors(ctx context.Context, id string) (*entry, [][]float32, error) {
+	for try := 0; ; try++ {
+		e, ok := c.lookup(id)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+		}
+		vecs := make([][]float32, 0, len(e.photos))
+		for _, ph := range e.photos {
+			vec, ok := c.graph.Vector(ph.key)
+			if !ok {
+				break
+			}
+			vecs = append(vecs, vec)
+		}
+		if len(vecs) == len(e.photos) {
+			return e, vecs, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if try == 100 {
+			return nil, nil, fmt.Errorf("%w: %q keeps changing; try again", ErrNotFound, id)
+		}
+	}
+}
+
+// KeptPhoto returns the kept copy (JPEG) of a product's photo and the photo's metadata.
+// ErrNotFound when the product, the photo or a kept copy of it does not exist.
+func (c *Catalog) KeptPhoto(ctx context.Context, id, photoID string) ([]byte, Photo, error) {
+	if err := c.enter(); err != nil {
+		return nil, Photo{}, err
+	}
+	defer c.life.RUnlock()
+	e, ok := c.lookup(id)
+	if !ok {
+		return nil, Photo{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	for _, ph := range e.photos {
+		if ph.id != photoID {
+			continue
+		}
+		if ph.keptBytes == 0 {
+			return nil, Photo{}, fmt.Errorf("%w: product %q photo %q has no kept copy", ErrNotFound, id, photoID)
+		}
+		jpeg, err := c.store.KeptPhoto(ph.key)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, Photo{}, fmt.Errorf("%w: product %q photo %q was changed meanwhile", ErrNotFound, id, photoID)
+		}
+		if err != nil {
+			return nil, Photo{}, fmt.Errorf("catalog: kept photo: %w", err)
+		}
+		return jpeg, ph.photo(), ctx.Err()
+	}
+	return nil, Photo{}, fmt.Errorf("%w: product %q has no photo %q", ErrNotFound, id, photoID)
+}
+
+// lookup returns the entry of a stored product id.
+func (c *Catalog) lookup(id string) (*entry, bool) {
 	c.metaMu.RLock()
 	defer c.metaMu.RUnlock()
 	e, ok := c.byID[id]
-	if !ok {
-		return 0, false
-	}
-	return e.key, true
+	return e, ok
 }

@@ -33,7 +33,7 @@ func FuzzRequestValidation(f *testing.F) {
 	for i := range 8 {
 		v := make([]float32, dim)
 		v[i], v[i+1] = 1, float32(i)
-		if _, err := cat.Upsert(context.Background(), catalog.UpsertItem{ID: fmt.Sprint("p", i), Vector: v, Category: fmt.Sprint(i % 2)}); err != nil {
+		if _, err := cat.Upsert(context.Background(), catalog.Write{ID: fmt.Sprint("p", i), Category: fmt.Sprint(i % 2), Photos: []catalog.PhotoWrite{{Vector: v}}}); err != nil {
 			f.Fatal(err)
 		}
 	}

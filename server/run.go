@@ -84,6 +84,8 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// SnapshotInterval saves the graph this often when it changed; negative disables it.
 	SnapshotInterval time.Duration
+	// DiscardPhotos turns off keeping a copy of each uploaded photo (catalog.Config.KeepPhotos).
+	DiscardPhotos bool
 	// Index holds the HNSW parameters: M and EFConstruction for a fresh graph, EFSearch as
 	// the default search breadth.
 	Index catalog.IndexParams
@@ -311,7 +313,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		}
 		c, err := catalog.Open(ctx, catalog.Config{
 			DataDir: cfg.DataDir, Embedder: emb, Index: cfg.Index,
-			SnapshotInterval: max(cfg.SnapshotInterval, 0), Logger: logger,
+			SnapshotInterval: max(cfg.SnapshotInterval, 0), KeepPhotos: !cfg.DiscardPhotos, Logger: logger,
 		})
 		if err != nil {
 			opened <- fmt.Errorf("server: open catalogue: %w", err)

@@ -330,7 +330,7 @@ func TestServerBadInputsGetTheirCodes(t *testing.T) {
 		{"upsert without content", func() error {
 			_, err := c.Upsert(ctx, &pb.UpsertRequest{Id: "x"})
 			return err
-		}, codes.InvalidArgument, "neither"},
+		}, codes.InvalidArgument, "no photo"},
 		{"unknown id to search from", func() error {
 			_, err := c.SearchById(ctx, &pb.SearchByIdRequest{Id: "no-such-product", K: 5})
 			return err

@@ -9,7 +9,6 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -50,25 +49,60 @@ func (s *service) catalog() (*catalog.Catalog, error) {
 
 func (s *service) fail(method string, err error) error { return toStatus(s.log, method, err) }
 
-func upsertItem(r *pb.UpsertRequest) catalog.UpsertItem {
-	it := catalog.UpsertItem{
-		ID: r.GetId(), Category: r.GetCategory(), Title: r.GetTitle(), ImageURL: r.GetImageUrl(),
-		Attributes: r.GetAttributes(),
+// writeOf turns an UpsertRequest into a catalogue write: its one photo (image or vector)
+// or its photos, never both.
+func writeOf(r *pb.UpsertRequest) (catalog.Write, error) {
+	w := catalog.Write{
+		ID: r.GetId(), Category: r.GetCategory(), Title: r.GetTitle(), Attributes: r.GetAttributes(),
+		RemovePhotos: r.GetRemovePhotos(), KeepOtherPhotos: r.GetKeepOtherPhotos(),
 	}
-	switch c := r.GetContent().(type) {
-	case *pb.UpsertRequest_Image:
-		it.Image = c.Image
-	case *pb.UpsertRequest_Vector:
-		it.Vector = c.Vector.GetValues()
-		if it.Vector == nil {
-			it.Vector = []float32{} // present but empty: a dimension error, not "no content"
+	if r.GetContent() != nil {
+		if len(r.GetPhotos()) > 0 {
+			return w, fmt.Errorf("%w: product %q has both image/vector and photos; send one photo as either", catalog.ErrInvalidArgument, r.GetId())
 		}
+		pw := catalog.PhotoWrite{ID: r.GetPhotoId(), ImageURL: r.GetImageUrl()}
+		switch c := r.GetContent().(type) {
+		case *pb.UpsertRequest_Image:
+			pw.Image = c.Image
+		case *pb.UpsertRequest_Vector:
+			pw.Vector = presentVector(c.Vector)
+		}
+		w.Photos = []catalog.PhotoWrite{pw}
+		return w, nil
 	}
-	return it
+	if r.GetPhotoId() != "" || r.GetImageUrl() != "" {
+		return w, fmt.Errorf("%w: product %q: photo_id and image_url describe the image or vector field; with photos, set them per photo", catalog.ErrInvalidArgument, r.GetId())
+	}
+	for _, ph := range r.GetPhotos() {
+		pw := catalog.PhotoWrite{ID: ph.GetId(), ImageURL: ph.GetImageUrl()}
+		switch c := ph.GetContent().(type) {
+		case *pb.PhotoInput_Image:
+			pw.Image = c.Image
+		case *pb.PhotoInput_Vector:
+			pw.Vector = presentVector(c.Vector)
+		}
+		w.Photos = append(w.Photos, pw)
+	}
+	return w, nil
+}
+
+// presentVector keeps a present-but-empty vector distinct from none: a dimension error, not
+// "keep the stored photo".
+func presentVector(v *pb.Vector) []float32 {
+	if v.GetValues() == nil {
+		return []float32{}
+	}
+	return v.GetValues()
 }
 
 func (s *service) upsertResult(method string, pos uint64, res catalog.UpsertResult) *pb.UpsertResult {
-	out := &pb.UpsertResult{Id: res.ID, Index: pos, ImageSha256: res.ImageSHA256}
+	out := &pb.UpsertResult{Id: res.ID, Index: pos, Embedded: uint32(res.Embedded)}
+	for _, ph := range res.Photos {
+		out.Photos = append(out.Photos, photoProto(ph))
+	}
+	if len(res.Photos) > 0 {
+		out.ImageSha256 = res.Photos[0].SHA256
+	}
 	if res.Err != nil {
 		st, _ := status.FromError(s.fail(method, res.Err))
 		out.Outcome = pb.Outcome_OUTCOME_FAILED
@@ -95,7 +129,12 @@ func (s *service) Upsert(ctx context.Context, r *pb.UpsertRequest) (*pb.UpsertRe
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.Upsert(ctx, upsertItem(r))
+	w, err := writeOf(r)
+	if err != nil {
+		s.metrics.upserts.WithLabelValues("failed").Inc()
+		return nil, s.fail("Upsert", err)
+	}
+	res, err := c.Upsert(ctx, w)
 	if err != nil {
 		s.metrics.upserts.WithLabelValues("failed").Inc()
 		return nil, s.fail("Upsert", err)
@@ -144,10 +183,10 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 		case <-ctx.Done():
 			return s.fail("UpsertStream", ctx.Err())
 		}
-		var items []catalog.UpsertItem
+		var items []*pb.UpsertRequest
 		endErr := first.err
 		if first.err == nil {
-			items = append(items, upsertItem(first.req))
+			items = append(items, first.req)
 		gather:
 			for len(items) < streamBatch {
 				select {
@@ -159,7 +198,7 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 						endErr = r.err
 						break gather
 					}
-					items = append(items, upsertItem(r.req))
+					items = append(items, r.req)
 				default:
 					break gather
 				}
@@ -167,7 +206,7 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 		}
 		if len(items) > 0 {
 			s.metrics.streamBatch.Observe(float64(len(items)))
-			for _, res := range c.UpsertBatch(ctx, items) {
+			for _, res := range upsertBatch(ctx, c, items) {
 				if err := stream.Send(s.upsertResult("UpsertStream", pos, res)); err != nil {
 					return err
 				}
@@ -184,6 +223,27 @@ func (s *service) UpsertStream(stream pb.Lookalike_UpsertStreamServer) error {
 }
 
 // Delete removes a product.
+// upsertBatch writes a batch of requests; a request that does not convert gets its error
+// in its place, in order, without stopping the others.
+func upsertBatch(ctx context.Context, c *catalog.Catalog, reqs []*pb.UpsertRequest) []catalog.UpsertResult {
+	writes := make([]catalog.Write, 0, len(reqs))
+	results := make([]catalog.UpsertResult, len(reqs))
+	at := make([]int, 0, len(reqs))
+	for i, r := range reqs {
+		w, err := writeOf(r)
+		if err != nil {
+			results[i] = catalog.UpsertResult{ID: r.GetId(), Err: err}
+			continue
+		}
+		writes = append(writes, w)
+		at = append(at, i)
+	}
+	for j, res := range c.UpsertBatch(ctx, writes) {
+		results[at[j]] = res
+	}
+	return results
+}
+
 func (s *service) Delete(ctx context.Context, r *pb.DeleteRequest) (*pb.DeleteResponse, error) {
 	c, err := s.catalog()
 	if err != nil {
@@ -209,9 +269,38 @@ func (s *service) Get(ctx context.Context, r *pb.GetRequest) (*pb.GetResponse, e
 	return &pb.GetResponse{Product: productProto(p)}, nil
 }
 
-// searchOptions converts the common search fields; k's range is checked by the catalogue.
-func searchOptions(k, ef int32, minScore float32, f *pb.Filter) catalog.SearchOptions {
-	return catalog.SearchOptions{K: int(k), EF: int(ef), MinScore: minScore, Filter: filterOf(f)}
+// GetPhoto returns a kept photo.
+func (s *service) GetPhoto(ctx context.Context, r *pb.GetPhotoRequest) (*pb.GetPhotoResponse, error) {
+	c, err := s.catalog()
+	if err != nil {
+		return nil, err
+	}
+	if r.GetPhotoId() == "" {
+		return nil, s.fail("GetPhoto", fmt.Errorf("%w: photo_id is empty", catalog.ErrInvalidArgument))
+	}
+	jpeg, ph, err := c.KeptPhoto(ctx, r.GetId(), r.GetPhotoId())
+	if err != nil {
+		return nil, s.fail("GetPhoto", err)
+	}
+	return &pb.GetPhotoResponse{Image: jpeg, ContentType: "image/jpeg", Photo: photoProto(ph)}, nil
+}
+
+// rankedRequest is what the three search requests share.
+type rankedRequest interface {
+	GetK() int32
+	GetEf() int32
+	GetMinScore() float32
+	GetFilter() *pb.Filter
+	GetGroupBy() string
+	GetNotLike() []string
+	GetDiversity() float32
+}
+
+func searchOptions(r rankedRequest) catalog.SearchOptions {
+	return catalog.SearchOptions{
+		K: int(r.GetK()), EF: int(r.GetEf()), MinScore: r.GetMinScore(), Filter: filterOf(r.GetFilter()),
+		GroupBy: r.GetGroupBy(), NotLike: r.GetNotLike(), Diversity: r.GetDiversity(),
+	}
 }
 
 func filterOf(f *pb.Filter) catalog.Filter {
@@ -223,7 +312,7 @@ func filterOf(f *pb.Filter) catalog.Filter {
 func searchResponse(rs []catalog.Result) *pb.SearchResponse {
 	out := &pb.SearchResponse{Results: make([]*pb.SearchResult, len(rs))}
 	for i, r := range rs {
-		out.Results[i] = &pb.SearchResult{Product: productProto(r.Product), Score: r.Score}
+		out.Results[i] = &pb.SearchResult{Product: productProto(r.Product), Score: r.Score, PhotoId: r.PhotoID}
 	}
 	return out
 }
@@ -234,7 +323,7 @@ func (s *service) SearchByImage(ctx context.Context, r *pb.SearchByImageRequest)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.SearchByImage(ctx, r.GetImage(), searchOptions(r.GetK(), r.GetEf(), r.GetMinScore(), r.GetFilter()))
+	rs, err := c.SearchByImage(ctx, r.GetImage(), searchOptions(r))
 	if err != nil {
 		return nil, s.fail("SearchByImage", err)
 	}
@@ -247,7 +336,7 @@ func (s *service) SearchById(ctx context.Context, r *pb.SearchByIdRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.SearchByID(ctx, r.GetId(), searchOptions(r.GetK(), r.GetEf(), r.GetMinScore(), r.GetFilter()))
+	rs, err := c.SearchByID(ctx, r.GetId(), searchOptions(r))
 	if err != nil {
 		return nil, s.fail("SearchById", err)
 	}
@@ -260,63 +349,11 @@ func (s *service) SearchByVector(ctx context.Context, r *pb.SearchByVectorReques
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.SearchByVector(ctx, r.GetVector(), searchOptions(r.GetK(), r.GetEf(), r.GetMinScore(), r.GetFilter()))
+	rs, err := c.SearchByVector(ctx, r.GetVector(), searchOptions(r))
 	if err != nil {
 		return nil, s.fail("SearchByVector", err)
 	}
 	return searchResponse(rs), nil
-}
-
-// threshold turns an optional proto threshold into the catalogue's (0 = default). An explicit
-// 0 becomes the smallest positive float, which admits the same pairs for any real score.
-func threshold(t *float32) float32 {
-	if t == nil {
-		return 0
-	}
-	if *t == 0 {
-		return math.SmallestNonzeroFloat32
-	}
-	return *t
-}
-
-// FindDuplicates streams near-duplicate clusters.
-func (s *service) FindDuplicates(r *pb.FindDuplicatesRequest, stream pb.Lookalike_FindDuplicatesServer) error {
-	c, err := s.catalog()
-	if err != nil {
-		return err
-	}
-	opt := catalog.DuplicateOptions{
-		Threshold: threshold(r.Threshold), Filter: filterOf(r.GetFilter()),
-		MaxNeighbors: int(r.GetMaxNeighbors()), EF: int(r.GetEf()),
-	}
-	err = c.FindDuplicates(stream.Context(), opt, func(cl catalog.Cluster) error {
-		msg := &pb.DuplicateCluster{Ids: cl.IDs, Edges: make([]*pb.DuplicateEdge, len(cl.Edges))}
-		for i, e := range cl.Edges {
-			msg.Edges[i] = &pb.DuplicateEdge{A: e.A, B: e.B, Score: e.Score}
-		}
-		return stream.Send(msg)
-	})
-	if err != nil {
-		return s.fail("FindDuplicates", err)
-	}
-	return nil
-}
-
-// CheckDuplicate tells whether a photo is already in the catalogue.
-func (s *service) CheckDuplicate(ctx context.Context, r *pb.CheckDuplicateRequest) (*pb.CheckDuplicateResponse, error) {
-	c, err := s.catalog()
-	if err != nil {
-		return nil, err
-	}
-	d, err := c.CheckDuplicate(ctx, r.GetImage(), threshold(r.Threshold), filterOf(r.GetFilter()))
-	if err != nil {
-		return nil, s.fail("CheckDuplicate", err)
-	}
-	out := &pb.CheckDuplicateResponse{IsDuplicate: d.IsDuplicate, Threshold: d.Threshold}
-	if d.BestMatch != nil {
-		out.BestMatch = &pb.SearchResult{Product: productProto(d.BestMatch.Product), Score: d.BestMatch.Score}
-	}
-	return out, nil
 }
 
 // Stats describes the catalogue.
@@ -330,13 +367,15 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 		return nil, s.fail("Stats", err)
 	}
 	out := &pb.StatsResponse{
-		Count: uint64(st.Count), CountByCategory: make(map[string]uint64, len(st.CountByCategory)),
+		Count: uint64(st.Count), Photos: uint64(st.Photos), KeptPhotos: uint64(st.KeptPhotos),
+		KeptBytes: uint64(st.KeptBytes), CountByCategory: make(map[string]uint64, len(st.CountByCategory)),
 		ModelIdentity: st.ModelIdentity, Dim: uint32(st.Dim),
 		Index: &pb.IndexParams{
 			M: uint32(st.Index.M), EfConstruction: uint32(st.Index.EFConstruction),
 			EfSearch: uint32(st.Index.EFSearch), Metric: st.Index.Metric, Size: uint64(st.Index.Size),
 		},
 		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq,
+		DuplicatePolicy: policyProto(st.Policy), Decisions: uint64(st.Decisions),
 	}
 	for k, v := range st.CountByCategory {
 		out.CountByCategory[k] = uint64(v)
@@ -351,15 +390,37 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 func productProto(p catalog.Product) *pb.Product {
 	out := &pb.Product{
 		Id: p.ID, Category: p.Category, Title: p.Title, Attributes: p.Attributes,
-		ImageUrl: p.ImageURL, ImageSha256: p.ImageSHA256, Vector: p.Vector,
+		Photos: make([]*pb.Photo, len(p.Photos)),
 	}
-	if !p.Created.IsZero() {
-		out.Created = timestamppb.New(p.Created)
+	for i, ph := range p.Photos {
+		out.Photos[i] = photoProto(ph)
 	}
-	if !p.Updated.IsZero() {
-		out.Updated = timestamppb.New(p.Updated)
+	if len(p.Photos) > 0 {
+		first := p.Photos[0]
+		out.ImageUrl, out.ImageSha256, out.Vector = first.ImageURL, first.SHA256, first.Vector
+	}
+	out.Created, out.Updated = timestamp(p.Created), timestamp(p.Updated)
+	return out
+}
+
+func photoProto(ph catalog.Photo) *pb.Photo {
+	out := &pb.Photo{
+		Id: ph.ID, ImageUrl: ph.ImageURL, ImageSha256: ph.SHA256, Kept: ph.Kept,
+		KeptBytes: uint32(ph.KeptBytes), Vector: ph.Vector,
+		Created: timestamp(ph.Created), Updated: timestamp(ph.Updated),
+	}
+	if ph.HasPHash {
+		out.Phash = fmt.Sprintf("%016x", ph.PHash)
 	}
 	return out
+}
+
+// timestamp is t as a proto timestamp, unset for the zero time.
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }
 
 // Backup streams a consistent copy of the store, then its size and SHA-256.
@@ -381,7 +442,7 @@ func (s *service) Backup(_ *pb.BackupRequest, stream pb.Lookalike_BackupServer) 
 	}
 	return stream.Send(&pb.BackupChunk{Offset: out.offset, Complete: &pb.BackupComplete{
 		Size: out.offset, Sha256: hex.EncodeToString(out.hash.Sum(nil)),
-		StoreSeq: info.Seq, Count: uint64(info.Items),
+		StoreSeq: info.Seq, Count: uint64(info.Products), Photos: uint64(info.Photos),
 	}})
 }
 

@@ -32,8 +32,9 @@ type BackupInfo struct {
 	// Seq is the store's sequence number in the copy: every write acknowledged with a
 	// sequence number up to it is inside, none after it.
 	Seq uint64
-	// Items counts the products in the copy.
-	Items int
+	// Products and Photos count what the copy holds.
+	Products int
+	Photos   int
 }
 
 // BackupWithInfo is Backup that also reports what the copy holds, read in the same
@@ -47,7 +48,7 @@ func (s *Store) BackupWithInfo(w io.Writer) (BackupInfo, error) {
 		if err != nil {
 			return err
 		}
-		info.Seq, info.Items = m.seq, int(m.count)
+		info.Seq, info.Products, info.Photos = m.seq, int(m.count), int(m.photos)
 		info.Bytes, err = tx.WriteTo(w)
 		return err
 	})
@@ -171,45 +172,70 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 	if m.dim != dim {
 		return fmt.Errorf("%w: meta dim %d, expected %d", ErrCorrupt, m.dim, dim)
 	}
-	keys, vectors := tx.Bucket(bucketKeys), tx.Bucket(bucketVectors)
+	keys, vectors, kept := tx.Bucket(bucketKeys), tx.Bucket(bucketVectors), tx.Bucket(bucketKept)
 	categories := make(map[string]uint64)
-	var items uint64
-	err = tx.Bucket(bucketItems).ForEach(func(id, raw []byte) error {
-		it, err := decodeItem(string(id), raw)
+	var products, photos, keptPhotos, keptBytes uint64
+	err = tx.Bucket(bucketProducts).ForEach(func(id, raw []byte) error {
+		p, err := decodeProduct(string(id), raw)
 		if err != nil {
 			return err
 		}
-		if it.Key == 0 || it.Key >= m.nextKey {
-			return fmt.Errorf("%w: item %q has key %d, next key is %d", ErrCorrupt, id, it.Key, m.nextKey)
-		}
-		if back := keys.Get(keyBytes(it.Key)); string(back) != string(id) {
-			return fmt.Errorf("%w: key %d maps to %q, not %q", ErrCorrupt, it.Key, back, id)
-		}
-		v := vectors.Get(keyBytes(it.Key))
-		if len(v) != 4*dim {
-			return fmt.Errorf("%w: item %q has a vector of %d bytes, want %d", ErrCorrupt, id, len(v), 4*dim)
-		}
-		// Reading every element also touches every overflow page of the vectors bucket.
-		for i := 0; i < len(v); i += 4 {
-			if x := float64(math.Float32frombits(binary.LittleEndian.Uint32(v[i:]))); math.IsNaN(x) || math.IsInf(x, 0) {
-				return fmt.Errorf("%w: item %q vector element %d is %v", ErrCorrupt, id, i/4, x)
+		for _, ph := range p.Photos {
+			if ph.Key == 0 || ph.Key >= m.nextKey {
+				return fmt.Errorf("%w: product %q photo %q has key %d, next key is %d", ErrCorrupt, id, ph.ID, ph.Key, m.nextKey)
 			}
+			k := keyBytes(ph.Key)
+			if back := keys.Get(k); string(back) != string(id) {
+				return fmt.Errorf("%w: key %d maps to %q, not %q", ErrCorrupt, ph.Key, back, id)
+			}
+			// Decoding verifies the checksum, which also touches every overflow page.
+			vec, err := decodeVector(vectors.Get(k), dim)
+			if err != nil {
+				return fmt.Errorf("product %q photo %q: %w", id, ph.ID, err)
+			}
+			for i, x := range vec {
+				if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+					return fmt.Errorf("%w: product %q photo %q vector element %d is %v", ErrCorrupt, id, ph.ID, i, x)
+				}
+			}
+			if raw := kept.Get(k); raw != nil {
+				jpeg, err := decodeKept(raw)
+				if err != nil {
+					return fmt.Errorf("product %q photo %q: %w", id, ph.ID, err)
+				}
+				if len(jpeg) != ph.KeptBytes {
+					return fmt.Errorf("%w: product %q photo %q kept photo is %d bytes, record says %d", ErrCorrupt, id, ph.ID, len(jpeg), ph.KeptBytes)
+				}
+				keptPhotos++
+				keptBytes += uint64(len(jpeg))
+			} else if ph.KeptBytes != 0 {
+				return fmt.Errorf("%w: product %q photo %q kept photo missing", ErrCorrupt, id, ph.ID)
+			}
+			photos++
 		}
-		categories[it.Category]++
-		items++
+		categories[p.Category]++
+		products++
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if n := uint64(keys.Stats().KeyN); n != items {
-		return fmt.Errorf("%w: %d keys for %d items", ErrCorrupt, n, items)
+	counts := []struct {
+		what          string
+		found, record uint64
+	}{
+		{"products", products, m.count},
+		{"photos", photos, m.photos},
+		{"keys", uint64(keys.Stats().KeyN), photos},
+		{"vectors", uint64(vectors.Stats().KeyN), photos},
+		{"kept photos", uint64(kept.Stats().KeyN), keptPhotos},
+		{"kept photos in meta", keptPhotos, m.keptPhotos},
+		{"kept bytes in meta", keptBytes, m.keptBytes},
 	}
-	if n := uint64(vectors.Stats().KeyN); n != items {
-		return fmt.Errorf("%w: %d vectors for %d items", ErrCorrupt, n, items)
-	}
-	if items != m.count {
-		return fmt.Errorf("%w: %d items, meta counts %d", ErrCorrupt, items, m.count)
+	for _, c := range counts {
+		if c.found != c.record {
+			return fmt.Errorf("%w: %d %s, expected %d", ErrCorrupt, c.found, c.what, c.record)
+		}
 	}
 	stored := 0
 	err = tx.Bucket(bucketCategories).ForEach(func(k, v []byte) error {
@@ -218,7 +244,7 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 			return fmt.Errorf("%w: category record %q", ErrCorrupt, k)
 		}
 		if counted, recorded := categories[string(k[1:])], binary.BigEndian.Uint64(v); counted != recorded {
-			return fmt.Errorf("%w: category %q records %d items, counted %d", ErrCorrupt, k[1:], recorded, counted)
+			return fmt.Errorf("%w: category %q records %d products, counted %d", ErrCorrupt, k[1:], recorded, counted)
 		}
 		return nil
 	})
@@ -227,6 +253,12 @@ func checkInvariants(tx *bolt.Tx, dim int) error {
 	}
 	if stored != len(categories) {
 		return fmt.Errorf("%w: %d category counts for %d categories", ErrCorrupt, stored, len(categories))
+	}
+	if err := tx.Bucket(bucketDecisions).ForEach(func(k, v []byte) error {
+		_, err := decodeDecision(k, v)
+		return err
+	}); err != nil {
+		return err
 	}
 	if n := uint64(tx.Bucket(bucketLog).Stats().KeyN); n != m.seq-m.logFloor {
 		return fmt.Errorf("%w: log holds %d entries, meta says %d", ErrCorrupt, n, m.seq-m.logFloor)
@@ -294,11 +326,20 @@ func verifyAndRegenerate(path string) error {
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := checkTx(tx, 0); err != nil {
-			return err
-		}
 		m, err := readMeta(tx)
 		if err != nil {
+			return err
+		}
+		if m.schema == schemaV1 {
+			// A backup of the first release: upgrade it in the same transaction.
+			if _, err := migrateV1(tx); err != nil {
+				return err
+			}
+			if m, err = readMeta(tx); err != nil {
+				return err
+			}
+		}
+		if err := checkTx(tx, 0); err != nil {
 			return err
 		}
 		if m.schema != SchemaVersion {

@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// vectorFor derives an item's vector from its id, so any reader can tell whether a stored
+// vectorFor derives a vector from an id, so any reader can tell whether a stored
 // vector is the one written for that id.
 func vectorFor(id string, dim int) []float32 {
 	var seed uint64
@@ -26,22 +26,32 @@ func vectorFor(id string, dim int) []float32 {
 	return randomVector(rand.New(rand.NewPCG(seed, uint64(len(id)))), dim)
 }
 
+// backupProduct is the i-th product TestBackupConcurrentWithWrites writes.
+func backupProduct(i, dim int) Product {
+	id := fmt.Sprintf("item-%04d", i)
+	ph := Photo{ID: mainPhoto, Vector: vectorFor(id, dim)}
+	if i%3 == 0 {
+		ph.Kept = []byte("jpeg of " + id)
+	}
+	return Product{ID: id, Category: fmt.Sprint(i % 4), Photos: []Photo{ph}}
+}
+
 func TestBackupConcurrentWithWrites(t *testing.T) {
 	const dim = 24
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openTest(t, filepath.Join(dir, "live.db"), dim)
 
-	// Items are only ever inserted, in id order, so any consistent snapshot holds exactly the
-	// ids 0..n-1 with their own vectors and Seq n.
+	// Products of one photo (every third with a kept photo) are only ever inserted, in id
+	// order, so any consistent snapshot holds exactly the ids 0..n-1 under keys 1..n with their
+	// own vectors and kept photos, and Seq n.
 	const total = 300
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for i := range total {
-			id := fmt.Sprintf("item-%04d", i)
-			if _, err := s.Upsert(ctx, Item{ID: id, Category: fmt.Sprint(i % 4), Vector: vectorFor(id, dim)}); err != nil {
+			if _, err := s.Upsert(ctx, backupProduct(i, dim)); err != nil {
 				t.Error(err)
 				return
 			}
@@ -80,19 +90,43 @@ func TestBackupConcurrentWithWrites(t *testing.T) {
 		if r.Seq() != uint64(count) || count > total || r.Generation() == s.Generation() {
 			t.Fatalf("%s: seq %d count %d generation %s (live %s)", backup, r.Seq(), count, r.Generation(), s.Generation())
 		}
-		if backup == streamedPath && (r.Seq() != info.Seq || count != info.Items) {
+		if r.Photos() != count {
+			t.Fatalf("%s: %d photos for %d products", backup, r.Photos(), count)
+		}
+		if backup == streamedPath && (r.Seq() != info.Seq || count != info.Products || count != info.Photos) {
 			t.Fatalf("the streamed backup holds seq %d and %d items; BackupWithInfo said %+v", r.Seq(), count, info)
 		}
 		i := 0
-		err := r.ForEach(func(it Item) error {
-			if want := fmt.Sprintf("item-%04d", i); it.ID != want || !sameVector(it.Vector, vectorFor(want, dim)) {
-				return fmt.Errorf("position %d holds %q, want %q with its vector", i, it.ID, want)
+		err := r.ForEach(func(p Product) error {
+			want := backupProduct(i, dim)
+			if p.ID != want.ID || len(p.Photos) != 1 || p.Photos[0].Key != uint32(i+1) || p.Photos[0].KeptBytes != len(want.Photos[0].Kept) {
+				return fmt.Errorf("position %d holds %+v, want %q under key %d", i, p, want.ID, i+1)
 			}
 			i++
 			return nil
 		})
 		if err != nil || i != count {
 			t.Fatalf("%s: %v (visited %d of %d)", backup, err, i, count)
+		}
+		i = 0
+		err = r.ForEachVector(func(key uint32, vec []float32) error {
+			if want := backupProduct(i, dim); key != uint32(i+1) || !sameVector(vec, want.Photos[0].Vector) {
+				return fmt.Errorf("key %d: not the vector of %q", key, want.ID)
+			}
+			i++
+			return nil
+		})
+		if err != nil || i != count {
+			t.Fatalf("%s: ForEachVector: %v (visited %d of %d)", backup, err, i, count)
+		}
+		st, err := r.Stats()
+		if err != nil || st.KeptPhotos != (count+2)/3 {
+			t.Fatalf("%s: %d kept photos for %d products: %v", backup, st.KeptPhotos, count, err)
+		}
+		for i := 0; i < count; i += 3 {
+			if jpeg, err := r.KeptPhoto(uint32(i + 1)); err != nil || !bytes.Equal(jpeg, backupProduct(i, dim).Photos[0].Kept) {
+				t.Fatalf("%s: kept photo of key %d: %v", backup, i+1, err)
+			}
 		}
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
@@ -106,7 +140,9 @@ func TestRestoreReplacesAClosedStore(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(21, 22))
 	src := openTest(t, filepath.Join(dir, "src.db"), dim)
-	want, err := src.Upsert(ctx, testItem(rng, "kept", "c", dim))
+	in := withPhotos(rng, "kept", "c", dim, 2)
+	in.Photos[1].Kept = []byte("a kept jpeg")
+	want, err := src.Upsert(ctx, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +152,7 @@ func TestRestoreReplacesAClosedStore(t *testing.T) {
 	}
 	dstPath := filepath.Join(dir, "dst.db")
 	dst := openTest(t, dstPath, dim)
-	if _, err := dst.Upsert(ctx, testItem(rng, "replaced", "c", dim)); err != nil {
+	if _, err := dst.Upsert(ctx, testProduct(rng, "replaced", "c", dim)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -141,7 +177,16 @@ func TestRestoreReplacesAClosedStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameItem(t, got, want)
+	sameProduct(t, got, want)
+	for i, ph := range got.Photos {
+		if vec, err := dst.Vector(ph.Key); err != nil || !sameVector(vec, in.Photos[i].Vector) {
+			t.Fatalf("restored vector of %s: %v", ph.ID, err)
+		}
+	}
+	if jpeg, err := dst.KeptPhoto(got.Photos[1].Key); err != nil || string(jpeg) != "a kept jpeg" {
+		t.Fatalf("restored kept photo: %q, %v", jpeg, err)
+	}
+	mustCheck(t, dst)
 	if _, err := dst.Get("replaced"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("the old content survived the restore: %v", err)
 	}
@@ -156,10 +201,15 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(23, 24))
 	src := openTest(t, filepath.Join(dir, "src.db"), dim)
-	for i := range 200 {
-		if _, err := src.Upsert(ctx, testItem(rng, fmt.Sprint("id-", i), fmt.Sprint(i%5), dim)); err != nil {
-			t.Fatal(err)
+	batch := make([]Product, 200)
+	for i := range batch {
+		batch[i] = withPhotos(rng, fmt.Sprint("id-", i), fmt.Sprint(i%5), dim, 1+i%3)
+		if i%4 == 0 {
+			batch[i].Photos[0].Kept = bytes.Repeat([]byte{byte(i)}, 50+i)
 		}
+	}
+	if _, err := src.UpsertBatch(ctx, batch); err != nil {
+		t.Fatal(err)
 	}
 	var good bytes.Buffer
 	if _, err := src.Backup(&good); err != nil {
@@ -202,7 +252,7 @@ func TestRestoreRejectsDamagedBackups(t *testing.T) {
 	}
 	dstPath := filepath.Join(dir, "dst.db")
 	dst := openTest(t, dstPath, dim)
-	if _, err := dst.Upsert(ctx, testItem(rng, "original", "c", dim)); err != nil {
+	if _, err := dst.Upsert(ctx, testProduct(rng, "original", "c", dim)); err != nil {
 		t.Fatal(err)
 	}
 	if err := dst.Close(); err != nil {

@@ -8,15 +8,18 @@ import (
 	"maps"
 	"math/rand/v2"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 )
 
-// TestConcurrentReadersAndWriters runs writers (upsert, batch, delete, log truncation, backup)
-// against readers (Get, GetByKey, ForEach, ChangesSince, counts) on one real file; run it with
-// -race. Every item's vector is derived from its id and version (held in Title), so a reader
-// can tell a torn or mixed-up read from a consistent one.
+// TestConcurrentReadersAndWriters runs writers (upsert, batch, metadata-only change, photo
+// removal, delete, log truncation, backup) against readers (Get, GetWithVectors, Vector,
+// KeptPhoto, ForEach, ForEachVector, ChangesSince, counts, Stats) on one real file; run it
+// with -race. A product's photos and vectors are derived from its id and its vector version
+// (the attribute "vv"), while Title changes on every write, so a reader can tell a torn or
+// mixed-up read (a record of one write with vectors of another) from a consistent one.
 func TestConcurrentReadersAndWriters(t *testing.T) {
 	const (
 		dim     = 16
@@ -25,24 +28,54 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		ops     = 150
 	)
 	ctx := context.Background()
-	s, err := Open(filepath.Join(t.TempDir(), "c.db"), Options{ModelIdentity: testModel, Dim: dim, NoSync: true, Logger: quietLogger})
-	if err != nil {
-		t.Fatal(err)
+	s := openFast(t, filepath.Join(t.TempDir(), "c.db"), dim)
+	// productFor is version vv of id: 1 + vv%3 photos, each vector derived from (id, photo, vv).
+	productFor := func(id string, vv, op int) Product {
+		p := Product{ID: id, Category: fmt.Sprint(len(id) % 3), Title: fmt.Sprintf("%s/op%d", id, op),
+			Attributes: map[string]string{"vv": strconv.Itoa(vv)}}
+		for i := range 1 + vv%3 {
+			ph := Photo{ID: fmt.Sprint("p", i), Vector: vectorFor(fmt.Sprintf("%s/p%d/v%d", id, i, vv), dim)}
+			if i == 0 {
+				ph.Kept = []byte(fmt.Sprintf("%s/v%d", id, vv))
+			}
+			p.Photos = append(p.Photos, ph)
+		}
+		return p
 	}
-	defer s.Close()
-	itemFor := func(id string, version int) Item {
-		title := fmt.Sprintf("%s/v%d", id, version)
-		return Item{ID: id, Category: fmt.Sprint(len(id) % 3), Title: title, Vector: vectorFor(title, dim)}
+	// shapeOK checks what a metadata-only read can: the photo set matches the vector version.
+	shapeOK := func(p Product) error {
+		vv, err := strconv.Atoi(p.Attributes["vv"])
+		if err != nil {
+			return fmt.Errorf("%q: attribute vv %q", p.ID, p.Attributes["vv"])
+		}
+		want := productFor(p.ID, vv, 0)
+		if len(p.Photos) != len(want.Photos) {
+			return fmt.Errorf("%q (vv %d) has %d photos, want %d", p.ID, vv, len(p.Photos), len(want.Photos))
+		}
+		for i, ph := range p.Photos {
+			if ph.ID != want.Photos[i].ID || ph.KeptBytes != len(want.Photos[i].Kept) || ph.Key == 0 {
+				return fmt.Errorf("%q (vv %d) photo %d is %+v", p.ID, vv, i, withoutVector(ph))
+			}
+		}
+		return nil
 	}
-	consistent := func(it Item) error {
-		if !sameVector(it.Vector, vectorFor(it.Title, dim)) {
-			return fmt.Errorf("item %q (%s) holds another version's vector", it.ID, it.Title)
+	// consistent checks a read with vectors: every vector is of the record's version.
+	consistent := func(p Product) error {
+		if err := shapeOK(p); err != nil {
+			return err
+		}
+		vv, _ := strconv.Atoi(p.Attributes["vv"])
+		want := productFor(p.ID, vv, 0)
+		for i, ph := range p.Photos {
+			if !sameVector(ph.Vector, want.Photos[i].Vector) {
+				return fmt.Errorf("%q (vv %d) photo %s holds another version's vector", p.ID, vv, ph.ID)
+			}
 		}
 		return nil
 	}
 
 	// Each writer owns its ids, so its final model of them is exact.
-	finals := make([]map[string]Item, writers)
+	finals := make([]map[string]Product, writers)
 	var done atomic.Bool
 	var writersWG, othersWG sync.WaitGroup
 	for w := range writers {
@@ -50,31 +83,45 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		go func() {
 			defer writersWG.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 99))
-			live := map[string]Item{}
+			live := map[string]Product{}
+			fail := func(err error) { t.Error(err); done.Store(true) }
 			for op := range ops {
 				id := fmt.Sprintf("w%d-%d", w, rng.IntN(40))
 				switch r := rng.IntN(10); {
-				case r < 5:
-					it, err := s.Upsert(ctx, itemFor(id, op))
+				case r < 4:
+					p, err := s.Upsert(ctx, productFor(id, op, op))
 					if err != nil {
-						t.Error(err)
+						fail(err)
 						return
 					}
-					live[id] = it
-				case r < 7:
-					batch := []Item{itemFor(id, op), itemFor(id+"b", op)}
-					out, err := s.UpsertBatch(ctx, batch)
+					live[id] = p
+				case r < 6:
+					out, err := s.UpsertBatch(ctx, []Product{productFor(id, op, op), productFor(id+"b", op, op)})
 					if err != nil {
-						t.Error(err)
+						fail(err)
 						return
 					}
-					for _, it := range out {
-						live[it.ID] = it
+					for _, p := range out {
+						live[p.ID] = p
 					}
+				case r < 8:
+					// A metadata-only change of a live product: new title, vectors kept.
+					old, ok := live[id]
+					if !ok {
+						continue
+					}
+					next := keepAll(old)
+					next.Title = fmt.Sprintf("%s/op%d", id, op)
+					p, err := s.Upsert(ctx, next)
+					if err != nil {
+						fail(err)
+						return
+					}
+					live[id] = p
 				default:
 					_, err := s.Delete(ctx, id)
 					if _, ok := live[id]; ok != (err == nil) || (err != nil && !errors.Is(err, ErrNotFound)) {
-						t.Errorf("Delete(%s): %v, live %v", id, err, ok)
+						fail(fmt.Errorf("Delete(%s): %v, live %v", id, err, ok))
 						return
 					}
 					delete(live, id)
@@ -111,21 +158,41 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 					lastSeq = seq
 				}
 				id := fmt.Sprintf("w%d-%d", rng.IntN(writers), rng.IntN(40))
-				if it, err := s.Get(id); err == nil {
-					if err := consistent(it); err != nil {
+				if p, err := s.GetWithVectors(id); err == nil {
+					if err := consistent(p); err != nil {
 						t.Error(err)
 						return
 					}
-					if byKey, err := s.GetByKey(it.Key); err == nil && byKey.ID != id {
-						t.Errorf("key %d of %q maps to %q", it.Key, id, byKey.ID)
+					// Read separately, a photo may have been rewritten or deleted meanwhile,
+					// but never be something else.
+					for _, ph := range p.Photos {
+						if _, err := s.Vector(ph.Key); err != nil && !errors.Is(err, ErrNotFound) {
+							t.Error(err)
+							return
+						}
+						if _, err := s.KeptPhoto(ph.Key); err != nil && !errors.Is(err, ErrNotFound) {
+							t.Error(err)
+							return
+						}
+					}
+				} else if !errors.Is(err, ErrNotFound) {
+					t.Error(err)
+					return
+				}
+				if p, err := s.Get(id); err == nil {
+					if err := shapeOK(p); err != nil {
+						t.Error(err)
 						return
 					}
 				} else if !errors.Is(err, ErrNotFound) {
 					t.Error(err)
 					return
 				}
-				var n int
-				if err := s.ForEach(func(it Item) error { n++; return consistent(it) }); err != nil {
+				if err := s.ForEach(shapeOK); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := s.ForEachVector(func(uint32, []float32) error { return nil }); err != nil {
 					t.Error(err)
 					return
 				}
@@ -135,6 +202,10 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 					return
 				}
 				if _, err := s.CountByCategory(); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.Stats(); err != nil {
 					t.Error(err)
 					return
 				}
@@ -148,21 +219,35 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		return
 	}
 
-	want := map[string]Item{}
+	want := map[string]Product{}
 	for _, f := range finals {
 		maps.Copy(want, f)
 	}
-	got := map[string]Item{}
-	if err := s.ForEach(func(it Item) error { got[it.ID] = it; return nil }); err != nil {
+	got := map[string]Product{}
+	if err := s.ForEach(func(p Product) error { got[p.ID] = p; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != len(want) || s.Count() != len(want) {
-		t.Fatalf("%d items stored, Count %d, writers hold %d", len(got), s.Count(), len(want))
+		t.Fatalf("%d products stored, Count %d, writers hold %d", len(got), s.Count(), len(want))
 	}
+	photos := 0
 	for id, w := range want {
-		sameItem(t, got[id], w)
+		sameProduct(t, got[id], w)
+		p, err := s.GetWithVectors(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := consistent(p); err != nil {
+			t.Fatal(err)
+		}
+		jpeg, err := s.KeptPhoto(p.Photos[0].Key)
+		if err != nil || string(jpeg) != id+"/v"+p.Attributes["vv"] {
+			t.Fatalf("kept photo of %q: %q, %v", id, jpeg, err)
+		}
+		photos += len(p.Photos)
 	}
-	if err := s.Check(); err != nil {
-		t.Fatal(err)
+	if s.Photos() != photos {
+		t.Fatalf("Photos %d, products hold %d", s.Photos(), photos)
 	}
+	mustCheck(t, s)
 }

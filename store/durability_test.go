@@ -31,8 +31,9 @@ const (
 // TestDurabilityAfterSIGKILL kills a writing child process at random moments. The child
 // appends "+id" or "-id" to a side file only after Upsert, UpsertBatch or Delete returned, so
 // every line there was acknowledged; after each kill the parent reopens the store and demands
-// every acknowledged upsert present with its exact vector, every acknowledged delete gone,
-// nothing stored that was never written, and a clean Check.
+// every acknowledged upsert present with all its photos and their exact vectors, every
+// acknowledged delete gone, nothing stored that was never written, no product stored in part,
+// and a clean Check.
 func TestDurabilityAfterSIGKILL(t *testing.T) {
 	if os.Getenv(crashChildEnv) == "1" {
 		crashChild(t)
@@ -73,6 +74,38 @@ func TestDurabilityAfterSIGKILL(t *testing.T) {
 		}
 		verifyAcknowledged(t, storePath, ackPath, round)
 	}
+}
+
+// crashPhotos is how many photos the crash child gives a product: 1 to 3.
+func crashPhotos(id string) int { return 1 + int(id[len(id)-1])%3 }
+
+// crashProduct is what the crash child writes under an id: every photo's vector derived from
+// the id and the photo id, so a reader can tell whether a stored product is whole.
+func crashProduct(id string) Product {
+	p := Product{ID: id, Category: "c" + id[len(id)-1:]}
+	for i := range crashPhotos(id) {
+		ph := Photo{ID: fmt.Sprint("p", i)}
+		ph.Vector = vectorFor(id+"/"+ph.ID, crashDim)
+		if i == 1 {
+			ph.Kept = []byte("kept " + id)
+		}
+		p.Photos = append(p.Photos, ph)
+	}
+	return p
+}
+
+// crashConsistent checks a product read back with its vectors against crashProduct.
+func crashConsistent(p Product) error {
+	want := crashProduct(p.ID)
+	if len(p.Photos) != len(want.Photos) {
+		return fmt.Errorf("%q holds %d photos, was written with %d", p.ID, len(p.Photos), len(want.Photos))
+	}
+	for i, ph := range p.Photos {
+		if ph.ID != want.Photos[i].ID || !sameVector(ph.Vector, want.Photos[i].Vector) || ph.KeptBytes != len(want.Photos[i].Kept) {
+			return fmt.Errorf("%q photo %d (%s) holds another vector or kept photo", p.ID, i, ph.ID)
+		}
+	}
+	return nil
 }
 
 func ackLines(t *testing.T, path string) int {
@@ -127,33 +160,52 @@ func verifyAcknowledged(t *testing.T, storePath, ackPath string, round int) {
 		}
 	}
 	for id := range present {
-		it, err := s.Get(id)
+		p, err := s.GetWithVectors(id)
 		if errors.Is(err, ErrNotFound) && maybeDeleted[id] {
 			continue
 		}
 		if err != nil {
 			t.Fatalf("round %d: acknowledged %q lost: %v", round, id, err)
 		}
-		if !sameVector(it.Vector, vectorFor(id, crashDim)) {
-			t.Fatalf("round %d: %q holds another vector", round, id)
+		if err := crashConsistent(p); err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
-		if byKey, err := s.GetByKey(it.Key); err != nil || byKey.ID != id {
-			t.Fatalf("round %d: key %d of %q: %v", round, it.Key, id, err)
+		for _, ph := range p.Photos {
+			if vec, err := s.Vector(ph.Key); err != nil || !sameVector(vec, vectorFor(id+"/"+ph.ID, crashDim)) {
+				t.Fatalf("round %d: key %d of %q: %v", round, ph.Key, id, err)
+			}
+			if ph.KeptBytes > 0 {
+				if jpeg, err := s.KeptPhoto(ph.Key); err != nil || string(jpeg) != "kept "+id {
+					t.Fatalf("round %d: kept photo of %q: %q, %v", round, id, jpeg, err)
+				}
+			}
 		}
 	}
-	err = s.ForEach(func(it Item) error {
+	var stored []string
+	err = s.ForEach(func(p Product) error {
 		switch {
-		case deleted[it.ID]:
-			return fmt.Errorf("acknowledged delete of %q undone", it.ID)
-		case !present[it.ID] && !announced[it.ID]:
-			return fmt.Errorf("%q stored but never written", it.ID)
-		case !sameVector(it.Vector, vectorFor(it.ID, crashDim)):
-			return fmt.Errorf("%q holds another vector", it.ID)
+		case deleted[p.ID]:
+			return fmt.Errorf("acknowledged delete of %q undone", p.ID)
+		case !present[p.ID] && !announced[p.ID]:
+			return fmt.Errorf("%q stored but never written", p.ID)
+		case len(p.Photos) != crashPhotos(p.ID):
+			return fmt.Errorf("%q holds %d photos, was written with %d", p.ID, len(p.Photos), crashPhotos(p.ID))
 		}
+		stored = append(stored, p.ID)
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("round %d: %v", round, err)
+	}
+	// Every stored product, acknowledged or not, is whole: all its photos with their vectors.
+	for _, id := range stored {
+		p, err := s.GetWithVectors(id)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := crashConsistent(p); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
 	}
 	t.Logf("round %d: %d acknowledged items present, %d deletes honoured, seq %d", round, len(present), len(deleted), s.Seq())
 }
@@ -179,9 +231,7 @@ func crashChild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	item := func(id string) Item {
-		return Item{ID: id, Category: "c" + id[len(id)-1:], Vector: vectorFor(id, crashDim)}
-	}
+	item := crashProduct
 	isBatch := func(i int) bool { return i%5 == 4 }
 	// Iteration i may delete what iteration i-3 upserted alone (i-3 is never itself a delete).
 	isDelete := func(i int) bool { return i%7 == 6 && !isBatch(i-3) }
@@ -189,7 +239,7 @@ func crashChild(t *testing.T) {
 		id := fmt.Sprintf("r%s-%06d", round, i)
 		switch {
 		case isBatch(i):
-			batch := []Item{item(id + "a"), item(id + "b"), item(id + "c")}
+			batch := []Product{item(id + "a"), item(id + "b"), item(id + "c")}
 			acknowledge("?"+batch[0].ID+"\n", "?"+batch[1].ID+"\n", "?"+batch[2].ID+"\n")
 			if _, err := s.UpsertBatch(ctx, batch); err != nil {
 				t.Fatal(err)

@@ -13,6 +13,9 @@ var ErrInvalid = errors.New("store: invalid argument")
 var (
 	// ErrInvalidID: the product id is empty, longer than MaxIDBytes, not UTF-8 or has control characters.
 	ErrInvalidID = fmt.Errorf("%w: product id", ErrInvalid)
+	// ErrInvalidPhotoID: a photo id is empty, too long, not UTF-8, has control characters or
+	// '/', or appears twice in one product.
+	ErrInvalidPhotoID = fmt.Errorf("%w: photo id", ErrInvalid)
 	// ErrInvalidVector: the vector has the wrong dimension or holds NaN or Inf.
 	ErrInvalidVector = fmt.Errorf("%w: vector", ErrInvalid)
 	// ErrInvalidMetadata: a metadata field is too long, not UTF-8, or the sha256 is malformed.
@@ -22,8 +25,8 @@ var (
 )
 
 var (
-	// ErrNotFound: no item has that product id or key.
-	ErrNotFound = errors.New("store: item not found")
+	// ErrNotFound: no product has that id, or no photo that key.
+	ErrNotFound = errors.New("store: not found")
 	// ErrModelMismatch: the file was written for another model identity or dimension.
 	ErrModelMismatch = errors.New("store: model mismatch")
 	// ErrSchemaVersion: the file was written with a schema version this code does not read.

@@ -208,13 +208,13 @@ func storeWithItems(t *testing.T, path string, n, dim int) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	items := make([]store.Item, n)
+	items := make([]store.Product, n)
 	for i := range items {
 		vec := make([]float32, dim)
 		for j := range vec {
 			vec[j] = float32(rng.NormFloat64())
 		}
-		items[i] = store.Item{ID: fmt.Sprintf("p-%04d", i), Category: "c", Vector: vec}
+		items[i] = store.Product{ID: fmt.Sprintf("p-%04d", i), Category: "c", Photos: []store.Photo{{ID: "main", Vector: vec}}}
 	}
 	if _, err := s.UpsertBatch(context.Background(), items); err != nil {
 		t.Fatal(err)

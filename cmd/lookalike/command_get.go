@@ -8,10 +8,10 @@ import (
 
 func runGet(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "get", "[flags] ID",
-		"Show the stored product ID: category, title, attributes, image URL and hash, timestamps.")
+		"Show the stored product ID: category, title, attributes, timestamps and its photos (id, URL, hashes, kept copy).")
 	var cf clientFlags
 	cf.register(fs, a)
-	withVector := fs.Bool("vector", false, "also fetch the stored embedding")
+	withVector := fs.Bool("vector", false, "also fetch each photo's stored embedding")
 	asJSON := fs.Bool("json", false, "print the product as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -262,52 +262,74 @@ func (in *ingester) run(ctx context.Context, rows []manifestRow) error {
 	return nil
 }
 
-// prepare reads and hashes one photo and decides whether it needs sending.
+// prepare reads and hashes a product's photos and decides what needs sending: nothing when
+// the server holds the product as it is; otherwise the product, with each photo the server
+// already holds under the same id and bytes sent as a reference (its id, no bytes).
 func (in *ingester) prepare(ctx context.Context, row manifestRow) (pendingUpsert, bool) {
-	ref := resolveImage(in.dir, row.Image)
-	img, err := in.loader.load(ctx, ref)
-	if err != nil {
-		if ctx.Err() != nil {
+	req := &lookalikev1.UpsertRequest{
+		Id: row.ID, Category: row.Category, Title: row.Title, Attributes: row.Attributes,
+	}
+	hashes := make([]string, len(row.Photos))
+	for i, ph := range row.Photos {
+		ref := resolveImage(in.dir, ph.Image)
+		img, err := in.loader.load(ctx, ref)
+		if err != nil {
+			if ctx.Err() != nil {
+				return pendingUpsert{}, false
+			}
+			in.fail(row, "read", "", fmt.Sprintf("%s: %v", ph.Image, err))
 			return pendingUpsert{}, false
 		}
-		in.fail(row, "read", "", err.Error())
-		return pendingUpsert{}, false
+		sum := sha256.Sum256(img)
+		hashes[i] = hex.EncodeToString(sum[:])
+		req.Photos = append(req.Photos, &lookalikev1.PhotoInput{
+			Id: ph.ID, Content: &lookalikev1.PhotoInput_Image{Image: img}, ImageUrl: ref,
+		})
 	}
-	sum := sha256.Sum256(img)
-	hash := hex.EncodeToString(sum[:])
-	req := &lookalikev1.UpsertRequest{
-		Id:         row.ID,
-		Content:    &lookalikev1.UpsertRequest_Image{Image: img},
-		Category:   row.Category,
-		Title:      row.Title,
-		Attributes: row.Attributes,
-		ImageUrl:   ref,
-	}
-	if in.opt.verify && in.alreadyStored(ctx, req, hash) {
+	if in.opt.verify && in.skipStored(ctx, req, hashes) {
 		in.done(func(s *ingestSummary) { s.Skipped++ })
 		return pendingUpsert{}, false
 	}
 	return pendingUpsert{row: row, req: req}, true
 }
 
-// alreadyStored asks the server whether it holds this id with the same photo and metadata. Any
-// doubt (an error, a difference) means "send it": the server makes the final call.
-func (in *ingester) alreadyStored(ctx context.Context, req *lookalikev1.UpsertRequest, hash string) bool {
+// skipStored asks the server for the stored product. It reports true when the product is
+// stored exactly as req would write it; otherwise it turns every photo of req that the
+// server holds under the same id with the same bytes into a reference, so those bytes are
+// not sent. Any doubt (an error, a difference) means "send": the server makes the final call.
+func (in *ingester) skipStored(ctx context.Context, req *lookalikev1.UpsertRequest, hashes []string) bool {
 	callCtx, cancel := in.conn.call(ctx)
 	defer cancel()
 	resp, err := in.conn.client.Get(callCtx, &lookalikev1.GetRequest{Id: req.GetId()})
 	if err != nil {
 		if status.Code(err) != codes.NotFound && ctx.Err() == nil {
-			in.logger.Warn("could not check stored item; sending it", "id", req.GetId(), "err", err)
+			in.logger.Warn("could not check stored product; sending it", "id", req.GetId(), "err", err)
 		}
 		return false
 	}
 	p := resp.GetProduct()
-	return p.GetImageSha256() == hash &&
-		p.GetCategory() == req.GetCategory() &&
-		p.GetTitle() == req.GetTitle() &&
-		p.GetImageUrl() == req.GetImageUrl() &&
-		maps.Equal(p.GetAttributes(), req.GetAttributes())
+	stored := make(map[string]*lookalikev1.Photo, len(p.GetPhotos()))
+	for _, ph := range p.GetPhotos() {
+		stored[ph.GetId()] = ph
+	}
+	same := len(p.GetPhotos()) == len(req.Photos) && p.GetCategory() == req.GetCategory() &&
+		p.GetTitle() == req.GetTitle() && maps.Equal(p.GetAttributes(), req.GetAttributes())
+	for i, ph := range req.Photos {
+		id := ph.GetId()
+		if id == "" {
+			id = hashes[i][:16] // the id the server derives from the bytes
+		}
+		old, ok := stored[id]
+		if !ok || old.GetImageSha256() != hashes[i] {
+			same = false
+			continue
+		}
+		if i >= len(p.GetPhotos()) || p.GetPhotos()[i].GetId() != id || old.GetImageUrl() != ph.GetImageUrl() {
+			same = false
+		}
+		req.Photos[i] = &lookalikev1.PhotoInput{Id: id, ImageUrl: ph.GetImageUrl()}
+	}
+	return same
 }
 
 // stream sends photos over UpsertStream until ready is drained, reconnecting after a broken
@@ -466,7 +488,7 @@ func (in *ingester) record(row manifestRow, res *lookalikev1.UpsertResult) {
 
 func (in *ingester) fail(row manifestRow, stage, code, reason string) {
 	in.mu.Lock()
-	in.failures = append(in.failures, ingestFailure{Line: row.Line, ID: row.ID, Image: row.Image, Stage: stage, Code: code, Reason: oneLine(reason)})
+	in.failures = append(in.failures, ingestFailure{Line: row.Line, ID: row.ID, Image: row.photoList(), Stage: stage, Code: code, Reason: oneLine(reason)})
 	in.mu.Unlock()
 	in.done(func(s *ingestSummary) { s.Failed++ })
 }

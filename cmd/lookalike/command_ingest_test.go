@@ -45,7 +45,7 @@ func TestIngestConcurrent(t *testing.T) {
 		t.Fatalf("shared datasets are required: %v", err)
 	}
 	manifest := filepath.Join(dir, "m.csv")
-	if _, err := writeDatasetManifest(filepath.Join(datasets, "grocery"), manifest, datasetLayouts()["grocery"], []string{"iconic"}, 0); err != nil {
+	if _, err := writeDatasetManifest(filepath.Join(datasets, "grocery"), manifest, datasetLayouts()["grocery"], []string{"iconic"}, 0, false); err != nil {
 		t.Fatal(err)
 	}
 	// Two rows the server must refuse, mixed in with the good ones.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,13 +16,18 @@ import (
 type datasetColumns struct {
 	category string // labels.csv column used as the product category
 	title    string // labels.csv column used as the product title
+	product  string // labels.csv column naming the product a photo shows ("" if none)
 }
+
+// photoColumns describe one photo, not its product, so a --products manifest leaves them out
+// of the attributes (repeated rows of one product must agree on its metadata).
+var photoColumns = []string{"split", "is_iconic", "source_path"}
 
 func datasetLayouts() map[string]datasetColumns {
 	return map[string]datasetColumns{
-		"grocery":  {category: "coarse_label", title: "label"},
+		"grocery":  {category: "coarse_label", title: "label", product: "label"},
 		"clothing": {category: "label", title: "label"},
-		"abo":      {category: "label", title: "product_id"},
+		"abo":      {category: "label", title: "product_id", product: "product_id"},
 	}
 }
 
@@ -37,6 +41,7 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	var splits stringList
 	fs.Var(&splits, "split", "only rows whose split column is one of these (repeatable or comma-separated; e.g. iconic,train)")
 	limit := fs.Int("limit", 0, "at most this many rows (0: all)")
+	products := fs.Bool("products", false, "one product per labelled product (grocery: label, abo: product_id) with all its photos as repeated rows, photo_id = file name; without it every photo is a product of its own")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,15 +62,27 @@ func runManifest(ctx context.Context, a *app, args []string) error {
 	}
 	src := filepath.Join(dir, *dataset)
 	out := fs.Arg(0)
-	n, err := writeDatasetManifest(src, out, layout, splits, *limit)
+	if *products && layout.product == "" {
+		return usagef("--products: the %s dataset labels classes, not products", *dataset)
+	}
+	n, err := writeDatasetManifest(src, out, layout, splits, *limit, *products)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "wrote %d products from %s to %s\n", n, src, out)
+	what := "products"
+	if *products {
+		what = "photos"
+	}
+	fmt.Fprintf(a.stdout, "wrote %d %s from %s to %s\n", n, what, src, out)
 	return ctx.Err()
 }
 
-func writeDatasetManifest(src, out string, layout datasetColumns, splits []string, limit int) (int, error) {
+// writeDatasetManifest writes the manifest; byProduct groups the photos of one product
+// (layout.product) as repeated rows, and otherwise every photo is a product of its own.
+func writeDatasetManifest(src, out string, layout datasetColumns, splits []string, limit int, byProduct bool) (int, error) {
+	if !byProduct {
+		layout.product = ""
+	}
 	f, err := os.Open(filepath.Join(src, "labels.csv"))
 	if err != nil {
 		return 0, fmt.Errorf("dataset: %w", err)
@@ -80,7 +97,10 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 	for i, h := range header {
 		col[h] = i
 	}
-	for _, need := range []string{"file", layout.category, layout.title} {
+	for _, need := range []string{"file", layout.category, layout.title, layout.product} {
+		if need == "" {
+			continue
+		}
 		if _, ok := col[need]; !ok {
 			return 0, fmt.Errorf("dataset labels.csv has no %q column", need)
 		}
@@ -99,20 +119,31 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 		switch h {
 		case "file", "source_path", layout.category, layout.title:
 		default:
+			if layout.product != "" && slices.Contains(photoColumns, h) {
+				continue
+			}
 			attrCols = append(attrCols, h)
 		}
 	}
 	n := 0
 	err = writeFileAtomically(out, func(of io.Writer) error {
 		w := csv.NewWriter(of)
-		w.Write(append([]string{columnID, columnImage, columnCategory, columnTitle}, attrCols...))
-		for limit <= 0 || n < limit {
-			rec, err := r.Read()
-			if errors.Is(err, io.EOF) {
+		head := []string{columnID, columnImage, columnCategory, columnTitle}
+		if layout.product != "" {
+			head = append(head, columnPhotoID)
+		}
+		w.Write(append(head, attrCols...))
+		records, err := r.ReadAll()
+		if err != nil {
+			return fmt.Errorf("dataset labels.csv: %w", err)
+		}
+		// A product's first photo is its main one: its catalogue shot when the dataset marks one.
+		if i, ok := col["is_iconic"]; ok && layout.product != "" {
+			slices.SortStableFunc(records, func(a, b []string) int { return strings.Compare(b[i], a[i]) })
+		}
+		for _, rec := range records {
+			if limit > 0 && n >= limit {
 				break
-			}
-			if err != nil {
-				return fmt.Errorf("dataset labels.csv: %w", err)
 			}
 			if len(splits) > 0 {
 				i, ok := col["split"]
@@ -129,6 +160,9 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 			}
 			id := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
 			row := []string{id, filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]]}
+			if layout.product != "" {
+				row = []string{rec[col[layout.product]], filepath.ToSlash(image), rec[col[layout.category]], rec[col[layout.title]], id}
+			}
 			for _, c := range attrCols {
 				row = append(row, rec[col[c]])
 			}

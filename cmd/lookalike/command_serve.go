@@ -35,6 +35,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	idle := fs.Duration("idle-timeout", envDuration(a, "LOOKALIKE_IDLE_TIMEOUT", server.DefaultIdleTimeout), "end a stream that sends nothing, or a request that has not arrived, after this long (env LOOKALIKE_IDLE_TIMEOUT)")
 	connIdle := fs.Duration("connection-idle-timeout", envDuration(a, "LOOKALIKE_CONNECTION_IDLE_TIMEOUT", server.DefaultConnectionIdleTimeout), "close a connection without calls after this long (env LOOKALIKE_CONNECTION_IDLE_TIMEOUT)")
 	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: only at shutdown (env LOOKALIKE_SNAPSHOT_INTERVAL)")
+	keepPhotos := fs.Bool("keep-photos", a.getenv("LOOKALIKE_KEEP_PHOTOS") != "false", "keep a copy of each photo as the model sees it (a JPEG of a few tens of KB), for GetPhoto and re-embedding (env LOOKALIKE_KEEP_PHOTOS=false turns it off)")
 	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
 	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
 	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
@@ -77,6 +78,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		TLSCertFile:      *tlsCert,
 		TLSKeyFile:       *tlsKey,
 		SnapshotInterval: *snapshotEvery,
+		DiscardPhotos:    !*keepPhotos,
 		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch},
 		ShutdownTimeout:  *shutdown,
 

@@ -26,6 +26,7 @@ func runSimilar(ctx context.Context, a *app, args []string) error {
 	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.SearchResponse, error) {
 		return c.SearchById(ctx, &lookalikev1.SearchByIdRequest{
 			Id: id, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
+			GroupBy: rf.groupBy, NotLike: rf.notLike, Diversity: float32(rf.diversity),
 		})
 	})
 	if err != nil {

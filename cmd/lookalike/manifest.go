@@ -15,18 +15,25 @@ import (
 
 // manifestRow is one product of an ingest manifest.
 type manifestRow struct {
-	Line       int // 1-based line in the manifest, for error messages and the failures file
-	ID         string
-	Image      string // as written: a path relative to the manifest, an absolute path, or an http(s) URL
+	Line  int // 1-based line in the manifest, for error messages and the failures file
+	ID    string
+	Image string // as written: a path relative to the manifest, an absolute path, or an http(s) URL
+	// Photos are the product's photos in manifest order, the first being Image: one per
+	// repeated row of the id, or the ';'-separated entries of an images column.
+	Photos     []manifestPhoto
 	Category   string
 	Title      string
 	Attributes map[string]string
+
+	photoID string // a photo_id column, applied by finish
 }
 
 // Manifest columns with a meaning of their own; every other column becomes an attribute.
 const (
 	columnID       = "id"
 	columnImage    = "image"
+	columnImages   = "images"
+	columnPhotoID  = "photo_id"
 	columnCategory = "category"
 	columnTitle    = "title"
 )
@@ -71,25 +78,64 @@ func readManifest(r io.Reader, path string) (rows []manifestRow, rejects []inges
 	if err != nil {
 		return nil, nil, err
 	}
-	seen := make(map[string]int, len(rows))
-	valid := rows[:0]
+	// Rows repeating an id add photos to the first row of that id.
+	first := make(map[string]int, len(rows)) // id -> index in valid
+	var valid []manifestRow
 	for _, row := range rows {
 		reject := func(reason string) {
 			rejects = append(rejects, ingestFailure{Line: row.Line, ID: row.ID, Image: row.Image, Stage: "manifest", Reason: reason})
 		}
-		switch {
+		switch at, repeated := first[row.ID]; {
 		case row.ID == "":
 			reject("missing id")
-		case row.Image == "":
+		case len(row.Photos) == 0:
 			reject("missing image")
-		case seen[row.ID] != 0:
-			reject(fmt.Sprintf("duplicate id, first on line %d", seen[row.ID]))
+		case row.photoID != "" && len(row.Photos) > 1:
+			reject("photo_id names one photo, but the row lists several images")
+		case repeated && !valid[at].sameMetadata(row):
+			reject(fmt.Sprintf("repeated id with other metadata than on line %d (give category, title and attributes once, or the same on every row)", valid[at].Line))
+		case repeated:
+			valid[at].Photos = append(valid[at].Photos, row.Photos...)
 		default:
-			seen[row.ID] = row.Line
+			first[row.ID] = len(valid)
 			valid = append(valid, row)
 		}
 	}
 	return valid, rejects, nil
+}
+
+// manifestPhoto is one photo of a manifest row.
+type manifestPhoto struct {
+	// Line is the manifest line that named it.
+	Line int
+	// Image is as written in the manifest.
+	Image string
+	// ID is the photo id from a photo_id column; empty derives it from the bytes.
+	ID string
+}
+
+// sameMetadata reports whether a repeated row agrees with the first row of its id: each of
+// its metadata fields is empty or equal.
+func (r manifestRow) sameMetadata(o manifestRow) bool {
+	agree := func(a, b string) bool { return b == "" || a == b }
+	if !agree(r.Category, o.Category) || !agree(r.Title, o.Title) {
+		return false
+	}
+	for k, v := range o.Attributes {
+		if r.Attributes[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// photoList is the images of a row joined for messages and the failures file.
+func (r manifestRow) photoList() string {
+	images := make([]string, len(r.Photos))
+	for i, ph := range r.Photos {
+		images[i] = ph.Image
+	}
+	return strings.Join(images, ";")
 }
 
 func parseCSVManifest(r io.Reader) ([]manifestRow, error) {
@@ -126,6 +172,7 @@ func parseCSVManifest(r io.Reader) ([]manifestRow, error) {
 		for i, name := range header {
 			row.set(name, strings.TrimSpace(rec[i]))
 		}
+		row.finish()
 		rows = append(rows, row)
 	}
 }
@@ -141,10 +188,11 @@ func checkHeader(header []string) error {
 		}
 		seen[h] = true
 	}
-	for _, need := range []string{columnID, columnImage} {
-		if !seen[need] {
-			return fmt.Errorf("%w: no %q column (header: %s)", errManifest, need, strings.Join(header, ","))
-		}
+	if !seen[columnID] {
+		return fmt.Errorf("%w: no %q column (header: %s)", errManifest, columnID, strings.Join(header, ","))
+	}
+	if !seen[columnImage] && !seen[columnImages] {
+		return fmt.Errorf("%w: no %q or %q column (header: %s)", errManifest, columnImage, columnImages, strings.Join(header, ","))
 	}
 	return nil
 }
@@ -183,6 +231,7 @@ func parseJSONLManifest(r io.Reader) ([]manifestRow, error) {
 			}
 			row.set(strings.ToLower(k), v)
 		}
+		row.finish()
 		rows = append(rows, row)
 	}
 	if err := sc.Err(); err != nil {
@@ -220,7 +269,17 @@ func (r *manifestRow) set(column, value string) {
 	case columnID:
 		r.ID = value
 	case columnImage:
-		r.Image = value
+		if value != "" {
+			r.Photos = append(r.Photos, manifestPhoto{Line: r.Line, Image: value})
+		}
+	case columnImages:
+		for _, image := range strings.Split(value, ";") {
+			if image = strings.TrimSpace(image); image != "" {
+				r.Photos = append(r.Photos, manifestPhoto{Line: r.Line, Image: image})
+			}
+		}
+	case columnPhotoID:
+		r.photoID = value
 	case columnCategory:
 		r.Category = value
 	case columnTitle:
@@ -233,6 +292,16 @@ func (r *manifestRow) set(column, value string) {
 			r.Attributes = map[string]string{}
 		}
 		r.Attributes[column] = value
+	}
+}
+
+// finish applies a photo_id column to the row's one image and sets Image to the first photo.
+func (r *manifestRow) finish() {
+	if r.photoID != "" && len(r.Photos) == 1 {
+		r.Photos[0].ID = r.photoID
+	}
+	if len(r.Photos) > 0 {
+		r.Image = r.Photos[0].Image
 	}
 }
 

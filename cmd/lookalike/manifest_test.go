@@ -53,14 +53,37 @@ func TestReadManifest(t *testing.T) {
 		{
 			name: "bad rows are rejected, not fatal",
 			path: "m.csv",
-			text: "id,image\n,a.jpg\nb,\nc,c.jpg\nc,c2.jpg\n",
-			want: []manifestRow{{Line: 4, ID: "c", Image: "c.jpg"}},
+			text: "id,image,title\n,a.jpg,\nb,,\nc,c.jpg,C\nc,c2.jpg,other\n",
+			want: []manifestRow{{Line: 4, ID: "c", Image: "c.jpg", Title: "C"}},
 			wantRejects: []string{
-				"2:missing id", "3:missing image", "5:duplicate id, first on line 4",
+				"2:missing id", "3:missing image",
+				"5:repeated id with other metadata than on line 4 (give category, title and attributes once, or the same on every row)",
 			},
 		},
+		{
+			name: "repeated rows add photos, with photo ids",
+			path: "m.csv",
+			text: "id,image,photo_id,title,colour\nc,front.jpg,front,Coat,red\nc,back.jpg,back,,\nd,d.jpg,,D,\nc,side.jpg,,Coat,red\n",
+			want: []manifestRow{
+				{Line: 2, ID: "c", Image: "front.jpg", Title: "Coat", Attributes: map[string]string{"colour": "red"}, photoID: "front",
+					Photos: []manifestPhoto{{Line: 2, Image: "front.jpg", ID: "front"}, {Line: 3, Image: "back.jpg", ID: "back"}, {Line: 5, Image: "side.jpg"}}},
+				{Line: 4, ID: "d", Image: "d.jpg", Title: "D"},
+			},
+		},
+		{
+			name: "images column split on semicolons",
+			path: "m.csv",
+			text: "id,images\np,a.jpg; b.jpg;;c.jpg\n",
+			want: []manifestRow{{Line: 2, ID: "p", Image: "a.jpg", Photos: []manifestPhoto{{Line: 2, Image: "a.jpg"}, {Line: 2, Image: "b.jpg"}, {Line: 2, Image: "c.jpg"}}}},
+		},
+		{
+			name:        "photo_id with several images is refused",
+			path:        "m.jsonl",
+			text:        `{"id":"p","images":"a.jpg;b.jpg","photo_id":"x"}`,
+			wantRejects: []string{"1:photo_id names one photo, but the row lists several images"},
+		},
 		{name: "empty file", path: "m.csv", text: "", wantErr: "empty file"},
-		{name: "no image column", path: "m.csv", text: "id,picture\na,b\n", wantErr: `no "image" column`},
+		{name: "no image column", path: "m.csv", text: "id,picture\na,b\n", wantErr: `no "image" or "images" column`},
 		{name: "duplicate column", path: "m.csv", text: "id,image,id\n", wantErr: `column "id" appears twice`},
 		{name: "ragged csv", path: "m.csv", text: "id,image\na,b,c\n", wantErr: "wrong number of fields"},
 		{name: "broken json", path: "m.jsonl", text: "{\"id\":\"a\",\n", wantErr: "line 1"},
@@ -77,6 +100,12 @@ func TestReadManifest(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A row given with Image alone has that one photo.
+			for i, w := range tt.want {
+				if w.Photos == nil {
+					tt.want[i].Photos = []manifestPhoto{{Line: w.Line, Image: w.Image}}
+				}
 			}
 			if !reflect.DeepEqual(rows, tt.want) {
 				t.Errorf("rows\n got %+v\nwant %+v", rows, tt.want)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,12 +30,27 @@ type productJSON struct {
 	Created     string            `json:"created,omitempty"`
 	Updated     string            `json:"updated,omitempty"`
 	Vector      []float32         `json:"vector,omitempty"`
+	Photos      []photoJSON       `json:"photos"`
+}
+
+// photoJSON is one photo of a product.
+type photoJSON struct {
+	ID          string    `json:"id"`
+	ImageURL    string    `json:"image_url"`
+	ImageSHA256 string    `json:"image_sha256"`
+	PHash       string    `json:"phash,omitempty"`
+	Kept        bool      `json:"kept"`
+	KeptBytes   uint32    `json:"kept_bytes,omitempty"`
+	Created     string    `json:"created,omitempty"`
+	Updated     string    `json:"updated,omitempty"`
+	Vector      []float32 `json:"vector,omitempty"`
 }
 
 // resultJSON is one ranked search result.
 type resultJSON struct {
 	Rank    int         `json:"rank"`
 	Score   float32     `json:"score"`
+	PhotoID string      `json:"photo_id"`
 	Product productJSON `json:"product"`
 }
 
@@ -53,19 +70,30 @@ func toProductJSON(p *lookalikev1.Product) productJSON {
 	if out.Attributes == nil {
 		out.Attributes = map[string]string{}
 	}
-	if p.GetCreated() != nil {
-		out.Created = p.GetCreated().AsTime().UTC().Format(time.RFC3339Nano)
-	}
-	if p.GetUpdated() != nil {
-		out.Updated = p.GetUpdated().AsTime().UTC().Format(time.RFC3339Nano)
+	out.Created, out.Updated = timeText(p.GetCreated()), timeText(p.GetUpdated())
+	out.Photos = make([]photoJSON, 0, len(p.GetPhotos()))
+	for _, ph := range p.GetPhotos() {
+		out.Photos = append(out.Photos, photoJSON{
+			ID: ph.GetId(), ImageURL: ph.GetImageUrl(), ImageSHA256: ph.GetImageSha256(), PHash: ph.GetPhash(),
+			Kept: ph.GetKept(), KeptBytes: ph.GetKeptBytes(), Created: timeText(ph.GetCreated()),
+			Updated: timeText(ph.GetUpdated()), Vector: ph.GetVector(),
+		})
 	}
 	return out
+}
+
+// timeText is a timestamp as RFC 3339 in UTC, "" when unset.
+func timeText(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return ""
+	}
+	return t.AsTime().UTC().Format(time.RFC3339Nano)
 }
 
 func toResultsJSON(results []*lookalikev1.SearchResult) []resultJSON {
 	out := make([]resultJSON, 0, len(results))
 	for i, r := range results {
-		out = append(out, resultJSON{Rank: i + 1, Score: r.GetScore(), Product: toProductJSON(r.GetProduct())})
+		out = append(out, resultJSON{Rank: i + 1, Score: r.GetScore(), PhotoID: r.GetPhotoId(), Product: toProductJSON(r.GetProduct())})
 	}
 	return out
 }
@@ -126,10 +154,10 @@ func printResultsTable(w io.Writer, results []*lookalikev1.SearchResult) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "RANK\tSCORE\tID\tCATEGORY\tTITLE")
+	fmt.Fprintln(tw, "RANK\tSCORE\tID\tPHOTO\tCATEGORY\tTITLE")
 	for i, r := range results {
 		p := r.GetProduct()
-		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\n", i+1, r.GetScore(), clean(p.GetId(), 0), clean(p.GetCategory(), 20), clean(p.GetTitle(), 50))
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\t%s\n", i+1, r.GetScore(), clean(p.GetId(), 0), clean(r.GetPhotoId(), 0), clean(p.GetCategory(), 20), clean(p.GetTitle(), 50))
 	}
 	return tw.Flush()
 }
@@ -140,8 +168,6 @@ func printProduct(w io.Writer, p *lookalikev1.Product) error {
 	fmt.Fprintf(tw, "id\t%s\n", j.ID)
 	fmt.Fprintf(tw, "category\t%s\n", clean(j.Category, 0))
 	fmt.Fprintf(tw, "title\t%s\n", clean(j.Title, 0))
-	fmt.Fprintf(tw, "image_url\t%s\n", clean(j.ImageURL, 0))
-	fmt.Fprintf(tw, "image_sha256\t%s\n", clean(j.ImageSHA256, 0))
 	fmt.Fprintf(tw, "created\t%s\n", clean(j.Created, 0))
 	fmt.Fprintf(tw, "updated\t%s\n", clean(j.Updated, 0))
 	keys := make([]string, 0, len(j.Attributes))
@@ -152,8 +178,16 @@ func printProduct(w io.Writer, p *lookalikev1.Product) error {
 	for _, k := range keys {
 		fmt.Fprintf(tw, "attr %s\t%s\n", clean(k, 0), clean(j.Attributes[k], 0))
 	}
-	if len(j.Vector) > 0 {
-		fmt.Fprintf(tw, "vector\t%d dims %s\n", len(j.Vector), vectorPreview(j.Vector, 6))
+	for i, ph := range j.Photos {
+		kept := "not kept"
+		if ph.Kept {
+			kept = fmt.Sprintf("kept %d bytes", ph.KeptBytes)
+		}
+		fmt.Fprintf(tw, "photo %d\t%s  %s  sha256 %s  phash %s  %s\n", i+1, clean(ph.ID, 0), clean(ph.ImageURL, 0),
+			clean(ph.ImageSHA256, 0), clean(ph.PHash, 0), kept)
+		if len(ph.Vector) > 0 {
+			fmt.Fprintf(tw, "  vector\t%d dims %s\n", len(ph.Vector), vectorPreview(ph.Vector, 6))
+		}
 	}
 	return tw.Flush()
 }
@@ -239,6 +273,10 @@ type rankFlags struct {
 	minScore float64
 	ef       int
 	json     bool
+	// Ranking options (SearchOptions in the catalogue).
+	groupBy   string
+	notLike   stringList
+	diversity float64
 }
 
 func (r *rankFlags) register(fs *flag.FlagSet) {
@@ -247,6 +285,9 @@ func (r *rankFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&r.minScore, "min-score", 0, "drop results scoring below this similarity")
 	fs.IntVar(&r.ef, "ef", 0, "HNSW search breadth; 0 is the server's default (larger: slower, more exact)")
 	fs.BoolVar(&r.json, "json", false, "print JSON instead of a table")
+	fs.StringVar(&r.groupBy, "group-by", "", "at most one result per value of this attribute (e.g. family)")
+	fs.Var(&r.notLike, "not-like", "a product id the shopper rejected; results more like it than like the query are dropped (repeatable)")
+	fs.Float64Var(&r.diversity, "diversity", 0, "0..1: trade similarity for variety among the results (maximal marginal relevance)")
 }
 
 // parse parses args with fs, checks the flags and returns the one argument, named what in
@@ -260,6 +301,9 @@ func (r *rankFlags) parse(fs *flag.FlagSet, args []string, what string) (string,
 	}
 	if r.k < 1 || r.k > 1000 {
 		return "", usagef("--k must be in 1..1000, got %d", r.k)
+	}
+	if r.diversity < 0 || r.diversity > 1 {
+		return "", usagef("--diversity must be in 0..1, got %v", r.diversity)
 	}
 	return fs.Arg(0), nil
 }

@@ -94,12 +94,80 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{0}
 }
 
-// UpsertRequest is one product to add or replace.
+// Tier says how sure a duplicate is.
+type Tier int32
+
+const (
+	// Not a duplicate (or: no minimum, in FindDuplicatesRequest.min_tier).
+	Tier_TIER_UNSPECIFIED Tier = 0
+	// Only the embedding agrees: the same product re-shot, or a different product that looks
+	// the same. A candidate for review, never a certain duplicate.
+	Tier_TIER_LOOK_ALIKE Tier = 1
+	// The same photo re-encoded, resized, lightly cropped or re-coloured: the perceptual hash
+	// and the embedding agree.
+	Tier_TIER_COPY Tier = 2
+	// The same bytes.
+	Tier_TIER_EXACT Tier = 3
+)
+
+// Enum value maps for Tier.
+var (
+	Tier_name = map[int32]string{
+		0: "TIER_UNSPECIFIED",
+		1: "TIER_LOOK_ALIKE",
+		2: "TIER_COPY",
+		3: "TIER_EXACT",
+	}
+	Tier_value = map[string]int32{
+		"TIER_UNSPECIFIED": 0,
+		"TIER_LOOK_ALIKE":  1,
+		"TIER_COPY":        2,
+		"TIER_EXACT":       3,
+	}
+)
+
+func (x Tier) Enum() *Tier {
+	p := new(Tier)
+	*p = x
+	return p
+}
+
+func (x Tier) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Tier) Descriptor() protoreflect.EnumDescriptor {
+	return file_lookalike_v1_lookalike_proto_enumTypes[1].Descriptor()
+}
+
+func (Tier) Type() protoreflect.EnumType {
+	return &file_lookalike_v1_lookalike_proto_enumTypes[1]
+}
+
+func (x Tier) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Tier.Descriptor instead.
+func (Tier) EnumDescriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+}
+
+// UpsertRequest is one product to add or change.
+//
+// Its photos come either as `photos` (one or more) or, for a product with one photo, as
+// `image` or `vector` (with `image_url` and `photo_id`); not both. By default the listed
+// photos become the product's whole set: stored photos not listed are removed. With
+// keep_other_photos, stored photos not listed stay, so one photo can be added (list it) or
+// removed (name it in remove_photos) without resending the others. A photo whose bytes (or
+// vector) equal the stored photo of the same id is never re-embedded, and a request whose
+// photos and metadata equal what is stored is OUTCOME_UNCHANGED. Metadata (category, title,
+// attributes) is always replaced by the request's; a change of metadata only runs no model.
 type UpsertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Product id chosen by the client (e.g. a SKU); 1..512 bytes of UTF-8 without control characters. Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// What the product looks like: exactly one is required.
+	// The product's one photo (for several, use photos).
 	//
 	// Types that are valid to be assigned to Content:
 	//
@@ -112,8 +180,16 @@ type UpsertRequest struct {
 	Title string `protobuf:"bytes,5,opt,name=title,proto3" json:"title,omitempty"`
 	// Attributes matched exactly by Filter.attributes, e.g. {"in_stock": "true"}.
 	Attributes map[string]string `protobuf:"bytes,6,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Where the original photo lives, echoed back in results.
-	ImageUrl      string `protobuf:"bytes,7,opt,name=image_url,json=imageUrl,proto3" json:"image_url,omitempty"`
+	// Where the original photo (image or vector) lives, echoed back in results.
+	ImageUrl string `protobuf:"bytes,7,opt,name=image_url,json=imageUrl,proto3" json:"image_url,omitempty"`
+	// The product's photos, at most 64, first the main one.
+	Photos []*PhotoInput `protobuf:"bytes,8,rep,name=photos,proto3" json:"photos,omitempty"`
+	// Ids of stored photos to remove; needs keep_other_photos.
+	RemovePhotos []string `protobuf:"bytes,9,rep,name=remove_photos,json=removePhotos,proto3" json:"remove_photos,omitempty"`
+	// Keep stored photos that photos does not list (a partial update of the photo set).
+	KeepOtherPhotos bool `protobuf:"varint,10,opt,name=keep_other_photos,json=keepOtherPhotos,proto3" json:"keep_other_photos,omitempty"`
+	// Id of the photo given as image or vector; empty derives it from the bytes (or vector).
+	PhotoId       string `protobuf:"bytes,11,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,14 +284,40 @@ func (x *UpsertRequest) GetImageUrl() string {
 	return ""
 }
 
+func (x *UpsertRequest) GetPhotos() []*PhotoInput {
+	if x != nil {
+		return x.Photos
+	}
+	return nil
+}
+
+func (x *UpsertRequest) GetRemovePhotos() []string {
+	if x != nil {
+		return x.RemovePhotos
+	}
+	return nil
+}
+
+func (x *UpsertRequest) GetKeepOtherPhotos() bool {
+	if x != nil {
+		return x.KeepOtherPhotos
+	}
+	return false
+}
+
+func (x *UpsertRequest) GetPhotoId() string {
+	if x != nil {
+		return x.PhotoId
+	}
+	return ""
+}
+
 type isUpsertRequest_Content interface {
 	isUpsertRequest_Content()
 }
 
 type UpsertRequest_Image struct {
-	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP. The server embeds it. If its SHA-256
-	// and the metadata equal what is stored for this id, nothing is re-embedded and the
-	// result is OUTCOME_UNCHANGED.
+	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP. The server embeds it.
 	Image []byte `protobuf:"bytes,2,opt,name=image,proto3,oneof"`
 }
 
@@ -229,6 +331,113 @@ func (*UpsertRequest_Image) isUpsertRequest_Content() {}
 
 func (*UpsertRequest_Vector) isUpsertRequest_Content() {}
 
+// PhotoInput is one photo of an upserted product.
+type PhotoInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the photo inside its product (e.g. "front"); 1..128 bytes of UTF-8 without
+	// control characters or '/'. Empty derives a stable id from the photo's bytes (the first
+	// 16 hex digits of its SHA-256) or vector.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What the photo looks like. Neither keeps the stored photo of this id as it is.
+	//
+	// Types that are valid to be assigned to Content:
+	//
+	//	*PhotoInput_Image
+	//	*PhotoInput_Vector
+	Content isPhotoInput_Content `protobuf_oneof:"content"`
+	// Where the original photo lives, echoed back in results.
+	ImageUrl      string `protobuf:"bytes,4,opt,name=image_url,json=imageUrl,proto3" json:"image_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhotoInput) Reset() {
+	*x = PhotoInput{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhotoInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhotoInput) ProtoMessage() {}
+
+func (x *PhotoInput) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhotoInput.ProtoReflect.Descriptor instead.
+func (*PhotoInput) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PhotoInput) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PhotoInput) GetContent() isPhotoInput_Content {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *PhotoInput) GetImage() []byte {
+	if x != nil {
+		if x, ok := x.Content.(*PhotoInput_Image); ok {
+			return x.Image
+		}
+	}
+	return nil
+}
+
+func (x *PhotoInput) GetVector() *Vector {
+	if x != nil {
+		if x, ok := x.Content.(*PhotoInput_Vector); ok {
+			return x.Vector
+		}
+	}
+	return nil
+}
+
+func (x *PhotoInput) GetImageUrl() string {
+	if x != nil {
+		return x.ImageUrl
+	}
+	return ""
+}
+
+type isPhotoInput_Content interface {
+	isPhotoInput_Content()
+}
+
+type PhotoInput_Image struct {
+	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP.
+	Image []byte `protobuf:"bytes,2,opt,name=image,proto3,oneof"`
+}
+
+type PhotoInput_Vector struct {
+	// A ready embedding, Stats.dim components; L2-normalised by the server.
+	Vector *Vector `protobuf:"bytes,3,opt,name=vector,proto3,oneof"`
+}
+
+func (*PhotoInput_Image) isPhotoInput_Content() {}
+
+func (*PhotoInput_Vector) isPhotoInput_Content() {}
+
 // Vector is a dense embedding.
 type Vector struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -240,7 +449,7 @@ type Vector struct {
 
 func (x *Vector) Reset() {
 	*x = Vector{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +461,7 @@ func (x *Vector) String() string {
 func (*Vector) ProtoMessage() {}
 
 func (x *Vector) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +474,7 @@ func (x *Vector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vector.ProtoReflect.Descriptor instead.
 func (*Vector) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Vector) GetValues() []float32 {
@@ -289,15 +498,19 @@ type UpsertResult struct {
 	ErrorMessage string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// Position of the request in the stream, counting from 0 (always 0 for unary Upsert).
 	Index uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
-	// Hex SHA-256 of the stored photo (empty for products stored from a vector).
-	ImageSha256   string `protobuf:"bytes,6,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
+	// Hex SHA-256 of the product's first photo (empty for a photo stored from a vector).
+	ImageSha256 string `protobuf:"bytes,6,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
+	// The product's photos after the write (or as stored, when unchanged or failed: empty).
+	Photos []*Photo `protobuf:"bytes,7,rep,name=photos,proto3" json:"photos,omitempty"`
+	// How many photos ran through the model for this request.
+	Embedded      uint32 `protobuf:"varint,8,opt,name=embedded,proto3" json:"embedded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpsertResult) Reset() {
 	*x = UpsertResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +522,7 @@ func (x *UpsertResult) String() string {
 func (*UpsertResult) ProtoMessage() {}
 
 func (x *UpsertResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +535,7 @@ func (x *UpsertResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertResult.ProtoReflect.Descriptor instead.
 func (*UpsertResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{2}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *UpsertResult) GetId() string {
@@ -367,6 +580,20 @@ func (x *UpsertResult) GetImageSha256() string {
 	return ""
 }
 
+func (x *UpsertResult) GetPhotos() []*Photo {
+	if x != nil {
+		return x.Photos
+	}
+	return nil
+}
+
+func (x *UpsertResult) GetEmbedded() uint32 {
+	if x != nil {
+		return x.Embedded
+	}
+	return 0
+}
+
 // DeleteRequest names the product to remove.
 type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -378,7 +605,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +617,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +630,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{3}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeleteRequest) GetId() string {
@@ -424,7 +651,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +663,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +676,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{4}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteResponse) GetProduct() *Product {
@@ -464,7 +691,8 @@ type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Product id. Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Also return the stored embedding in Product.vector.
+	// Also return each photo's embedding in Photo.vector (and the first one's in
+	// Product.vector).
 	IncludeVector bool `protobuf:"varint,2,opt,name=include_vector,json=includeVector,proto3" json:"include_vector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -472,7 +700,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +712,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +725,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{5}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetRequest) GetId() string {
@@ -514,6 +742,125 @@ func (x *GetRequest) GetIncludeVector() bool {
 	return false
 }
 
+// GetPhotoRequest names one photo of a product.
+type GetPhotoRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Product id. Required.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Photo id (Photo.id). Required.
+	PhotoId       string `protobuf:"bytes,2,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPhotoRequest) Reset() {
+	*x = GetPhotoRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPhotoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPhotoRequest) ProtoMessage() {}
+
+func (x *GetPhotoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPhotoRequest.ProtoReflect.Descriptor instead.
+func (*GetPhotoRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetPhotoRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetPhotoRequest) GetPhotoId() string {
+	if x != nil {
+		return x.PhotoId
+	}
+	return ""
+}
+
+// GetPhotoResponse carries a kept photo.
+type GetPhotoResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JPEG bytes.
+	Image []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// Always "image/jpeg".
+	ContentType string `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// The photo's metadata.
+	Photo         *Photo `protobuf:"bytes,3,opt,name=photo,proto3" json:"photo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPhotoResponse) Reset() {
+	*x = GetPhotoResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPhotoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPhotoResponse) ProtoMessage() {}
+
+func (x *GetPhotoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPhotoResponse.ProtoReflect.Descriptor instead.
+func (*GetPhotoResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetPhotoResponse) GetImage() []byte {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *GetPhotoResponse) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *GetPhotoResponse) GetPhoto() *Photo {
+	if x != nil {
+		return x.Photo
+	}
+	return nil
+}
+
 // GetResponse carries one product.
 type GetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -525,7 +872,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +884,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +897,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{6}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetResponse) GetProduct() *Product {
@@ -560,7 +907,8 @@ func (x *GetResponse) GetProduct() *Product {
 	return nil
 }
 
-// Product is a stored catalogue entry.
+// Product is a stored catalogue entry. image_url, image_sha256 and vector describe its first
+// photo (for clients of one photo per product); photos lists them all.
 type Product struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Product id.
@@ -571,24 +919,25 @@ type Product struct {
 	Title string `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
 	// Attributes as upserted.
 	Attributes map[string]string `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Photo URL as upserted.
+	// The first photo's URL as upserted.
 	ImageUrl string `protobuf:"bytes,5,opt,name=image_url,json=imageUrl,proto3" json:"image_url,omitempty"`
-	// Hex SHA-256 of the photo bytes it was embedded from; empty for products stored from a
-	// vector. Clients compare it with their local file to skip unchanged items before sending.
+	// Hex SHA-256 of the first photo's bytes; empty for a photo stored from a vector.
 	ImageSha256 string `protobuf:"bytes,6,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
 	// When the id was first stored.
 	Created *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
 	// When the product was last changed.
 	Updated *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated,proto3" json:"updated,omitempty"`
-	// The L2-normalised embedding; only when asked (GetRequest.include_vector).
-	Vector        []float32 `protobuf:"fixed32,9,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	// The first photo's L2-normalised embedding; only when asked (GetRequest.include_vector).
+	Vector []float32 `protobuf:"fixed32,9,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	// The product's photos, first the main one.
+	Photos        []*Photo `protobuf:"bytes,10,rep,name=photos,proto3" json:"photos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Product) Reset() {
 	*x = Product{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +949,7 @@ func (x *Product) String() string {
 func (*Product) ProtoMessage() {}
 
 func (x *Product) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +962,7 @@ func (x *Product) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Product.ProtoReflect.Descriptor instead.
 func (*Product) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Product) GetId() string {
@@ -679,6 +1028,130 @@ func (x *Product) GetVector() []float32 {
 	return nil
 }
 
+func (x *Product) GetPhotos() []*Photo {
+	if x != nil {
+		return x.Photos
+	}
+	return nil
+}
+
+// Photo is one photo of a product.
+type Photo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the photo inside its product.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where the original photo lives, as upserted.
+	ImageUrl string `protobuf:"bytes,2,opt,name=image_url,json=imageUrl,proto3" json:"image_url,omitempty"`
+	// Hex SHA-256 of the bytes it was embedded from; empty for a photo stored from a vector.
+	// Clients compare it with their local file to skip unchanged photos before sending.
+	ImageSha256 string `protobuf:"bytes,3,opt,name=image_sha256,json=imageSha256,proto3" json:"image_sha256,omitempty"`
+	// 64-bit perceptual hash of the decoded photo, 16 hex digits; empty when unknown.
+	Phash string `protobuf:"bytes,4,opt,name=phash,proto3" json:"phash,omitempty"`
+	// Whether the server keeps a copy (GetPhoto), and its size in bytes.
+	Kept      bool   `protobuf:"varint,5,opt,name=kept,proto3" json:"kept,omitempty"`
+	KeptBytes uint32 `protobuf:"varint,6,opt,name=kept_bytes,json=keptBytes,proto3" json:"kept_bytes,omitempty"`
+	// When this photo id was first stored, and when its bytes last changed.
+	Created *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
+	Updated *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated,proto3" json:"updated,omitempty"`
+	// The L2-normalised embedding; only when asked (GetRequest.include_vector).
+	Vector        []float32 `protobuf:"fixed32,9,rep,packed,name=vector,proto3" json:"vector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Photo) Reset() {
+	*x = Photo{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Photo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Photo) ProtoMessage() {}
+
+func (x *Photo) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Photo.ProtoReflect.Descriptor instead.
+func (*Photo) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Photo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Photo) GetImageUrl() string {
+	if x != nil {
+		return x.ImageUrl
+	}
+	return ""
+}
+
+func (x *Photo) GetImageSha256() string {
+	if x != nil {
+		return x.ImageSha256
+	}
+	return ""
+}
+
+func (x *Photo) GetPhash() string {
+	if x != nil {
+		return x.Phash
+	}
+	return ""
+}
+
+func (x *Photo) GetKept() bool {
+	if x != nil {
+		return x.Kept
+	}
+	return false
+}
+
+func (x *Photo) GetKeptBytes() uint32 {
+	if x != nil {
+		return x.KeptBytes
+	}
+	return 0
+}
+
+func (x *Photo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Photo) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Photo) GetVector() []float32 {
+	if x != nil {
+		return x.Vector
+	}
+	return nil
+}
+
 // Filter restricts which products a search or duplicate scan may return. An empty filter
 // allows everything; conditions combine with AND.
 type Filter struct {
@@ -695,7 +1168,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1180,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1193,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Filter) GetCategories() []string {
@@ -757,14 +1230,23 @@ type SearchByImageRequest struct {
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
 	// HNSW search breadth, 0..10000; 0 means the server's default. Larger is slower and more
 	// accurate.
-	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	Ef int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	// At most one result per value of this attribute (e.g. "family"): the best product of
+	// each value. Products without the attribute are each their own group.
+	GroupBy string `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	// Products the shopper rejected: never returned, and neither is a product whose matching
+	// photo is at least as similar to a photo of a rejected product as to the query.
+	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
+	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
+	// products do not fill the list; 0 (default) ranks by similarity alone.
+	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByImageRequest) Reset() {
 	*x = SearchByImageRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +1258,7 @@ func (x *SearchByImageRequest) String() string {
 func (*SearchByImageRequest) ProtoMessage() {}
 
 func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +1271,7 @@ func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByImageRequest.ProtoReflect.Descriptor instead.
 func (*SearchByImageRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SearchByImageRequest) GetImage() []byte {
@@ -827,6 +1309,27 @@ func (x *SearchByImageRequest) GetEf() int32 {
 	return 0
 }
 
+func (x *SearchByImageRequest) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+func (x *SearchByImageRequest) GetNotLike() []string {
+	if x != nil {
+		return x.NotLike
+	}
+	return nil
+}
+
+func (x *SearchByImageRequest) GetDiversity() float32 {
+	if x != nil {
+		return x.Diversity
+	}
+	return 0
+}
+
 // SearchByIdRequest searches with a stored product's vector.
 type SearchByIdRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -839,14 +1342,23 @@ type SearchByIdRequest struct {
 	// Results scoring below this cosine similarity are dropped; 0 (unset) means no minimum.
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
 	// HNSW search breadth, 0..10000; 0 means the server's default.
-	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	Ef int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	// At most one result per value of this attribute (e.g. "family"): the best product of
+	// each value. Products without the attribute are each their own group.
+	GroupBy string `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	// Products the shopper rejected: never returned, and neither is a product whose matching
+	// photo is at least as similar to a photo of a rejected product as to the query.
+	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
+	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
+	// products do not fill the list; 0 (default) ranks by similarity alone.
+	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByIdRequest) Reset() {
 	*x = SearchByIdRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1370,7 @@ func (x *SearchByIdRequest) String() string {
 func (*SearchByIdRequest) ProtoMessage() {}
 
 func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1383,7 @@ func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByIdRequest.ProtoReflect.Descriptor instead.
 func (*SearchByIdRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SearchByIdRequest) GetId() string {
@@ -909,6 +1421,27 @@ func (x *SearchByIdRequest) GetEf() int32 {
 	return 0
 }
 
+func (x *SearchByIdRequest) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+func (x *SearchByIdRequest) GetNotLike() []string {
+	if x != nil {
+		return x.NotLike
+	}
+	return nil
+}
+
+func (x *SearchByIdRequest) GetDiversity() float32 {
+	if x != nil {
+		return x.Diversity
+	}
+	return 0
+}
+
 // SearchByVectorRequest searches with a client-made embedding.
 type SearchByVectorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -921,14 +1454,23 @@ type SearchByVectorRequest struct {
 	// Results scoring below this cosine similarity are dropped; 0 (unset) means no minimum.
 	MinScore float32 `protobuf:"fixed32,4,opt,name=min_score,json=minScore,proto3" json:"min_score,omitempty"`
 	// HNSW search breadth, 0..10000; 0 means the server's default.
-	Ef            int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	Ef int32 `protobuf:"varint,5,opt,name=ef,proto3" json:"ef,omitempty"`
+	// At most one result per value of this attribute (e.g. "family"): the best product of
+	// each value. Products without the attribute are each their own group.
+	GroupBy string `protobuf:"bytes,6,opt,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
+	// Products the shopper rejected: never returned, and neither is a product whose matching
+	// photo is at least as similar to a photo of a rejected product as to the query.
+	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
+	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
+	// products do not fill the list; 0 (default) ranks by similarity alone.
+	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByVectorRequest) Reset() {
 	*x = SearchByVectorRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1482,7 @@ func (x *SearchByVectorRequest) String() string {
 func (*SearchByVectorRequest) ProtoMessage() {}
 
 func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1495,7 @@ func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByVectorRequest.ProtoReflect.Descriptor instead.
 func (*SearchByVectorRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SearchByVectorRequest) GetVector() []float32 {
@@ -991,6 +1533,27 @@ func (x *SearchByVectorRequest) GetEf() int32 {
 	return 0
 }
 
+func (x *SearchByVectorRequest) GetGroupBy() string {
+	if x != nil {
+		return x.GroupBy
+	}
+	return ""
+}
+
+func (x *SearchByVectorRequest) GetNotLike() []string {
+	if x != nil {
+		return x.NotLike
+	}
+	return nil
+}
+
+func (x *SearchByVectorRequest) GetDiversity() float32 {
+	if x != nil {
+		return x.Diversity
+	}
+	return 0
+}
+
 // SearchResponse lists results, best first.
 type SearchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1002,7 +1565,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1577,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1590,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SearchResponse) GetResults() []*SearchResult {
@@ -1040,17 +1603,19 @@ func (x *SearchResponse) GetResults() []*SearchResult {
 // SearchResult is one ranked product.
 type SearchResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The product (without vector).
+	// The product (without vectors).
 	Product *Product `protobuf:"bytes,1,opt,name=product,proto3" json:"product,omitempty"`
-	// Cosine similarity to the query, higher is closer.
-	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// Cosine similarity of its best-matching photo to the query, higher is closer.
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// Id of that photo (Photo.id).
+	PhotoId       string `protobuf:"bytes,3,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1627,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1640,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SearchResult) GetProduct() *Product {
@@ -1092,25 +1657,35 @@ func (x *SearchResult) GetScore() float32 {
 	return 0
 }
 
+func (x *SearchResult) GetPhotoId() string {
+	if x != nil {
+		return x.PhotoId
+	}
+	return ""
+}
+
 // FindDuplicatesRequest scans the catalogue for near-duplicates.
 type FindDuplicatesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Two products whose similarity is at least this are joined; unset means 0.9, and it must
-	// be in [-1, 1].
+	// Look-alike cut: two products whose most similar photos score at least this are
+	// candidates; unset means the catalogue policy's (0.9 until calibrated), and it must be in
+	// [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Only products inside this filter are scanned and clustered.
 	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Neighbours examined per product, 1..1000; 0 means 10.
 	MaxNeighbors int32 `protobuf:"varint,3,opt,name=max_neighbors,json=maxNeighbors,proto3" json:"max_neighbors,omitempty"`
 	// HNSW search breadth, 0..10000; 0 means the server's default.
-	Ef            int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
+	Ef int32 `protobuf:"varint,4,opt,name=ef,proto3" json:"ef,omitempty"`
+	// Only pairs of at least this tier (TIER_COPY: copies and exact duplicates only).
+	MinTier       Tier `protobuf:"varint,5,opt,name=min_tier,json=minTier,proto3,enum=lookalike.v1.Tier" json:"min_tier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FindDuplicatesRequest) Reset() {
 	*x = FindDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1697,7 @@ func (x *FindDuplicatesRequest) String() string {
 func (*FindDuplicatesRequest) ProtoMessage() {}
 
 func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1710,7 @@ func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*FindDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FindDuplicatesRequest) GetThreshold() float32 {
@@ -1166,20 +1741,866 @@ func (x *FindDuplicatesRequest) GetEf() int32 {
 	return 0
 }
 
-// DuplicateCluster is a connected group of near-duplicates (two or more products).
+func (x *FindDuplicatesRequest) GetMinTier() Tier {
+	if x != nil {
+		return x.MinTier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+// DuplicateSignals are what placed a pair of photos in its tier.
+type DuplicateSignals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cosine similarity of the two photos' embeddings.
+	Cosine float32 `protobuf:"fixed32,1,opt,name=cosine,proto3" json:"cosine,omitempty"`
+	// Differing bits of their 64-bit perceptual hashes; -1 when unknown.
+	Hamming int32 `protobuf:"varint,2,opt,name=hamming,proto3" json:"hamming,omitempty"`
+	// The photos have the same SHA-256.
+	SameBytes     bool `protobuf:"varint,3,opt,name=same_bytes,json=sameBytes,proto3" json:"same_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicateSignals) Reset() {
+	*x = DuplicateSignals{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateSignals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateSignals) ProtoMessage() {}
+
+func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateSignals.ProtoReflect.Descriptor instead.
+func (*DuplicateSignals) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DuplicateSignals) GetCosine() float32 {
+	if x != nil {
+		return x.Cosine
+	}
+	return 0
+}
+
+func (x *DuplicateSignals) GetHamming() int32 {
+	if x != nil {
+		return x.Hamming
+	}
+	return 0
+}
+
+func (x *DuplicateSignals) GetSameBytes() bool {
+	if x != nil {
+		return x.SameBytes
+	}
+	return false
+}
+
+// Decision is a recorded verdict on a pair of products.
+type Decision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The product ids, a < b.
+	A string `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B string `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	// "same" or "different".
+	Verdict string `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// For "same": the product to keep (a, b or empty).
+	Keep string `protobuf:"bytes,4,opt,name=keep,proto3" json:"keep,omitempty"`
+	// Who decided, when, and why.
+	By            string                 `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=at,proto3" json:"at,omitempty"`
+	Note          string                 `protobuf:"bytes,7,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Decision) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *Decision) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+func (x *Decision) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *Decision) GetKeep() string {
+	if x != nil {
+		return x.Keep
+	}
+	return ""
+}
+
+func (x *Decision) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Decision) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Decision) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveDuplicatesRequest records a verdict on every pair of ids.
+type ResolveDuplicatesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Two or more product ids (a pair or a cluster), at most 100.
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// "same" (one product; keep names the one to keep) or "different".
+	Verdict string `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// For "same": one of ids, the product to keep.
+	Keep string `protobuf:"bytes,3,opt,name=keep,proto3" json:"keep,omitempty"`
+	// Who decides (default: the "x-lookalike-reviewer" metadata), and why.
+	By            string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	Note          string `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveDuplicatesRequest) Reset() {
+	*x = ResolveDuplicatesRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveDuplicatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveDuplicatesRequest) ProtoMessage() {}
+
+func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveDuplicatesRequest.ProtoReflect.Descriptor instead.
+func (*ResolveDuplicatesRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResolveDuplicatesRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ResolveDuplicatesRequest) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetKeep() string {
+	if x != nil {
+		return x.Keep
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *ResolveDuplicatesRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveDuplicatesResponse lists the decisions recorded.
+type ResolveDuplicatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveDuplicatesResponse) Reset() {
+	*x = ResolveDuplicatesResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveDuplicatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveDuplicatesResponse) ProtoMessage() {}
+
+func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveDuplicatesResponse.ProtoReflect.Descriptor instead.
+func (*ResolveDuplicatesResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResolveDuplicatesResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// ListDecisionsRequest has no parameters.
+type ListDecisionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDecisionsRequest) Reset() {
+	*x = ListDecisionsRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDecisionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDecisionsRequest) ProtoMessage() {}
+
+func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
+func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+}
+
+// ListDecisionsResponse lists every recorded decision, ordered by pair.
+type ListDecisionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDecisionsResponse) Reset() {
+	*x = ListDecisionsResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDecisionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDecisionsResponse) ProtoMessage() {}
+
+func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
+func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDecisionsResponse) GetDecisions() []*Decision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// ForgetDecisionRequest names a pair.
+type ForgetDecisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	A             string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B             string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetDecisionRequest) Reset() {
+	*x = ForgetDecisionRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetDecisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetDecisionRequest) ProtoMessage() {}
+
+func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetDecisionRequest.ProtoReflect.Descriptor instead.
+func (*ForgetDecisionRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ForgetDecisionRequest) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *ForgetDecisionRequest) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+// ForgetDecisionResponse confirms it.
+type ForgetDecisionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetDecisionResponse) Reset() {
+	*x = ForgetDecisionResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetDecisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetDecisionResponse) ProtoMessage() {}
+
+func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetDecisionResponse.ProtoReflect.Descriptor instead.
+func (*ForgetDecisionResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+}
+
+// DuplicatePolicy holds the thresholds that place a pair of photos in a tier.
+type DuplicatePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cosine at or above: at least a look-alike.
+	LookAlike float32 `protobuf:"fixed32,1,opt,name=look_alike,json=lookAlike,proto3" json:"look_alike,omitempty"`
+	// Cosine at or above copy_cosine and hashes at most copy_hamming bits apart: a copy.
+	CopyCosine  float32 `protobuf:"fixed32,2,opt,name=copy_cosine,json=copyCosine,proto3" json:"copy_cosine,omitempty"`
+	CopyHamming int32   `protobuf:"varint,3,opt,name=copy_hamming,json=copyHamming,proto3" json:"copy_hamming,omitempty"`
+	// Cosine at or above: a copy whatever the hashes say (above 1: off).
+	CopyCosineAlone float32 `protobuf:"fixed32,4,opt,name=copy_cosine_alone,json=copyCosineAlone,proto3" json:"copy_cosine_alone,omitempty"`
+	// Where the thresholds come from: "default", or when and how they were calibrated.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DuplicatePolicy) Reset() {
+	*x = DuplicatePolicy{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicatePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicatePolicy) ProtoMessage() {}
+
+func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicatePolicy.ProtoReflect.Descriptor instead.
+func (*DuplicatePolicy) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DuplicatePolicy) GetLookAlike() float32 {
+	if x != nil {
+		return x.LookAlike
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyCosine() float32 {
+	if x != nil {
+		return x.CopyCosine
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyHamming() int32 {
+	if x != nil {
+		return x.CopyHamming
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCopyCosineAlone() float32 {
+	if x != nil {
+		return x.CopyCosineAlone
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// CalibrateRequest tunes a calibration.
+type CalibrateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Photos to sample (with kept copies), 0 means 200; at most 5000.
+	Sample uint32 `protobuf:"varint,1,opt,name=sample,proto3" json:"sample,omitempty"`
+	// Precision the recommended thresholds must reach; 0 means 0.99.
+	TargetPrecision float32 `protobuf:"fixed32,2,opt,name=target_precision,json=targetPrecision,proto3" json:"target_precision,omitempty"`
+	// Store the recommended policy as the catalogue's.
+	Apply bool `protobuf:"varint,3,opt,name=apply,proto3" json:"apply,omitempty"`
+	// Seed of the sample and the synthetic copies (the same seed, the same report).
+	Seed          uint64 `protobuf:"varint,4,opt,name=seed,proto3" json:"seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CalibrateRequest) Reset() {
+	*x = CalibrateRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrateRequest) ProtoMessage() {}
+
+func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrateRequest.ProtoReflect.Descriptor instead.
+func (*CalibrateRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CalibrateRequest) GetSample() uint32 {
+	if x != nil {
+		return x.Sample
+	}
+	return 0
+}
+
+func (x *CalibrateRequest) GetTargetPrecision() float32 {
+	if x != nil {
+		return x.TargetPrecision
+	}
+	return 0
+}
+
+func (x *CalibrateRequest) GetApply() bool {
+	if x != nil {
+		return x.Apply
+	}
+	return false
+}
+
+func (x *CalibrateRequest) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+// CalibrationPoint is one rule at one threshold, measured on labelled pairs.
+type CalibrationPoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "copy: hamming<=6 & cosine>=0.90", "look-alike: cosine>=0.93", ...
+	Rule string `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	// What the rule calls a duplicate, and how right it is.
+	Precision float64 `protobuf:"fixed64,2,opt,name=precision,proto3" json:"precision,omitempty"`
+	// Lower end of the 95% Wilson interval of precision.
+	PrecisionLow   float64 `protobuf:"fixed64,3,opt,name=precision_low,json=precisionLow,proto3" json:"precision_low,omitempty"`
+	Recall         float64 `protobuf:"fixed64,4,opt,name=recall,proto3" json:"recall,omitempty"`
+	TruePositives  uint32  `protobuf:"varint,5,opt,name=true_positives,json=truePositives,proto3" json:"true_positives,omitempty"`
+	FalsePositives uint32  `protobuf:"varint,6,opt,name=false_positives,json=falsePositives,proto3" json:"false_positives,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CalibrationPoint) Reset() {
+	*x = CalibrationPoint{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrationPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrationPoint) ProtoMessage() {}
+
+func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
+func (*CalibrationPoint) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CalibrationPoint) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *CalibrationPoint) GetPrecision() float64 {
+	if x != nil {
+		return x.Precision
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetPrecisionLow() float64 {
+	if x != nil {
+		return x.PrecisionLow
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetRecall() float64 {
+	if x != nil {
+		return x.Recall
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetTruePositives() uint32 {
+	if x != nil {
+		return x.TruePositives
+	}
+	return 0
+}
+
+func (x *CalibrationPoint) GetFalsePositives() uint32 {
+	if x != nil {
+		return x.FalsePositives
+	}
+	return 0
+}
+
+// CalibrateReport is what Calibrate measured and recommends.
+type CalibrateReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Photos sampled, and the labelled pairs built from them.
+	Photos    uint32 `protobuf:"varint,1,opt,name=photos,proto3" json:"photos,omitempty"`
+	Positives uint32 `protobuf:"varint,2,opt,name=positives,proto3" json:"positives,omitempty"`
+	Negatives uint32 `protobuf:"varint,3,opt,name=negatives,proto3" json:"negatives,omitempty"`
+	// Labelled pairs that came from recorded decisions.
+	DecisionPairs uint32 `protobuf:"varint,4,opt,name=decision_pairs,json=decisionPairs,proto3" json:"decision_pairs,omitempty"`
+	// Precision and recall of rules and thresholds on the fitting half.
+	Points []*CalibrationPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
+	// The recommended policy (reaches the target precision on the fitting half).
+	Recommended *DuplicatePolicy `protobuf:"bytes,6,opt,name=recommended,proto3" json:"recommended,omitempty"`
+	// The recommended copy and look-alike rules measured on the held-apart half.
+	HeldOutCopy      *CalibrationPoint `protobuf:"bytes,7,opt,name=held_out_copy,json=heldOutCopy,proto3" json:"held_out_copy,omitempty"`
+	HeldOutLookAlike *CalibrationPoint `protobuf:"bytes,8,opt,name=held_out_look_alike,json=heldOutLookAlike,proto3" json:"held_out_look_alike,omitempty"`
+	// Recall of the recommended copy rule per kind of synthetic copy, on the held-apart half.
+	CopyRecallByTransform map[string]float64 `protobuf:"bytes,9,rep,name=copy_recall_by_transform,json=copyRecallByTransform,proto3" json:"copy_recall_by_transform,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Whether the policy was stored.
+	Applied bool `protobuf:"varint,10,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The target precision used.
+	TargetPrecision float64 `protobuf:"fixed64,11,opt,name=target_precision,json=targetPrecision,proto3" json:"target_precision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CalibrateReport) Reset() {
+	*x = CalibrateReport{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CalibrateReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CalibrateReport) ProtoMessage() {}
+
+func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CalibrateReport.ProtoReflect.Descriptor instead.
+func (*CalibrateReport) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CalibrateReport) GetPhotos() uint32 {
+	if x != nil {
+		return x.Photos
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetPositives() uint32 {
+	if x != nil {
+		return x.Positives
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetNegatives() uint32 {
+	if x != nil {
+		return x.Negatives
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetDecisionPairs() uint32 {
+	if x != nil {
+		return x.DecisionPairs
+	}
+	return 0
+}
+
+func (x *CalibrateReport) GetPoints() []*CalibrationPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetRecommended() *DuplicatePolicy {
+	if x != nil {
+		return x.Recommended
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetHeldOutCopy() *CalibrationPoint {
+	if x != nil {
+		return x.HeldOutCopy
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetHeldOutLookAlike() *CalibrationPoint {
+	if x != nil {
+		return x.HeldOutLookAlike
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetCopyRecallByTransform() map[string]float64 {
+	if x != nil {
+		return x.CopyRecallByTransform
+	}
+	return nil
+}
+
+func (x *CalibrateReport) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *CalibrateReport) GetTargetPrecision() float64 {
+	if x != nil {
+		return x.TargetPrecision
+	}
+	return 0
+}
+
+// DuplicateCluster is a connected group of near-duplicates (two or more products). Photos of
+// one product are never compared with each other.
 type DuplicateCluster struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Member product ids, sorted.
 	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
 	// The pairs that joined the members, each at or above the threshold.
-	Edges         []*DuplicateEdge `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	Edges []*DuplicateEdge `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	// The weakest tier among the edges: how sure the whole group is.
+	Tier Tier `protobuf:"varint,3,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	// Every edge carries a "same" decision: a reviewer has seen the whole group.
+	Resolved      bool `protobuf:"varint,4,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DuplicateCluster) Reset() {
 	*x = DuplicateCluster{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +2612,7 @@ func (x *DuplicateCluster) String() string {
 func (*DuplicateCluster) ProtoMessage() {}
 
 func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +2625,7 @@ func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateCluster.ProtoReflect.Descriptor instead.
 func (*DuplicateCluster) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DuplicateCluster) GetIds() []string {
@@ -1221,6 +2642,20 @@ func (x *DuplicateCluster) GetEdges() []*DuplicateEdge {
 	return nil
 }
 
+func (x *DuplicateCluster) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *DuplicateCluster) GetResolved() bool {
+	if x != nil {
+		return x.Resolved
+	}
+	return false
+}
+
 // DuplicateEdge is one near-duplicate pair.
 type DuplicateEdge struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1228,15 +2663,23 @@ type DuplicateEdge struct {
 	A string `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
 	// The other product id.
 	B string `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
-	// Their cosine similarity.
-	Score         float32 `protobuf:"fixed32,3,opt,name=score,proto3" json:"score,omitempty"`
+	// The cosine similarity of their most similar photos.
+	Score float32 `protobuf:"fixed32,3,opt,name=score,proto3" json:"score,omitempty"`
+	// The photo of a and the photo of b that matched.
+	PhotoA string `protobuf:"bytes,4,opt,name=photo_a,json=photoA,proto3" json:"photo_a,omitempty"`
+	PhotoB string `protobuf:"bytes,5,opt,name=photo_b,json=photoB,proto3" json:"photo_b,omitempty"`
+	// The pair's tier under the catalogue's policy, and what placed it there.
+	Tier    Tier              `protobuf:"varint,6,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	Signals *DuplicateSignals `protobuf:"bytes,7,opt,name=signals,proto3" json:"signals,omitempty"`
+	// A reviewer's recorded decision on the pair, if any.
+	Decision      *Decision `protobuf:"bytes,8,opt,name=decision,proto3" json:"decision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DuplicateEdge) Reset() {
 	*x = DuplicateEdge{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +2691,7 @@ func (x *DuplicateEdge) String() string {
 func (*DuplicateEdge) ProtoMessage() {}
 
 func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +2704,7 @@ func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateEdge.ProtoReflect.Descriptor instead.
 func (*DuplicateEdge) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DuplicateEdge) GetA() string {
@@ -1285,13 +2728,48 @@ func (x *DuplicateEdge) GetScore() float32 {
 	return 0
 }
 
+func (x *DuplicateEdge) GetPhotoA() string {
+	if x != nil {
+		return x.PhotoA
+	}
+	return ""
+}
+
+func (x *DuplicateEdge) GetPhotoB() string {
+	if x != nil {
+		return x.PhotoB
+	}
+	return ""
+}
+
+func (x *DuplicateEdge) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *DuplicateEdge) GetSignals() *DuplicateSignals {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+func (x *DuplicateEdge) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
 // CheckDuplicateRequest asks whether a photo is already in the catalogue.
 type CheckDuplicateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The photo, encoded as JPEG, PNG, GIF, WebP or BMP.
 	Image []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	// Similarity at or above which the best match counts as a duplicate; unset means 0.9, and
-	// it must be in [-1, 1].
+	// Look-alike cut: similarity at or above which the best match counts as a duplicate; unset
+	// means the catalogue policy's (0.9 until calibrated), and it must be in [-1, 1].
 	Threshold *float32 `protobuf:"fixed32,2,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
 	// Which products may match.
 	Filter        *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -1301,7 +2779,7 @@ type CheckDuplicateRequest struct {
 
 func (x *CheckDuplicateRequest) Reset() {
 	*x = CheckDuplicateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +2791,7 @@ func (x *CheckDuplicateRequest) String() string {
 func (*CheckDuplicateRequest) ProtoMessage() {}
 
 func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +2804,7 @@ func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateRequest.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CheckDuplicateRequest) GetImage() []byte {
@@ -1353,19 +2831,24 @@ func (x *CheckDuplicateRequest) GetFilter() *Filter {
 // CheckDuplicateResponse answers CheckDuplicateRequest.
 type CheckDuplicateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Whether best_match scores at or above the threshold.
+	// Whether best_match is at least a look-alike (its score reaches the threshold) or a
+	// copy or exact duplicate under the catalogue's policy.
 	IsDuplicate bool `protobuf:"varint,1,opt,name=is_duplicate,json=isDuplicate,proto3" json:"is_duplicate,omitempty"`
-	// The most similar product; unset when no product is inside the filter.
+	// The strongest match (highest tier, then score); unset when no product is inside the
+	// filter.
 	BestMatch *SearchResult `protobuf:"bytes,2,opt,name=best_match,json=bestMatch,proto3" json:"best_match,omitempty"`
-	// The threshold that was applied.
-	Threshold     float32 `protobuf:"fixed32,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The look-alike threshold that was applied.
+	Threshold float32 `protobuf:"fixed32,3,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The best match's tier and signals.
+	Tier          Tier              `protobuf:"varint,4,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	Signals       *DuplicateSignals `protobuf:"bytes,5,opt,name=signals,proto3" json:"signals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckDuplicateResponse) Reset() {
 	*x = CheckDuplicateResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +2860,7 @@ func (x *CheckDuplicateResponse) String() string {
 func (*CheckDuplicateResponse) ProtoMessage() {}
 
 func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +2873,7 @@ func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateResponse.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CheckDuplicateResponse) GetIsDuplicate() bool {
@@ -1414,6 +2897,20 @@ func (x *CheckDuplicateResponse) GetThreshold() float32 {
 	return 0
 }
 
+func (x *CheckDuplicateResponse) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *CheckDuplicateResponse) GetSignals() *DuplicateSignals {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
 // StatsRequest has no parameters.
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1423,7 +2920,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +2932,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +2945,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
 }
 
 // StatsResponse describes the catalogue.
@@ -1471,14 +2968,22 @@ type StatsResponse struct {
 	// When the last graph snapshot was saved or loaded; unset if none.
 	SnapshotTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=snapshot_time,json=snapshotTime,proto3" json:"snapshot_time,omitempty"`
 	// How old the last snapshot is; unset if none.
-	SnapshotAge   *durationpb.Duration `protobuf:"bytes,9,opt,name=snapshot_age,json=snapshotAge,proto3" json:"snapshot_age,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SnapshotAge *durationpb.Duration `protobuf:"bytes,9,opt,name=snapshot_age,json=snapshotAge,proto3" json:"snapshot_age,omitempty"`
+	// Number of photos over all products (vectors in the graph).
+	Photos uint64 `protobuf:"varint,10,opt,name=photos,proto3" json:"photos,omitempty"`
+	// Number of kept photo copies and their total size in bytes.
+	KeptPhotos uint64 `protobuf:"varint,11,opt,name=kept_photos,json=keptPhotos,proto3" json:"kept_photos,omitempty"`
+	KeptBytes  uint64 `protobuf:"varint,12,opt,name=kept_bytes,json=keptBytes,proto3" json:"kept_bytes,omitempty"`
+	// The duplicate policy in force, and the number of recorded duplicate decisions.
+	DuplicatePolicy *DuplicatePolicy `protobuf:"bytes,13,opt,name=duplicate_policy,json=duplicatePolicy,proto3" json:"duplicate_policy,omitempty"`
+	Decisions       uint64           `protobuf:"varint,14,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +2995,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +3008,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatsResponse) GetCount() uint64 {
@@ -1569,6 +3074,41 @@ func (x *StatsResponse) GetSnapshotAge() *durationpb.Duration {
 	return nil
 }
 
+func (x *StatsResponse) GetPhotos() uint64 {
+	if x != nil {
+		return x.Photos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetKeptPhotos() uint64 {
+	if x != nil {
+		return x.KeptPhotos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetKeptBytes() uint64 {
+	if x != nil {
+		return x.KeptBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetDuplicatePolicy() *DuplicatePolicy {
+	if x != nil {
+		return x.DuplicatePolicy
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetDecisions() uint64 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
 // IndexParams are the HNSW graph parameters.
 type IndexParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1588,7 +3128,7 @@ type IndexParams struct {
 
 func (x *IndexParams) Reset() {
 	*x = IndexParams{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +3140,7 @@ func (x *IndexParams) String() string {
 func (*IndexParams) ProtoMessage() {}
 
 func (x *IndexParams) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +3153,7 @@ func (x *IndexParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexParams.ProtoReflect.Descriptor instead.
 func (*IndexParams) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *IndexParams) GetM() uint32 {
@@ -1660,7 +3200,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +3212,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +3225,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
 }
 
 // BackupChunk is one piece of a backup stream.
@@ -1703,7 +3243,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +3255,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +3268,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -1762,14 +3302,16 @@ type BackupComplete struct {
 	// Store sequence number in the copy (StatsResponse.store_seq at the time of the copy).
 	StoreSeq uint64 `protobuf:"varint,3,opt,name=store_seq,json=storeSeq,proto3" json:"store_seq,omitempty"`
 	// Products in the copy.
-	Count         uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Count uint64 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	// Photos in the copy.
+	Photos        uint64 `protobuf:"varint,5,opt,name=photos,proto3" json:"photos,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupComplete) Reset() {
 	*x = BackupComplete{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +3323,7 @@ func (x *BackupComplete) String() string {
 func (*BackupComplete) ProtoMessage() {}
 
 func (x *BackupComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +3336,7 @@ func (x *BackupComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
 func (*BackupComplete) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BackupComplete) GetSize() uint64 {
@@ -1825,11 +3367,18 @@ func (x *BackupComplete) GetCount() uint64 {
 	return 0
 }
 
+func (x *BackupComplete) GetPhotos() uint64 {
+	if x != nil {
+		return x.Photos
+	}
+	return 0
+}
+
 var File_lookalike_v1_lookalike_proto protoreflect.FileDescriptor
 
 const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
-	"\x1clookalike/v1/lookalike.proto\x12\flookalike.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n" +
+	"\x1clookalike/v1/lookalike.proto\x12\flookalike.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x03\n" +
 	"\rUpsertRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x05image\x18\x02 \x01(\fH\x00R\x05image\x12.\n" +
@@ -1839,13 +3388,25 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\x06 \x03(\v2+.lookalike.v1.UpsertRequest.AttributesEntryR\n" +
 	"attributes\x12\x1b\n" +
-	"\timage_url\x18\a \x01(\tR\bimageUrl\x1a=\n" +
+	"\timage_url\x18\a \x01(\tR\bimageUrl\x120\n" +
+	"\x06photos\x18\b \x03(\v2\x18.lookalike.v1.PhotoInputR\x06photos\x12#\n" +
+	"\rremove_photos\x18\t \x03(\tR\fremovePhotos\x12*\n" +
+	"\x11keep_other_photos\x18\n" +
+	" \x01(\bR\x0fkeepOtherPhotos\x12\x19\n" +
+	"\bphoto_id\x18\v \x01(\tR\aphotoId\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
+	"\acontent\"\x8c\x01\n" +
+	"\n" +
+	"PhotoInput\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x05image\x18\x02 \x01(\fH\x00R\x05image\x12.\n" +
+	"\x06vector\x18\x03 \x01(\v2\x14.lookalike.v1.VectorH\x00R\x06vector\x12\x1b\n" +
+	"\timage_url\x18\x04 \x01(\tR\bimageUrlB\t\n" +
 	"\acontent\" \n" +
 	"\x06Vector\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\x02R\x06values\"\xcc\x01\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\"\x95\x02\n" +
 	"\fUpsertResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x15.lookalike.v1.OutcomeR\aoutcome\x12\x1d\n" +
@@ -1853,7 +3414,9 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"error_code\x18\x03 \x01(\x05R\terrorCode\x12#\n" +
 	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12\x14\n" +
 	"\x05index\x18\x05 \x01(\x04R\x05index\x12!\n" +
-	"\fimage_sha256\x18\x06 \x01(\tR\vimageSha256\"\x1f\n" +
+	"\fimage_sha256\x18\x06 \x01(\tR\vimageSha256\x12+\n" +
+	"\x06photos\x18\a \x03(\v2\x13.lookalike.v1.PhotoR\x06photos\x12\x1a\n" +
+	"\bembedded\x18\b \x01(\rR\bembedded\"\x1f\n" +
 	"\rDeleteRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
 	"\x0eDeleteResponse\x12/\n" +
@@ -1861,9 +3424,16 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
-	"\x0einclude_vector\x18\x02 \x01(\bR\rincludeVector\">\n" +
+	"\x0einclude_vector\x18\x02 \x01(\bR\rincludeVector\"<\n" +
+	"\x0fGetPhotoRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bphoto_id\x18\x02 \x01(\tR\aphotoId\"v\n" +
+	"\x10GetPhotoResponse\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12)\n" +
+	"\x05photo\x18\x03 \x01(\v2\x13.lookalike.v1.PhotoR\x05photo\">\n" +
 	"\vGetResponse\x12/\n" +
-	"\aproduct\x18\x01 \x01(\v2\x15.lookalike.v1.ProductR\aproduct\"\x95\x03\n" +
+	"\aproduct\x18\x01 \x01(\v2\x15.lookalike.v1.ProductR\aproduct\"\xc2\x03\n" +
 	"\aProduct\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bcategory\x18\x02 \x01(\tR\bcategory\x12\x14\n" +
@@ -1875,10 +3445,23 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\fimage_sha256\x18\x06 \x01(\tR\vimageSha256\x124\n" +
 	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
-	"\x06vector\x18\t \x03(\x02R\x06vector\x1a=\n" +
+	"\x06vector\x18\t \x03(\x02R\x06vector\x12+\n" +
+	"\x06photos\x18\n" +
+	" \x03(\v2\x13.lookalike.v1.PhotoR\x06photos\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
+	"\x05Photo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\timage_url\x18\x02 \x01(\tR\bimageUrl\x12!\n" +
+	"\fimage_sha256\x18\x03 \x01(\tR\vimageSha256\x12\x14\n" +
+	"\x05phash\x18\x04 \x01(\tR\x05phash\x12\x12\n" +
+	"\x04kept\x18\x05 \x01(\bR\x04kept\x12\x1d\n" +
+	"\n" +
+	"kept_bytes\x18\x06 \x01(\rR\tkeptBytes\x124\n" +
+	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
+	"\x06vector\x18\t \x03(\x02R\x06vector\"\xce\x01\n" +
 	"\x06Filter\x12\x1e\n" +
 	"\n" +
 	"categories\x18\x01 \x03(\tR\n" +
@@ -1890,56 +3473,140 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"excludeIds\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
 	"\x14SearchByImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
 	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tmin_score\x18\x04 \x01(\x02R\bminScore\x12\x0e\n" +
-	"\x02ef\x18\x05 \x01(\x05R\x02ef\"\x8c\x01\n" +
+	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
+	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\"\xe0\x01\n" +
 	"\x11SearchByIdRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
 	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tmin_score\x18\x04 \x01(\x02R\bminScore\x12\x0e\n" +
-	"\x02ef\x18\x05 \x01(\x05R\x02ef\"\x98\x01\n" +
+	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
+	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\"\xec\x01\n" +
 	"\x15SearchByVectorRequest\x12\x16\n" +
 	"\x06vector\x18\x01 \x03(\x02R\x06vector\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
 	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tmin_score\x18\x04 \x01(\x02R\bminScore\x12\x0e\n" +
-	"\x02ef\x18\x05 \x01(\x05R\x02ef\"F\n" +
+	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
+	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
+	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\"F\n" +
 	"\x0eSearchResponse\x124\n" +
-	"\aresults\x18\x01 \x03(\v2\x1a.lookalike.v1.SearchResultR\aresults\"U\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.lookalike.v1.SearchResultR\aresults\"p\n" +
 	"\fSearchResult\x12/\n" +
 	"\aproduct\x18\x01 \x01(\v2\x15.lookalike.v1.ProductR\aproduct\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x02R\x05score\"\xab\x01\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x19\n" +
+	"\bphoto_id\x18\x03 \x01(\tR\aphotoId\"\xda\x01\n" +
 	"\x15FindDuplicatesRequest\x12!\n" +
 	"\tthreshold\x18\x01 \x01(\x02H\x00R\tthreshold\x88\x01\x01\x12,\n" +
 	"\x06filter\x18\x02 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\x12#\n" +
 	"\rmax_neighbors\x18\x03 \x01(\x05R\fmaxNeighbors\x12\x0e\n" +
-	"\x02ef\x18\x04 \x01(\x05R\x02efB\f\n" +
+	"\x02ef\x18\x04 \x01(\x05R\x02ef\x12-\n" +
+	"\bmin_tier\x18\x05 \x01(\x0e2\x12.lookalike.v1.TierR\aminTierB\f\n" +
 	"\n" +
-	"_threshold\"W\n" +
+	"_threshold\"c\n" +
+	"\x10DuplicateSignals\x12\x16\n" +
+	"\x06cosine\x18\x01 \x01(\x02R\x06cosine\x12\x18\n" +
+	"\ahamming\x18\x02 \x01(\x05R\ahamming\x12\x1d\n" +
+	"\n" +
+	"same_bytes\x18\x03 \x01(\bR\tsameBytes\"\xa4\x01\n" +
+	"\bDecision\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\x12\x18\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\x12\x12\n" +
+	"\x04keep\x18\x04 \x01(\tR\x04keep\x12\x0e\n" +
+	"\x02by\x18\x05 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04note\x18\a \x01(\tR\x04note\"~\n" +
+	"\x18ResolveDuplicatesRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12\x18\n" +
+	"\averdict\x18\x02 \x01(\tR\averdict\x12\x12\n" +
+	"\x04keep\x18\x03 \x01(\tR\x04keep\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12\x12\n" +
+	"\x04note\x18\x05 \x01(\tR\x04note\"Q\n" +
+	"\x19ResolveDuplicatesResponse\x124\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x16.lookalike.v1.DecisionR\tdecisions\"\x16\n" +
+	"\x14ListDecisionsRequest\"M\n" +
+	"\x15ListDecisionsResponse\x124\n" +
+	"\tdecisions\x18\x01 \x03(\v2\x16.lookalike.v1.DecisionR\tdecisions\"3\n" +
+	"\x15ForgetDecisionRequest\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\"\x18\n" +
+	"\x16ForgetDecisionResponse\"\xb8\x01\n" +
+	"\x0fDuplicatePolicy\x12\x1d\n" +
+	"\n" +
+	"look_alike\x18\x01 \x01(\x02R\tlookAlike\x12\x1f\n" +
+	"\vcopy_cosine\x18\x02 \x01(\x02R\n" +
+	"copyCosine\x12!\n" +
+	"\fcopy_hamming\x18\x03 \x01(\x05R\vcopyHamming\x12*\n" +
+	"\x11copy_cosine_alone\x18\x04 \x01(\x02R\x0fcopyCosineAlone\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\x7f\n" +
+	"\x10CalibrateRequest\x12\x16\n" +
+	"\x06sample\x18\x01 \x01(\rR\x06sample\x12)\n" +
+	"\x10target_precision\x18\x02 \x01(\x02R\x0ftargetPrecision\x12\x14\n" +
+	"\x05apply\x18\x03 \x01(\bR\x05apply\x12\x12\n" +
+	"\x04seed\x18\x04 \x01(\x04R\x04seed\"\xd1\x01\n" +
+	"\x10CalibrationPoint\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x1c\n" +
+	"\tprecision\x18\x02 \x01(\x01R\tprecision\x12#\n" +
+	"\rprecision_low\x18\x03 \x01(\x01R\fprecisionLow\x12\x16\n" +
+	"\x06recall\x18\x04 \x01(\x01R\x06recall\x12%\n" +
+	"\x0etrue_positives\x18\x05 \x01(\rR\rtruePositives\x12'\n" +
+	"\x0ffalse_positives\x18\x06 \x01(\rR\x0efalsePositives\"\x9a\x05\n" +
+	"\x0fCalibrateReport\x12\x16\n" +
+	"\x06photos\x18\x01 \x01(\rR\x06photos\x12\x1c\n" +
+	"\tpositives\x18\x02 \x01(\rR\tpositives\x12\x1c\n" +
+	"\tnegatives\x18\x03 \x01(\rR\tnegatives\x12%\n" +
+	"\x0edecision_pairs\x18\x04 \x01(\rR\rdecisionPairs\x126\n" +
+	"\x06points\x18\x05 \x03(\v2\x1e.lookalike.v1.CalibrationPointR\x06points\x12?\n" +
+	"\vrecommended\x18\x06 \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\vrecommended\x12B\n" +
+	"\rheld_out_copy\x18\a \x01(\v2\x1e.lookalike.v1.CalibrationPointR\vheldOutCopy\x12M\n" +
+	"\x13held_out_look_alike\x18\b \x01(\v2\x1e.lookalike.v1.CalibrationPointR\x10heldOutLookAlike\x12q\n" +
+	"\x18copy_recall_by_transform\x18\t \x03(\v28.lookalike.v1.CalibrateReport.CopyRecallByTransformEntryR\x15copyRecallByTransform\x12\x18\n" +
+	"\aapplied\x18\n" +
+	" \x01(\bR\aapplied\x12)\n" +
+	"\x10target_precision\x18\v \x01(\x01R\x0ftargetPrecision\x1aH\n" +
+	"\x1aCopyRecallByTransformEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9b\x01\n" +
 	"\x10DuplicateCluster\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x121\n" +
-	"\x05edges\x18\x02 \x03(\v2\x1b.lookalike.v1.DuplicateEdgeR\x05edges\"A\n" +
+	"\x05edges\x18\x02 \x03(\v2\x1b.lookalike.v1.DuplicateEdgeR\x05edges\x12&\n" +
+	"\x04tier\x18\x03 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x12\x1a\n" +
+	"\bresolved\x18\x04 \x01(\bR\bresolved\"\x89\x02\n" +
 	"\rDuplicateEdge\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x14\n" +
-	"\x05score\x18\x03 \x01(\x02R\x05score\"\x8c\x01\n" +
+	"\x05score\x18\x03 \x01(\x02R\x05score\x12\x17\n" +
+	"\aphoto_a\x18\x04 \x01(\tR\x06photoA\x12\x17\n" +
+	"\aphoto_b\x18\x05 \x01(\tR\x06photoB\x12&\n" +
+	"\x04tier\x18\x06 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
+	"\asignals\x18\a \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\x122\n" +
+	"\bdecision\x18\b \x01(\v2\x16.lookalike.v1.DecisionR\bdecision\"\x8c\x01\n" +
 	"\x15CheckDuplicateRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
 	"\tthreshold\x18\x02 \x01(\x02H\x00R\tthreshold\x88\x01\x01\x12,\n" +
 	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filterB\f\n" +
 	"\n" +
-	"_threshold\"\x94\x01\n" +
+	"_threshold\"\xf6\x01\n" +
 	"\x16CheckDuplicateResponse\x12!\n" +
 	"\fis_duplicate\x18\x01 \x01(\bR\visDuplicate\x129\n" +
 	"\n" +
 	"best_match\x18\x02 \x01(\v2\x1a.lookalike.v1.SearchResultR\tbestMatch\x12\x1c\n" +
-	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\"\x0e\n" +
-	"\fStatsRequest\"\xf0\x03\n" +
+	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\x12&\n" +
+	"\x04tier\x18\x04 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
+	"\asignals\x18\x05 \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\"\x0e\n" +
+	"\fStatsRequest\"\xb0\x05\n" +
 	"\rStatsResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\\\n" +
 	"\x11count_by_category\x18\x02 \x03(\v20.lookalike.v1.StatsResponse.CountByCategoryEntryR\x0fcountByCategory\x12%\n" +
@@ -1949,7 +3616,15 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tstore_seq\x18\x06 \x01(\x04R\bstoreSeq\x12!\n" +
 	"\fsnapshot_seq\x18\a \x01(\x04R\vsnapshotSeq\x12?\n" +
 	"\rsnapshot_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fsnapshotTime\x12<\n" +
-	"\fsnapshot_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\vsnapshotAge\x1aB\n" +
+	"\fsnapshot_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\vsnapshotAge\x12\x16\n" +
+	"\x06photos\x18\n" +
+	" \x01(\x04R\x06photos\x12\x1f\n" +
+	"\vkept_photos\x18\v \x01(\x04R\n" +
+	"keptPhotos\x12\x1d\n" +
+	"\n" +
+	"kept_bytes\x18\f \x01(\x04R\tkeptBytes\x12H\n" +
+	"\x10duplicate_policy\x18\r \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\x0fduplicatePolicy\x12\x1c\n" +
+	"\tdecisions\x18\x0e \x01(\x04R\tdecisions\x1aB\n" +
 	"\x14CountByCategoryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8d\x01\n" +
@@ -1963,29 +3638,42 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x128\n" +
-	"\bcomplete\x18\x03 \x01(\v2\x1c.lookalike.v1.BackupCompleteR\bcomplete\"o\n" +
+	"\bcomplete\x18\x03 \x01(\v2\x1c.lookalike.v1.BackupCompleteR\bcomplete\"\x87\x01\n" +
 	"\x0eBackupComplete\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1b\n" +
 	"\tstore_seq\x18\x03 \x01(\x04R\bstoreSeq\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\x04R\x05count*w\n" +
+	"\x05count\x18\x04 \x01(\x04R\x05count\x12\x16\n" +
+	"\x06photos\x18\x05 \x01(\x04R\x06photos*w\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_CREATED\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_UPDATED\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_UNCHANGED\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x042\xcd\x06\n" +
+	"\x0eOUTCOME_FAILED\x10\x04*P\n" +
+	"\x04Tier\x12\x14\n" +
+	"\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fTIER_LOOK_ALIKE\x10\x01\x12\r\n" +
+	"\tTIER_COPY\x10\x02\x12\x0e\n" +
+	"\n" +
+	"TIER_EXACT\x10\x032\x81\n" +
+	"\n" +
 	"\tLookalike\x12A\n" +
 	"\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult\x12K\n" +
 	"\fUpsertStream\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult(\x010\x01\x12C\n" +
 	"\x06Delete\x12\x1b.lookalike.v1.DeleteRequest\x1a\x1c.lookalike.v1.DeleteResponse\x12:\n" +
-	"\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12Q\n" +
+	"\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12I\n" +
+	"\bGetPhoto\x12\x1d.lookalike.v1.GetPhotoRequest\x1a\x1e.lookalike.v1.GetPhotoResponse\x12Q\n" +
 	"\rSearchByImage\x12\".lookalike.v1.SearchByImageRequest\x1a\x1c.lookalike.v1.SearchResponse\x12K\n" +
 	"\n" +
 	"SearchById\x12\x1f.lookalike.v1.SearchByIdRequest\x1a\x1c.lookalike.v1.SearchResponse\x12S\n" +
 	"\x0eSearchByVector\x12#.lookalike.v1.SearchByVectorRequest\x1a\x1c.lookalike.v1.SearchResponse\x12W\n" +
 	"\x0eFindDuplicates\x12#.lookalike.v1.FindDuplicatesRequest\x1a\x1e.lookalike.v1.DuplicateCluster0\x01\x12[\n" +
-	"\x0eCheckDuplicate\x12#.lookalike.v1.CheckDuplicateRequest\x1a$.lookalike.v1.CheckDuplicateResponse\x12@\n" +
+	"\x0eCheckDuplicate\x12#.lookalike.v1.CheckDuplicateRequest\x1a$.lookalike.v1.CheckDuplicateResponse\x12d\n" +
+	"\x11ResolveDuplicates\x12&.lookalike.v1.ResolveDuplicatesRequest\x1a'.lookalike.v1.ResolveDuplicatesResponse\x12X\n" +
+	"\rListDecisions\x12\".lookalike.v1.ListDecisionsRequest\x1a#.lookalike.v1.ListDecisionsResponse\x12[\n" +
+	"\x0eForgetDecision\x12#.lookalike.v1.ForgetDecisionRequest\x1a$.lookalike.v1.ForgetDecisionResponse\x12J\n" +
+	"\tCalibrate\x12\x1e.lookalike.v1.CalibrateRequest\x1a\x1d.lookalike.v1.CalibrateReport\x12@\n" +
 	"\x05Stats\x12\x1a.lookalike.v1.StatsRequest\x1a\x1b.lookalike.v1.StatsResponse\x12B\n" +
 	"\x06Backup\x12\x1b.lookalike.v1.BackupRequest\x1a\x19.lookalike.v1.BackupChunk0\x01B*Z(lookalike/proto/lookalike/v1;lookalikev1b\x06proto3"
 
@@ -2001,93 +3689,144 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 	return file_lookalike_v1_lookalike_proto_rawDescData
 }
 
-var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
-	(Outcome)(0),                   // 0: lookalike.v1.Outcome
-	(*UpsertRequest)(nil),          // 1: lookalike.v1.UpsertRequest
-	(*Vector)(nil),                 // 2: lookalike.v1.Vector
-	(*UpsertResult)(nil),           // 3: lookalike.v1.UpsertResult
-	(*DeleteRequest)(nil),          // 4: lookalike.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 5: lookalike.v1.DeleteResponse
-	(*GetRequest)(nil),             // 6: lookalike.v1.GetRequest
-	(*GetResponse)(nil),            // 7: lookalike.v1.GetResponse
-	(*Product)(nil),                // 8: lookalike.v1.Product
-	(*Filter)(nil),                 // 9: lookalike.v1.Filter
-	(*SearchByImageRequest)(nil),   // 10: lookalike.v1.SearchByImageRequest
-	(*SearchByIdRequest)(nil),      // 11: lookalike.v1.SearchByIdRequest
-	(*SearchByVectorRequest)(nil),  // 12: lookalike.v1.SearchByVectorRequest
-	(*SearchResponse)(nil),         // 13: lookalike.v1.SearchResponse
-	(*SearchResult)(nil),           // 14: lookalike.v1.SearchResult
-	(*FindDuplicatesRequest)(nil),  // 15: lookalike.v1.FindDuplicatesRequest
-	(*DuplicateCluster)(nil),       // 16: lookalike.v1.DuplicateCluster
-	(*DuplicateEdge)(nil),          // 17: lookalike.v1.DuplicateEdge
-	(*CheckDuplicateRequest)(nil),  // 18: lookalike.v1.CheckDuplicateRequest
-	(*CheckDuplicateResponse)(nil), // 19: lookalike.v1.CheckDuplicateResponse
-	(*StatsRequest)(nil),           // 20: lookalike.v1.StatsRequest
-	(*StatsResponse)(nil),          // 21: lookalike.v1.StatsResponse
-	(*IndexParams)(nil),            // 22: lookalike.v1.IndexParams
-	(*BackupRequest)(nil),          // 23: lookalike.v1.BackupRequest
-	(*BackupChunk)(nil),            // 24: lookalike.v1.BackupChunk
-	(*BackupComplete)(nil),         // 25: lookalike.v1.BackupComplete
-	nil,                            // 26: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                            // 27: lookalike.v1.Product.AttributesEntry
-	nil,                            // 28: lookalike.v1.Filter.AttributesEntry
-	nil,                            // 29: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 31: google.protobuf.Duration
+	(Outcome)(0),                      // 0: lookalike.v1.Outcome
+	(Tier)(0),                         // 1: lookalike.v1.Tier
+	(*UpsertRequest)(nil),             // 2: lookalike.v1.UpsertRequest
+	(*PhotoInput)(nil),                // 3: lookalike.v1.PhotoInput
+	(*Vector)(nil),                    // 4: lookalike.v1.Vector
+	(*UpsertResult)(nil),              // 5: lookalike.v1.UpsertResult
+	(*DeleteRequest)(nil),             // 6: lookalike.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 7: lookalike.v1.DeleteResponse
+	(*GetRequest)(nil),                // 8: lookalike.v1.GetRequest
+	(*GetPhotoRequest)(nil),           // 9: lookalike.v1.GetPhotoRequest
+	(*GetPhotoResponse)(nil),          // 10: lookalike.v1.GetPhotoResponse
+	(*GetResponse)(nil),               // 11: lookalike.v1.GetResponse
+	(*Product)(nil),                   // 12: lookalike.v1.Product
+	(*Photo)(nil),                     // 13: lookalike.v1.Photo
+	(*Filter)(nil),                    // 14: lookalike.v1.Filter
+	(*SearchByImageRequest)(nil),      // 15: lookalike.v1.SearchByImageRequest
+	(*SearchByIdRequest)(nil),         // 16: lookalike.v1.SearchByIdRequest
+	(*SearchByVectorRequest)(nil),     // 17: lookalike.v1.SearchByVectorRequest
+	(*SearchResponse)(nil),            // 18: lookalike.v1.SearchResponse
+	(*SearchResult)(nil),              // 19: lookalike.v1.SearchResult
+	(*FindDuplicatesRequest)(nil),     // 20: lookalike.v1.FindDuplicatesRequest
+	(*DuplicateSignals)(nil),          // 21: lookalike.v1.DuplicateSignals
+	(*Decision)(nil),                  // 22: lookalike.v1.Decision
+	(*ResolveDuplicatesRequest)(nil),  // 23: lookalike.v1.ResolveDuplicatesRequest
+	(*ResolveDuplicatesResponse)(nil), // 24: lookalike.v1.ResolveDuplicatesResponse
+	(*ListDecisionsRequest)(nil),      // 25: lookalike.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),     // 26: lookalike.v1.ListDecisionsResponse
+	(*ForgetDecisionRequest)(nil),     // 27: lookalike.v1.ForgetDecisionRequest
+	(*ForgetDecisionResponse)(nil),    // 28: lookalike.v1.ForgetDecisionResponse
+	(*DuplicatePolicy)(nil),           // 29: lookalike.v1.DuplicatePolicy
+	(*CalibrateRequest)(nil),          // 30: lookalike.v1.CalibrateRequest
+	(*CalibrationPoint)(nil),          // 31: lookalike.v1.CalibrationPoint
+	(*CalibrateReport)(nil),           // 32: lookalike.v1.CalibrateReport
+	(*DuplicateCluster)(nil),          // 33: lookalike.v1.DuplicateCluster
+	(*DuplicateEdge)(nil),             // 34: lookalike.v1.DuplicateEdge
+	(*CheckDuplicateRequest)(nil),     // 35: lookalike.v1.CheckDuplicateRequest
+	(*CheckDuplicateResponse)(nil),    // 36: lookalike.v1.CheckDuplicateResponse
+	(*StatsRequest)(nil),              // 37: lookalike.v1.StatsRequest
+	(*StatsResponse)(nil),             // 38: lookalike.v1.StatsResponse
+	(*IndexParams)(nil),               // 39: lookalike.v1.IndexParams
+	(*BackupRequest)(nil),             // 40: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),               // 41: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),            // 42: lookalike.v1.BackupComplete
+	nil,                               // 43: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                               // 44: lookalike.v1.Product.AttributesEntry
+	nil,                               // 45: lookalike.v1.Filter.AttributesEntry
+	nil,                               // 46: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	nil,                               // 47: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
-	2,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	26, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
-	0,  // 2: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
-	8,  // 3: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
-	8,  // 4: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	27, // 5: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	30, // 6: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	30, // 7: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
-	28, // 8: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
-	9,  // 9: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
-	9,  // 10: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
-	9,  // 11: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
-	14, // 12: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
-	8,  // 13: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
-	9,  // 14: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
-	17, // 15: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	9,  // 16: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	14, // 17: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	29, // 18: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	22, // 19: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	30, // 20: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	31, // 21: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	25, // 22: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	1,  // 23: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	1,  // 24: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	4,  // 25: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	6,  // 26: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	10, // 27: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	11, // 28: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	12, // 29: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	15, // 30: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	18, // 31: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	20, // 32: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	23, // 33: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	3,  // 34: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	3,  // 35: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	5,  // 36: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	7,  // 37: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	13, // 38: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	13, // 39: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	13, // 40: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	16, // 41: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	19, // 42: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	21, // 43: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	24, // 44: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	4,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
+	43, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	3,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
+	4,  // 3: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
+	0,  // 4: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
+	13, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
+	12, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
+	13, // 7: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
+	12, // 8: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
+	44, // 9: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	48, // 10: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	48, // 11: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	13, // 12: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
+	48, // 13: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
+	48, // 14: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
+	45, // 15: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	14, // 16: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
+	14, // 17: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
+	14, // 18: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
+	19, // 19: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
+	12, // 20: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
+	14, // 21: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
+	1,  // 22: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
+	48, // 23: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
+	22, // 24: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
+	22, // 25: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
+	31, // 26: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
+	29, // 27: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
+	31, // 28: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
+	31, // 29: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
+	46, // 30: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	34, // 31: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 32: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 33: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	21, // 34: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	22, // 35: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	14, // 36: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	19, // 37: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 38: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	21, // 39: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	47, // 40: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	39, // 41: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	48, // 42: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	49, // 43: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	29, // 44: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	42, // 45: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 46: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 47: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	6,  // 48: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	8,  // 49: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	9,  // 50: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	15, // 51: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	16, // 52: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	17, // 53: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	20, // 54: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	35, // 55: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	23, // 56: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	25, // 57: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	27, // 58: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	30, // 59: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	37, // 60: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	40, // 61: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	5,  // 62: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	5,  // 63: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	7,  // 64: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	11, // 65: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	10, // 66: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	18, // 67: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	18, // 68: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	18, // 69: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	33, // 70: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	36, // 71: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	24, // 72: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	26, // 73: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	28, // 74: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	32, // 75: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	38, // 76: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	41, // 77: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	62, // [62:78] is the sub-list for method output_type
+	46, // [46:62] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -2099,15 +3838,19 @@ func file_lookalike_v1_lookalike_proto_init() {
 		(*UpsertRequest_Image)(nil),
 		(*UpsertRequest_Vector)(nil),
 	}
-	file_lookalike_v1_lookalike_proto_msgTypes[14].OneofWrappers = []any{}
-	file_lookalike_v1_lookalike_proto_msgTypes[17].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[1].OneofWrappers = []any{
+		(*PhotoInput_Image)(nil),
+		(*PhotoInput_Vector)(nil),
+	}
+	file_lookalike_v1_lookalike_proto_msgTypes[18].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   29,
+			NumEnums:      2,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,26 +29,32 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Lookalike_Upsert_FullMethodName         = "/lookalike.v1.Lookalike/Upsert"
-	Lookalike_UpsertStream_FullMethodName   = "/lookalike.v1.Lookalike/UpsertStream"
-	Lookalike_Delete_FullMethodName         = "/lookalike.v1.Lookalike/Delete"
-	Lookalike_Get_FullMethodName            = "/lookalike.v1.Lookalike/Get"
-	Lookalike_SearchByImage_FullMethodName  = "/lookalike.v1.Lookalike/SearchByImage"
-	Lookalike_SearchById_FullMethodName     = "/lookalike.v1.Lookalike/SearchById"
-	Lookalike_SearchByVector_FullMethodName = "/lookalike.v1.Lookalike/SearchByVector"
-	Lookalike_FindDuplicates_FullMethodName = "/lookalike.v1.Lookalike/FindDuplicates"
-	Lookalike_CheckDuplicate_FullMethodName = "/lookalike.v1.Lookalike/CheckDuplicate"
-	Lookalike_Stats_FullMethodName          = "/lookalike.v1.Lookalike/Stats"
-	Lookalike_Backup_FullMethodName         = "/lookalike.v1.Lookalike/Backup"
+	Lookalike_Upsert_FullMethodName            = "/lookalike.v1.Lookalike/Upsert"
+	Lookalike_UpsertStream_FullMethodName      = "/lookalike.v1.Lookalike/UpsertStream"
+	Lookalike_Delete_FullMethodName            = "/lookalike.v1.Lookalike/Delete"
+	Lookalike_Get_FullMethodName               = "/lookalike.v1.Lookalike/Get"
+	Lookalike_GetPhoto_FullMethodName          = "/lookalike.v1.Lookalike/GetPhoto"
+	Lookalike_SearchByImage_FullMethodName     = "/lookalike.v1.Lookalike/SearchByImage"
+	Lookalike_SearchById_FullMethodName        = "/lookalike.v1.Lookalike/SearchById"
+	Lookalike_SearchByVector_FullMethodName    = "/lookalike.v1.Lookalike/SearchByVector"
+	Lookalike_FindDuplicates_FullMethodName    = "/lookalike.v1.Lookalike/FindDuplicates"
+	Lookalike_CheckDuplicate_FullMethodName    = "/lookalike.v1.Lookalike/CheckDuplicate"
+	Lookalike_ResolveDuplicates_FullMethodName = "/lookalike.v1.Lookalike/ResolveDuplicates"
+	Lookalike_ListDecisions_FullMethodName     = "/lookalike.v1.Lookalike/ListDecisions"
+	Lookalike_ForgetDecision_FullMethodName    = "/lookalike.v1.Lookalike/ForgetDecision"
+	Lookalike_Calibrate_FullMethodName         = "/lookalike.v1.Lookalike/Calibrate"
+	Lookalike_Stats_FullMethodName             = "/lookalike.v1.Lookalike/Stats"
+	Lookalike_Backup_FullMethodName            = "/lookalike.v1.Lookalike/Backup"
 )
 
 // LookalikeClient is the client API for Lookalike service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Lookalike stores products with one photo each and finds products whose photos look alike.
+// Lookalike stores products, each with one or more photos, and finds products whose photos
+// look alike. Searches return products ranked by their best-matching photo.
 type LookalikeClient interface {
-	// Upsert adds one product or replaces the product with the same id (an update).
+	// Upsert adds one product or changes the product with the same id (an update).
 	Upsert(ctx context.Context, in *UpsertRequest, opts ...grpc.CallOption) (*UpsertResult, error)
 	// UpsertStream ingests many products over one stream, batched internally. Each request gets
 	// exactly one result, in request order; a bad item gets its own error result and does not
@@ -56,20 +62,44 @@ type LookalikeClient interface {
 	UpsertStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UpsertRequest, UpsertResult], error)
 	// Delete removes a product. NOT_FOUND when the id is unknown.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
-	// Get returns a product's metadata, and its vector when asked. NOT_FOUND when unknown.
+	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
+	// when unknown.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
+	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
+	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
+	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
+	// a photo stored from a vector).
+	GetPhoto(ctx context.Context, in *GetPhotoRequest, opts ...grpc.CallOption) (*GetPhotoResponse, error)
 	// SearchByImage embeds a photo and returns the most alike products.
 	SearchByImage(ctx context.Context, in *SearchByImageRequest, opts ...grpc.CallOption) (*SearchResponse, error)
-	// SearchById ("more like this") searches from a stored product's vector without
-	// re-embedding; the product itself is never among its own results.
+	// SearchById ("more like this") searches with every photo of a stored product, without
+	// re-embedding, and merges the results by product (highest similarity); the product
+	// itself is never among its own results.
 	SearchById(ctx context.Context, in *SearchByIdRequest, opts ...grpc.CallOption) (*SearchResponse, error)
 	// SearchByVector searches from a vector made by the client's own copy of the model; its
 	// dimension must equal Stats.dim.
 	SearchByVector(ctx context.Context, in *SearchByVectorRequest, opts ...grpc.CallOption) (*SearchResponse, error)
-	// FindDuplicates streams clusters of near-duplicate products, largest cluster first.
+	// FindDuplicates streams clusters of near-duplicate products, largest cluster first. Every
+	// pair carries its tier (exact, copy, look-alike) and the signals that placed it; recorded
+	// decisions are honoured (a pair decided different never joins; a cluster whose pairs are
+	// all decided same is marked resolved).
 	FindDuplicates(ctx context.Context, in *FindDuplicatesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DuplicateCluster], error)
-	// CheckDuplicate tells whether a photo is already in the catalogue.
+	// CheckDuplicate tells whether a photo is already in the catalogue, and in which tier.
 	CheckDuplicate(ctx context.Context, in *CheckDuplicateRequest, opts ...grpc.CallOption) (*CheckDuplicateResponse, error)
+	// ResolveDuplicates records a reviewer's verdict on a pair or a cluster of products,
+	// durably (it survives restarts and travels with backups). Who decided comes from the
+	// request's `by`, else the call's "x-lookalike-reviewer" metadata.
+	ResolveDuplicates(ctx context.Context, in *ResolveDuplicatesRequest, opts ...grpc.CallOption) (*ResolveDuplicatesResponse, error)
+	// ListDecisions returns every recorded duplicate decision.
+	ListDecisions(ctx context.Context, in *ListDecisionsRequest, opts ...grpc.CallOption) (*ListDecisionsResponse, error)
+	// ForgetDecision removes the decision on a pair. NOT_FOUND when there is none.
+	ForgetDecision(ctx context.Context, in *ForgetDecisionRequest, opts ...grpc.CallOption) (*ForgetDecisionResponse, error)
+	// Calibrate measures the duplicate policy on the catalogue itself: synthetic copies of a
+	// sample of its kept photos as positives, each photo's most similar other products as hard
+	// negatives, plus every recorded decision; it reports precision and recall per rule and
+	// threshold, recommends thresholds that reach the target precision, checks them on a
+	// held-apart half, and stores them as the catalogue's policy when asked.
+	Calibrate(ctx context.Context, in *CalibrateRequest, opts ...grpc.CallOption) (*CalibrateReport, error)
 	// Stats describes the catalogue, the model and the index.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 	// Backup streams a consistent copy of the product store file (products, vectors, change
@@ -140,6 +170,16 @@ func (c *lookalikeClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *lookalikeClient) GetPhoto(ctx context.Context, in *GetPhotoRequest, opts ...grpc.CallOption) (*GetPhotoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPhotoResponse)
+	err := c.cc.Invoke(ctx, Lookalike_GetPhoto_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lookalikeClient) SearchByImage(ctx context.Context, in *SearchByImageRequest, opts ...grpc.CallOption) (*SearchResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SearchResponse)
@@ -199,6 +239,46 @@ func (c *lookalikeClient) CheckDuplicate(ctx context.Context, in *CheckDuplicate
 	return out, nil
 }
 
+func (c *lookalikeClient) ResolveDuplicates(ctx context.Context, in *ResolveDuplicatesRequest, opts ...grpc.CallOption) (*ResolveDuplicatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveDuplicatesResponse)
+	err := c.cc.Invoke(ctx, Lookalike_ResolveDuplicates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lookalikeClient) ListDecisions(ctx context.Context, in *ListDecisionsRequest, opts ...grpc.CallOption) (*ListDecisionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDecisionsResponse)
+	err := c.cc.Invoke(ctx, Lookalike_ListDecisions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lookalikeClient) ForgetDecision(ctx context.Context, in *ForgetDecisionRequest, opts ...grpc.CallOption) (*ForgetDecisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetDecisionResponse)
+	err := c.cc.Invoke(ctx, Lookalike_ForgetDecision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lookalikeClient) Calibrate(ctx context.Context, in *CalibrateRequest, opts ...grpc.CallOption) (*CalibrateReport, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CalibrateReport)
+	err := c.cc.Invoke(ctx, Lookalike_Calibrate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *lookalikeClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatsResponse)
@@ -232,9 +312,10 @@ type Lookalike_BackupClient = grpc.ServerStreamingClient[BackupChunk]
 // All implementations must embed UnimplementedLookalikeServer
 // for forward compatibility.
 //
-// Lookalike stores products with one photo each and finds products whose photos look alike.
+// Lookalike stores products, each with one or more photos, and finds products whose photos
+// look alike. Searches return products ranked by their best-matching photo.
 type LookalikeServer interface {
-	// Upsert adds one product or replaces the product with the same id (an update).
+	// Upsert adds one product or changes the product with the same id (an update).
 	Upsert(context.Context, *UpsertRequest) (*UpsertResult, error)
 	// UpsertStream ingests many products over one stream, batched internally. Each request gets
 	// exactly one result, in request order; a bad item gets its own error result and does not
@@ -242,20 +323,44 @@ type LookalikeServer interface {
 	UpsertStream(grpc.BidiStreamingServer[UpsertRequest, UpsertResult]) error
 	// Delete removes a product. NOT_FOUND when the id is unknown.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
-	// Get returns a product's metadata, and its vector when asked. NOT_FOUND when unknown.
+	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
+	// when unknown.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
+	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
+	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
+	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
+	// a photo stored from a vector).
+	GetPhoto(context.Context, *GetPhotoRequest) (*GetPhotoResponse, error)
 	// SearchByImage embeds a photo and returns the most alike products.
 	SearchByImage(context.Context, *SearchByImageRequest) (*SearchResponse, error)
-	// SearchById ("more like this") searches from a stored product's vector without
-	// re-embedding; the product itself is never among its own results.
+	// SearchById ("more like this") searches with every photo of a stored product, without
+	// re-embedding, and merges the results by product (highest similarity); the product
+	// itself is never among its own results.
 	SearchById(context.Context, *SearchByIdRequest) (*SearchResponse, error)
 	// SearchByVector searches from a vector made by the client's own copy of the model; its
 	// dimension must equal Stats.dim.
 	SearchByVector(context.Context, *SearchByVectorRequest) (*SearchResponse, error)
-	// FindDuplicates streams clusters of near-duplicate products, largest cluster first.
+	// FindDuplicates streams clusters of near-duplicate products, largest cluster first. Every
+	// pair carries its tier (exact, copy, look-alike) and the signals that placed it; recorded
+	// decisions are honoured (a pair decided different never joins; a cluster whose pairs are
+	// all decided same is marked resolved).
 	FindDuplicates(*FindDuplicatesRequest, grpc.ServerStreamingServer[DuplicateCluster]) error
-	// CheckDuplicate tells whether a photo is already in the catalogue.
+	// CheckDuplicate tells whether a photo is already in the catalogue, and in which tier.
 	CheckDuplicate(context.Context, *CheckDuplicateRequest) (*CheckDuplicateResponse, error)
+	// ResolveDuplicates records a reviewer's verdict on a pair or a cluster of products,
+	// durably (it survives restarts and travels with backups). Who decided comes from the
+	// request's `by`, else the call's "x-lookalike-reviewer" metadata.
+	ResolveDuplicates(context.Context, *ResolveDuplicatesRequest) (*ResolveDuplicatesResponse, error)
+	// ListDecisions returns every recorded duplicate decision.
+	ListDecisions(context.Context, *ListDecisionsRequest) (*ListDecisionsResponse, error)
+	// ForgetDecision removes the decision on a pair. NOT_FOUND when there is none.
+	ForgetDecision(context.Context, *ForgetDecisionRequest) (*ForgetDecisionResponse, error)
+	// Calibrate measures the duplicate policy on the catalogue itself: synthetic copies of a
+	// sample of its kept photos as positives, each photo's most similar other products as hard
+	// negatives, plus every recorded decision; it reports precision and recall per rule and
+	// threshold, recommends thresholds that reach the target precision, checks them on a
+	// held-apart half, and stores them as the catalogue's policy when asked.
+	Calibrate(context.Context, *CalibrateRequest) (*CalibrateReport, error)
 	// Stats describes the catalogue, the model and the index.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	// Backup streams a consistent copy of the product store file (products, vectors, change
@@ -295,6 +400,9 @@ func (UnimplementedLookalikeServer) Delete(context.Context, *DeleteRequest) (*De
 func (UnimplementedLookalikeServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
 }
+func (UnimplementedLookalikeServer) GetPhoto(context.Context, *GetPhotoRequest) (*GetPhotoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPhoto not implemented")
+}
 func (UnimplementedLookalikeServer) SearchByImage(context.Context, *SearchByImageRequest) (*SearchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchByImage not implemented")
 }
@@ -309,6 +417,18 @@ func (UnimplementedLookalikeServer) FindDuplicates(*FindDuplicatesRequest, grpc.
 }
 func (UnimplementedLookalikeServer) CheckDuplicate(context.Context, *CheckDuplicateRequest) (*CheckDuplicateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckDuplicate not implemented")
+}
+func (UnimplementedLookalikeServer) ResolveDuplicates(context.Context, *ResolveDuplicatesRequest) (*ResolveDuplicatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveDuplicates not implemented")
+}
+func (UnimplementedLookalikeServer) ListDecisions(context.Context, *ListDecisionsRequest) (*ListDecisionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDecisions not implemented")
+}
+func (UnimplementedLookalikeServer) ForgetDecision(context.Context, *ForgetDecisionRequest) (*ForgetDecisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetDecision not implemented")
+}
+func (UnimplementedLookalikeServer) Calibrate(context.Context, *CalibrateRequest) (*CalibrateReport, error) {
+	return nil, status.Error(codes.Unimplemented, "method Calibrate not implemented")
 }
 func (UnimplementedLookalikeServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
@@ -398,6 +518,24 @@ func _Lookalike_Get_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lookalike_GetPhoto_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPhotoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).GetPhoto(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_GetPhoto_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).GetPhoto(ctx, req.(*GetPhotoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Lookalike_SearchByImage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SearchByImageRequest)
 	if err := dec(in); err != nil {
@@ -481,6 +619,78 @@ func _Lookalike_CheckDuplicate_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lookalike_ResolveDuplicates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveDuplicatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).ResolveDuplicates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_ResolveDuplicates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).ResolveDuplicates(ctx, req.(*ResolveDuplicatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lookalike_ListDecisions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDecisionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).ListDecisions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_ListDecisions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).ListDecisions(ctx, req.(*ListDecisionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lookalike_ForgetDecision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetDecisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).ForgetDecision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_ForgetDecision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).ForgetDecision(ctx, req.(*ForgetDecisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lookalike_Calibrate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CalibrateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).Calibrate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_Calibrate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).Calibrate(ctx, req.(*CalibrateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Lookalike_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatsRequest)
 	if err := dec(in); err != nil {
@@ -530,6 +740,10 @@ var Lookalike_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Lookalike_Get_Handler,
 		},
 		{
+			MethodName: "GetPhoto",
+			Handler:    _Lookalike_GetPhoto_Handler,
+		},
+		{
 			MethodName: "SearchByImage",
 			Handler:    _Lookalike_SearchByImage_Handler,
 		},
@@ -544,6 +758,22 @@ var Lookalike_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CheckDuplicate",
 			Handler:    _Lookalike_CheckDuplicate_Handler,
+		},
+		{
+			MethodName: "ResolveDuplicates",
+			Handler:    _Lookalike_ResolveDuplicates_Handler,
+		},
+		{
+			MethodName: "ListDecisions",
+			Handler:    _Lookalike_ListDecisions_Handler,
+		},
+		{
+			MethodName: "ForgetDecision",
+			Handler:    _Lookalike_ForgetDecision_Handler,
+		},
+		{
+			MethodName: "Calibrate",
+			Handler:    _Lookalike_Calibrate_Handler,
 		},
 		{
 			MethodName: "Stats",

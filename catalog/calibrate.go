@@ -1,0 +1,427 @@
+package catalog
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"image"
+	_ "image/jpeg" // kept photos are JPEGs
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"lookalike/augment"
+	"lookalike/embed"
+	"lookalike/index"
+)
+
+// CalibrateOptions tunes Calibrate.
+type CalibrateOptions struct {
+	// Sample is how many photos with kept copies to draw; 0 means DefaultCalibrationSample.
+	Sample int
+	// TargetPrecision the recommended thresholds must reach; 0 means 0.99.
+	TargetPrecision float64
+	// Apply stores the recommended policy as the catalogue's.
+	Apply bool
+	// Seed draws the sample and the synthetic copies.
+	Seed uint64
+}
+
+// Calibration limits and defaults.
+const (
+	DefaultCalibrationSample = 200
+	MaxCalibrationSample     = 5000
+	// negativeDepth is how many of a photo's most similar photos are searched for its hard
+	// negatives, and negativeCosine the similarity from which a photo of another product
+	// counts as one. A duplicate scan pairs every photo of two products, so the negatives
+	// must cover the rare photo pair of two products that happen to hash alike, not only
+	// the nearest few.
+	negativeDepth  = 64
+	negativeCosine = 0.8
+	// maxNegativePhotos bounds the photos whose neighbours give negatives; negatives cost
+	// a graph search each and no inference, so far more photos give negatives than copies.
+	maxNegativePhotos = 20000
+)
+
+// CalibrationPoint is one rule at one threshold, measured on labelled pairs.
+type CalibrationPoint struct {
+	// Rule describes the rule, e.g. "copy: hamming<=6 & cosine>=0.90 | cosine>=0.97".
+	Rule string
+	// Precision and Recall of the rule; PrecisionLow the lower end of precision's 95%
+	// Wilson interval.
+	Precision, PrecisionLow, Recall float64
+	// TruePositives and FalsePositives count what the rule called a duplicate.
+	TruePositives, FalsePositives int
+}
+
+// CalibrationReport is what Calibrate measured and recommends.
+type CalibrationReport struct {
+	// Photos sampled; Positives (synthetic copies and Same decisions) and Negatives (hard
+	// negatives and Different decisions) built from them; DecisionPairs of those came from
+	// recorded decisions.
+	Photos, Positives, Negatives, DecisionPairs int
+	// Points measure rules on the fitting half.
+	Points []CalibrationPoint
+	// Recommended reaches the target precision on the fitting half.
+	Recommended Policy
+	// HeldOutCopy and HeldOutLookAlike measure the recommended rules on the held-apart half.
+	HeldOutCopy, HeldOutLookAlike CalibrationPoint
+	// CopyRecallByTransform is the held-apart recall of the copy rule per kind of copy.
+	CopyRecallByTransform map[string]float64
+	// Applied says the policy was stored; TargetPrecision is the target used.
+	Applied         bool
+	TargetPrecision float64
+	// Bound says how the copy rule was chosen: "wilson-95" (its precision's lower bound
+	// reaches the target) or "point" (too few pairs for that; its measured precision does).
+	Bound string
+}
+
+// labelled is one pair with its truth.
+type labelled struct {
+	sig      Signals
+	positive bool
+	kind     string // the copy's kind for synthetic positives
+}
+
+// Calibrate measures the duplicate policy on the catalogue itself, without labels from the
+// user: for a sample of photos with kept copies, synthetic copies (augment.Copies) are the
+// positives and every photo of another product among each photo's most similar ones the hard negatives, plus
+// every recorded decision (Same: positive, Different: negative). The sample is split in two
+// halves by photo: thresholds are chosen on one and measured on the other, so the report's
+// held-out figures are on copies the choice never saw.
+//
+// The copy rule recommended is the one of the family "hamming<=h & cosine>=c, or
+// cosine>=a" with the highest recall whose precision reaches the target with 95%
+// confidence (the lower end of its Wilson interval; when the sample is too small for any
+// rule to reach it so, the point precision decides and Report.Bound says so) and that
+// calls none of the fitting half's hard negatives a copy. The look-alike
+// threshold is the highest cosine that still catches 99% of the copies (look-alikes are
+// review candidates, so the net is wide on purpose).
+func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (CalibrationReport, error) {
+	if opt.Sample == 0 {
+		opt.Sample = DefaultCalibrationSample
+	}
+	if opt.TargetPrecision == 0 {
+		opt.TargetPrecision = 0.99
+	}
+	switch {
+	case opt.Sample < 2 || opt.Sample > MaxCalibrationSample:
+		return CalibrationReport{}, fmt.Errorf("%w: sample is %d, must be 2..%d", ErrInvalidArgument, opt.Sample, MaxCalibrationSample)
+	case math.IsNaN(opt.TargetPrecision) || opt.TargetPrecision <= 0 || opt.TargetPrecision > 1:
+		return CalibrationReport{}, fmt.Errorf("%w: target precision %v must be in (0, 1]", ErrInvalidArgument, opt.TargetPrecision)
+	}
+	if err := c.enter(); err != nil {
+		return CalibrationReport{}, err
+	}
+	defer c.life.RUnlock()
+
+	type sampled struct {
+		e  *entry
+		ph photoEntry
+	}
+	c.metaMu.RLock()
+	var pool []sampled
+	for _, e := range c.byID {
+		for _, ph := range e.photos {
+			if ph.hasPHash {
+				pool = append(pool, sampled{e, ph})
+			}
+		}
+	}
+	c.metaMu.RUnlock()
+	// Copies need a kept photo; negatives need only the stored hash and vector.
+	kept := 0
+	for _, s := range pool {
+		if s.ph.keptBytes > 0 {
+			kept++
+		}
+	}
+	if kept < 2 {
+		return CalibrationReport{}, fmt.Errorf("%w: calibration needs photos with kept copies (serve with --keep-photos); %d found", ErrInvalidArgument, kept)
+	}
+	slices.SortFunc(pool, func(x, y sampled) int { return cmp.Compare(x.ph.key, y.ph.key) })
+	rng := rand.New(rand.NewPCG(opt.Seed, 0x6c6f6f6b616c696b))
+	rng.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
+	all := pool
+	var sample []sampled
+	for _, s := range pool {
+		if s.ph.keptBytes > 0 && len(sample) < opt.Sample {
+			sample = append(sample, s)
+		}
+	}
+
+	halves := [2][]labelled{}
+	report := CalibrationReport{Photos: len(sample), TargetPrecision: opt.TargetPrecision, CopyRecallByTransform: map[string]float64{}}
+	for i, s := range sample {
+		if err := ctx.Err(); err != nil {
+			return CalibrationReport{}, err
+		}
+		pairs, err := c.copyPairs(ctx, s.e, s.ph, rng)
+		if err != nil {
+			return CalibrationReport{}, err
+		}
+		halves[i%2] = append(halves[i%2], pairs...)
+	}
+	decided, err := c.decisionsByPair()
+	if err != nil {
+		return CalibrationReport{}, err
+	}
+	same := make(map[productPair]bool)
+	for p, d := range decided {
+		same[p] = d.Verdict == Same
+	}
+	for i, s := range all[:min(len(all), maxNegativePhotos)] {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return CalibrationReport{}, err
+			}
+		}
+		halves[i%2] = append(halves[i%2], c.negativePairs(s.e, s.ph, same)...)
+	}
+	ds, err := c.decisions()
+	if err != nil {
+		return CalibrationReport{}, err
+	}
+	for i, d := range ds {
+		ea, okA := c.lookup(d.A)
+		eb, okB := c.lookup(d.B)
+		if !okA || !okB {
+			continue
+		}
+		ka, kb, score := c.closestPhotos(ea, eb)
+		pa, _ := ea.photo(ka)
+		pb, _ := eb.photo(kb)
+		halves[i%2] = append(halves[i%2], labelled{sig: signalsOf(pa, pb, score), positive: d.Verdict == Same, kind: "decision"})
+		report.DecisionPairs++
+	}
+	for _, h := range halves {
+		for _, l := range h {
+			if l.positive {
+				report.Positives++
+			} else {
+				report.Negatives++
+			}
+		}
+	}
+
+	fit, held := halves[0], halves[1]
+	policy, points, bound := choosePolicy(fit, opt.TargetPrecision)
+	report.Bound = bound
+	policy.Source = fmt.Sprintf("calibrated %s on %d photos (%d positives, %d negatives), target precision %.3g",
+		time.Now().UTC().Format(time.RFC3339), report.Photos, report.Positives, report.Negatives, opt.TargetPrecision)
+	report.Points, report.Recommended = points, policy
+	report.HeldOutCopy = measure(held, copyRuleName(policy), func(s Signals) bool { return policy.Tier(s) >= TierCopy })
+	report.HeldOutLookAlike = measure(held, fmt.Sprintf("look-alike: cosine>=%.3f", policy.LookAlike),
+		func(s Signals) bool { return policy.Tier(s) >= TierLookAlike })
+	byKind := map[string][2]int{}
+	for _, l := range held {
+		if !l.positive || l.kind == "decision" {
+			continue
+		}
+		n := byKind[l.kind]
+		n[1]++
+		if policy.Tier(l.sig) >= TierCopy {
+			n[0]++
+		}
+		byKind[l.kind] = n
+	}
+	for k, n := range byKind {
+		report.CopyRecallByTransform[k] = float64(n[0]) / float64(n[1])
+	}
+	if opt.Apply {
+		if err := c.setPolicy(ctx, policy); err != nil {
+			return CalibrationReport{}, err
+		}
+		report.Applied = true
+	}
+	return report, nil
+}
+
+// copyPairs makes a photo's synthetic copies and labels each against the photo: positives.
+func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
+	vec, ok := c.graph.Vector(ph.key)
+	if !ok {
+		return nil, nil // deleted meanwhile
+	}
+	kept, err := c.store.KeptPhoto(ph.key)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: calibration: kept photo of %q: %w", e.id, err)
+	}
+	img, _, err := image.Decode(bytes.NewReader(kept))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: calibration: decode kept photo of %q: %w", e.id, err)
+	}
+	copies, err := augment.Copies(img, rng)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: calibration: %w", err)
+	}
+	out := make([]labelled, 0, len(copies))
+	for _, cp := range copies {
+		a, err := c.embedder.Analyze(ctx, cp.Image, embed.AnalyzeOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("catalog: calibration: analyse a %s copy of %q: %w", cp.Kind, e.id, err)
+		}
+		q := photoEntry{phash: a.PHash, hasPHash: true}
+		out = append(out, labelled{sig: signalsOf(q, ph, dot(a.Vector, vec)), positive: true, kind: cp.Kind})
+	}
+	return out, nil
+}
+
+// negativePairs labels the photos of other products among a photo's most similar ones:
+// hard negatives. Each pair is labelled once, from the photo with the lower key; pairs of
+// the same bytes and pairs decided Same are left out (they are duplicates, not negatives).
+func (c *Catalog) negativePairs(e *entry, ph photoEntry, same map[productPair]bool) []labelled {
+	vec, ok := c.graph.Vector(ph.key)
+	if !ok {
+		return nil
+	}
+	var out []labelled
+	n := negativeDepth + len(e.photos)
+	for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(c.ef(0), n)}) {
+		if nb.Score < negativeCosine {
+			break
+		}
+		if nb.Key <= ph.key {
+			continue
+		}
+		c.metaMu.RLock()
+		other, ok := c.byKey[nb.Key]
+		c.metaMu.RUnlock()
+		if !ok || other.id == e.id || same[productPair{min(e.id, other.id), max(e.id, other.id)}] {
+			continue
+		}
+		oph, _ := other.photo(nb.Key)
+		sig := signalsOf(ph, oph, nb.Score)
+		if !sig.SameBytes {
+			out = append(out, labelled{sig: sig, positive: false, kind: "nearest-other"})
+		}
+	}
+	return out
+}
+
+// measure counts what rule calls a duplicate among pairs.
+func measure(pairs []labelled, name string, rule func(Signals) bool) CalibrationPoint {
+	p := CalibrationPoint{Rule: name}
+	positives := 0
+	for _, l := range pairs {
+		if l.positive {
+			positives++
+		}
+		if !rule(l.sig) {
+			continue
+		}
+		if l.positive {
+			p.TruePositives++
+		} else {
+			p.FalsePositives++
+		}
+	}
+	called := p.TruePositives + p.FalsePositives
+	if called > 0 {
+		p.Precision = float64(p.TruePositives) / float64(called)
+		p.PrecisionLow = wilsonLow(p.TruePositives, called)
+	} else {
+		p.Precision, p.PrecisionLow = 1, 0
+	}
+	if positives > 0 {
+		p.Recall = float64(p.TruePositives) / float64(positives)
+	}
+	return p
+}
+
+// wilsonLow is the lower end of the 95% Wilson score interval of k successes in n.
+func wilsonLow(k, n int) float64 {
+	const z = 1.959963984540054
+	p, nf := float64(k)/float64(n), float64(n)
+	centre := p + z*z/(2*nf)
+	spread := z * math.Sqrt(p*(1-p)/nf+z*z/(4*nf*nf))
+	return (centre - spread) / (1 + z*z/nf)
+}
+
+func copyRuleName(p Policy) string {
+	name := fmt.Sprintf("copy: hamming<=%d & cosine>=%.3f", p.CopyHamming, p.CopyCosine)
+	if p.CopyCosineAlone <= 1 {
+		name += fmt.Sprintf(" | cosine>=%.3f", p.CopyCosineAlone)
+	}
+	return name
+}
+
+// choosePolicy searches the copy-rule family for the highest recall at the target
+// precision, and sets the look-alike cut at 99% recall of the positives. It returns the
+// policy and the points worth showing: the best rule per hamming bound, the hash and the
+// cosine alone, and the look-alike curve.
+func choosePolicy(pairs []labelled, target float64) (Policy, []CalibrationPoint, string) {
+	if p, pts, ok := chooseCopyRule(pairs, target, func(pt CalibrationPoint) float64 { return pt.PrecisionLow }); ok {
+		return p, pts, "wilson-95"
+	}
+	p, pts, _ := chooseCopyRule(pairs, target, func(pt CalibrationPoint) float64 { return pt.Precision })
+	return p, pts, "point"
+}
+
+// chooseCopyRule is choosePolicy with the precision a rule must bring to the target; ok
+// is false when no rule of the family reaches it.
+func chooseCopyRule(pairs []labelled, target float64, precision func(CalibrationPoint) float64) (Policy, []CalibrationPoint, bool) {
+	off := float32(1.01)
+	var cosines []float32
+	for c := float32(0.80); c <= 0.9901; c += 0.01 {
+		cosines = append(cosines, c)
+	}
+	var alone []float32
+	for a := float32(0.93); a <= 0.9951; a += 0.005 {
+		alone = append(alone, a)
+	}
+	alone = append(alone, off)
+	best := DefaultPolicy()
+	bestPoint := CalibrationPoint{Recall: -1}
+	var points []CalibrationPoint
+	for h := 0; h <= 24; h += 2 {
+		rowBest := CalibrationPoint{Recall: -1}
+		var rowPolicy Policy
+		for _, cc := range cosines {
+			for _, a := range alone {
+				p := Policy{CopyHamming: h, CopyCosine: cc, CopyCosineAlone: a, LookAlike: 2}
+				pt := measure(pairs, copyRuleName(p), func(s Signals) bool { return p.Tier(s) >= TierCopy })
+				// Precision depends on how many copies were made per negative, which is
+				// arbitrary; a copy rule a team can trust also calls none of the hard negatives
+				// (two different products) a copy.
+				if pt.TruePositives == 0 || pt.FalsePositives > 0 || precision(pt) < target {
+					continue
+				}
+				if pt.Recall > rowBest.Recall || (pt.Recall == rowBest.Recall && pt.Precision > rowBest.Precision) {
+					rowBest, rowPolicy = pt, p
+				}
+			}
+		}
+		if rowBest.Recall < 0 {
+			continue
+		}
+		points = append(points, rowBest)
+		if rowBest.Recall > bestPoint.Recall || (rowBest.Recall == bestPoint.Recall && rowBest.Precision > bestPoint.Precision) {
+			bestPoint, best = rowBest, rowPolicy
+		}
+	}
+	for _, h := range []int{4, 8} {
+		points = append(points, measure(pairs, fmt.Sprintf("hash alone: hamming<=%d", h), func(s Signals) bool { return s.Hamming >= 0 && s.Hamming <= h }))
+	}
+	for _, a := range []float32{0.94, 0.96, 0.97, 0.98} {
+		points = append(points, measure(pairs, fmt.Sprintf("cosine alone: cosine>=%.2f", a), func(s Signals) bool { return s.Cosine >= a }))
+	}
+	// Look-alike: the highest cosine that still catches 99% of the positives.
+	var pos []float32
+	for _, l := range pairs {
+		if l.positive {
+			pos = append(pos, l.sig.Cosine)
+		}
+	}
+	best.LookAlike = DefaultDuplicateThreshold
+	if len(pos) > 0 {
+		slices.Sort(pos)
+		cut := pos[int(0.01*float64(len(pos)))]
+		best.LookAlike = float32(math.Floor(float64(cut)*1000) / 1000)
+		points = append(points, measure(pairs, fmt.Sprintf("look-alike: cosine>=%.3f", best.LookAlike),
+			func(s Signals) bool { return s.Cosine >= best.LookAlike }))
+	}
+	return best, points, bestPoint.Recall >= 0
+}
