@@ -179,8 +179,10 @@ type Catalog struct {
 	byKey  map[index.Key]*entry
 	byID   map[string]*entry
 
-	// snapMu serialises snapshot saves and guards the snapshot fields.
+	// snapMu serialises snapshot saves. snapInfoMu guards the last snapshot's seq and time,
+	// apart from snapMu so that Stats never waits for a save in progress.
 	snapMu       sync.Mutex
+	snapInfoMu   sync.Mutex
 	snapshotSeq  uint64
 	snapshotTime time.Time
 
@@ -471,14 +473,19 @@ func (c *Catalog) saveSnapshot(ctx context.Context) error {
 	c.writeMu.Lock()
 	seq := c.store.Seq()
 	c.writeMu.Unlock()
-	if seq == c.snapshotSeq && !c.snapshotTime.IsZero() {
+	c.snapInfoMu.Lock()
+	unchanged := seq == c.snapshotSeq && !c.snapshotTime.IsZero()
+	c.snapInfoMu.Unlock()
+	if unchanged {
 		return nil
 	}
 	start := time.Now()
 	if err := c.graph.SaveSnapshot(c.snapshotFile, index.SnapshotInfo{Seq: seq, Tag: c.store.Generation()}); err != nil {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
+	c.snapInfoMu.Lock()
 	c.snapshotSeq, c.snapshotTime = seq, time.Now()
+	c.snapInfoMu.Unlock()
 	c.log.Info("graph snapshot saved", "seq", seq, "photos", c.graph.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
 	if err := c.store.TruncateLog(seq); err != nil {

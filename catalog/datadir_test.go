@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"lookalike/embed"
 	"lookalike/store"
@@ -214,4 +215,31 @@ func TestUpsertBatchOfManyPhotosIsNotOverloaded(t *testing.T) {
 	if st, _ := c.Stats(context.Background()); st.Photos != photos {
 		t.Errorf("%d photos stored, want all %d of the batch", st.Photos, photos)
 	}
+}
+
+// Stats must not wait for a graph snapshot being saved (a save writes and fsyncs the whole
+// graph). The test holds the save lock as a save in progress does.
+func TestStatsDoesNotWaitForASnapshotSave(t *testing.T) {
+	dir := t.TempDir()
+	vectorCatalogue(t, dir, 5)
+	c, err := Open(context.Background(), Config{DataDir: dir, Embedder: vectorEmbedder{dim: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.snapMu.Lock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Stats(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stats is still waiting for the snapshot save lock")
+	}
+	c.snapMu.Unlock()
 }

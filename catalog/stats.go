@@ -66,9 +66,9 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 		}
 	}
 	c.metaMu.RUnlock()
-	c.snapMu.Lock()
+	c.snapInfoMu.Lock()
 	s.SnapshotSeq, s.SnapshotTime = c.snapshotSeq, c.snapshotTime
-	c.snapMu.Unlock()
+	c.snapInfoMu.Unlock()
 	var err error
 	if s.Policy, err = c.policy(); err != nil {
 		return Stats{}, err
