@@ -1,0 +1,111 @@
+package quality
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"lookalike/catalog"
+)
+
+// Query is one labelled photo to search with.
+type Query struct {
+	// Image is the photo.
+	Image []byte
+	// Label is what a right answer is labelled with.
+	Label string
+}
+
+// Options tunes Evaluate.
+type Options struct {
+	// Label says what a product is labelled with (its category, title or an attribute).
+	Label func(catalog.Product) string
+	// CatalogueShot reports whether a product's photo is a catalogue (shop) shot; nil when
+	// the catalogue marks none.
+	CatalogueShot func(p catalog.Product, photoID string) bool
+	// Search tunes every search; K is raised to at least 10.
+	Search catalog.SearchOptions
+}
+
+// Report holds the figures, each averaged over the queries.
+type Report struct {
+	// Queries counts the queries searched; Failed those whose photo could not be searched.
+	Queries, Failed int
+	// RecallAt holds R@1, R@5 and R@10: a product with the query's label among the first k.
+	RecallAt map[int]float64
+	// MAP10 is mean average precision over the first 10 results, against every product of
+	// the label in the catalogue.
+	MAP10 float64
+	// P10 is the share of the first 10 results with the query's label.
+	P10 float64
+	// CatalogueShotAt10 is the share of queries whose label's catalogue shot is among the
+	// first 10 results' matching photos (0 when the catalogue marks none).
+	CatalogueShotAt10 float64
+	// MillisPerQuery is the mean wall time of one search, embedding included.
+	MillisPerQuery float64
+}
+
+// Evaluate searches with every query and measures the answers. relevant counts, per label,
+// the products of the catalogue with that label (for mAP).
+func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant map[string]int, opt Options) (Report, error) {
+	if opt.Label == nil {
+		return Report{}, fmt.Errorf("quality: Options.Label is nil")
+	}
+	so := opt.Search
+	so.K = max(so.K, 10)
+	rep := Report{RecallAt: map[int]float64{1: 0, 5: 0, 10: 0}}
+	var spent time.Duration
+	for _, q := range queries {
+		start := time.Now()
+		rs, err := c.SearchByImage(ctx, q.Image, so)
+		spent += time.Since(start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Report{}, ctx.Err()
+			}
+			rep.Failed++
+			continue
+		}
+		rep.Queries++
+		first := -1
+		hits, ap := 0, 0.0
+		shot := false
+		for i, r := range rs[:min(len(rs), 10)] {
+			if opt.Label(r.Product) != q.Label {
+				continue
+			}
+			if first < 0 {
+				first = i
+			}
+			hits++
+			ap += float64(hits) / float64(i+1)
+			if opt.CatalogueShot != nil && opt.CatalogueShot(r.Product, r.PhotoID) {
+				shot = true
+			}
+		}
+		for k := range rep.RecallAt {
+			if first >= 0 && first < k {
+				rep.RecallAt[k]++
+			}
+		}
+		if n := min(relevant[q.Label], 10); n > 0 {
+			rep.MAP10 += ap / float64(n)
+		}
+		rep.P10 += float64(hits) / 10
+		if shot {
+			rep.CatalogueShotAt10++
+		}
+	}
+	if rep.Queries == 0 {
+		return rep, fmt.Errorf("quality: none of the %d queries could be searched", len(queries))
+	}
+	n := float64(rep.Queries)
+	for k := range rep.RecallAt {
+		rep.RecallAt[k] /= n
+	}
+	rep.MAP10 /= n
+	rep.P10 /= n
+	rep.CatalogueShotAt10 /= n
+	rep.MillisPerQuery = float64(spent.Microseconds()) / 1000 / float64(len(queries))
+	return rep, nil
+}
