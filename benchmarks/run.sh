@@ -29,9 +29,9 @@ done
 if [ "$SCALE" = 1m ]; then
   # One library at a time (-sequential): a million 1280-d float32 vectors are 5 GB, and the
   # indexes could not all be held at once. Builds are single-threaded like every other build.
-  step "ANN index on 1,000,000 vectors made from the Fashion-MNIST embeddings: hnswlib, lookalike int8, lookalike float32"
+  step "ANN index on 1,000,000 vectors made from the Fashion-MNIST embeddings: hnswlib, lookalike int8"
   "$tmp/bin/annbench" -set fashion-mnist-1280-1m -queries 1000 -ef 10,20,40,80,160 -min-time 1s -rounds 2 -sequential \
-    -libraries hnswlib,lookalike-int8-source,lookalike -out "$out" -work "$tmp/ann-fashion-mnist-1280-1m"
+    -libraries hnswlib,lookalike-int8-source -out "$out" -work "$tmp/ann-fashion-mnist-1280-1m"
   rm -f "$tmp/ann-fashion-mnist-1280-1m/base.fvecs"
   step "done: results in $out/"
   exit 0

@@ -7,8 +7,28 @@ import (
 
 func TestFilteredSearchReturnsExactlyK(t *testing.T) {
 	base, queries := clustered(11, 20000, 40, 64, 100, true)
-	h, e := buildBoth(t, base, DefaultConfig())
+	for _, qz := range []Quantization{QuantizeNone, QuantizeInt8} {
+		t.Run(qz.String(), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Quantize = qz
+			h, e := buildBoth(t, base, cfg)
+			testFilteredSearch(t, h, e, queries)
+		})
+	}
+}
+
+func testFilteredSearch(t *testing.T, h *HNSW, e *Exact, queries [][]float32) {
 	const k = 10
+	noDuplicates := func(res []Neighbor) {
+		t.Helper()
+		seen := map[Key]bool{}
+		for _, n := range res {
+			if seen[n.Key] {
+				t.Fatalf("key %d returned twice: %v", n.Key, res)
+			}
+			seen[n.Key] = true
+		}
+	}
 	for _, sel := range []struct {
 		name  string
 		every Key // keep one key in `every`
@@ -27,6 +47,7 @@ func TestFilteredSearchReturnsExactlyK(t *testing.T) {
 				if len(res) != k {
 					t.Fatalf("got %d results, want exactly %d", len(res), k)
 				}
+				noDuplicates(res)
 				for _, n := range res {
 					if !match(n.Key) {
 						t.Fatalf("key %d does not match the filter", n.Key)
@@ -44,9 +65,11 @@ func TestFilteredSearchReturnsExactlyK(t *testing.T) {
 	}
 	t.Run("fewer matches than k", func(t *testing.T) {
 		filter := func(key Key) bool { return key < 4 }
-		if res := h.Search(queries[0], k, SearchOptions{Filter: filter}); len(res) != 4 {
+		res := h.Search(queries[0], k, SearchOptions{Filter: filter})
+		if len(res) != 4 {
 			t.Fatalf("got %d results, want the 4 that exist", len(res))
 		}
+		noDuplicates(res)
 	})
 	t.Run("no match", func(t *testing.T) {
 		if res := h.Search(queries[0], k, SearchOptions{Filter: func(Key) bool { return false }}); len(res) != 0 {

@@ -113,19 +113,52 @@ func newGraph(dim int, cfg Config) *graph {
 	return g
 }
 
-// newElemBlock allocates one block of elements starting on a cache line.
-func (g *graph) newElemBlock() []byte {
-	size := blockSize * g.lay.elemSize
+// firstBlockRows is the size a graph's first block starts at; it doubles up to blockSize as
+// nodes arrive, so that a small index (or a damaged snapshot header) costs little memory.
+const firstBlockRows = 16
+
+// newElemBlock allocates a block of rows elements starting on a cache line.
+func (g *graph) newElemBlock(rows int) []byte {
+	size := rows * g.lay.elemSize
 	raw := make([]byte, size+cacheLine)
 	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (cacheLine - 1))
 	return raw[skip : skip+size : skip+size]
 }
 
-// grow adds storage for one more block of nodes; the caller holds the write lock.
+// hasRoom reports whether node's slot is allocated.
+func (g *graph) hasRoom(node uint32) bool {
+	b := int(node >> blockShift)
+	return b < len(g.elems) && len(g.elems[b]) >= (int(node&blockMask)+1)*g.lay.elemSize
+}
+
+// grow makes room for node g.n: it doubles a short last block (copying it) or adds a full
+// one. The caller holds the write lock.
 func (g *graph) grow() {
-	g.elems = append(g.elems, g.newElemBlock())
+	if last := len(g.elems) - 1; last >= 0 && len(g.elems[last]) < blockSize*g.lay.elemSize {
+		rows := min(blockSize, 2*len(g.elems[last])/g.lay.elemSize)
+		g.resizeBlock(last, rows)
+		return
+	}
+	rows := blockSize
+	if len(g.elems) == 0 {
+		rows = firstBlockRows
+	}
+	g.elems = append(g.elems, g.newElemBlock(rows))
 	if g.keepsFull() {
-		g.full = append(g.full, make([]float32, blockSize*g.dim))
+		g.full = append(g.full, make([]float32, rows*g.dim))
+	}
+}
+
+// resizeBlock replaces block b (and its full-vector block) by one of rows elements holding
+// the same nodes.
+func (g *graph) resizeBlock(b, rows int) {
+	blk := g.newElemBlock(rows)
+	copy(blk, g.elems[b])
+	g.elems[b] = blk
+	if b < len(g.full) {
+		f := make([]float32, rows*g.dim)
+		copy(f, g.full[b])
+		g.full[b] = f
 	}
 }
 

@@ -225,7 +225,7 @@ func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
 // insertPlanned links a new node using the planned candidates; the caller holds writeMu.
 func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level, top int) {
 	id := uint32(g.n)
-	if int(id>>blockShift) >= len(g.elems) {
+	if !g.hasRoom(id) {
 		h.mu.Lock()
 		g.grow()
 		h.mu.Unlock()
@@ -472,6 +472,7 @@ func (g *graph) rerank(s *scratch, q []float32, sorted []candidate, k, limit int
 func (g *graph) scan(s *scratch, p *prepared, k int, filter func(Key) bool) {
 	res := &s.res
 	res.reset()
+	s.spill.reset() // a walk's spill would repeat nodes the scan finds again
 	for node := 0; node < g.n; node++ {
 		if g.deleted[node] || (filter != nil && !filter(g.keys[node])) {
 			continue

@@ -36,8 +36,8 @@ func (q Quantization) valid() bool { return q == QuantizeNone || q == QuantizeIn
 
 // quantTrainSize is how many vectors the quantiser is fitted to. Until the graph holds this
 // many it scores on full vectors; once it does, it fits the quantiser to all of them and
-// encodes them. A few thousand vectors pin every dimension's range down well: the ranges of
-// the first 2,048 Fashion-MNIST embeddings cover all but a sliver of the other 68,000.
+// encodes them. A few thousand vectors pin each dimension's range down well enough: later
+// vectors fall outside it rarely and by little, and the margin below absorbs most of that.
 const quantTrainSize = 2048
 
 // quantMargin widens each fitted range by this fraction of it on both sides, so that later

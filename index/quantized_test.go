@@ -205,7 +205,10 @@ func TestQuantizedSnapshotRoundTrip(t *testing.T) {
 				t.Fatalf("loaded config %+v", c)
 			}
 			ls, hs := loaded.Stats(), h.Stats()
-			ls.Bytes, hs.Bytes = 0, 0
+			if (ls.FullVectorBytes == 0) != (hs.FullVectorBytes == 0) {
+				t.Fatalf("loaded %+v, saved %+v: full vectors kept by one only", ls, hs)
+			}
+			ls.Bytes, hs.Bytes, ls.FullVectorBytes, hs.FullVectorBytes = 0, 0, 0, 0 // capacities differ
 			if ls != hs {
 				t.Fatalf("loaded %+v, saved %+v", ls, hs)
 			}
@@ -280,5 +283,29 @@ func TestQuantizedChurn(t *testing.T) {
 				t.Fatalf("recall@10 %.4f after churn", r)
 			}
 		})
+	}
+}
+
+// TestScanAfterWalkDropsSpill covers the fallback of a filtered search on codes whose walk
+// ran out of matches: the exact scan that follows must not keep the walk's spilled nodes,
+// which it finds again (they would come back twice).
+func TestScanAfterWalkDropsSpill(t *testing.T) {
+	base, queries := clustered(37, quantTrainSize+500, 5, 32, 10, true)
+	cfg := DefaultConfig()
+	cfg.Quantize = QuantizeInt8
+	h, _ := buildBoth(t, base, cfg)
+	g, s := h.g, h.getScratch()
+	defer h.putScratch(s)
+	p := &s.query
+	g.prepare(p, queries[0])
+	s.spillSize = 20
+	ep, epDist := g.greedyDescend(s, p, 0)
+	g.searchLayer(s, p, ep, epDist, 0, 20, false, nil)
+	if s.spill.len() == 0 {
+		t.Fatal("the walk spilled nothing; the test needs it to")
+	}
+	g.scan(s, p, 20, nil)
+	if s.spill.len() != 0 {
+		t.Fatalf("%d spilled nodes survived the scan", s.spill.len())
 	}
 }

@@ -375,11 +375,12 @@ func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, Snapshot
 		}
 		quant = quantizerFrom(offset, scale)
 	}
-	blocks := (n + blockSize - 1) / blockSize
-	for range blocks {
-		g.elems = append(g.elems, g.newElemBlock())
+	// Blocks as large as the nodes need: a later insertion grows the last one.
+	for b := 0; b*blockSize < n; b++ {
+		rows := min(blockSize, n-b*blockSize)
+		g.elems = append(g.elems, g.newElemBlock(rows))
 		if g.codes && hasFull {
-			g.full = append(g.full, make([]float32, blockSize*g.dim))
+			g.full = append(g.full, make([]float32, rows*g.dim))
 		}
 	}
 	g.n = n

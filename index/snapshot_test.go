@@ -156,14 +156,46 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	f.Add(data)
 	f.Add(data[:len(data)/2])
 	f.Add([]byte(snapshotMagic))
+	// Small int8 indexes, trained after 20 vectors: with full vectors, without (a source's),
+	// and untrained.
+	base, _ := clustered(41, 40, 0, 16, 4, false)
+	for _, tc := range []struct {
+		n      int
+		source bool
+	}{{40, false}, {40, true}, {10, false}} {
+		cfg := Config{Metric: L2, Quantize: QuantizeInt8, EFConstruction: 16}
+		if tc.source {
+			cfg.Vectors = func(k Key) []float32 { return base[k%40] }
+		}
+		q := NewHNSW(16, cfg)
+		q.g.trainAt = 20
+		for i, v := range base[:tc.n] {
+			_ = q.Add(Key(i), v)
+		}
+		if err := q.Save(path, 3); err != nil {
+			f.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		got, _, err := decodeSnapshot(bytes.NewReader(data), int64(len(data)), LoadOptions{})
+		if errors.Is(err, ErrNoVectors) {
+			// A source snapshot: load it with a source that knows none of the keys, the
+			// worst a caller can hand over.
+			got, _, err = decodeSnapshot(bytes.NewReader(data), int64(len(data)), LoadOptions{Vectors: func(Key) []float32 { return nil }})
+		}
 		if err != nil {
 			return
 		}
 		// Whatever decodes must be usable without panicking.
 		q := make([]float32, got.Dim())
 		got.Search(q, 5, SearchOptions{})
+		got.Search(q, 5, SearchOptions{Filter: func(k Key) bool { return k%2 == 0 }})
+		got.Vector(1)
 		_ = got.Add(12345, q)
 	})
 }
