@@ -21,12 +21,9 @@ mkdir -p "$out" "$tmp/bin"
 start=$SECONDS
 step() { printf '\nbench: [%4ds] %s\n' "$((SECONDS - start))" "$*" >&2; }
 
-step "building the benchmark programs"
-for p in annbench embedbench servebench; do
-  go build -o "$tmp/bin/$p" "./benchmarks/cmd/$p"
-done
-
 if [ "$SCALE" = 1m ]; then
+  step "building annbench"
+  go build -o "$tmp/bin/annbench" ./benchmarks/cmd/annbench
   # One library at a time (-sequential): a million 1280-d float32 vectors are 5 GB, and the
   # indexes could not all be held at once. Builds are single-threaded like every other build.
   step "ANN index on 1,000,000 vectors made from the Fashion-MNIST embeddings: hnswlib, lookalike int8"
@@ -36,6 +33,11 @@ if [ "$SCALE" = 1m ]; then
   step "done: results in $out/"
   exit 0
 fi
+
+step "building the benchmark programs"
+for p in annbench embedbench servebench; do
+  go build -o "$tmp/bin/$p" "./benchmarks/cmd/$p"
+done
 
 if [ "$QUICK" = 1 ]; then
   embed_args=(-limit 60 -stage-sample 20 -raw-time 1s)
