@@ -263,7 +263,7 @@ func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *r
 		if err != nil {
 			return nil, fmt.Errorf("catalog: calibration: analyse a %s copy of %q: %w", cp.Kind, e.id, err)
 		}
-		q := photoEntry{phash: a.PHash, hasPHash: true}
+		q := photoEntry{phash: a.PHash, phashMir: a.PHashMirror, hasPHash: true}
 		out = append(out, labelled{sig: signalsOf(q, ph, dot(a.Vector, vec)), positive: true, kind: cp.Kind})
 	}
 	return out, nil

@@ -104,6 +104,7 @@ type photoEntry struct {
 	imageURL  string
 	sha256    string
 	phash     uint64
+	phashMir  uint64 // the hash of the photo mirrored left to right
 	hasPHash  bool
 	keptBytes int
 	created   time.Time
@@ -118,7 +119,7 @@ func entryFromStore(p store.Product) *entry {
 	for i, ph := range p.Photos {
 		e.photos[i] = photoEntry{
 			id: ph.ID, key: ph.Key, imageURL: ph.ImageURL, sha256: ph.SHA256, phash: ph.PHash,
-			hasPHash: ph.HasPHash, keptBytes: ph.KeptBytes, created: ph.Created, updated: ph.Updated,
+			phashMir: ph.PHashMirror, hasPHash: ph.HasPHash, keptBytes: ph.KeptBytes, created: ph.Created, updated: ph.Updated,
 		}
 	}
 	return e

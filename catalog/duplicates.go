@@ -485,7 +485,7 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 		return DuplicateCheck{}, fmt.Errorf("catalog: analyse photo: %w", err)
 	}
 	sum := sha256.Sum256(image)
-	query := photoEntry{sha256: hex.EncodeToString(sum[:]), phash: an.PHash, hasPHash: true}
+	query := photoEntry{sha256: hex.EncodeToString(sum[:]), phash: an.PHash, phashMir: an.PHashMirror, hasPHash: true}
 	ns := c.graph.Search(an.Vector, checkCandidates, index.SearchOptions{EF: c.ef(0), Filter: c.compileFilter(f).fn()})
 	out := DuplicateCheck{Threshold: t}
 	bestTier := Tier(-1)

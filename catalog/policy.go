@@ -60,8 +60,9 @@ func ParseTier(s string) (Tier, error) {
 type Signals struct {
 	// Cosine is the similarity of the two photos' embeddings.
 	Cosine float32
-	// Hamming is the number of differing bits of their perceptual hashes; -1 when either
-	// photo has none (stored from a vector).
+	// Hamming is the number of differing bits of their perceptual hashes, the smaller of
+	// the direct comparison and the one with b mirrored left to right (a mirrored copy is
+	// a copy); -1 when either photo has none (stored from a vector).
 	Hamming int
 	// SameBytes says the two photos have the same SHA-256.
 	SameBytes bool
@@ -70,7 +71,7 @@ type Signals struct {
 func signalsOf(a, b photoEntry, cosine float32) Signals {
 	s := Signals{Cosine: cosine, Hamming: -1, SameBytes: a.sha256 != "" && a.sha256 == b.sha256}
 	if a.hasPHash && b.hasPHash {
-		s.Hamming = bits.OnesCount64(a.phash ^ b.phash)
+		s.Hamming = min(bits.OnesCount64(a.phash^b.phash), bits.OnesCount64(a.phash^b.phashMir))
 	}
 	return s
 }

@@ -378,7 +378,7 @@ func (c *Catalog) sameState(e *entry, w Write, p *pending) bool {
 func storePhoto(ph photoEntry) store.Photo {
 	return store.Photo{
 		ID: ph.id, Key: ph.key, ImageURL: ph.imageURL, SHA256: ph.sha256, PHash: ph.phash,
-		HasPHash: ph.hasPHash, KeptBytes: ph.keptBytes, Created: ph.created, Updated: ph.updated,
+		PHashMirror: ph.phashMir, HasPHash: ph.hasPHash, KeptBytes: ph.keptBytes, Created: ph.created, Updated: ph.updated,
 	}
 }
 
@@ -456,7 +456,7 @@ func (c *Catalog) analyze(ctx context.Context, image []byte) (embed.Analysis, er
 }
 
 func setAnalysis(ph *store.Photo, a embed.Analysis) {
-	ph.Vector, ph.PHash, ph.HasPHash, ph.Kept = a.Vector, a.PHash, true, a.Kept
+	ph.Vector, ph.PHash, ph.PHashMirror, ph.HasPHash, ph.Kept = a.Vector, a.PHash, a.PHashMirror, true, a.Kept
 }
 
 // write stores ready products (fsynced) and then indexes them. If the batch transaction

@@ -21,8 +21,11 @@ type AnalyzeOptions struct {
 type Analysis struct {
 	// Vector is the L2-normalised embedding, exactly what Embed returns for the same bytes.
 	Vector []float32
-	// PHash is a 64-bit DCT perceptual hash of the decoded, EXIF-oriented pixels.
-	PHash uint64
+	// PHash is a 64-bit DCT perceptual hash of the decoded, EXIF-oriented pixels, and
+	// PHashMirror the same hash of the picture mirrored left to right, so that a mirrored
+	// copy can be told from a different picture.
+	PHash       uint64
+	PHashMirror uint64
 	// Kept is the photo as the model sees it before cropping, JPEG-encoded (nil unless asked).
 	Kept []byte
 }
@@ -80,7 +83,7 @@ func (e *Embedder) analyze(ctx context.Context, image []byte, want derive) (Anal
 	var a Analysis
 	var keepErr error
 	if want.phash {
-		a.PHash = phashDecoded(d)
+		a.PHash, a.PHashMirror = phashDecoded(d)
 	}
 	if want.keep {
 		a.Kept, keepErr = w.keep(d, e.spec)

@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/color/palette"
 	"image/jpeg"
+	"image/png"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -475,7 +476,7 @@ func TestPHashProperties(t *testing.T) {
 				copy(stored.Pix[stored.PixOffset(sx, sy):][:4], noise.Pix[noise.PixOffset(x, y):][:4])
 			}
 		}
-		if h := phashDecoded(Decoded{Image: stored, Orientation: o}); h != upright {
+		if h, _ := phashDecoded(Decoded{Image: stored, Orientation: o}); h != upright {
 			t.Errorf("orientation %d: hash %016x, want the upright image's %016x", o, h, upright)
 		}
 	}
@@ -589,5 +590,42 @@ func TestTurboEncode(t *testing.T) {
 	}
 	if _, err := turboEncode(image.NewRGBA(image.Rect(0, 0, 0, 5)), KeptQuality); err == nil {
 		t.Error("encoded an empty image")
+	}
+}
+
+// The mirror hash is the hash of the picture mirrored left to right, so a mirrored copy is a
+// few bits from the original's mirror hash however far its own hash is.
+func TestPHashMirrorMatchesAMirroredCopy(t *testing.T) {
+	e := openTest(t, Config{})
+	for _, p := range photos(t, "grocery", 6) {
+		data := readFile(t, p.Path)
+		img, _, err := image.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := img.Bounds()
+		flipped := image.NewRGBA(image.Rect(0, 0, b.Dx(), b.Dy()))
+		for y := 0; y < b.Dy(); y++ {
+			for x := 0; x < b.Dx(); x++ {
+				flipped.Set(b.Dx()-1-x, y, img.At(b.Min.X+x, b.Min.Y+y))
+			}
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, flipped); err != nil {
+			t.Fatal(err)
+		}
+		orig, err := e.Analyze(context.Background(), data, AnalyzeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mir, err := e.Analyze(context.Background(), buf.Bytes(), AnalyzeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct, mirrored := Hamming(orig.PHash, mir.PHash), Hamming(orig.PHashMirror, mir.PHash)
+		t.Logf("%s: mirrored copy %d bits from the hash, %d from the mirror hash", p.Path, direct, mirrored)
+		if mirrored > 4 || mirrored >= direct {
+			t.Errorf("%s: mirrored copy is %d bits from the mirror hash (%d from the hash)", p.Path, mirrored, direct)
+		}
 	}
 }

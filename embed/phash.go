@@ -50,12 +50,13 @@ func PHash(img image.Image) uint64 {
 // Hamming is the number of differing bits between two hashes.
 func Hamming(a, b uint64) int { return bits.OnesCount64(a ^ b) }
 
-// phashDecoded is the hash of the decoded image turned upright, without turning the full
-// image: the 32x32 grid of the stored pixels is turned instead.
-func phashDecoded(d Decoded) uint64 {
+// phashDecoded is the hash of the decoded image turned upright, and of it mirrored left to
+// right, without turning the full image: the 32x32 grid of the stored pixels is turned
+// instead.
+func phashDecoded(d Decoded) (hash, mirror uint64) {
 	var g greyGrid
 	if !g.fill(d.Image) {
-		return 0
+		return 0, 0
 	}
 	if o := d.orientation(); o != 1 {
 		var up greyGrid
@@ -67,7 +68,13 @@ func phashDecoded(d Decoded) uint64 {
 		}
 		g = up
 	}
-	return g.hash()
+	var m greyGrid
+	for y := range phashGrid {
+		for x := range phashGrid {
+			m.cell[y][x] = g.cell[y][phashGrid-1-x]
+		}
+	}
+	return g.hash(), m.hash()
 }
 
 // greyGrid is an image area-averaged into 32x32 cells of grey. A cell holds the sum of its

@@ -59,8 +59,10 @@ type Photo struct {
 	ImageURL string
 	// SHA256 is the hex sha256 of the photo's bytes ("" for a photo stored from a vector).
 	SHA256 string
-	// PHash is the photo's 64-bit perceptual hash; meaningful only when HasPHash is set.
-	PHash uint64
+	// PHash is the photo's 64-bit perceptual hash and PHashMirror the hash of the photo
+	// mirrored left to right; meaningful only when HasPHash is set.
+	PHash       uint64
+	PHashMirror uint64
 	// HasPHash says whether PHash was computed (not for photos stored from a vector).
 	HasPHash bool
 	// KeptBytes is the size of the kept photo in the store (0: none kept).
@@ -248,7 +250,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 //	uvarint attribute count, then name, value strings sorted by name
 //	uvarint photo count, then per photo:
 //	        string id; uint32 key (big endian); string image URL, sha256;
-//	        byte flags (1: has pHash); uint64 pHash (big endian); uvarint kept bytes;
+//	        byte flags (1: has pHash); uint64 pHash, uint64 mirror pHash (big endian);
+//	        uvarint kept bytes;
 //	        varint created, updated
 //	uint32  CRC-32C of everything before it (big endian)
 //
@@ -259,7 +262,7 @@ func encodeProduct(p Product) []byte {
 		size += 2*binary.MaxVarintLen32 + len(k) + len(v)
 	}
 	for _, ph := range p.Photos {
-		size += 3*binary.MaxVarintLen32 + len(ph.ID) + len(ph.ImageURL) + len(ph.SHA256) + 4 + 1 + 8 + 3*binary.MaxVarintLen64
+		size += 3*binary.MaxVarintLen32 + len(ph.ID) + len(ph.ImageURL) + len(ph.SHA256) + 4 + 1 + 16 + 3*binary.MaxVarintLen64
 	}
 	b := make([]byte, 0, size)
 	b = append(b, productFormatV2)
@@ -284,6 +287,7 @@ func encodeProduct(p Product) []byte {
 		}
 		b = append(b, flags)
 		b = binary.BigEndian.AppendUint64(b, ph.PHash)
+		b = binary.BigEndian.AppendUint64(b, ph.PHashMirror)
 		b = binary.AppendUvarint(b, uint64(ph.KeptBytes))
 		b = binary.AppendVarint(b, ph.Created.UnixNano())
 		b = binary.AppendVarint(b, ph.Updated.UnixNano())
@@ -330,6 +334,7 @@ func decodeProduct(id string, data []byte) (Product, error) {
 		flags := d.byte()
 		ph.HasPHash = flags&1 != 0
 		ph.PHash = d.uint64()
+		ph.PHashMirror = d.uint64()
 		ph.KeptBytes = int(d.uvarint())
 		ph.Created = time.Unix(0, d.varint()).UTC()
 		ph.Updated = time.Unix(0, d.varint()).UTC()

@@ -549,15 +549,15 @@ func writeFailures(path string, failures []ingestFailure) error {
 func printIngestSummary(w io.Writer, s ingestSummary) {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "manifest\t%s\n", s.Manifest)
-	fmt.Fprintf(tw, "items\t%d\n", s.Total)
+	fmt.Fprintf(tw, "products\t%d\n", s.Total)
 	fmt.Fprintf(tw, "created\t%d\n", s.Created)
 	fmt.Fprintf(tw, "updated\t%d\n", s.Updated)
-	fmt.Fprintf(tw, "unchanged\t%d (+%d skipped before sending: same image and metadata already stored)\n", s.Unchanged, s.Skipped)
+	fmt.Fprintf(tw, "unchanged\t%d (+%d skipped before sending: same photos and metadata already stored)\n", s.Unchanged, s.Skipped)
 	fmt.Fprintf(tw, "failed\t%d\n", s.Failed)
 	if s.NotAttempted > 0 {
 		fmt.Fprintf(tw, "not attempted\t%d\n", s.NotAttempted)
 	}
-	fmt.Fprintf(tw, "elapsed\t%s (%.1f items/s)\n", formatDuration(time.Duration(s.ElapsedSeconds*float64(time.Second))), s.PerSecond)
+	fmt.Fprintf(tw, "elapsed\t%s (%.1f products/s)\n", formatDuration(time.Duration(s.ElapsedSeconds*float64(time.Second))), s.PerSecond)
 	tw.Flush()
 	if len(s.Failures) == 0 {
 		return

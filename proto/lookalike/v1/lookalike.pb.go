@@ -43,7 +43,7 @@ const (
 	Outcome_OUTCOME_CREATED Outcome = 1
 	// The id existed and the product was replaced.
 	Outcome_OUTCOME_UPDATED Outcome = 2
-	// The id existed with the same photo (or vector) and metadata; nothing was written.
+	// The id existed with the same photos (bytes or vectors) and metadata; nothing was written.
 	Outcome_OUTCOME_UNCHANGED Outcome = 3
 	// The item was rejected or failed; see UpsertResult.error_code and error_message.
 	Outcome_OUTCOME_FAILED Outcome = 4
