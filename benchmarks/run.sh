@@ -35,7 +35,7 @@ if [ "$SCALE" = 1m ]; then
 fi
 
 step "building the benchmark programs"
-for p in annbench embedbench servebench; do
+for p in annbench embedbench servebench photobench; do
   go build -o "$tmp/bin/$p" "./benchmarks/cmd/$p"
 done
 
@@ -45,6 +45,7 @@ if [ "$QUICK" = 1 ]; then
   emb_args=(-base 10000 -queries 300 -ef 10,20,40,120 -min-time 150ms -rounds 2 -exact-time 1s)
   photo_args=(-ef 10,20,40,120,400 -min-time 100ms -rounds 2 -exact-time 500ms)
   serve_args=(-items 5000 -duration 1500ms -image-duration 1500ms -recall-queries 150 -recall-ef 0)
+  photo_bench_args=(-photos 5000 -queries 200 -keep-photos 120)
   profile_env=(LOOKALIKE_BENCH_BASE=10000 LOOKALIKE_BENCH_EF=20)
   benchtime=2s
 else
@@ -53,6 +54,7 @@ else
   emb_args=(-queries 2000 -ef 10,20,40,80,120,200,400 -min-time 500ms -rounds 3 -exact-time 3s)
   photo_args=(-min-time 300ms -rounds 3)
   serve_args=(-items 100000 -duration 5s -image-duration 5s -recall-queries 500 -recall-ef 0,40,120)
+  photo_bench_args=(-photos 100000 -queries 1000)
   profile_env=(LOOKALIKE_BENCH_BASE=60000 LOOKALIKE_BENCH_EF=20)
   benchtime=5s
 fi
@@ -75,6 +77,15 @@ step "ANN index on the shared photos' embeddings"
 step "serving: a real lookalike serve on 127.0.0.1"
 "$tmp/bin/servebench" "${serve_args[@]}" -out "$out" -work "$out/tmp/serve" \
   -photo-vectors "$out/tmp/photo-embeddings.fvecs"
+
+step "products with several photos: product-level search latency, the cost of kept photos"
+"$tmp/bin/photobench" "${photo_bench_args[@]}" -out "$out" -photo-vectors "$out/tmp/photo-embeddings.fvecs"
+
+step "retrieval quality on the shared photos (lookalike quality)"
+for q in "--dataset grocery" "--dataset grocery --products" "--dataset clothing"; do
+  echo "lookalike quality $q"
+  bin/lookalike quality $q
+done | tee "$out/quality.txt"
 
 step "CPU profile of the index query loop"
 env "${profile_env[@]}" go test ./benchmarks -run '^$' -bench HNSWQueryFashionMNIST -benchtime "$benchtime" \
