@@ -29,16 +29,33 @@ bench-quick: build
 	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
 	@QUICK=1 bash benchmarks/run.sh
 
-# Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler).
+# Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler):
+# messages and the gRPC service, the HTTP/JSON gateway and the OpenAPI description, both from
+# the HTTP rules in lookalike_http.yaml (no googleapis annotations needed).
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+GRPC_GATEWAY_VERSION := v2.33.0
+PROTOC_GEN_GATEWAY := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
+PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
+PROTO_BIN ?= $(CURDIR)/.lookalike/bin
+PROTO_DIR := proto/lookalike/v1
 proto: setup
-	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO)
-	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
-	PATH=$(CURDIR)/.lookalike/bin:$$PATH protoc -I proto \
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GATEWAY)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_OPENAPI)
+	PATH=$(PROTO_BIN):$$PATH protoc -I proto \
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-	  proto/lookalike/v1/lookalike.proto
+	  --grpc-gateway_out=proto --grpc-gateway_opt=paths=source_relative \
+	  --grpc-gateway_opt=grpc_api_configuration=$(PROTO_DIR)/lookalike_http.yaml \
+	  --grpc-gateway_opt=standalone=false \
+	  --openapiv2_out=proto \
+	  --openapiv2_opt=grpc_api_configuration=$(PROTO_DIR)/lookalike_http.yaml \
+	  --openapiv2_opt=openapi_configuration=$(PROTO_DIR)/lookalike_openapi.yaml \
+	  --openapiv2_opt=json_names_for_fields=false \
+	  --openapiv2_opt=preserve_rpc_order=true \
+	  $(PROTO_DIR)/lookalike.proto
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
