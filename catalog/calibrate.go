@@ -33,9 +33,16 @@ type CalibrateOptions struct {
 const (
 	DefaultCalibrationSample = 200
 	MaxCalibrationSample     = 5000
-	// hardNegatives is how many of a photo's most similar other products' photos count as
-	// its negatives.
-	hardNegatives = 5
+	// negativeDepth is how many of a photo's most similar photos are searched for its hard
+	// negatives, and negativeCosine the similarity from which a photo of another product
+	// counts as one. A duplicate scan pairs every photo of two products, so the negatives
+	// must cover the rare photo pair of two products that happen to hash alike, not only
+	// the nearest few.
+	negativeDepth  = 64
+	negativeCosine = 0.8
+	// maxNegativePhotos bounds the photos whose neighbours give negatives; negatives cost
+	// a graph search each and no inference, so far more photos give negatives than copies.
+	maxNegativePhotos = 20000
 )
 
 // CalibrationPoint is one rule at one threshold, measured on labelled pairs.
@@ -80,7 +87,7 @@ type labelled struct {
 
 // Calibrate measures the duplicate policy on the catalogue itself, without labels from the
 // user: for a sample of photos with kept copies, synthetic copies (augment.Copies) are the
-// positives and each photo's most similar photos of other products the hard negatives, plus
+// positives and every photo of another product among each photo's most similar ones the hard negatives, plus
 // every recorded decision (Same: positive, Different: negative). The sample is split in two
 // halves by photo: thresholds are chosen on one and measured on the other, so the report's
 // held-out figures are on copies the choice never saw.
@@ -88,7 +95,8 @@ type labelled struct {
 // The copy rule recommended is the one of the family "hamming<=h & cosine>=c, or
 // cosine>=a" with the highest recall whose precision reaches the target with 95%
 // confidence (the lower end of its Wilson interval; when the sample is too small for any
-// rule to reach it so, the point precision decides and Report.Bound says so). The look-alike
+// rule to reach it so, the point precision decides and Report.Bound says so) and that
+// calls none of the fitting half's hard negatives a copy. The look-alike
 // threshold is the highest cosine that still catches 99% of the copies (look-alikes are
 // review candidates, so the net is wide on purpose).
 func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (CalibrationReport, error) {
@@ -117,31 +125,60 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 	var pool []sampled
 	for _, e := range c.byID {
 		for _, ph := range e.photos {
-			if ph.keptBytes > 0 && ph.hasPHash {
+			if ph.hasPHash {
 				pool = append(pool, sampled{e, ph})
 			}
 		}
 	}
 	c.metaMu.RUnlock()
-	if len(pool) < 2 {
-		return CalibrationReport{}, fmt.Errorf("%w: calibration needs photos with kept copies (serve with --keep-photos); %d found", ErrInvalidArgument, len(pool))
+	// Copies need a kept photo; negatives need only the stored hash and vector.
+	kept := 0
+	for _, s := range pool {
+		if s.ph.keptBytes > 0 {
+			kept++
+		}
+	}
+	if kept < 2 {
+		return CalibrationReport{}, fmt.Errorf("%w: calibration needs photos with kept copies (serve with --keep-photos); %d found", ErrInvalidArgument, kept)
 	}
 	slices.SortFunc(pool, func(x, y sampled) int { return cmp.Compare(x.ph.key, y.ph.key) })
 	rng := rand.New(rand.NewPCG(opt.Seed, 0x6c6f6f6b616c696b))
 	rng.Shuffle(len(pool), func(i, j int) { pool[i], pool[j] = pool[j], pool[i] })
-	pool = pool[:min(len(pool), opt.Sample)]
+	all := pool
+	var sample []sampled
+	for _, s := range pool {
+		if s.ph.keptBytes > 0 && len(sample) < opt.Sample {
+			sample = append(sample, s)
+		}
+	}
 
 	halves := [2][]labelled{}
-	report := CalibrationReport{Photos: len(pool), TargetPrecision: opt.TargetPrecision, CopyRecallByTransform: map[string]float64{}}
-	for i, s := range pool {
+	report := CalibrationReport{Photos: len(sample), TargetPrecision: opt.TargetPrecision, CopyRecallByTransform: map[string]float64{}}
+	for i, s := range sample {
 		if err := ctx.Err(); err != nil {
 			return CalibrationReport{}, err
 		}
-		pairs, err := c.labelPhoto(ctx, s.e, s.ph, rng)
+		pairs, err := c.copyPairs(ctx, s.e, s.ph, rng)
 		if err != nil {
 			return CalibrationReport{}, err
 		}
 		halves[i%2] = append(halves[i%2], pairs...)
+	}
+	decided, err := c.decisionsByPair()
+	if err != nil {
+		return CalibrationReport{}, err
+	}
+	same := make(map[productPair]bool)
+	for p, d := range decided {
+		same[p] = d.Verdict == Same
+	}
+	for i, s := range all[:min(len(all), maxNegativePhotos)] {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return CalibrationReport{}, err
+			}
+		}
+		halves[i%2] = append(halves[i%2], c.negativePairs(s.e, s.ph, same)...)
 	}
 	ds, err := c.decisions()
 	if err != nil {
@@ -202,9 +239,8 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 	return report, nil
 }
 
-// labelPhoto builds one photo's labelled pairs: its synthetic copies against it, and its
-// most similar photos of other products.
-func (c *Catalog) labelPhoto(ctx context.Context, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
+// copyPairs makes a photo's synthetic copies and labels each against the photo: positives.
+func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
 	vec, ok := c.graph.Vector(ph.key)
 	if !ok {
 		return nil, nil // deleted meanwhile
@@ -221,7 +257,7 @@ func (c *Catalog) labelPhoto(ctx context.Context, e *entry, ph photoEntry, rng *
 	if err != nil {
 		return nil, fmt.Errorf("catalog: calibration: %w", err)
 	}
-	out := make([]labelled, 0, len(copies)+hardNegatives)
+	out := make([]labelled, 0, len(copies))
 	for _, cp := range copies {
 		a, err := c.embedder.Analyze(ctx, cp.Image, embed.AnalyzeOptions{})
 		if err != nil {
@@ -230,25 +266,39 @@ func (c *Catalog) labelPhoto(ctx context.Context, e *entry, ph photoEntry, rng *
 		q := photoEntry{phash: a.PHash, hasPHash: true}
 		out = append(out, labelled{sig: signalsOf(q, ph, dot(a.Vector, vec)), positive: true, kind: cp.Kind})
 	}
-	n := 0
-	for _, nb := range c.graph.Search(vec, hardNegatives+len(e.photos)+4, index.SearchOptions{EF: c.ef(0)}) {
+	return out, nil
+}
+
+// negativePairs labels the photos of other products among a photo's most similar ones:
+// hard negatives. Each pair is labelled once, from the photo with the lower key; pairs of
+// the same bytes and pairs decided Same are left out (they are duplicates, not negatives).
+func (c *Catalog) negativePairs(e *entry, ph photoEntry, same map[productPair]bool) []labelled {
+	vec, ok := c.graph.Vector(ph.key)
+	if !ok {
+		return nil
+	}
+	var out []labelled
+	n := negativeDepth + len(e.photos)
+	for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(c.ef(0), n)}) {
+		if nb.Score < negativeCosine {
+			break
+		}
+		if nb.Key <= ph.key {
+			continue
+		}
 		c.metaMu.RLock()
 		other, ok := c.byKey[nb.Key]
 		c.metaMu.RUnlock()
-		if !ok || other.id == e.id {
+		if !ok || other.id == e.id || same[productPair{min(e.id, other.id), max(e.id, other.id)}] {
 			continue
 		}
 		oph, _ := other.photo(nb.Key)
 		sig := signalsOf(ph, oph, nb.Score)
-		if sig.SameBytes {
-			continue // an exact duplicate in the catalogue is no negative
-		}
-		out = append(out, labelled{sig: sig, positive: false, kind: "nearest-other"})
-		if n++; n == hardNegatives {
-			break
+		if !sig.SameBytes {
+			out = append(out, labelled{sig: sig, positive: false, kind: "nearest-other"})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // measure counts what rule calls a duplicate among pairs.
@@ -333,7 +383,10 @@ func chooseCopyRule(pairs []labelled, target float64, precision func(Calibration
 			for _, a := range alone {
 				p := Policy{CopyHamming: h, CopyCosine: cc, CopyCosineAlone: a, LookAlike: 2}
 				pt := measure(pairs, copyRuleName(p), func(s Signals) bool { return p.Tier(s) >= TierCopy })
-				if pt.TruePositives == 0 || precision(pt) < target {
+				// Precision depends on how many copies were made per negative, which is
+				// arbitrary; a copy rule a team can trust also calls none of the hard negatives
+				// (two different products) a copy.
+				if pt.TruePositives == 0 || pt.FalsePositives > 0 || precision(pt) < target {
 					continue
 				}
 				if pt.Recall > rowBest.Recall || (pt.Recall == rowBest.Recall && pt.Precision > rowBest.Precision) {

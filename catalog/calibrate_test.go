@@ -1,16 +1,21 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"image"
+	"image/jpeg"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"lookalike/internal/dataset"
+	"lookalike/store"
 )
 
 // groceryProducts is the grocery catalogue as products: one per grocery product, its
@@ -46,18 +51,14 @@ func groceryProducts(t testing.TB) []Write {
 	return writes
 }
 
-// groceryKeptDir is a data directory holding the grocery catalogue with kept photos, built
-// once per test binary and copied by each test that changes it.
-var groceryKeptDir = sync.OnceValues(func() (string, error) { return "", nil })
-
-func openGroceryKept(t *testing.T) *Catalog {
+// openGroceryKept opens dir with the grocery catalogue written into it, photos kept.
+func openGroceryKept(t *testing.T, dir string) *Catalog {
 	t.Helper()
 	ctx := context.Background()
-	c, err := Open(ctx, Config{DataDir: t.TempDir(), Embedder: testEmbedder(t), KeepPhotos: true})
+	c, err := Open(ctx, Config{DataDir: dir, Embedder: cachedEmbedder(t), KeepPhotos: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
 	writes := groceryProducts(t)
 	for i := 0; i < len(writes); i += 4 {
 		for _, r := range c.UpsertBatch(ctx, writes[i:min(i+4, len(writes))]) {
@@ -69,28 +70,270 @@ func openGroceryKept(t *testing.T) *Catalog {
 	return c
 }
 
-func TestCalibrateOnGrocery(t *testing.T) {
-	if testing.Short() {
+// TestDuplicateTiersDecisionsAndCalibration runs the duplicate policy on the grocery
+// catalogue (one product per grocery product, its catalogue shot and in-store photos, kept
+// photos on): every tier on real photos, no two different grocery products called copies,
+// decisions honoured across a restart and a backup/restore, and calibration's recommended
+// thresholds checked on the half of its pairs it did not choose them on.
+func TestDuplicateTiersDecisionsAndCalibration(t *testing.T) {
+	if testing.Short() || raceEnabled {
 		t.Skip("embeds the grocery catalogue and its synthetic copies")
 	}
-	c := openGroceryKept(t)
 	ctx := context.Background()
-	rep, err := c.Calibrate(ctx, CalibrateOptions{Sample: 160, Seed: 1})
+	dir := t.TempDir()
+	c := openGroceryKept(t, dir)
+	defer func() { c.Close() }()
+	grocery := groceryProducts(t)
+
+	scan := func(opt DuplicateOptions) map[productPair]Edge {
+		t.Helper()
+		edges := map[productPair]Edge{}
+		err := c.FindDuplicates(ctx, opt, func(cl Cluster) error {
+			for _, e := range cl.Edges {
+				edges[productPair{e.A, e.B}] = e
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return edges
+	}
+
+	t.Run("no two grocery products are copies", func(t *testing.T) {
+		edges := scan(DuplicateOptions{})
+		lookAlikes := 0
+		for p, e := range edges {
+			if e.Tier >= TierCopy {
+				t.Errorf("%s and %s are different products but tier %v (cosine %.4f, hamming %d)", p.lo, p.hi, e.Tier, e.Signals.Cosine, e.Signals.Hamming)
+			}
+			lookAlikes++
+		}
+		t.Logf("%d look-alike pairs among %d grocery products at the default policy", lookAlikes, len(grocery))
+	})
+
+	t.Run("the two Arla medium fat milks are look-alikes, not copies", func(t *testing.T) {
+		a, b := "Arla-Lactose-Medium-Fat-Milk", "Arla-Medium-Fat-Milk"
+		pa, err := c.Get(ctx, a, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pb, err := c.Get(ctx, b, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Their catalogue shots, the pair the first release's review page mixed up.
+		var va, vb []float32
+		var ha, hb Photo
+		for _, ph := range pa.Photos {
+			if strings.HasPrefix(ph.ID, "iconic__") {
+				va, ha = ph.Vector, ph
+			}
+		}
+		for _, ph := range pb.Photos {
+			if strings.HasPrefix(ph.ID, "iconic__") {
+				vb, hb = ph.Vector, ph
+			}
+		}
+		sig := signalsOf(photoEntry{phash: ha.PHash, hasPHash: true}, photoEntry{phash: hb.PHash, hasPHash: true}, dot(va, vb))
+		p, err := c.Policy(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("catalogue shots: cosine %.4f, hamming %d -> %v", sig.Cosine, sig.Hamming, p.Tier(sig))
+		if got := p.Tier(sig); got != TierLookAlike {
+			t.Errorf("the two Arla cartons are %v, want look-alike", got)
+		}
+	})
+
+	iconic := func(label string) []byte {
+		t.Helper()
+		for _, w := range grocery {
+			if w.ID == label {
+				for _, ph := range w.Photos {
+					if strings.HasPrefix(ph.ID, "iconic__") {
+						return ph.Image
+					}
+				}
+			}
+		}
+		t.Fatalf("no catalogue shot of %s", label)
+		return nil
+	}
+	t.Run("exact and copy tiers on re-uploads", func(t *testing.T) {
+		oatly := iconic("Oatly-Oat-Milk")
+		recompressed := reencode(t, oatly, 60)
+		tests := []struct {
+			name  string
+			image []byte
+			want  Tier
+		}{
+			{"the same bytes", oatly, TierExact},
+			{"re-compressed at quality 60", recompressed, TierCopy},
+		}
+		for _, tc := range tests {
+			d, err := c.CheckDuplicate(ctx, tc.image, 0, Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.BestMatch == nil || d.BestMatch.Product.ID != "Oatly-Oat-Milk" || d.Tier != tc.want || !d.IsDuplicate {
+				t.Errorf("%s: check says %+v", tc.name, d)
+			}
+		}
+		// As products of their own, both pair with the original in FindDuplicates.
+		for _, w := range []Write{
+			{ID: "reupload-exact", Photos: []PhotoWrite{{Image: oatly}}},
+			{ID: "reupload-copy", Photos: []PhotoWrite{{Image: recompressed}}},
+		} {
+			if _, err := c.Upsert(ctx, w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edges := scan(DuplicateOptions{MinTier: TierCopy})
+		if e := edges[productPair{"Oatly-Oat-Milk", "reupload-exact"}]; e.Tier != TierExact || !e.Signals.SameBytes {
+			t.Errorf("exact re-upload: %+v", e)
+		}
+		if e := edges[productPair{"Oatly-Oat-Milk", "reupload-copy"}]; e.Tier != TierCopy || e.Signals.Hamming < 0 {
+			t.Errorf("re-compressed re-upload: %+v", e)
+		}
+		for p, e := range edges {
+			if e.Tier < TierCopy {
+				t.Errorf("MinTier copy let a %v pair through: %v", e.Tier, p)
+			}
+		}
+	})
+
+	// A look-alike pair to decide on: the strongest one between two grocery products.
+	var pair productPair
+	best := float32(-1)
+	for p, e := range scan(DuplicateOptions{}) {
+		if !strings.HasPrefix(p.hi, "reupload") && e.Tier == TierLookAlike && e.Score > best {
+			pair, best = p, e.Score
+		}
+	}
+	if best < 0 {
+		t.Fatal("no look-alike pair among the grocery products to decide on")
+	}
+	t.Run("decisions are honoured", func(t *testing.T) {
+		if _, err := c.Resolve(ctx, Resolution{IDs: []string{pair.lo, pair.hi}, Verdict: Different, By: "ann", Note: "two products"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Resolve(ctx, Resolution{IDs: []string{"Oatly-Oat-Milk", "reupload-exact", "reupload-copy"}, Verdict: Same, Keep: "Oatly-Oat-Milk", By: "ann"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Resolve(ctx, Resolution{IDs: []string{"Oatly-Oat-Milk", "nope"}, Verdict: Same}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("resolving an unknown product: %v", err)
+		}
+	})
+	honoured := func(t *testing.T, c *Catalog, when string) {
+		t.Helper()
+		err := c.FindDuplicates(ctx, DuplicateOptions{}, func(cl Cluster) error {
+			for _, e := range cl.Edges {
+				if (productPair{e.A, e.B}) == pair {
+					t.Errorf("%s: the pair decided different joined a cluster: %+v", when, e)
+				}
+			}
+			if slices.Contains(cl.IDs, "reupload-exact") {
+				if !cl.Resolved || len(cl.IDs) != 3 {
+					t.Errorf("%s: the resolved cluster is %v, resolved %v", when, cl.IDs, cl.Resolved)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds, err := c.Decisions(ctx)
+		if err != nil || len(ds) != 4 {
+			t.Errorf("%s: %d decisions (%v), want 4", when, len(ds), err)
+		}
+	}
+	honoured(t, c, "at once")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = openGroceryKeptAgain(t, dir)
+	honoured(t, c, "after a restart")
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	f, err := os.Create(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("photos %d, positives %d, negatives %d", rep.Photos, rep.Positives, rep.Negatives)
-	for _, p := range rep.Points {
-		t.Logf("fit  %-60s P %.4f (low %.4f) R %.4f tp %d fp %d", p.Rule, p.Precision, p.PrecisionLow, p.Recall, p.TruePositives, p.FalsePositives)
+	if _, err := c.Backup(ctx, f); err != nil {
+		t.Fatal(err)
 	}
-	for _, p := range []CalibrationPoint{rep.HeldOutCopy, rep.HeldOutLookAlike} {
-		t.Logf("held %-60s P %.4f (low %.4f) R %.4f tp %d fp %d", p.Rule, p.Precision, p.PrecisionLow, p.Recall, p.TruePositives, p.FalsePositives)
+	f.Close()
+	restored := t.TempDir()
+	if err := store.Restore(backup, filepath.Join(restored, StoreFileName), store.RestoreOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("recommended %+v", rep.Recommended)
-	var kinds []string
-	for k, r := range rep.CopyRecallByTransform {
-		kinds = append(kinds, fmt.Sprintf("%s %.2f", k, r))
+	r := openGroceryKeptAgain(t, restored)
+	honoured(t, r, "after backup and restore")
+	r.Close()
+
+	t.Run("calibration reaches its target on the held-apart half", func(t *testing.T) {
+		rep, err := c.Calibrate(ctx, CalibrateOptions{Sample: 160, Seed: 1, Apply: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("photos %d, positives %d, negatives %d, decision pairs %d, bound %s", rep.Photos, rep.Positives, rep.Negatives, rep.DecisionPairs, rep.Bound)
+		for _, p := range rep.Points {
+			t.Logf("fit  %-60s P %.4f (low %.4f) R %.4f tp %d fp %d", p.Rule, p.Precision, p.PrecisionLow, p.Recall, p.TruePositives, p.FalsePositives)
+		}
+		for _, p := range []CalibrationPoint{rep.HeldOutCopy, rep.HeldOutLookAlike} {
+			t.Logf("held %-60s P %.4f (low %.4f) R %.4f tp %d fp %d", p.Rule, p.Precision, p.PrecisionLow, p.Recall, p.TruePositives, p.FalsePositives)
+		}
+		var kinds []string
+		for k, r := range rep.CopyRecallByTransform {
+			kinds = append(kinds, fmt.Sprintf("%s %.2f", k, r))
+		}
+		sort.Strings(kinds)
+		t.Logf("held-out copy recall by kind: %s", strings.Join(kinds, ", "))
+		if rep.DecisionPairs != 4 {
+			t.Errorf("%d decision pairs, want the 4 recorded", rep.DecisionPairs)
+		}
+		// The choice requires the 95% lower bound of precision to reach 0.99 on the fitting
+		// half; on pairs it never saw, precision may fall a little below the point target.
+		// Recall depends on the sample (crops and mirror images are the weak kinds: hash and
+		// embedding both move), so only a floor is asserted; the log has the figures.
+		if p := rep.HeldOutCopy; p.Precision < 0.985 || p.Recall < 0.8 {
+			t.Errorf("held-out copy rule: precision %.4f, recall %.4f", p.Precision, p.Recall)
+		}
+		got, err := c.Policy(ctx)
+		if err != nil || got != rep.Recommended || !rep.Applied {
+			t.Errorf("applied policy %+v (%v), want %+v", got, err, rep.Recommended)
+		}
+		// Known shortfall, measured rather than asserted: a few in-store shots of two
+		// different products on one shelf hash within the calibrated distance (see the
+		// duplicates issue's note); the default policy calls none of them copies (above).
+		for p, e := range scan(DuplicateOptions{MinTier: TierCopy}) {
+			if !strings.HasPrefix(p.hi, "reupload") && !strings.HasPrefix(p.lo, "reupload") {
+				t.Logf("calibrated policy calls %s and %s %v (cosine %.4f, hamming %d)", p.lo, p.hi, e.Tier, e.Signals.Cosine, e.Signals.Hamming)
+			}
+		}
+	})
+}
+
+// openGroceryKeptAgain reopens a data directory openGroceryKept filled.
+func openGroceryKeptAgain(t *testing.T, dir string) *Catalog {
+	t.Helper()
+	c, err := Open(context.Background(), Config{DataDir: dir, Embedder: cachedEmbedder(t), KeepPhotos: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Strings(kinds)
-	t.Logf("held-out copy recall by transform: %s", strings.Join(kinds, ", "))
+	return c
+}
+
+// reencode decodes a JPEG and encodes it again at quality q.
+func reencode(t *testing.T, data []byte, q int) []byte {
+	t.Helper()
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: q}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

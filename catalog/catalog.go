@@ -163,6 +163,9 @@ type Catalog struct {
 	keepPhotos   bool
 	snapshotFile string // SnapshotFileName in Config.DataDir
 
+	// ingestSlots bounds the photos analysed for writes at once (maxIngestAnalyses).
+	ingestSlots chan struct{}
+
 	// life guards the open/closed state: operations hold it shared, Close exclusively, so
 	// Close waits for in-flight calls and later calls see ErrClosed.
 	life   sync.RWMutex
@@ -223,6 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		log: log, embedder: cfg.Embedder, dim: dim, store: st,
 		params: cfg.Index.withDefaults(), keepPhotos: cfg.KeepPhotos, snapshotFile: filepath.Join(cfg.DataDir, SnapshotFileName),
 		byKey: make(map[index.Key]*entry), byID: make(map[string]*entry),
+		ingestSlots: make(chan struct{}, maxIngestAnalyses),
 	}
 	if err := c.loadIndex(ctx); err != nil {
 		_ = st.Close()

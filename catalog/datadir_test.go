@@ -189,3 +189,29 @@ func TestOpenRemovesLeftoverTemporaryFiles(t *testing.T) {
 		t.Errorf("%d products, want 5", c.Len())
 	}
 }
+
+// A batch of products with dozens of photos each must not overflow the embedder's queue:
+// the catalogue bounds the photos it analyses at once.
+func TestUpsertBatchOfManyPhotosIsNotOverloaded(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("embeds the grocery catalogue")
+	}
+	writes := groceryProducts(t)
+	photos := 0
+	for _, w := range writes {
+		photos += len(w.Photos)
+	}
+	c, err := Open(context.Background(), Config{DataDir: t.TempDir(), Embedder: testEmbedder(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, r := range c.UpsertBatch(context.Background(), writes) {
+		if r.Err != nil {
+			t.Errorf("%s: %v", r.ID, r.Err)
+		}
+	}
+	if st, _ := c.Stats(context.Background()); st.Photos != photos {
+		t.Errorf("%d photos stored, want all %d of the batch", st.Photos, photos)
+	}
+}

@@ -357,6 +357,9 @@ func TestRankingOptionsOnGrocery(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if len(rs) != tt.k {
+					t.Fatalf("%d products, group_by %s, k=%d, query %s: %d results, want %d", tt.c.Len(), tt.attr, tt.k, q.name, len(rs), tt.k)
+				}
 				if got := ids(rs); !slices.Equal(got, want) {
 					t.Fatalf("%d products, group_by %s, k=%d, query %s:\n got %v\nwant %v (the best product of each value, best first)",
 						tt.c.Len(), tt.attr, tt.k, q.name, got, want)

@@ -397,7 +397,7 @@ func (c *Catalog) embedAll(ctx context.Context, todo []*pending, results []Upser
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				a, err := c.embedder.Analyze(ctx, image, embed.AnalyzeOptions{Keep: c.keepPhotos})
+				a, err := c.analyze(ctx, image)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -427,7 +427,7 @@ func (c *Catalog) fill(ctx context.Context, p *pending, analyses map[string]embe
 		a, ok := analyses[p.photos[i].SHA256]
 		if !ok {
 			var err error
-			if a, err = c.embedder.Analyze(ctx, image, embed.AnalyzeOptions{Keep: c.keepPhotos}); err != nil {
+			if a, err = c.analyze(ctx, image); err != nil {
 				return fmt.Errorf("product %q photo %q: %w", p.write.ID, p.photos[i].ID, err)
 			}
 			r.Embedded++
@@ -436,6 +436,23 @@ func (c *Catalog) fill(ctx context.Context, p *pending, analyses map[string]embe
 		p.images[i] = nil
 	}
 	return nil
+}
+
+// maxIngestAnalyses bounds the photos being analysed for writes at once, over every writer:
+// a batch of products with dozens of photos each would otherwise fill the embedder's queue
+// and have its photos refused as overloaded. It leaves most of the queue to queries.
+const maxIngestAnalyses = 64
+
+// analyze runs one photo to be stored through the model, waiting for one of the catalogue's
+// ingest slots first.
+func (c *Catalog) analyze(ctx context.Context, image []byte) (embed.Analysis, error) {
+	select {
+	case c.ingestSlots <- struct{}{}:
+	case <-ctx.Done():
+		return embed.Analysis{}, ctx.Err()
+	}
+	defer func() { <-c.ingestSlots }()
+	return c.embedder.Analyze(ctx, image, embed.AnalyzeOptions{Keep: c.keepPhotos})
 }
 
 func setAnalysis(ph *store.Photo, a embed.Analysis) {

@@ -51,9 +51,9 @@ export LOOKALIKE_SERVER
 "$BIN" health --wait 120s >/dev/null
 echo "serving on $LOOKALIKE_SERVER (pid $server_pid, data in $work/data)"
 
-# 2. The catalogue: every catalogue ("iconic") photo and in-store training photo of the 31
-#    grocery products, category = coarse kind (Milk, Juice...), title = the product.
-show "Write a manifest for the grocery catalogue" manifest --dataset grocery --split iconic,train "$work/grocery.csv"
+# 2. The catalogue: the 31 grocery products, each with its catalogue ("iconic") photo and its
+#    in-store training photos, category = coarse kind (Milk, Juice...), title = the product.
+show "Write a manifest for the grocery catalogue (one product, several photos)" manifest --dataset grocery --products --split iconic,train "$work/grocery.csv"
 head -n 3 "$work/grocery.csv"
 show "Ingest it (the photos are embedded on the server)" ingest --failures "$work/failures.csv" "$work/grocery.csv"
 show "Ingest again: nothing is re-embedded" ingest --quiet --failures "$work/failures.csv" "$work/grocery.csv"
@@ -63,13 +63,19 @@ show "What the server holds" stats
 street="$photos/val__Alpro-Blueberry-Soyghurt_004.jpg"
 show "A customer's street photo of Alpro Blueberry Soyghurt -> the matching products" search --k 5 "$street"
 show "Only the same kind of product (filter by category)" search --k 3 --category Juice "$street"
-show "More like this: products that look like a stored one" similar --k 5 iconic__Oatly-Oat-Milk_Iconic
+show "More like this: all of a product's photos search, never itself" similar --k 5 Oatly-Oat-Milk
+show "The same, with variety among the results" similar --k 5 --diversity 0.5 Oatly-Oat-Milk
+show "A product and its photos (kept copies included)" get Oatly-Oat-Milk
+step "A kept photo, as the model saw it" "lookalike photo --out oatly.jpg Oatly-Oat-Milk iconic__Oatly-Oat-Milk_Iconic"
+"$BIN" photo --out "$work/oatly.jpg" Oatly-Oat-Milk iconic__Oatly-Oat-Milk_Iconic && ls -l "$work/oatly.jpg" | awk '{print $5 " bytes"}'
 
 step "A seller re-uploads a catalogue photo, re-compressed" "lookalike recompress --quality 85 iconic__Arla-Sour-Milk_Iconic.jpg reupload.jpg"
 "$BIN" recompress --quality 85 "$photos/iconic__Arla-Sour-Milk_Iconic.jpg" "$work/reupload.jpg"
-show "Duplicate check: is it already in the catalogue?" check --threshold 0.95 "$work/reupload.jpg"
-show "Duplicate check of the street photo (a new photo, not a duplicate)" check --threshold 0.95 "$street"
-show "Near-duplicate clusters in the catalogue, with an HTML page to review them" dedup --threshold 0.97 --limit 3 --html "$work/duplicates.html"
+show "Duplicate check: is it already in the catalogue, and in which tier?" check "$work/reupload.jpg"
+show "Duplicate check of the street photo (a new photo: at most a look-alike)" check "$street"
+show "Near-duplicate clusters with their tiers, and an HTML page to review them" dedup --limit 3 --html "$work/duplicates.html"
+show "A reviewer says two look-alike cartons are different products" dedup resolve --different --by demo Arla-Medium-Fat-Milk Arla-Lactose-Medium-Fat-Milk
+show "Measure the duplicate thresholds on this catalogue" calibrate --sample 40
 
 # 4. How to go on from here.
 cat <<MSG

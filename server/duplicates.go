@@ -172,3 +172,30 @@ func (s *service) ForgetDecision(ctx context.Context, r *pb.ForgetDecisionReques
 	}
 	return &pb.ForgetDecisionResponse{}, nil
 }
+
+func (s *service) Calibrate(ctx context.Context, r *pb.CalibrateRequest) (*pb.CalibrateReport, error) {
+	c, err := s.catalog()
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.Calibrate(ctx, catalog.CalibrateOptions{
+		Sample: int(r.GetSample()), TargetPrecision: float64(r.GetTargetPrecision()), Apply: r.GetApply(), Seed: r.GetSeed(),
+	})
+	if err != nil {
+		return nil, s.fail("Calibrate", err)
+	}
+	point := func(p catalog.CalibrationPoint) *pb.CalibrationPoint {
+		return &pb.CalibrationPoint{Rule: p.Rule, Precision: p.Precision, PrecisionLow: p.PrecisionLow, Recall: p.Recall,
+			TruePositives: uint32(p.TruePositives), FalsePositives: uint32(p.FalsePositives)}
+	}
+	out := &pb.CalibrateReport{
+		Photos: uint32(rep.Photos), Positives: uint32(rep.Positives), Negatives: uint32(rep.Negatives),
+		DecisionPairs: uint32(rep.DecisionPairs), Recommended: policyProto(rep.Recommended),
+		HeldOutCopy: point(rep.HeldOutCopy), HeldOutLookAlike: point(rep.HeldOutLookAlike),
+		CopyRecallByTransform: rep.CopyRecallByTransform, Applied: rep.Applied, TargetPrecision: rep.TargetPrecision,
+	}
+	for _, p := range rep.Points {
+		out.Points = append(out.Points, point(p))
+	}
+	return out, nil
+}

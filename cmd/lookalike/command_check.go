@@ -13,18 +13,23 @@ type checkJSON struct {
 	IsDuplicate bool        `json:"is_duplicate"`
 	Threshold   float32     `json:"threshold"`
 	BestMatch   *resultJSON `json:"best_match"` // null when nothing is inside the filter
+	// Tier of the best match under the catalogue's duplicate policy, and its hash distance
+	// (-1 when unknown).
+	Tier    string `json:"tier"`
+	Hamming int32  `json:"hamming"`
 }
 
 func runCheck(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "check", "[flags] IMAGE",
-		"Is this photo already in the catalogue? Compares IMAGE with its closest product and says\n"+
-			"whether they score at or above --threshold, e.g. before accepting a seller's new listing.\n"+
-			"The exit status is 0 either way; scripts read the answer from --json.")
+		"Is this photo already in the catalogue? Finds its strongest match and its tier under the\n"+
+			"catalogue's duplicate policy: exact (same bytes), copy (hash and embedding agree: a re-encoded or\n"+
+			"lightly edited photo) or look-alike (only the embedding agrees, at or above --threshold), e.g.\n"+
+			"before accepting a seller's new listing. The exit status is 0 either way; scripts read --json.")
 	var cf clientFlags
 	var ff filterFlags
 	cf.register(fs, a)
 	ff.register(fs)
-	threshold := fs.Float64("threshold", 0.9, "similarity at or above which the closest product counts as a duplicate")
+	threshold := fs.Float64("threshold", 0, "look-alike cut (0: the catalogue's policy, 0.9 until calibrated)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -40,16 +45,22 @@ func runCheck(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read image: %w", err)
 	}
-	t := float32(*threshold)
+	req := &lookalikev1.CheckDuplicateRequest{Image: img, Filter: ff.proto()}
+	if *threshold != 0 {
+		t := float32(*threshold)
+		req.Threshold = &t
+	}
 	resp, err := callOnce(ctx, &cf, func(ctx context.Context, c lookalikev1.LookalikeClient) (*lookalikev1.CheckDuplicateResponse, error) {
-		return c.CheckDuplicate(ctx, &lookalikev1.CheckDuplicateRequest{Image: img, Threshold: &t, Filter: ff.proto()})
+		return c.CheckDuplicate(ctx, req)
 	})
 	if err != nil {
 		return err
 	}
-	out := checkJSON{Image: ref, IsDuplicate: resp.GetIsDuplicate(), Threshold: resp.GetThreshold()}
+	out := checkJSON{Image: ref, IsDuplicate: resp.GetIsDuplicate(), Threshold: resp.GetThreshold(),
+		Tier: tierName(resp.GetTier()), Hamming: -1}
 	if bm := resp.GetBestMatch(); bm != nil {
-		out.BestMatch = &resultJSON{Rank: 1, Score: bm.GetScore(), Product: toProductJSON(bm.GetProduct())}
+		out.BestMatch = &resultJSON{Rank: 1, Score: bm.GetScore(), PhotoID: bm.GetPhotoId(), Product: toProductJSON(bm.GetProduct())}
+		out.Hamming = resp.GetSignals().GetHamming()
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, out)
@@ -58,7 +69,8 @@ func runCheck(ctx context.Context, a *app, args []string) error {
 	case out.BestMatch == nil:
 		fmt.Fprintf(a.stdout, "not a duplicate: no product to compare with\n")
 	case out.IsDuplicate:
-		fmt.Fprintf(a.stdout, "DUPLICATE of %s (%s), score %.4f >= threshold %.2f\n", out.BestMatch.Product.ID, clean(out.BestMatch.Product.Title, 60), out.BestMatch.Score, out.Threshold)
+		fmt.Fprintf(a.stdout, "DUPLICATE (%s) of %s photo %s (%s): cosine %.4f, hash distance %d, look-alike threshold %.2f\n",
+			out.Tier, out.BestMatch.Product.ID, out.BestMatch.PhotoID, clean(out.BestMatch.Product.Title, 60), out.BestMatch.Score, out.Hamming, out.Threshold)
 	default:
 		fmt.Fprintf(a.stdout, "not a duplicate: closest is %s (%s), score %.4f < threshold %.2f\n", out.BestMatch.Product.ID, clean(out.BestMatch.Product.Title, 60), out.BestMatch.Score, out.Threshold)
 	}

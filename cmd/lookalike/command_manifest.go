@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -134,13 +133,17 @@ func writeDatasetManifest(src, out string, layout datasetColumns, splits []strin
 			head = append(head, columnPhotoID)
 		}
 		w.Write(append(head, attrCols...))
-		for limit <= 0 || n < limit {
-			rec, err := r.Read()
-			if errors.Is(err, io.EOF) {
+		records, err := r.ReadAll()
+		if err != nil {
+			return fmt.Errorf("dataset labels.csv: %w", err)
+		}
+		// A product's first photo is its main one: its catalogue shot when the dataset marks one.
+		if i, ok := col["is_iconic"]; ok && layout.product != "" {
+			slices.SortStableFunc(records, func(a, b []string) int { return strings.Compare(b[i], a[i]) })
+		}
+		for _, rec := range records {
+			if limit > 0 && n >= limit {
 				break
-			}
-			if err != nil {
-				return fmt.Errorf("dataset labels.csv: %w", err)
 			}
 			if len(splits) > 0 {
 				i, ok := col["split"]

@@ -11,10 +11,13 @@ import (
 
 // statsJSON is `lookalike stats --json`.
 type statsJSON struct {
-	Count           uint64            `json:"count"`
-	Photos          uint64            `json:"photos"`
-	KeptPhotos      uint64            `json:"kept_photos"`
-	KeptBytes       uint64            `json:"kept_bytes"`
+	Count      uint64 `json:"count"`
+	Photos     uint64 `json:"photos"`
+	KeptPhotos uint64 `json:"kept_photos"`
+	KeptBytes  uint64 `json:"kept_bytes"`
+	// DuplicatePolicy is the policy dedup and check apply; Decisions counts recorded ones.
+	DuplicatePolicy policyJSON        `json:"duplicate_policy"`
+	Decisions       uint64            `json:"decisions"`
 	CountByCategory map[string]uint64 `json:"count_by_category"`
 	ModelIdentity   string            `json:"model_identity"`
 	Dim             uint32            `json:"dim"`
@@ -63,6 +66,10 @@ func runStats(ctx context.Context, a *app, args []string) error {
 		kept += fmt.Sprintf(", %d per photo", out.KeptBytes/out.KeptPhotos)
 	}
 	fmt.Fprintf(tw, "kept photos\t%s)\n", kept)
+	p := out.DuplicatePolicy
+	fmt.Fprintf(tw, "duplicate policy\tlook-alike >= %.3f; copy: hamming <= %d & cosine >= %.3f, or cosine >= %.3f (%s)\n",
+		p.LookAlike, p.CopyHamming, p.CopyCosine, p.CopyCosineAlone, p.Source)
+	fmt.Fprintf(tw, "duplicate decisions\t%d\n", out.Decisions)
 	fmt.Fprintf(tw, "model\t%s\n", clean(out.ModelIdentity, 0))
 	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
 	fmt.Fprintf(tw, "index\t%s, M=%d, efConstruction=%d, efSearch=%d, %d vectors\n",
@@ -97,10 +104,16 @@ func runStats(ctx context.Context, a *app, args []string) error {
 
 func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 	out := statsJSON{
-		Count:           r.GetCount(),
-		Photos:          r.GetPhotos(),
-		KeptPhotos:      r.GetKeptPhotos(),
-		KeptBytes:       r.GetKeptBytes(),
+		Count:      r.GetCount(),
+		Photos:     r.GetPhotos(),
+		KeptPhotos: r.GetKeptPhotos(),
+		KeptBytes:  r.GetKeptBytes(),
+		DuplicatePolicy: policyJSON{
+			LookAlike: r.GetDuplicatePolicy().GetLookAlike(), CopyCosine: r.GetDuplicatePolicy().GetCopyCosine(),
+			CopyHamming: r.GetDuplicatePolicy().GetCopyHamming(), CopyCosineAlone: r.GetDuplicatePolicy().GetCopyCosineAlone(),
+			Source: r.GetDuplicatePolicy().GetSource(),
+		},
+		Decisions:       r.GetDecisions(),
 		CountByCategory: r.GetCountByCategory(),
 		ModelIdentity:   r.GetModelIdentity(),
 		Dim:             r.GetDim(),
@@ -124,4 +137,13 @@ func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 		out.SnapshotAgeSecs = r.GetSnapshotAge().AsDuration().Seconds()
 	}
 	return out
+}
+
+// policyJSON is the duplicate policy in `stats --json`.
+type policyJSON struct {
+	LookAlike       float32 `json:"look_alike"`
+	CopyCosine      float32 `json:"copy_cosine"`
+	CopyHamming     int32   `json:"copy_hamming"`
+	CopyCosineAlone float32 `json:"copy_cosine_alone"`
+	Source          string  `json:"source"`
 }

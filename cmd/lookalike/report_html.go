@@ -93,10 +93,12 @@ type htmlMember struct {
 }
 
 type htmlCluster struct {
-	Number  int
-	Members []htmlMember
-	Edges   []edgeJSON
-	Lo, Hi  float32
+	Number   int
+	Members  []htmlMember
+	Edges    []edgeJSON
+	Lo, Hi   float32
+	Tier     string
+	Resolved bool
 }
 
 type htmlReport struct {
@@ -111,7 +113,7 @@ func renderDedupHTML(ctx context.Context, w io.Writer, out dedupJSON, loader *im
 	type job struct{ c, m int }
 	var jobs []job
 	for i, cl := range out.Clusters {
-		hc := htmlCluster{Number: i + 1, Edges: cl.Edges}
+		hc := htmlCluster{Number: i + 1, Edges: cl.Edges, Tier: cl.Tier, Resolved: cl.Resolved}
 		hc.Lo, hc.Hi = scoreRange(cl.Edges)
 		for j, p := range cl.Products {
 			hc.Members = append(hc.Members, htmlMember{Product: p})
@@ -184,19 +186,19 @@ td.score{font-variant-numeric:tabular-nums}
 </head>
 <body>
 <h1>Near-duplicate review</h1>
-<p class="meta">{{len .Clusters}} clusters, {{.Total}} products, threshold {{printf "%.2f" .Threshold}} (cosine similarity; 1 is the same picture). Generated {{.Generated}} by lookalike dedup.</p>
+<p class="meta">{{len .Clusters}} clusters, {{.Total}} products. Tiers: exact = the same bytes; copy = the perceptual hash and the embedding agree (a re-encoded, resized or lightly edited photo); look-alike = only the embedding agrees (cosine similarity; 1 is the same picture): review it. Generated {{.Generated}} by lookalike dedup.</p>
 {{if not .Clusters}}<p>No near-duplicates at this threshold.</p>{{end}}
 {{range .Clusters}}
 <section id="cluster-{{.Number}}">
-<h2>Cluster {{.Number}}: {{len .Members}} products, scores {{printf "%.4f" .Lo}} to {{printf "%.4f" .Hi}}</h2>
+<h2>Cluster {{.Number}}: {{len .Members}} products, weakest tier {{.Tier}}, scores {{printf "%.4f" .Lo}} to {{printf "%.4f" .Hi}}{{if .Resolved}} (resolved){{end}}</h2>
 <div class="row">
 {{range .Members}}<figure>
 {{if .Thumb}}<img src="{{.Thumb}}" alt="{{.Product.ID}}">{{else}}<div class="missing">no thumbnail:<br>{{.Missing}}</div>{{end}}
 <figcaption><span class="id">{{.Product.ID}}</span><br>{{.Product.Title}}<br><span class="cat">{{.Product.Category}}</span></figcaption>
 </figure>
 {{end}}</div>
-<table><tr><th>score</th><th>pair</th></tr>
-{{range .Edges}}<tr><td class="score">{{printf "%.4f" .Score}}</td><td>{{.A}} ~ {{.B}}</td></tr>
+<table><tr><th>tier</th><th>cosine</th><th>hash distance</th><th>pair</th><th>decision</th></tr>
+{{range .Edges}}<tr><td>{{.Tier}}{{if .SameBytes}} (same bytes){{end}}</td><td class="score">{{printf "%.4f" .Score}}</td><td class="score">{{if ge .Hamming 0}}{{.Hamming}} of 64{{else}}-{{end}}</td><td>{{.A}} ~ {{.B}}</td><td>{{with .Decision}}{{.Verdict}}{{if .Keep}}, keep {{.Keep}}{{end}}{{if .By}} by {{.By}}{{end}}{{end}}</td></tr>
 {{end}}</table>
 </section>
 {{end}}

@@ -23,8 +23,12 @@ func TestDedupHTMLReport(t *testing.T) {
 	out := dedupJSON{
 		Threshold: 0.9,
 		Clusters: []clusterJSON{{
-			IDs:   []string{"a", "b", "c"},
-			Edges: []edgeJSON{{A: "a", B: "b", Score: 0.97}, {A: "b", B: "c", Score: 0.91}},
+			IDs:  []string{"a", "b", "c"},
+			Tier: "look-alike",
+			Edges: []edgeJSON{
+				{A: "a", B: "b", Score: 0.97, Tier: "copy", Hamming: 3, Decision: &decisionJSON{Verdict: "same", Keep: "a", By: "ann"}},
+				{A: "b", B: "c", Score: 0.91, Tier: "look-alike", Hamming: -1},
+			},
 			Products: []productJSON{
 				{ID: "a", Title: "Milk <script>alert(1)</script>", Category: "Milk", ImageURL: milk},
 				{ID: "b", Title: "Juice", ImageURL: juice},
@@ -43,7 +47,7 @@ func TestDedupHTMLReport(t *testing.T) {
 	if strings.Contains(page, "<script>alert") {
 		t.Error("a product title was not escaped")
 	}
-	for _, want := range []string{"Cluster 1: 3 products", "0.9100 to 0.9700", "no thumbnail", "no such file", "a ~ b", "threshold 0.90"} {
+	for _, want := range []string{"Cluster 1: 3 products", "0.9100 to 0.9700", "no thumbnail", "no such file", "a ~ b", "weakest tier look-alike", "3 of 64", "same, keep a by ann"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}
