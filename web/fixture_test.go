@@ -353,6 +353,19 @@ func decodeError(t testing.TB, body []byte) apiError {
 	return e
 }
 
+// errorOf reads an error body: the gateway's {"code", "message"}, or a stream's, which
+// fails before its first message as {"error": {"code", "message"}}.
+func errorOf(t testing.TB, body []byte) apiError {
+	t.Helper()
+	var wrapped struct {
+		Error *apiError `json:"error"`
+	}
+	if json.Unmarshal(body, &wrapped) == nil && wrapped.Error != nil {
+		return *wrapped.Error
+	}
+	return decodeError(t, body)
+}
+
 // ndjson splits a streamed response into its lines' results, failing on an error line.
 func ndjson(body []byte) ([]json.RawMessage, error) {
 	var out []json.RawMessage

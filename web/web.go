@@ -144,7 +144,7 @@ func New(gw server.Gateway, cfg Config) (http.Handler, error) {
 	mux.Handle("/v1/", f.unrouted(routes))
 	mux.Handle("GET /healthz", f.gwmux)
 	f.pages.register(mux)
-	return withCORS(cfg.CORSOrigins, withHeaders(mux)), nil
+	return withCORS(cfg.CORSOrigins, withHeaders(withChallenge(mux))), nil
 }
 
 // apiHandler serves one route: the photo routes and uploads here, everything else through
@@ -249,12 +249,20 @@ func headerMatcher(key string) (string, bool) {
 
 // errorHandler is grpc-gateway's standard mapping (gRPC code -> HTTP status, body
 // {"code", "message", "details"}), with a proper challenge on 401.
+// (withChallenge adds the proper challenge to its 401s.)
 func errorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	runtime.DefaultHTTPErrorHandler(ctx, mux, m, challengeWriter{w}, r, err)
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
-// challengeWriter replaces the WWW-Authenticate header of a 401 (grpc-gateway puts the
-// status message there) by a bearer challenge.
+// withChallenge makes every 401 carry a bearer challenge (grpc-gateway puts the status
+// message in WWW-Authenticate, and nothing in a stream's).
+func withChallenge(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(challengeWriter{w}, r)
+	})
+}
+
+// challengeWriter sets WWW-Authenticate on a 401.
 type challengeWriter struct{ http.ResponseWriter }
 
 func (c challengeWriter) WriteHeader(code int) {
@@ -263,6 +271,16 @@ func (c challengeWriter) WriteHeader(code int) {
 	}
 	c.ResponseWriter.WriteHeader(code)
 }
+
+// Flush lets streamed answers through.
+func (c challengeWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the connection's writer.
+func (c challengeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // writeError answers with err the way the gateway answers a failed call.
 func (f *frontEnd) writeError(w http.ResponseWriter, r *http.Request, err error) {
