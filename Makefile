@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/lookalike
 
-.PHONY: setup build test demo bench bench-quick proto fmt vet
+.PHONY: setup build test demo bench bench-quick proto fmt vet screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -11,9 +11,12 @@ setup:
 build: setup
 	$(GO) build -o $(BIN) ./cmd/lookalike
 
-# Every test: unit, real-model, real-bbolt, real-gRPC and end-to-end, then all of them again
-# under the race detector (about 2.5 minutes in all on 2 cores).
-test: setup
+# Every test: unit, real-model, real-bbolt, real-gRPC, HTTP, headless-browser and end-to-end,
+# then all of them again under the race detector (about 3 minutes in all on 2 cores). The
+# browser tests need Chromium, which setup installs here; without it they are skipped, except
+# under CI=true, where they fail.
+test:
+	@LOOKALIKE_SETUP_BROWSER=1 bash scripts/setup.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
@@ -56,6 +59,12 @@ proto: setup
 	  --openapiv2_opt=json_names_for_fields=false \
 	  --openapiv2_opt=preserve_rpc_order=true \
 	  $(PROTO_DIR)/lookalike.proto
+
+# The README's screenshots of the pages (docs/*.png): the demo, then the browser test's
+# TestScreenshots against its server before it stops.
+screenshots: build
+	@LOOKALIKE_SETUP_BROWSER=1 bash scripts/setup.sh
+	@SCREENSHOTS=$(CURDIR)/docs bash scripts/demo.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

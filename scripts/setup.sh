@@ -5,6 +5,8 @@
 #
 #   LOOKALIKE_ORT_LIB=/path/libonnxruntime.so.1  use your own runtime instead of downloading one
 #   LOOKALIKE_SETUP_BENCH=1                      also install the benchmark peers (hnswlib, faiss)
+#   LOOKALIKE_SETUP_BROWSER=1                    also install Debian's chromium, for the browser
+#                                                tests of the pages (make test sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages. protobuf-compiler regenerates proto/, libjpeg62-turbo-dev lets embed decode
 # large JPEGs at reduced scale, dataset-fashion-mnist feeds the index tests and benchmarks.
 pkgs=(libjpeg62-turbo-dev dataset-fashion-mnist protobuf-compiler)
+if [ "${LOOKALIKE_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  pkgs+=(chromium fonts-dejavu-core)
+fi
 if [ "${LOOKALIKE_SETUP_BENCH:-0}" = 1 ]; then
   pkgs+=(python3-hnswlib python3-faiss python3-numpy)
 fi

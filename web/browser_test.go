@@ -137,7 +137,7 @@ func newBrowser(t *testing.T, ctx context.Context) *browser {
 		cancelTab()
 		cancelAlloc()
 	})
-	b := &browser{ctx: bctx, problems: &pageProblems{}, shots: t.ArtifactDir(), docs: os.Getenv("LOOKALIKE_SCREENSHOTS")}
+	b := &browser{ctx: bctx, problems: &pageProblems{}, shots: t.ArtifactDir()}
 	if err := chromedp.Listen(bctx, b.problems.watch); err != nil {
 		t.Fatalf("start chromium (%s): %v", path, err)
 	}
@@ -178,8 +178,8 @@ func until(js string) chromedp.Action[chromedp.Void] {
 const photosLoaded = `[...document.images].filter(i => i.src && i.getClientRects().length && i.getBoundingClientRect().top < innerHeight)` +
 	`.every(i => i.complete && i.naturalWidth > 0)`
 
-// shot saves a screenshot of the viewport into the test's artifact directory and, when
-// LOOKALIKE_SCREENSHOTS names a folder, a compact copy there (for the README).
+// shot saves a screenshot of the viewport into the test's artifact directory (kept with go
+// test -artifacts) and, when b.docs names a folder, a compact copy there.
 func (b *browser) shot(t *testing.T, name string) {
 	t.Helper()
 	buf, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
@@ -395,5 +395,37 @@ func TestBrowser(t *testing.T) {
 
 	if problems := b.problems.list(); len(problems) > 0 {
 		t.Errorf("the pages had %d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
+	}
+}
+
+// TestScreenshots takes the README's screenshots (docs/*.png) of a running server's pages:
+// `make screenshots` runs it against the demo's catalogue (LOOKALIKE_SCREENSHOTS_URL, the
+// storefront's URL; LOOKALIKE_SCREENSHOTS, the folder). Skipped without them.
+func TestScreenshots(t *testing.T) {
+	base, dir := os.Getenv("LOOKALIKE_SCREENSHOTS_URL"), os.Getenv("LOOKALIKE_SCREENSHOTS")
+	if base == "" || dir == "" {
+		t.Skip("takes the README's screenshots when LOOKALIKE_SCREENSHOTS_URL and LOOKALIKE_SCREENSHOTS are set (make screenshots)")
+	}
+	base = strings.TrimSuffix(base, "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := newBrowser(t, ctx)
+	b.docs = dir
+	street := filepath.Join(filepath.Dir(loadCatalogue(t).street["Alpro-Blueberry-Soyghurt"].Path), "val__Alpro-Blueberry-Soyghurt_004.jpg")
+	cards := `document.querySelectorAll('#grid li.card').length > 0`
+	b.do(t, "storefront", chromedp.EmulateViewport(1000, 760), chromedp.Navigate(base+"/"), until(cards), until(photosLoaded))
+	b.shot(t, "storefront.png")
+	b.do(t, "search", chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{street}),
+		until(`document.querySelectorAll('#results li.card').length > 0`), until(photosLoaded))
+	b.shot(t, "search.png")
+	b.do(t, "product", chromedp.Navigate(base+"/product?id=Oatly-Oat-Milk"), chromedp.WaitVisible(chromedp.CSS(`#similar li.card`)), until(photosLoaded))
+	b.shot(t, "product.png")
+	b.do(t, "duplicates", chromedp.Navigate(base+"/duplicates"),
+		until(`/clusters? at threshold|No duplicates/.test(document.getElementById('status').textContent)`), until(photosLoaded))
+	b.shot(t, "duplicates.png")
+	b.do(t, "status", chromedp.Navigate(base+"/status"), until(`document.querySelectorAll('#counts tr').length > 0`))
+	b.shot(t, "status.png")
+	if problems := b.problems.list(); len(problems) > 0 {
+		t.Errorf("the pages had problems: %v", problems)
 	}
 }
