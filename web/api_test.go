@@ -436,8 +436,8 @@ func TestRoutes(t *testing.T) {
 			t.Errorf("min_tier=TIER_EXACT: %d clusters, want 1", len(results))
 		}
 		resp, body = f.do(t, f.request(t, "GET", "/v1/duplicates?threshold=2", nil))
-		if _, err := ndjson(body); resp.StatusCode == 200 && err == nil {
-			t.Errorf("threshold 2 was accepted: %d %s", resp.StatusCode, body)
+		if e := errorOf(t, body); resp.StatusCode != 400 || e.Code != 3 || !strings.Contains(e.Message, "threshold") {
+			t.Errorf("threshold 2: %d %+v, want 400 INVALID_ARGUMENT", resp.StatusCode, e)
 		}
 	})
 
@@ -541,6 +541,13 @@ func TestRoutes(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("recent errors %v lack the failed SearchById", st.GetRecentErrors())
+		}
+	})
+
+	t.Run("HEAD", func(t *testing.T) {
+		resp, body := f.do(t, f.request(t, "HEAD", "/v1/stats", nil))
+		if resp.StatusCode != 200 || len(body) != 0 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("HEAD /v1/stats: %d, %d bytes, %s", resp.StatusCode, len(body), resp.Header.Get("Content-Type"))
 		}
 	})
 

@@ -161,6 +161,11 @@ func (f *frontEnd) apiHandler(rt route) http.Handler {
 			f.serveStream(w, r, rt)
 		case rt.hasBody():
 			f.serveJSON(w, r, rt)
+		case r.Method == http.MethodHead:
+			// The gateway knows GET only; the server drops the body of a HEAD answer.
+			get := r.Clone(r.Context())
+			get.Method = http.MethodGet
+			f.gwmux.ServeHTTP(w, get)
 		default:
 			f.gwmux.ServeHTTP(w, r)
 		}
