@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -43,7 +42,6 @@ const formSlack = 64 << 10
 // frontEnd is the HTTP front end of one server.
 type frontEnd struct {
 	gw     server.Gateway
-	log    *slog.Logger
 	gwmux  *runtime.ServeMux // grpc-gateway: the JSON transcoding of every route
 	routes []route
 	pages  *pages
@@ -94,9 +92,6 @@ func New(gw server.Gateway, cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if gw.Logger == nil {
-		gw.Logger = slog.New(slog.DiscardHandler)
-	}
 	if gw.Authorize == nil {
 		gw.Authorize = func(string, http.Header) error { return nil }
 	}
@@ -107,10 +102,13 @@ func New(gw server.Gateway, cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	max := int64(gw.MaxMessageBytes)
+	if gw.MaxMessageBytes <= 0 {
+		gw.MaxMessageBytes = server.DefaultMaxMessageBytes
+	}
+	maxMsg := int64(gw.MaxMessageBytes)
 	f := &frontEnd{
-		gw: gw, log: gw.Logger, routes: routes,
-		jsonLimit: (max+2)/3*4 + formSlack, uploadLimit: max + formSlack,
+		gw: gw, routes: routes,
+		jsonLimit: (maxMsg+2)/3*4 + formSlack, uploadLimit: maxMsg + formSlack,
 	}
 	f.gwmux = runtime.NewServeMux(
 		// The proto's field names, every field present, and no unknown fields accepted: a
