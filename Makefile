@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/lookalike
 
-.PHONY: setup build test soak demo bench bench-quick bench-1m proto fmt vet
+.PHONY: setup build test soak demo bench bench-quick bench-1m proto fmt vet screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -11,9 +11,12 @@ setup:
 build: setup
 	$(GO) build -o $(BIN) ./cmd/lookalike
 
-# Every test: unit, real-model, real-bbolt, real-gRPC and end-to-end, then all of them again
-# under the race detector (about 2.5 minutes in all on 2 cores).
-test: setup
+# Every test: unit, real-model, real-bbolt, real-gRPC, HTTP, headless-browser and end-to-end,
+# then all of them again under the race detector (about 3 minutes in all on 2 cores). The
+# browser tests need Chromium, which setup installs here; without it they are skipped, except
+# under CI=true, where they fail.
+test:
+	@LOOKALIKE_SETUP_BROWSER=1 bash scripts/setup.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
@@ -44,16 +47,39 @@ bench-1m: build
 	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
 	@SCALE=1m bash benchmarks/run.sh
 
-# Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler).
+# Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler):
+# messages and the gRPC service, the HTTP/JSON gateway and the OpenAPI description, both from
+# the HTTP rules in lookalike_http.yaml (no googleapis annotations needed).
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+GRPC_GATEWAY_VERSION := v2.33.0
+PROTOC_GEN_GATEWAY := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
+PROTOC_GEN_OPENAPI := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
+PROTO_BIN ?= $(CURDIR)/.lookalike/bin
+PROTO_DIR := proto/lookalike/v1
 proto: setup
-	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO)
-	GOBIN=$(CURDIR)/.lookalike/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
-	PATH=$(CURDIR)/.lookalike/bin:$$PATH protoc -I proto \
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_GATEWAY)
+	GOBIN=$(PROTO_BIN) $(GO) install $(PROTOC_GEN_OPENAPI)
+	PATH=$(PROTO_BIN):$$PATH protoc -I proto \
 	  --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
-	  proto/lookalike/v1/lookalike.proto
+	  --grpc-gateway_out=proto --grpc-gateway_opt=paths=source_relative \
+	  --grpc-gateway_opt=grpc_api_configuration=$(PROTO_DIR)/lookalike_http.yaml \
+	  --grpc-gateway_opt=standalone=false \
+	  --openapiv2_out=proto \
+	  --openapiv2_opt=grpc_api_configuration=$(PROTO_DIR)/lookalike_http.yaml \
+	  --openapiv2_opt=openapi_configuration=$(PROTO_DIR)/lookalike_openapi.yaml \
+	  --openapiv2_opt=json_names_for_fields=false \
+	  --openapiv2_opt=preserve_rpc_order=true \
+	  $(PROTO_DIR)/lookalike.proto
+
+# The README's screenshots of the pages (docs/*.png): the demo, then the browser test's
+# TestScreenshots against its server before it stops.
+screenshots: build
+	@LOOKALIKE_SETUP_BROWSER=1 bash scripts/setup.sh
+	@SCREENSHOTS=$(CURDIR)/docs bash scripts/demo.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -4,6 +4,7 @@
 # yourself. `make demo` runs it after `make build`.
 #
 #   KEEP=1 bash scripts/demo.sh   leave the server running afterwards (it says how to stop it)
+#   SCREENSHOTS=DIR               take the pages' screenshots into DIR before the end (make screenshots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -36,20 +37,23 @@ if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s== %s%s\n$ %s\n' "$bold" "$1" "$plain" "$2"; }
 show() { local title=$1; shift; step "$title" "lookalike $*"; "$BIN" "$@"; }
 
-# 1. A server on a free loopback port; --addr-file tells us which one it got.
-step "Start the server" "lookalike serve --data $work/data --listen 127.0.0.1:0"
-"$BIN" serve --data "$work/data" --listen 127.0.0.1:0 --addr-file "$work/addr" >"$work/serve.log" 2>&1 &
+# 1. A server on free loopback ports (gRPC, the HTTP API and pages, metrics); --addr-file and
+#    --http-addr-file tell us which ones it got.
+step "Start the server" "lookalike serve --data $work/data --listen 127.0.0.1:0 --http 127.0.0.1:0 --metrics 127.0.0.1:0"
+"$BIN" serve --data "$work/data" --listen 127.0.0.1:0 --addr-file "$work/addr" \
+  --http 127.0.0.1:0 --http-addr-file "$work/http" --metrics 127.0.0.1:0 >"$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 600); do
-  [ -s "$work/addr" ] && break
+  [ -s "$work/addr" ] && [ -s "$work/http" ] && break
   kill -0 "$server_pid" 2>/dev/null || { echo "demo: the server exited" >&2; exit 1; }
   sleep 0.1
 done
-[ -s "$work/addr" ] || { echo "demo: the server did not start listening" >&2; exit 1; }
+[ -s "$work/addr" ] && [ -s "$work/http" ] || { echo "demo: the server did not start listening" >&2; exit 1; }
 LOOKALIKE_SERVER=$(cat "$work/addr")
 export LOOKALIKE_SERVER
+web="http://$(cat "$work/http")"
 "$BIN" health --wait 120s >/dev/null
-echo "serving on $LOOKALIKE_SERVER (pid $server_pid, data in $work/data)"
+echo "serving gRPC on $LOOKALIKE_SERVER and HTTP on $web (pid $server_pid, data in $work/data)"
 
 # 2. The catalogue: the 31 grocery products, each with its catalogue ("iconic") photo and its
 #    in-store training photos, category = coarse kind (Milk, Juice...), title = the product.
@@ -77,33 +81,67 @@ show "Near-duplicate clusters with their tiers, and an HTML page to review them"
 show "A reviewer says two look-alike cartons are different products" dedup resolve --different --by demo Arla-Medium-Fat-Milk Arla-Lactose-Medium-Fat-Milk
 show "Measure the duplicate thresholds on this catalogue" calibrate --sample 40
 
-# 4. How to go on from here.
+# 4. The same service over HTTP/JSON (the pages use it too).
+step "Search by photo over HTTP: the photo as a multipart upload" "curl -F image=@val__Alpro-Blueberry-Soyghurt_004.jpg -F k=3 $web/v1/search/image"
+curl -sS -F "image=@$street" -F k=3 "$web/v1/search/image" >"$work/search.json"
+if command -v python3 >/dev/null; then
+  python3 -c 'import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("%.3f  %s  (photo %s)" % (r["score"], r["product"]["id"], r["photo_id"]))' "$work/search.json"
+else
+  head -c 400 "$work/search.json"; echo " ..."
+fi
+step "A kept photo over HTTP, with its ETag" "curl -I $web/v1/products/Oatly-Oat-Milk/photos/iconic__Oatly-Oat-Milk_Iconic"
+curl -sS -o /dev/null -D - "$web/v1/products/Oatly-Oat-Milk/photos/iconic__Oatly-Oat-Milk_Iconic" | grep -iE '^(HTTP|content-type|etag|cache-control)'
+
+# 5. How to go on from here.
 cat <<MSG
+
+== The pages (served by the server itself)
+  storefront        $web/
+  duplicate review  $web/duplicates
+  status            $web/status
+  OpenAPI           $web/v1/openapi.json
+
+With curl (the HTTP/JSON API, one route per RPC):
+  curl -F image=@$street -F k=5 -F filter.categories=Soyghurt $web/v1/search/image
+  curl '$web/v1/products/Oatly-Oat-Milk/similar?k=5&diversity=0.3'
+  curl '$web/v1/products?page_size=5'
+  curl $web/v1/duplicates
+  curl -X POST -H 'Content-Type: application/json' -d '{"ids": ["Arla-Medium-Fat-Milk", "Arla-Lactose-Medium-Fat-Milk"], "verdict": "different", "by": "me"}' $web/v1/decisions
 
 == Query the server yourself
 With the lookalike command (it reads LOOKALIKE_SERVER, or pass --server):
   export LOOKALIKE_SERVER=$LOOKALIKE_SERVER
   $BIN search --k 10 $street
-  $BIN similar --json iconic__Arla-Standard-Milk_Iconic
-  $BIN get iconic__Arla-Standard-Milk_Iconic
+  $BIN similar --json Arla-Standard-Milk
+  $BIN get Arla-Standard-Milk
   $BIN dedup --threshold 0.95 --html duplicates.html
   $BIN --help
 
 With grpcurl (the server has gRPC reflection on):
   grpcurl -plaintext $LOOKALIKE_SERVER list lookalike.v1.Lookalike
   grpcurl -plaintext $LOOKALIKE_SERVER lookalike.v1.Lookalike/Stats
-  grpcurl -plaintext -d '{"id": "iconic__Arla-Standard-Milk_Iconic", "k": 5}' $LOOKALIKE_SERVER lookalike.v1.Lookalike/SearchById
+  grpcurl -plaintext -d '{"id": "Arla-Standard-Milk", "k": 5}' $LOOKALIKE_SERVER lookalike.v1.Lookalike/SearchById
   grpcurl -plaintext -d "{\"image\": \"\$(base64 -w0 $street)\", \"k\": 5}" $LOOKALIKE_SERVER lookalike.v1.Lookalike/SearchByImage
   grpcurl -plaintext -d '{"service": "lookalike.v1.Lookalike"}' $LOOKALIKE_SERVER grpc.health.v1.Health/Check
 MSG
+
+if [ -n "${SCREENSHOTS:-}" ]; then
+  step "Screenshots of the pages" "go test -run TestScreenshots ./web"
+  LOOKALIKE_SCREENSHOTS_URL="$web/" LOOKALIKE_SCREENSHOTS="$SCREENSHOTS" go test -count=1 -run 'TestScreenshots$' ./web
+  ls -l "$SCREENSHOTS"/*.png
+fi
 
 if [ "${KEEP:-0}" = 1 ]; then
   cat <<MSG
 
 The server is still running (KEEP=1): pid $server_pid, data in $work/data, log $work/serve.log,
-review page $work/duplicates.html.
+static review page $work/duplicates.html.
 Stop it and clean up with:
   kill $server_pid && rm -rf $work
+
+Storefront: $web/
 MSG
 else
   echo

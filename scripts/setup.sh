@@ -7,6 +7,8 @@
 #   LOOKALIKE_SETUP_BENCH=1                      also install the benchmark peers (hnswlib's headers
 #                                                for the native peer annbench compiles, g++,
 #                                                Debian's Python hnswlib, faiss)
+#   LOOKALIKE_SETUP_BROWSER=1                    also install Debian's chromium, for the browser
+#                                                tests of the pages (make test sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages. protobuf-compiler regenerates proto/, libjpeg62-turbo-dev lets embed decode
 # large JPEGs at reduced scale, dataset-fashion-mnist feeds the index tests and benchmarks.
 pkgs=(libjpeg62-turbo-dev dataset-fashion-mnist protobuf-compiler)
+if [ "${LOOKALIKE_SETUP_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  pkgs+=(chromium fonts-dejavu-core)
+fi
 if [ "${LOOKALIKE_SETUP_BENCH:-0}" = 1 ]; then
   pkgs+=(libhnswlib-dev g++ python3-hnswlib python3-faiss python3-numpy)
 fi

@@ -73,6 +73,7 @@ func (a authenticator) check(md metadata.MD) error {
 type observer struct {
 	log     *slog.Logger
 	metrics *metrics
+	recent  *recentErrors // nil: not remembered
 }
 
 func (o observer) done(fullMethod string, start time.Time, err error) {
@@ -88,6 +89,13 @@ func (o observer) done(fullMethod string, start time.Time, err error) {
 		o.log.Error("call failed", "method", method, "code", code.String(), "took", elapsed, "err", err)
 	default:
 		o.log.Info("call failed", "method", method, "code", code.String(), "took", elapsed, "err", err)
+	}
+	switch code {
+	case codes.OK, codes.NotFound, codes.Canceled:
+	default:
+		if o.recent != nil && !isHealth(fullMethod) {
+			o.recent.add(method, code, status.Convert(err).Message(), time.Now())
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -158,7 +160,7 @@ func (c Config) authToken() (string, error) {
 
 // Run listens on cfg.ListenAddr (and cfg.MetricsAddr) and serves until ctx is cancelled; see
 // Serve.
-func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) error {
 	cfg = cfg.withDefaults()
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -172,23 +174,31 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return fmt.Errorf("server: listen for metrics: %w", err)
 		}
 	}
-	return Serve(ctx, cfg, lis, metricsLis, logger)
+	return Serve(ctx, cfg, lis, metricsLis, logger, opts...)
 }
 
 // Serve serves gRPC on lis and /metrics on metricsLis (nil: no metrics listener) until ctx is
 // cancelled. It answers health checks at once (NOT_SERVING), opens the model and the
 // catalogue, and then reports SERVING. On cancellation it stops accepting calls, drains the
 // ones in flight (up to cfg.ShutdownTimeout), saves the graph snapshot and closes the store.
-// It takes ownership of both listeners.
-func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger *slog.Logger) (err error) {
+// It takes ownership of both listeners (and of those opts name: WithHTTP adds the HTTP front
+// end, which starts and stops with the gRPC service).
+func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger *slog.Logger, opts ...Option) (err error) {
 	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	var so serveOptions
+	for _, o := range opts {
+		o(&so)
 	}
 	closeListeners := func() {
 		_ = lis.Close()
 		if metricsLis != nil {
 			_ = metricsLis.Close()
+		}
+		if so.httpLis != nil {
+			_ = so.httpLis.Close()
 		}
 	}
 	if cfg.DataDir == "" {
@@ -201,7 +211,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		return err
 	}
 
-	svc := &service{log: logger, backupChunk: backupChunkBytes(cfg.MaxMessageBytes)}
+	svc := &service{log: logger, backupChunk: backupChunkBytes(cfg.MaxMessageBytes), recent: newRecentErrors()}
 	svc.metrics = newMetrics(func() float64 {
 		if c := svc.cat.Load(); c != nil {
 			return float64(c.Len())
@@ -209,7 +219,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		return 0
 	})
 	rec := recoverer{log: logger}
-	obs := observer{log: logger, metrics: svc.metrics}
+	obs := observer{log: logger, metrics: svc.metrics, recent: svc.recent}
 	var auth *authenticator
 	if token != "" {
 		auth = &authenticator{token: []byte(token)}
@@ -219,7 +229,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	stopping, beginStop := context.WithCancel(context.Background())
 	defer beginStop()
 	lim := newLimiter(cfg, auth, obs, svc.metrics, stopping)
-	opts := append(serverOptions(cfg),
+	grpcOpts := append(serverOptions(cfg),
 		// Auth and limits act in the tap, before a message is read; the interceptors follow
 		// what an admitted call holds.
 		grpc.InTapHandle(lim.tap),
@@ -230,15 +240,17 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		closeListeners()
 		return fmt.Errorf("server: TLS needs both a certificate and a key file (cert %q, key %q)", cfg.TLSCertFile, cfg.TLSKeyFile)
 	}
+	var cert *tls.Certificate
 	if cfg.TLSCertFile != "" {
-		creds, err := credentials.NewServerTLSFromFile(cfg.TLSCertFile, cfg.TLSKeyFile)
+		c, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
 			closeListeners()
 			return fmt.Errorf("server: load TLS certificate: %w", err)
 		}
-		opts = append(opts, grpc.Creds(creds))
+		cert = &c
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewServerTLSFromCert(cert)))
 	}
-	gs := grpc.NewServer(opts...)
+	gs := grpc.NewServer(grpcOpts...)
 	pb.RegisterLookalikeServer(gs, svc)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -249,8 +261,17 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	// Connections beyond the limit wait in the listen backlog until one closes.
 	lis = netutil.LimitListener(lis, cfg.MaxConnections)
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 4)
 	go func() { serveErr <- gs.Serve(lis) }()
+	var front *frontEndServer
+	if so.httpLis != nil {
+		front, err = startFrontEnd(cfg, gs, lim, cert, metricsLis, so, logger, serveErr)
+		if err != nil {
+			gs.Stop()
+			closeListeners()
+			return err
+		}
+	}
 	var httpSrv *http.Server
 	if metricsLis != nil {
 		mux := http.NewServeMux()
@@ -264,7 +285,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 			}
 		}()
 	}
-	logger.Info("listening", "grpc", lis.Addr().String(), "metrics", addrOf(metricsLis),
+	logger.Info("listening", "grpc", lis.Addr().String(), "http", addrOf(so.httpLis), "metrics", addrOf(metricsLis),
 		"tls", cfg.TLSCertFile != "", "auth", token != "", "max_concurrent", cfg.MaxConcurrent,
 		"max_buffered_bytes", cfg.MaxBufferedBytes, "max_connections", cfg.MaxConnections,
 		"max_streams_per_connection", cfg.MaxStreamsPerConnection, "idle_timeout", cfg.IdleTimeout,
@@ -276,7 +297,17 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 	defer func() {
 		hs.Shutdown()
 		beginStop()
+		// The HTTP front end stops taking requests and drains beside the gRPC service: its
+		// requests in flight are gRPC calls, which the drain lets finish.
+		var frontDrained sync.WaitGroup
+		if front != nil {
+			frontDrained.Go(func() { front.shutdown(cfg.ShutdownTimeout) })
+		}
 		drain(gs, cfg.ShutdownTimeout, logger)
+		frontDrained.Wait()
+		if front != nil {
+			front.close()
+		}
 		if httpSrv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = httpSrv.Shutdown(sctx)

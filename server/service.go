@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type service struct {
 	log     *slog.Logger
 	metrics *metrics
 	cat     atomic.Pointer[catalog.Catalog]
+	recent  *recentErrors
 	// backupChunk is the data size of one Backup message, below the largest message.
 	backupChunk int
 }
@@ -269,6 +271,32 @@ func (s *service) Get(ctx context.Context, r *pb.GetRequest) (*pb.GetResponse, e
 	return &pb.GetResponse{Product: productProto(p)}, nil
 }
 
+// ListProducts returns one page of products in id order. The page token is the last id of
+// the previous page, base64url-encoded: opaque to clients, and a position that writes in
+// between do not shift.
+func (s *service) ListProducts(ctx context.Context, r *pb.ListProductsRequest) (*pb.ListProductsResponse, error) {
+	c, err := s.catalog()
+	if err != nil {
+		return nil, err
+	}
+	after, err := base64.RawURLEncoding.DecodeString(r.GetPageToken())
+	if err != nil {
+		return nil, s.fail("ListProducts", fmt.Errorf("%w: page_token is not one this server handed out", catalog.ErrInvalidArgument))
+	}
+	page, err := c.List(ctx, catalog.ListOptions{Filter: filterOf(r.GetFilter()), After: string(after), Limit: int(r.GetPageSize())})
+	if err != nil {
+		return nil, s.fail("ListProducts", err)
+	}
+	out := &pb.ListProductsResponse{Products: make([]*pb.Product, len(page.Products)), TotalSize: uint64(page.Total)}
+	for i, p := range page.Products {
+		out.Products[i] = productProto(p)
+	}
+	if page.More {
+		out.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(page.Products[len(page.Products)-1].ID))
+	}
+	return out, nil
+}
+
 // GetPhoto returns a kept photo.
 func (s *service) GetPhoto(ctx context.Context, r *pb.GetPhotoRequest) (*pb.GetPhotoResponse, error) {
 	c, err := s.catalog()
@@ -376,6 +404,7 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 		},
 		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq,
 		DuplicatePolicy: policyProto(st.Policy), Decisions: uint64(st.Decisions),
+		RecentErrors: s.recent.list(),
 	}
 	for k, v := range st.CountByCategory {
 		out.CountByCategory[k] = uint64(v)

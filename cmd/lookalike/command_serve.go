@@ -6,12 +6,26 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"lookalike/catalog"
 	"lookalike/server"
+	"lookalike/web"
 )
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
 
 func runServe(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "serve", "--data DIR [flags]",
@@ -22,6 +36,8 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	data := fs.String("data", a.getenv("LOOKALIKE_DATA"), "data directory, created if missing (env LOOKALIKE_DATA) (required)")
 	listen := fs.String("listen", envOr(a, "LOOKALIKE_LISTEN", server.DefaultListenAddr), "gRPC listen address (env LOOKALIKE_LISTEN)")
 	metrics := fs.String("metrics", a.getenv("LOOKALIKE_METRICS"), "Prometheus /metrics listen address, e.g. 127.0.0.1:9090; empty: off (env LOOKALIKE_METRICS)")
+	httpAddr := fs.String("http", a.getenv("LOOKALIKE_HTTP"), "HTTP/JSON API and pages (storefront /, /duplicates, /status) listen address, e.g. 127.0.0.1:8080; empty: off (env LOOKALIKE_HTTP)")
+	corsOrigins := fs.String("http-cors-origin", a.getenv("LOOKALIKE_HTTP_CORS_ORIGIN"), "comma-separated origins (https://shop.example.com) whose pages may call the HTTP API, or *; empty: none (env LOOKALIKE_HTTP_CORS_ORIGIN)")
 	var mf modelFlags
 	mf.register(fs, a)
 	tokenFile := fs.String("token-file", a.getenv("LOOKALIKE_TOKEN_FILE"), "file holding the bearer token clients must send (env LOOKALIKE_TOKEN_FILE; or set LOOKALIKE_TOKEN itself); none: no authentication")
@@ -41,6 +57,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
 	shutdown := fs.Duration("shutdown-timeout", envDuration(a, "LOOKALIKE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout), "how long in-flight calls may drain at shutdown (env LOOKALIKE_SHUTDOWN_TIMEOUT)")
 	addrFile := fs.String("addr-file", "", "once listening, write the gRPC address here (useful with --listen 127.0.0.1:0 in scripts)")
+	httpAddrFile := fs.String("http-addr-file", "", "once listening, write the HTTP address here (with --http 127.0.0.1:0)")
 	logJSON := fs.Bool("log-json", a.getenv("LOOKALIKE_LOG_FORMAT") == "json", "log JSON lines instead of text (env LOOKALIKE_LOG_FORMAT=json)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -56,6 +73,16 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	}
 	if *maxMessage < 1 {
 		return usagef("--max-message-mib must be at least 1")
+	}
+	webCfg := web.Config{CORSOrigins: splitList(*corsOrigins)}
+	if len(webCfg.CORSOrigins) > 0 && *httpAddr == "" {
+		return usagef("--http-cors-origin needs --http")
+	}
+	if *httpAddrFile != "" && *httpAddr == "" {
+		return usagef("--http-addr-file needs --http")
+	}
+	if err := webCfg.Validate(); err != nil {
+		return usagef("--http-cors-origin: %s", strings.TrimPrefix(err.Error(), "web: "))
 	}
 	logger := a.logger
 	if *logJSON {
@@ -93,29 +120,48 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	var metricsLis net.Listener
+	var metricsLis, httpLis net.Listener
+	closeAll := func() {
+		for _, l := range []net.Listener{lis, metricsLis, httpLis} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
 	if cfg.MetricsAddr != "" {
 		if metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			lis.Close()
+			closeAll()
 			return fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 	}
-	if *addrFile != "" {
-		if err := writeFileAtomically(*addrFile, func(w io.Writer) error {
-			_, err := fmt.Fprintln(w, lis.Addr().String())
+	var opts []server.Option
+	if *httpAddr != "" {
+		if httpLis, err = net.Listen("tcp", *httpAddr); err != nil {
+			closeAll()
+			return fmt.Errorf("listen for HTTP on %s: %w", *httpAddr, err)
+		}
+		opts = append(opts, server.WithHTTP(httpLis, func(gw server.Gateway) (http.Handler, error) {
+			return web.New(gw, webCfg)
+		}))
+	}
+	for _, af := range []struct {
+		path string
+		lis  net.Listener
+	}{{*addrFile, lis}, {*httpAddrFile, httpLis}} {
+		if af.path == "" {
+			continue
+		}
+		if err := writeFileAtomically(af.path, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, af.lis.Addr().String())
 			return err
 		}); err != nil {
-			err = fmt.Errorf("write %s: %w", *addrFile, err)
-			lis.Close()
-			if metricsLis != nil {
-				metricsLis.Close()
-			}
-			return err
+			closeAll()
+			return fmt.Errorf("write %s: %w", af.path, err)
 		}
-		defer os.Remove(*addrFile)
+		defer os.Remove(af.path)
 	}
 	start := time.Now()
-	if err := server.Serve(ctx, cfg, lis, metricsLis, logger); err != nil {
+	if err := server.Serve(ctx, cfg, lis, metricsLis, logger, opts...); err != nil {
 		return err
 	}
 	logger.Info("stopped", "uptime", time.Since(start).Round(time.Second))

@@ -8,7 +8,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"mime/multipart"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +98,10 @@ func TestEndToEnd(t *testing.T) {
 		if r.Product.Category != "Juice" {
 			t.Errorf("category filter let %s (%s) through", r.Product.ID, r.Product.Category)
 		}
+	}
+	// The same search over the HTTP front end of the same binary, the photo uploaded as a form.
+	if got := httpSearch(t, srv.http, query); len(got) == 0 || got[0] != search.Results[0].Product.ID {
+		t.Errorf("HTTP search found %v, the CLI %s first", got, search.Results[0].Product.ID)
 	}
 	table := e.run(exitOK, "search", "--k", "2", query).stdout
 	if !strings.HasPrefix(table, "RANK") || !strings.Contains(table, search.Results[0].Product.ID) {
@@ -307,13 +313,16 @@ type e2eServer struct {
 	cmd  *exec.Cmd
 	logs *lockedBuffer
 	done chan error
+	http string // the HTTP front end (--http), e.g. http://127.0.0.1:41234
 }
 
 func (e *e2eEnv) startServer() *e2eServer {
 	t := e.t
 	t.Helper()
 	s := &e2eServer{t: t, logs: &lockedBuffer{}, done: make(chan error, 1)}
-	s.cmd = exec.Command(e.bin, "serve", "--data", e.data, "--listen", e.addr, "--snapshot-interval", "-1s")
+	httpFile := filepath.Join(e.work, "http-addr")
+	s.cmd = exec.Command(e.bin, "serve", "--data", e.data, "--listen", e.addr, "--snapshot-interval", "-1s",
+		"--http", "127.0.0.1:0", "--http-addr-file", httpFile)
 	s.cmd.Dir = e.work
 	s.cmd.Env = e.env
 	s.cmd.Stdout = s.logs
@@ -332,6 +341,11 @@ func (e *e2eEnv) startServer() *e2eServer {
 	if res.code != exitOK {
 		t.Fatalf("server did not become SERVING: %s\nserver log:\n%s", res.stderr, s.logs.String())
 	}
+	addr, err := os.ReadFile(httpFile) // written before the server listens
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.http = "http://" + strings.TrimSpace(string(addr))
 	return s
 }
 
@@ -453,4 +467,40 @@ func fileSHA256(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// httpSearch posts a photo to base's /v1/search/image as multipart/form-data and returns the
+// result ids.
+func httpSearch(t *testing.T, base, photo string) []string {
+	t.Helper()
+	img, err := os.ReadFile(photo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	w := multipart.NewWriter(&body)
+	part, _ := w.CreateFormFile("image", filepath.Base(photo))
+	part.Write(img)
+	w.WriteField("k", "5")
+	w.Close()
+	resp, err := http.Post(base+"/v1/search/image", w.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Results []struct {
+			Product struct {
+				ID string `json:"id"`
+			} `json:"product"`
+		} `json:"results"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTP search: %d %v", resp.StatusCode, err)
+	}
+	var ids []string
+	for _, r := range out.Results {
+		ids = append(ids, r.Product.ID)
+	}
+	return ids
 }

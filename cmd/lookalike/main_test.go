@@ -36,6 +36,9 @@ func TestDispatch(t *testing.T) {
 		{"delete needs ids", []string{"delete"}, exitUsage, "", "want at least one ID"},
 		{"unreadable image", []string{"search", "/nonexistent/photo.jpg"}, exitFailure, "", "lookalike search: read image: open /nonexistent/photo.jpg"},
 		{"manifest needs dataset", []string{"manifest", "out.csv"}, exitUsage, "", "--dataset must be grocery, clothing or abo"},
+		{"CORS without HTTP", []string{"serve", "--data", "d", "--http-cors-origin", "https://shop.example.com"}, exitUsage, "", "--http-cors-origin needs --http"},
+		{"a malformed CORS origin", []string{"serve", "--data", "d", "--http", "127.0.0.1:0", "--http-cors-origin", "shop.example.com"}, exitUsage, "", "must be scheme://host[:port]"},
+		{"HTTP address file without HTTP", []string{"serve", "--data", "d", "--http-addr-file", "f"}, exitUsage, "", "--http-addr-file needs --http"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

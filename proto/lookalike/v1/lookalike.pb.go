@@ -742,6 +742,136 @@ func (x *GetRequest) GetIncludeVector() bool {
 	return false
 }
 
+// ListProductsRequest asks for one page of products.
+type ListProductsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Products per page, 1..1000; 0 means 50.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty starts at the first product. A token
+	// names a position in id order, so a page after writes neither repeats nor skips the
+	// products that were there before.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Which products to list.
+	Filter        *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProductsRequest) Reset() {
+	*x = ListProductsRequest{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProductsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProductsRequest) ProtoMessage() {}
+
+func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProductsRequest.ProtoReflect.Descriptor instead.
+func (*ListProductsRequest) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListProductsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListProductsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListProductsRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// ListProductsResponse is one page of products.
+type ListProductsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page's products, in id order, without vectors.
+	Products []*Product `protobuf:"bytes,1,rep,name=products,proto3" json:"products,omitempty"`
+	// Pass it as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// How many products pass the filter, over all pages.
+	TotalSize     uint64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProductsResponse) Reset() {
+	*x = ListProductsResponse{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProductsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProductsResponse) ProtoMessage() {}
+
+func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProductsResponse.ProtoReflect.Descriptor instead.
+func (*ListProductsResponse) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListProductsResponse) GetProducts() []*Product {
+	if x != nil {
+		return x.Products
+	}
+	return nil
+}
+
+func (x *ListProductsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListProductsResponse) GetTotalSize() uint64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
 // GetPhotoRequest names one photo of a product.
 type GetPhotoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -755,7 +885,7 @@ type GetPhotoRequest struct {
 
 func (x *GetPhotoRequest) Reset() {
 	*x = GetPhotoRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +897,7 @@ func (x *GetPhotoRequest) String() string {
 func (*GetPhotoRequest) ProtoMessage() {}
 
 func (x *GetPhotoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +910,7 @@ func (x *GetPhotoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPhotoRequest.ProtoReflect.Descriptor instead.
 func (*GetPhotoRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPhotoRequest) GetId() string {
@@ -812,7 +942,7 @@ type GetPhotoResponse struct {
 
 func (x *GetPhotoResponse) Reset() {
 	*x = GetPhotoResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +954,7 @@ func (x *GetPhotoResponse) String() string {
 func (*GetPhotoResponse) ProtoMessage() {}
 
 func (x *GetPhotoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +967,7 @@ func (x *GetPhotoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPhotoResponse.ProtoReflect.Descriptor instead.
 func (*GetPhotoResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPhotoResponse) GetImage() []byte {
@@ -872,7 +1002,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1014,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1027,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetResponse) GetProduct() *Product {
@@ -937,7 +1067,7 @@ type Product struct {
 
 func (x *Product) Reset() {
 	*x = Product{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1079,7 @@ func (x *Product) String() string {
 func (*Product) ProtoMessage() {}
 
 func (x *Product) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1092,7 @@ func (x *Product) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Product.ProtoReflect.Descriptor instead.
 func (*Product) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Product) GetId() string {
@@ -1061,7 +1191,7 @@ type Photo struct {
 
 func (x *Photo) Reset() {
 	*x = Photo{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1203,7 @@ func (x *Photo) String() string {
 func (*Photo) ProtoMessage() {}
 
 func (x *Photo) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1216,7 @@ func (x *Photo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Photo.ProtoReflect.Descriptor instead.
 func (*Photo) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Photo) GetId() string {
@@ -1168,7 +1298,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1310,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1323,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Filter) GetCategories() []string {
@@ -1246,7 +1376,7 @@ type SearchByImageRequest struct {
 
 func (x *SearchByImageRequest) Reset() {
 	*x = SearchByImageRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1388,7 @@ func (x *SearchByImageRequest) String() string {
 func (*SearchByImageRequest) ProtoMessage() {}
 
 func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1401,7 @@ func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByImageRequest.ProtoReflect.Descriptor instead.
 func (*SearchByImageRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SearchByImageRequest) GetImage() []byte {
@@ -1358,7 +1488,7 @@ type SearchByIdRequest struct {
 
 func (x *SearchByIdRequest) Reset() {
 	*x = SearchByIdRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1500,7 @@ func (x *SearchByIdRequest) String() string {
 func (*SearchByIdRequest) ProtoMessage() {}
 
 func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1513,7 @@ func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByIdRequest.ProtoReflect.Descriptor instead.
 func (*SearchByIdRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SearchByIdRequest) GetId() string {
@@ -1470,7 +1600,7 @@ type SearchByVectorRequest struct {
 
 func (x *SearchByVectorRequest) Reset() {
 	*x = SearchByVectorRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1612,7 @@ func (x *SearchByVectorRequest) String() string {
 func (*SearchByVectorRequest) ProtoMessage() {}
 
 func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1625,7 @@ func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByVectorRequest.ProtoReflect.Descriptor instead.
 func (*SearchByVectorRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SearchByVectorRequest) GetVector() []float32 {
@@ -1565,7 +1695,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1707,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1720,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SearchResponse) GetResults() []*SearchResult {
@@ -1615,7 +1745,7 @@ type SearchResult struct {
 
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1757,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1770,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SearchResult) GetProduct() *Product {
@@ -1685,7 +1815,7 @@ type FindDuplicatesRequest struct {
 
 func (x *FindDuplicatesRequest) Reset() {
 	*x = FindDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1827,7 @@ func (x *FindDuplicatesRequest) String() string {
 func (*FindDuplicatesRequest) ProtoMessage() {}
 
 func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1840,7 @@ func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*FindDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FindDuplicatesRequest) GetThreshold() float32 {
@@ -1763,7 +1893,7 @@ type DuplicateSignals struct {
 
 func (x *DuplicateSignals) Reset() {
 	*x = DuplicateSignals{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1905,7 @@ func (x *DuplicateSignals) String() string {
 func (*DuplicateSignals) ProtoMessage() {}
 
 func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1918,7 @@ func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateSignals.ProtoReflect.Descriptor instead.
 func (*DuplicateSignals) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DuplicateSignals) GetCosine() float32 {
@@ -1832,7 +1962,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1974,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +1987,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Decision) GetA() string {
@@ -1927,7 +2057,7 @@ type ResolveDuplicatesRequest struct {
 
 func (x *ResolveDuplicatesRequest) Reset() {
 	*x = ResolveDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2069,7 @@ func (x *ResolveDuplicatesRequest) String() string {
 func (*ResolveDuplicatesRequest) ProtoMessage() {}
 
 func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2082,7 @@ func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveDuplicatesRequest) GetIds() []string {
@@ -2000,7 +2130,7 @@ type ResolveDuplicatesResponse struct {
 
 func (x *ResolveDuplicatesResponse) Reset() {
 	*x = ResolveDuplicatesResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2142,7 @@ func (x *ResolveDuplicatesResponse) String() string {
 func (*ResolveDuplicatesResponse) ProtoMessage() {}
 
 func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2155,7 @@ func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesResponse.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResolveDuplicatesResponse) GetDecisions() []*Decision {
@@ -2044,7 +2174,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2186,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2199,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
 }
 
 // ListDecisionsResponse lists every recorded decision, ordered by pair.
@@ -2082,7 +2212,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2224,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2237,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -2128,7 +2258,7 @@ type ForgetDecisionRequest struct {
 
 func (x *ForgetDecisionRequest) Reset() {
 	*x = ForgetDecisionRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2270,7 @@ func (x *ForgetDecisionRequest) String() string {
 func (*ForgetDecisionRequest) ProtoMessage() {}
 
 func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2283,7 @@ func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ForgetDecisionRequest) GetA() string {
@@ -2179,7 +2309,7 @@ type ForgetDecisionResponse struct {
 
 func (x *ForgetDecisionResponse) Reset() {
 	*x = ForgetDecisionResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2321,7 @@ func (x *ForgetDecisionResponse) String() string {
 func (*ForgetDecisionResponse) ProtoMessage() {}
 
 func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2334,7 @@ func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
 }
 
 // DuplicatePolicy holds the thresholds that place a pair of photos in a tier.
@@ -2225,7 +2355,7 @@ type DuplicatePolicy struct {
 
 func (x *DuplicatePolicy) Reset() {
 	*x = DuplicatePolicy{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2367,7 @@ func (x *DuplicatePolicy) String() string {
 func (*DuplicatePolicy) ProtoMessage() {}
 
 func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2380,7 @@ func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicatePolicy.ProtoReflect.Descriptor instead.
 func (*DuplicatePolicy) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DuplicatePolicy) GetLookAlike() float32 {
@@ -2305,7 +2435,7 @@ type CalibrateRequest struct {
 
 func (x *CalibrateRequest) Reset() {
 	*x = CalibrateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2447,7 @@ func (x *CalibrateRequest) String() string {
 func (*CalibrateRequest) ProtoMessage() {}
 
 func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2460,7 @@ func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateRequest.ProtoReflect.Descriptor instead.
 func (*CalibrateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CalibrateRequest) GetSample() uint32 {
@@ -2379,7 +2509,7 @@ type CalibrationPoint struct {
 
 func (x *CalibrationPoint) Reset() {
 	*x = CalibrationPoint{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2521,7 @@ func (x *CalibrationPoint) String() string {
 func (*CalibrationPoint) ProtoMessage() {}
 
 func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2534,7 @@ func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
 func (*CalibrationPoint) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CalibrationPoint) GetRule() string {
@@ -2477,7 +2607,7 @@ type CalibrateReport struct {
 
 func (x *CalibrateReport) Reset() {
 	*x = CalibrateReport{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2619,7 @@ func (x *CalibrateReport) String() string {
 func (*CalibrateReport) ProtoMessage() {}
 
 func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2632,7 @@ func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateReport.ProtoReflect.Descriptor instead.
 func (*CalibrateReport) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CalibrateReport) GetPhotos() uint32 {
@@ -2600,7 +2730,7 @@ type DuplicateCluster struct {
 
 func (x *DuplicateCluster) Reset() {
 	*x = DuplicateCluster{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +2742,7 @@ func (x *DuplicateCluster) String() string {
 func (*DuplicateCluster) ProtoMessage() {}
 
 func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +2755,7 @@ func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateCluster.ProtoReflect.Descriptor instead.
 func (*DuplicateCluster) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DuplicateCluster) GetIds() []string {
@@ -2679,7 +2809,7 @@ type DuplicateEdge struct {
 
 func (x *DuplicateEdge) Reset() {
 	*x = DuplicateEdge{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +2821,7 @@ func (x *DuplicateEdge) String() string {
 func (*DuplicateEdge) ProtoMessage() {}
 
 func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +2834,7 @@ func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateEdge.ProtoReflect.Descriptor instead.
 func (*DuplicateEdge) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DuplicateEdge) GetA() string {
@@ -2779,7 +2909,7 @@ type CheckDuplicateRequest struct {
 
 func (x *CheckDuplicateRequest) Reset() {
 	*x = CheckDuplicateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +2921,7 @@ func (x *CheckDuplicateRequest) String() string {
 func (*CheckDuplicateRequest) ProtoMessage() {}
 
 func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +2934,7 @@ func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateRequest.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CheckDuplicateRequest) GetImage() []byte {
@@ -2848,7 +2978,7 @@ type CheckDuplicateResponse struct {
 
 func (x *CheckDuplicateResponse) Reset() {
 	*x = CheckDuplicateResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +2990,7 @@ func (x *CheckDuplicateResponse) String() string {
 func (*CheckDuplicateResponse) ProtoMessage() {}
 
 func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3003,7 @@ func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateResponse.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckDuplicateResponse) GetIsDuplicate() bool {
@@ -2920,7 +3050,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2932,7 +3062,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2945,7 +3075,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
 }
 
 // StatsResponse describes the catalogue.
@@ -2977,13 +3107,16 @@ type StatsResponse struct {
 	// The duplicate policy in force, and the number of recorded duplicate decisions.
 	DuplicatePolicy *DuplicatePolicy `protobuf:"bytes,13,opt,name=duplicate_policy,json=duplicatePolicy,proto3" json:"duplicate_policy,omitempty"`
 	Decisions       uint64           `protobuf:"varint,14,opt,name=decisions,proto3" json:"decisions,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The most recent failed or refused calls, newest first (at most 20): what went wrong
+	// lately, for an operator's status page. NOT_FOUND and CANCELLED are not failures here.
+	RecentErrors  []*CallError `protobuf:"bytes,15,rep,name=recent_errors,json=recentErrors,proto3" json:"recent_errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3128,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3141,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatsResponse) GetCount() uint64 {
@@ -3109,6 +3242,86 @@ func (x *StatsResponse) GetDecisions() uint64 {
 	return 0
 }
 
+func (x *StatsResponse) GetRecentErrors() []*CallError {
+	if x != nil {
+		return x.RecentErrors
+	}
+	return nil
+}
+
+// CallError is one failed or refused call.
+type CallError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The method, e.g. "SearchByImage".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The gRPC status code's name, e.g. "INVALID_ARGUMENT".
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message the caller got.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// When the call ended.
+	At            *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallError) Reset() {
+	*x = CallError{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallError) ProtoMessage() {}
+
+func (x *CallError) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallError.ProtoReflect.Descriptor instead.
+func (*CallError) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CallError) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *CallError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *CallError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CallError) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 // IndexParams are the HNSW graph parameters.
 type IndexParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3128,7 +3341,7 @@ type IndexParams struct {
 
 func (x *IndexParams) Reset() {
 	*x = IndexParams{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3353,7 @@ func (x *IndexParams) String() string {
 func (*IndexParams) ProtoMessage() {}
 
 func (x *IndexParams) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3366,7 @@ func (x *IndexParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexParams.ProtoReflect.Descriptor instead.
 func (*IndexParams) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *IndexParams) GetM() uint32 {
@@ -3200,7 +3413,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +3425,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +3438,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{41}
 }
 
 // BackupChunk is one piece of a backup stream.
@@ -3243,7 +3456,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3255,7 +3468,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3268,7 +3481,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3311,7 +3524,7 @@ type BackupComplete struct {
 
 func (x *BackupComplete) Reset() {
 	*x = BackupComplete{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3536,7 @@ func (x *BackupComplete) String() string {
 func (*BackupComplete) ProtoMessage() {}
 
 func (x *BackupComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3549,7 @@ func (x *BackupComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
 func (*BackupComplete) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BackupComplete) GetSize() uint64 {
@@ -3424,7 +3637,17 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
-	"\x0einclude_vector\x18\x02 \x01(\bR\rincludeVector\"<\n" +
+	"\x0einclude_vector\x18\x02 \x01(\bR\rincludeVector\"\x7f\n" +
+	"\x13ListProductsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12,\n" +
+	"\x06filter\x18\x03 \x01(\v2\x14.lookalike.v1.FilterR\x06filter\"\x90\x01\n" +
+	"\x14ListProductsResponse\x121\n" +
+	"\bproducts\x18\x01 \x03(\v2\x15.lookalike.v1.ProductR\bproducts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x04R\ttotalSize\"<\n" +
 	"\x0fGetPhotoRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bphoto_id\x18\x02 \x01(\tR\aphotoId\"v\n" +
@@ -3606,7 +3829,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\x12&\n" +
 	"\x04tier\x18\x04 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
 	"\asignals\x18\x05 \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\"\x0e\n" +
-	"\fStatsRequest\"\xb0\x05\n" +
+	"\fStatsRequest\"\xee\x05\n" +
 	"\rStatsResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\\\n" +
 	"\x11count_by_category\x18\x02 \x03(\v20.lookalike.v1.StatsResponse.CountByCategoryEntryR\x0fcountByCategory\x12%\n" +
@@ -3624,10 +3847,16 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
 	"kept_bytes\x18\f \x01(\x04R\tkeptBytes\x12H\n" +
 	"\x10duplicate_policy\x18\r \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\x0fduplicatePolicy\x12\x1c\n" +
-	"\tdecisions\x18\x0e \x01(\x04R\tdecisions\x1aB\n" +
+	"\tdecisions\x18\x0e \x01(\x04R\tdecisions\x12<\n" +
+	"\rrecent_errors\x18\x0f \x03(\v2\x17.lookalike.v1.CallErrorR\frecentErrors\x1aB\n" +
 	"\x14CountByCategoryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x8d\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"}\n" +
+	"\tCallError\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x8d\x01\n" +
 	"\vIndexParams\x12\f\n" +
 	"\x01m\x18\x01 \x01(\rR\x01m\x12'\n" +
 	"\x0fef_construction\x18\x02 \x01(\rR\x0eefConstruction\x12\x1b\n" +
@@ -3656,13 +3885,14 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x0fTIER_LOOK_ALIKE\x10\x01\x12\r\n" +
 	"\tTIER_COPY\x10\x02\x12\x0e\n" +
 	"\n" +
-	"TIER_EXACT\x10\x032\x81\n" +
+	"TIER_EXACT\x10\x032\xd8\n" +
 	"\n" +
 	"\tLookalike\x12A\n" +
 	"\x06Upsert\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult\x12K\n" +
 	"\fUpsertStream\x12\x1b.lookalike.v1.UpsertRequest\x1a\x1a.lookalike.v1.UpsertResult(\x010\x01\x12C\n" +
 	"\x06Delete\x12\x1b.lookalike.v1.DeleteRequest\x1a\x1c.lookalike.v1.DeleteResponse\x12:\n" +
-	"\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12I\n" +
+	"\x03Get\x12\x18.lookalike.v1.GetRequest\x1a\x19.lookalike.v1.GetResponse\x12U\n" +
+	"\fListProducts\x12!.lookalike.v1.ListProductsRequest\x1a\".lookalike.v1.ListProductsResponse\x12I\n" +
 	"\bGetPhoto\x12\x1d.lookalike.v1.GetPhotoRequest\x1a\x1e.lookalike.v1.GetPhotoResponse\x12Q\n" +
 	"\rSearchByImage\x12\".lookalike.v1.SearchByImageRequest\x1a\x1c.lookalike.v1.SearchResponse\x12K\n" +
 	"\n" +
@@ -3690,7 +3920,7 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 }
 
 var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(Outcome)(0),                      // 0: lookalike.v1.Outcome
 	(Tier)(0),                         // 1: lookalike.v1.Tier
@@ -3701,132 +3931,141 @@ var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(*DeleteRequest)(nil),             // 6: lookalike.v1.DeleteRequest
 	(*DeleteResponse)(nil),            // 7: lookalike.v1.DeleteResponse
 	(*GetRequest)(nil),                // 8: lookalike.v1.GetRequest
-	(*GetPhotoRequest)(nil),           // 9: lookalike.v1.GetPhotoRequest
-	(*GetPhotoResponse)(nil),          // 10: lookalike.v1.GetPhotoResponse
-	(*GetResponse)(nil),               // 11: lookalike.v1.GetResponse
-	(*Product)(nil),                   // 12: lookalike.v1.Product
-	(*Photo)(nil),                     // 13: lookalike.v1.Photo
-	(*Filter)(nil),                    // 14: lookalike.v1.Filter
-	(*SearchByImageRequest)(nil),      // 15: lookalike.v1.SearchByImageRequest
-	(*SearchByIdRequest)(nil),         // 16: lookalike.v1.SearchByIdRequest
-	(*SearchByVectorRequest)(nil),     // 17: lookalike.v1.SearchByVectorRequest
-	(*SearchResponse)(nil),            // 18: lookalike.v1.SearchResponse
-	(*SearchResult)(nil),              // 19: lookalike.v1.SearchResult
-	(*FindDuplicatesRequest)(nil),     // 20: lookalike.v1.FindDuplicatesRequest
-	(*DuplicateSignals)(nil),          // 21: lookalike.v1.DuplicateSignals
-	(*Decision)(nil),                  // 22: lookalike.v1.Decision
-	(*ResolveDuplicatesRequest)(nil),  // 23: lookalike.v1.ResolveDuplicatesRequest
-	(*ResolveDuplicatesResponse)(nil), // 24: lookalike.v1.ResolveDuplicatesResponse
-	(*ListDecisionsRequest)(nil),      // 25: lookalike.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil),     // 26: lookalike.v1.ListDecisionsResponse
-	(*ForgetDecisionRequest)(nil),     // 27: lookalike.v1.ForgetDecisionRequest
-	(*ForgetDecisionResponse)(nil),    // 28: lookalike.v1.ForgetDecisionResponse
-	(*DuplicatePolicy)(nil),           // 29: lookalike.v1.DuplicatePolicy
-	(*CalibrateRequest)(nil),          // 30: lookalike.v1.CalibrateRequest
-	(*CalibrationPoint)(nil),          // 31: lookalike.v1.CalibrationPoint
-	(*CalibrateReport)(nil),           // 32: lookalike.v1.CalibrateReport
-	(*DuplicateCluster)(nil),          // 33: lookalike.v1.DuplicateCluster
-	(*DuplicateEdge)(nil),             // 34: lookalike.v1.DuplicateEdge
-	(*CheckDuplicateRequest)(nil),     // 35: lookalike.v1.CheckDuplicateRequest
-	(*CheckDuplicateResponse)(nil),    // 36: lookalike.v1.CheckDuplicateResponse
-	(*StatsRequest)(nil),              // 37: lookalike.v1.StatsRequest
-	(*StatsResponse)(nil),             // 38: lookalike.v1.StatsResponse
-	(*IndexParams)(nil),               // 39: lookalike.v1.IndexParams
-	(*BackupRequest)(nil),             // 40: lookalike.v1.BackupRequest
-	(*BackupChunk)(nil),               // 41: lookalike.v1.BackupChunk
-	(*BackupComplete)(nil),            // 42: lookalike.v1.BackupComplete
-	nil,                               // 43: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                               // 44: lookalike.v1.Product.AttributesEntry
-	nil,                               // 45: lookalike.v1.Filter.AttributesEntry
-	nil,                               // 46: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	nil,                               // 47: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
+	(*ListProductsRequest)(nil),       // 9: lookalike.v1.ListProductsRequest
+	(*ListProductsResponse)(nil),      // 10: lookalike.v1.ListProductsResponse
+	(*GetPhotoRequest)(nil),           // 11: lookalike.v1.GetPhotoRequest
+	(*GetPhotoResponse)(nil),          // 12: lookalike.v1.GetPhotoResponse
+	(*GetResponse)(nil),               // 13: lookalike.v1.GetResponse
+	(*Product)(nil),                   // 14: lookalike.v1.Product
+	(*Photo)(nil),                     // 15: lookalike.v1.Photo
+	(*Filter)(nil),                    // 16: lookalike.v1.Filter
+	(*SearchByImageRequest)(nil),      // 17: lookalike.v1.SearchByImageRequest
+	(*SearchByIdRequest)(nil),         // 18: lookalike.v1.SearchByIdRequest
+	(*SearchByVectorRequest)(nil),     // 19: lookalike.v1.SearchByVectorRequest
+	(*SearchResponse)(nil),            // 20: lookalike.v1.SearchResponse
+	(*SearchResult)(nil),              // 21: lookalike.v1.SearchResult
+	(*FindDuplicatesRequest)(nil),     // 22: lookalike.v1.FindDuplicatesRequest
+	(*DuplicateSignals)(nil),          // 23: lookalike.v1.DuplicateSignals
+	(*Decision)(nil),                  // 24: lookalike.v1.Decision
+	(*ResolveDuplicatesRequest)(nil),  // 25: lookalike.v1.ResolveDuplicatesRequest
+	(*ResolveDuplicatesResponse)(nil), // 26: lookalike.v1.ResolveDuplicatesResponse
+	(*ListDecisionsRequest)(nil),      // 27: lookalike.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),     // 28: lookalike.v1.ListDecisionsResponse
+	(*ForgetDecisionRequest)(nil),     // 29: lookalike.v1.ForgetDecisionRequest
+	(*ForgetDecisionResponse)(nil),    // 30: lookalike.v1.ForgetDecisionResponse
+	(*DuplicatePolicy)(nil),           // 31: lookalike.v1.DuplicatePolicy
+	(*CalibrateRequest)(nil),          // 32: lookalike.v1.CalibrateRequest
+	(*CalibrationPoint)(nil),          // 33: lookalike.v1.CalibrationPoint
+	(*CalibrateReport)(nil),           // 34: lookalike.v1.CalibrateReport
+	(*DuplicateCluster)(nil),          // 35: lookalike.v1.DuplicateCluster
+	(*DuplicateEdge)(nil),             // 36: lookalike.v1.DuplicateEdge
+	(*CheckDuplicateRequest)(nil),     // 37: lookalike.v1.CheckDuplicateRequest
+	(*CheckDuplicateResponse)(nil),    // 38: lookalike.v1.CheckDuplicateResponse
+	(*StatsRequest)(nil),              // 39: lookalike.v1.StatsRequest
+	(*StatsResponse)(nil),             // 40: lookalike.v1.StatsResponse
+	(*CallError)(nil),                 // 41: lookalike.v1.CallError
+	(*IndexParams)(nil),               // 42: lookalike.v1.IndexParams
+	(*BackupRequest)(nil),             // 43: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),               // 44: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),            // 45: lookalike.v1.BackupComplete
+	nil,                               // 46: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                               // 47: lookalike.v1.Product.AttributesEntry
+	nil,                               // 48: lookalike.v1.Filter.AttributesEntry
+	nil,                               // 49: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	nil,                               // 50: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
 	4,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	43, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	46, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
 	3,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
 	4,  // 3: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
 	0,  // 4: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
-	13, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
-	12, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
-	13, // 7: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
-	12, // 8: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	44, // 9: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	48, // 10: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	48, // 11: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
-	13, // 12: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
-	48, // 13: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
-	48, // 14: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
-	45, // 15: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
-	14, // 16: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
-	14, // 17: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
-	14, // 18: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
-	19, // 19: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
-	12, // 20: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
-	14, // 21: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
-	1,  // 22: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
-	48, // 23: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
-	22, // 24: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
-	22, // 25: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
-	31, // 26: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
-	29, // 27: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
-	31, // 28: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
-	31, // 29: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
-	46, // 30: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	34, // 31: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	1,  // 32: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
-	1,  // 33: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
-	21, // 34: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
-	22, // 35: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
-	14, // 36: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	19, // 37: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	1,  // 38: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
-	21, // 39: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
-	47, // 40: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	39, // 41: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	48, // 42: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	49, // 43: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	29, // 44: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
-	42, // 45: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	2,  // 46: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	2,  // 47: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	6,  // 48: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	8,  // 49: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	9,  // 50: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
-	15, // 51: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	16, // 52: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	17, // 53: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	20, // 54: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	35, // 55: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	23, // 56: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
-	25, // 57: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
-	27, // 58: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
-	30, // 59: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
-	37, // 60: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	40, // 61: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	5,  // 62: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	5,  // 63: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	7,  // 64: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	11, // 65: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	10, // 66: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
-	18, // 67: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	18, // 68: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	18, // 69: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	33, // 70: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	36, // 71: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	24, // 72: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
-	26, // 73: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
-	28, // 74: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
-	32, // 75: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
-	38, // 76: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	41, // 77: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	62, // [62:78] is the sub-list for method output_type
-	46, // [46:62] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	15, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
+	14, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
+	16, // 7: lookalike.v1.ListProductsRequest.filter:type_name -> lookalike.v1.Filter
+	14, // 8: lookalike.v1.ListProductsResponse.products:type_name -> lookalike.v1.Product
+	15, // 9: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
+	14, // 10: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
+	47, // 11: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	51, // 12: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	51, // 13: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	15, // 14: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
+	51, // 15: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
+	51, // 16: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
+	48, // 17: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	16, // 18: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
+	16, // 19: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
+	16, // 20: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
+	21, // 21: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
+	14, // 22: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
+	16, // 23: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
+	1,  // 24: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
+	51, // 25: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
+	24, // 26: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
+	24, // 27: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
+	33, // 28: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
+	31, // 29: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
+	33, // 30: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
+	33, // 31: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
+	49, // 32: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	36, // 33: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 34: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 35: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	23, // 36: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	24, // 37: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	16, // 38: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	21, // 39: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 40: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	23, // 41: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	50, // 42: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	42, // 43: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	51, // 44: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	52, // 45: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	31, // 46: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	41, // 47: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
+	51, // 48: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
+	45, // 49: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 50: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 51: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	6,  // 52: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	8,  // 53: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	9,  // 54: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
+	11, // 55: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	17, // 56: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	18, // 57: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	19, // 58: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	22, // 59: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	37, // 60: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	25, // 61: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	27, // 62: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	29, // 63: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	32, // 64: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	39, // 65: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	43, // 66: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	5,  // 67: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	5,  // 68: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	7,  // 69: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	13, // 70: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	10, // 71: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
+	12, // 72: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	20, // 73: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	20, // 74: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	20, // 75: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	35, // 76: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	38, // 77: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	26, // 78: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	28, // 79: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	30, // 80: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	34, // 81: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	40, // 82: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	44, // 83: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	67, // [67:84] is the sub-list for method output_type
+	50, // [50:67] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -3842,15 +4081,15 @@ func file_lookalike_v1_lookalike_proto_init() {
 		(*PhotoInput_Image)(nil),
 		(*PhotoInput_Vector)(nil),
 	}
-	file_lookalike_v1_lookalike_proto_msgTypes[18].OneofWrappers = []any{}
-	file_lookalike_v1_lookalike_proto_msgTypes[33].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[20].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	Lookalike_UpsertStream_FullMethodName      = "/lookalike.v1.Lookalike/UpsertStream"
 	Lookalike_Delete_FullMethodName            = "/lookalike.v1.Lookalike/Delete"
 	Lookalike_Get_FullMethodName               = "/lookalike.v1.Lookalike/Get"
+	Lookalike_ListProducts_FullMethodName      = "/lookalike.v1.Lookalike/ListProducts"
 	Lookalike_GetPhoto_FullMethodName          = "/lookalike.v1.Lookalike/GetPhoto"
 	Lookalike_SearchByImage_FullMethodName     = "/lookalike.v1.Lookalike/SearchByImage"
 	Lookalike_SearchById_FullMethodName        = "/lookalike.v1.Lookalike/SearchById"
@@ -65,6 +66,10 @@ type LookalikeClient interface {
 	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
 	// when unknown.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
+	// ListProducts pages through the catalogue in product id order (byte order), optionally
+	// inside a filter: what a storefront grid or an export walks. Products come without
+	// vectors.
+	ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error)
 	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
 	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
 	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
@@ -164,6 +169,16 @@ func (c *lookalikeClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetResponse)
 	err := c.cc.Invoke(ctx, Lookalike_Get_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lookalikeClient) ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProductsResponse)
+	err := c.cc.Invoke(ctx, Lookalike_ListProducts_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -326,6 +341,10 @@ type LookalikeServer interface {
 	// Get returns a product's metadata and photos, and their vectors when asked. NOT_FOUND
 	// when unknown.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
+	// ListProducts pages through the catalogue in product id order (byte order), optionally
+	// inside a filter: what a storefront grid or an export walks. Products come without
+	// vectors.
+	ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error)
 	// GetPhoto returns the kept copy of a product's photo: a JPEG of the photo as the model
 	// sees it before cropping (shorter side at the model's resize size). NOT_FOUND when the
 	// product or photo is unknown or the server keeps no copy of it (--keep-photos=false, or
@@ -399,6 +418,9 @@ func (UnimplementedLookalikeServer) Delete(context.Context, *DeleteRequest) (*De
 }
 func (UnimplementedLookalikeServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedLookalikeServer) ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProducts not implemented")
 }
 func (UnimplementedLookalikeServer) GetPhoto(context.Context, *GetPhotoRequest) (*GetPhotoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPhoto not implemented")
@@ -514,6 +536,24 @@ func _Lookalike_Get_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(LookalikeServer).Get(ctx, req.(*GetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lookalike_ListProducts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProductsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LookalikeServer).ListProducts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lookalike_ListProducts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LookalikeServer).ListProducts(ctx, req.(*ListProductsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -738,6 +778,10 @@ var Lookalike_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Get",
 			Handler:    _Lookalike_Get_Handler,
+		},
+		{
+			MethodName: "ListProducts",
+			Handler:    _Lookalike_ListProducts_Handler,
 		},
 		{
 			MethodName: "GetPhoto",
