@@ -16,6 +16,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,12 +98,19 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			cfg.photos, len(real), cfg.sigma, cfg.k),
 		Header: []string{"photos per product", "products", "build s", "search p50 ms", "search p99 ms", "more-like-this p50 ms", "more-like-this p99 ms", "distinct products per result"},
 	}
+	dedup := benchkit.Table{
+		Title: "A duplicate scan over the whole catalogue",
+		Note: "catalog.FindDuplicates with the default policy (look-alike 0.90, 10 neighbours per photo, ef 64) over the same " +
+			"catalogues, on every core; allocated is what the scan allocated in all (runtime.MemStats.TotalAlloc before and after).",
+		Header: []string{"photos per product", "photos", "scan s", "photos/s", "clusters", "pairs", "allocated MB"},
+	}
 	for _, per := range cfg.perProduct {
-		row, err := searchLatency(ctx, log, emb, real, cfg, per, filepath.Join(work, fmt.Sprint("per-", per)))
+		row, drow, err := searchLatency(ctx, log, emb, real, cfg, per, filepath.Join(work, fmt.Sprint("per-", per)))
 		if err != nil {
 			return err
 		}
 		search.Rows = append(search.Rows, row)
+		dedup.Rows = append(dedup.Rows, drow)
 	}
 	keep, err := keepCost(ctx, log, emb, cfg, work)
 	if err != nil {
@@ -113,6 +121,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	b.WriteString(machine.Markdown())
 	b.WriteString("- command: `go run ./benchmarks/cmd/photobench` (part of `make bench`)\n\n")
 	b.WriteString(search.Markdown())
+	b.WriteString("\n")
+	b.WriteString(dedup.Markdown())
 	b.WriteString("\n")
 	b.WriteString(keep.Markdown())
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
@@ -168,10 +178,10 @@ func noisy(rng *rand.Rand, src []float32, sigma float64) []float32 {
 	return v
 }
 
-func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, real [][]float32, cfg config, per int, dir string) ([]string, error) {
+func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, real [][]float32, cfg config, per int, dir string) ([]string, []string, error) {
 	cat, err := catalog.Open(ctx, catalog.Config{DataDir: dir, Embedder: emb, Logger: log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer cat.Close()
 	rng := rand.New(rand.NewSource(int64(per)))
@@ -189,7 +199,7 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 		if len(writes) == batch || i == products-1 {
 			for _, r := range cat.UpsertBatch(ctx, writes) {
 				if r.Err != nil {
-					return nil, r.Err
+					return nil, nil, r.Err
 				}
 			}
 			writes = writes[:0]
@@ -206,7 +216,7 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 		rs, err := cat.SearchByVector(ctx, query, catalog.SearchOptions{K: cfg.k})
 		bySearch = append(bySearch, time.Since(t0))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		seen := map[string]bool{}
 		for _, r := range rs {
@@ -216,19 +226,39 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 		id := fmt.Sprintf("p%07d", rng.Intn(products))
 		t0 = time.Now()
 		if _, err := cat.SearchByID(ctx, id, catalog.SearchOptions{K: cfg.k}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		byID = append(byID, time.Since(t0))
 		_ = q
 	}
 	slices.Sort(bySearch)
 	slices.Sort(byID)
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	clusters, pairs := 0, 0
+	t0 := time.Now()
+	err = cat.FindDuplicates(ctx, catalog.DuplicateOptions{}, func(cl catalog.Cluster) error {
+		clusters++
+		pairs += len(cl.Edges)
+		return nil
+	})
+	scan := time.Since(t0)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		return nil, nil, err
+	}
+	photos := products * per
+	dedupRow := []string{fmt.Sprint(per), fmt.Sprint(photos), fmt.Sprintf("%.1f", scan.Seconds()),
+		fmt.Sprintf("%.0f", float64(photos)/scan.Seconds()), fmt.Sprint(clusters), fmt.Sprint(pairs),
+		fmt.Sprintf("%.0f", float64(after.TotalAlloc-before.TotalAlloc)/1e6)}
 	return []string{
 		fmt.Sprint(per), fmt.Sprint(products), fmt.Sprintf("%.1f", build.Seconds()),
 		benchkit.Millis(benchkit.Percentile(bySearch, 50)), benchkit.Millis(benchkit.Percentile(bySearch, 99)),
 		benchkit.Millis(benchkit.Percentile(byID, 50)), benchkit.Millis(benchkit.Percentile(byID, 99)),
 		fmt.Sprintf("%.2f of %d", float64(distinct)/float64(cfg.queries), cfg.k),
-	}, nil
+	}, dedupRow, nil
 }
 
 // keepCost ingests the grocery photos (one product per grocery product) twice, keeping
