@@ -181,13 +181,28 @@ func TestDuplicateTiersDecisionsAndCalibration(t *testing.T) {
 			}
 		}
 		// As products of their own, both pair with the original in FindDuplicates.
-		for _, w := range []Write{
-			{ID: "reupload-exact", Photos: []PhotoWrite{{Image: oatly}}},
-			{ID: "reupload-copy", Photos: []PhotoWrite{{Image: recompressed}}},
+		// Checked as they are written (ingest --check-duplicates), against the catalogue as it
+		// was before each write.
+		for _, tc := range []struct {
+			w    Write
+			want Tier
+		}{
+			{Write{ID: "reupload-exact", Photos: []PhotoWrite{{Image: oatly}}, CheckDuplicates: true}, TierExact},
+			{Write{ID: "reupload-copy", Photos: []PhotoWrite{{Image: recompressed}}, CheckDuplicates: true}, TierCopy},
 		} {
-			if _, err := c.Upsert(ctx, w); err != nil {
+			res, err := c.Upsert(ctx, tc.w)
+			if err != nil {
 				t.Fatal(err)
 			}
+			if d := res.Duplicates; len(d) != 1 || d[0].Tier < tc.want || (d[0].ProductID != "Oatly-Oat-Milk" && !strings.HasPrefix(d[0].ProductID, "reupload")) {
+				t.Errorf("%s: duplicates %+v, want one of tier %v or stronger", tc.w.ID, d, tc.want)
+			}
+		}
+		if res, err := c.Upsert(ctx, Write{ID: "street", Photos: []PhotoWrite{{Image: iconicStreet(t)}}, CheckDuplicates: true}); err != nil || len(res.Duplicates) != 0 {
+			t.Errorf("a street photo is reported as a copy: %+v, %v", res.Duplicates, err)
+		}
+		if _, err := c.Delete(ctx, "street"); err != nil {
+			t.Fatal(err)
 		}
 		edges := scan(DuplicateOptions{MinTier: TierCopy})
 		if e := edges[productPair{"Oatly-Oat-Milk", "reupload-exact"}]; e.Tier != TierExact || !e.Signals.SameBytes {
@@ -312,6 +327,26 @@ func TestDuplicateTiersDecisionsAndCalibration(t *testing.T) {
 			}
 		}
 	})
+}
+
+// iconicStreet is a street photo of a grocery product (a new photo, never a copy).
+func iconicStreet(t *testing.T) []byte {
+	t.Helper()
+	photos, err := dataset.LoadPhotos(dataset.PhotosGrocery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range photos {
+		if strings.HasPrefix(filepath.Base(p.Path), "val__") {
+			b, err := os.ReadFile(p.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+	t.Fatal("no street photo")
+	return nil
 }
 
 // openGroceryKeptAgain reopens a data directory openGroceryKept filled.

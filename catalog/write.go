@@ -35,6 +35,20 @@ type Write struct {
 	RemovePhotos []string
 	// KeepOtherPhotos keeps stored photos that Photos does not mention.
 	KeepOtherPhotos bool
+	// CheckDuplicates compares every photo the write embeds with the catalogue as it was
+	// before the write and reports its copies and exact duplicates in UpsertResult.Duplicates.
+	CheckDuplicates bool
+}
+
+// PhotoDuplicate is a written photo's strongest match among other products' photos.
+type PhotoDuplicate struct {
+	// PhotoID is the written photo.
+	PhotoID string
+	// Tier and Signals place the match under the catalogue's policy.
+	Tier    Tier
+	Signals Signals
+	// ProductID and MatchedPhotoID name the photo it matched.
+	ProductID, MatchedPhotoID string
 }
 
 // PhotoWrite is one photo of a Write. With Image, the photo is embedded (unless a stored
@@ -88,6 +102,9 @@ type UpsertResult struct {
 	Photos []Photo
 	// Embedded counts the photos that ran through the model for this write.
 	Embedded int
+	// Duplicates lists, with Write.CheckDuplicates, the written photos that are copies or
+	// exact duplicates of another product's photo.
+	Duplicates []PhotoDuplicate
 	// Err says why the write failed.
 	Err error
 }
@@ -101,6 +118,8 @@ type pending struct {
 	images  [][]byte      // per photo: bytes to embed, or nil
 	existed bool
 	base    *entry // the stored entry it was planned on (nil for a new product)
+	// embedded marks the photos the model ran on for this write (nil: none yet).
+	embedded []bool
 }
 
 // normalise checks a client vector and returns an L2-normalised copy.
@@ -183,6 +202,11 @@ func (c *Catalog) upsertRun(ctx context.Context, writes []Write, start, end int,
 	}
 	// The model runs outside writeMu, so writers embed in parallel.
 	analyses := c.embedAll(ctx, todo, results)
+	for _, p := range todo {
+		if p.write.CheckDuplicates && results[p.pos].Err == nil {
+			results[p.pos].Duplicates = c.photoDuplicates(p)
+		}
+	}
 
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -408,6 +432,10 @@ func (c *Catalog) embedAll(ctx context.Context, todo []*pending, results []Upser
 				}
 				setAnalysis(&p.photos[i], a)
 				p.images[i] = nil
+				if p.embedded == nil {
+					p.embedded = make([]bool, len(p.photos))
+				}
+				p.embedded[i] = true
 				analyses[p.photos[i].SHA256] = a
 				results[p.pos].Embedded++
 			}()
@@ -415,6 +443,41 @@ func (c *Catalog) embedAll(ctx context.Context, todo []*pending, results []Upser
 	}
 	wg.Wait()
 	return analyses
+}
+
+// photoDuplicates compares the photos a write embedded with the photos of other products
+// and returns those whose strongest match is a copy or an exact duplicate.
+func (c *Catalog) photoDuplicates(p *pending) []PhotoDuplicate {
+	policy, err := c.policy()
+	if err != nil {
+		c.log.Warn("duplicate check on upsert skipped", "id", p.write.ID, "err", err)
+		return nil
+	}
+	var out []PhotoDuplicate
+	for i, ph := range p.photos {
+		if p.embedded == nil || !p.embedded[i] {
+			continue
+		}
+		q := photoEntry{sha256: ph.SHA256, phash: ph.PHash, phashMir: ph.PHashMirror, hasPHash: ph.HasPHash}
+		var best *PhotoDuplicate
+		for _, n := range c.graph.Search(ph.Vector, checkCandidates, index.SearchOptions{EF: c.ef(0)}) {
+			c.metaMu.RLock()
+			e, ok := c.byKey[n.Key]
+			c.metaMu.RUnlock()
+			if !ok || e.id == p.write.ID {
+				continue
+			}
+			other, _ := e.photo(n.Key)
+			sig := signalsOf(q, other, n.Score)
+			if t := policy.Tier(sig); t >= TierCopy && (best == nil || t > best.Tier || (t == best.Tier && sig.Cosine > best.Signals.Cosine)) {
+				best = &PhotoDuplicate{PhotoID: ph.ID, Tier: t, Signals: sig, ProductID: e.id, MatchedPhotoID: other.id}
+			}
+		}
+		if best != nil {
+			out = append(out, *best)
+		}
+	}
+	return out
 }
 
 // fill embeds a re-planned write's photos, taking each from analyses when it was embedded

@@ -57,6 +57,7 @@ func writeOf(r *pb.UpsertRequest) (catalog.Write, error) {
 	w := catalog.Write{
 		ID: r.GetId(), Category: r.GetCategory(), Title: r.GetTitle(), Attributes: r.GetAttributes(),
 		RemovePhotos: r.GetRemovePhotos(), KeepOtherPhotos: r.GetKeepOtherPhotos(),
+		CheckDuplicates: r.GetCheckDuplicates(),
 	}
 	if r.GetContent() != nil {
 		if len(r.GetPhotos()) > 0 {
@@ -104,6 +105,10 @@ func (s *service) upsertResult(method string, pos uint64, res catalog.UpsertResu
 	}
 	if len(res.Photos) > 0 {
 		out.ImageSha256 = res.Photos[0].SHA256
+	}
+	for _, d := range res.Duplicates {
+		out.Duplicates = append(out.Duplicates, &pb.PhotoDuplicate{PhotoId: d.PhotoID, Tier: tierProto(d.Tier),
+			Signals: signalsProto(d.Signals), ProductId: d.ProductID, MatchedPhotoId: d.MatchedPhotoID})
 	}
 	if res.Err != nil {
 		st, _ := status.FromError(s.fail(method, res.Err))

@@ -50,6 +50,21 @@ type ingestSummary struct {
 	PerSecond      float64         `json:"per_second"`
 	FailuresFile   string          `json:"failures_file,omitempty"`
 	Failures       []ingestFailure `json:"failures"`
+	// Duplicates, with --check-duplicates: the photos that are copies or exact duplicates
+	// of another product's photo.
+	Duplicates []ingestDuplicate `json:"duplicates,omitempty"`
+}
+
+// ingestDuplicate is an ingested photo found to copy another product's photo.
+type ingestDuplicate struct {
+	Line         int     `json:"line"`
+	ID           string  `json:"id"`
+	Photo        string  `json:"photo"`
+	Tier         string  `json:"tier"`
+	Matches      string  `json:"matches"`
+	MatchedPhoto string  `json:"matched_photo"`
+	Cosine       float32 `json:"cosine"`
+	Hamming      int32   `json:"hamming"`
 }
 
 type ingestOptions struct {
@@ -57,6 +72,7 @@ type ingestOptions struct {
 	streams     int
 	window      int
 	verify      bool // ask the server for each id's image hash and skip identical items
+	checkDups   bool // ask the server to report copies and exact duplicates of each new photo
 	failures    string
 	progress    bool
 }
@@ -77,6 +93,7 @@ func runIngest(ctx context.Context, a *app, args []string) error {
 	fs.IntVar(&opt.window, "window", 32, "photos in flight per stream before waiting for results")
 	noSkip := fs.Bool("no-skip", false, "send every photo even when the server already holds the same one (the server still answers unchanged)")
 	fs.StringVar(&opt.failures, "failures", "lookalike-failures.csv", "file the failed items are written to, with reasons (only when some fail)")
+	fs.BoolVar(&opt.checkDups, "check-duplicates", false, "report every photo that is a copy or an exact duplicate of another product's photo (the write goes ahead)")
 	quiet := fs.Bool("quiet", false, "no progress display")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -268,6 +285,7 @@ func (in *ingester) run(ctx context.Context, rows []manifestRow) error {
 func (in *ingester) prepare(ctx context.Context, row manifestRow) (pendingUpsert, bool) {
 	req := &lookalikev1.UpsertRequest{
 		Id: row.ID, Category: row.Category, Title: row.Title, Attributes: row.Attributes,
+		CheckDuplicates: in.opt.checkDups,
 	}
 	hashes := make([]string, len(row.Photos))
 	for i, ph := range row.Photos {
@@ -474,6 +492,16 @@ func (in *ingester) streamOnce(ctx context.Context, ready <-chan pendingUpsert) 
 }
 
 func (in *ingester) record(row manifestRow, res *lookalikev1.UpsertResult) {
+	if len(res.GetDuplicates()) > 0 {
+		in.mu.Lock()
+		for _, d := range res.GetDuplicates() {
+			in.summary.Duplicates = append(in.summary.Duplicates, ingestDuplicate{
+				Line: row.Line, ID: row.ID, Photo: d.GetPhotoId(), Tier: tierName(d.GetTier()), Matches: d.GetProductId(),
+				MatchedPhoto: d.GetMatchedPhotoId(), Cosine: d.GetSignals().GetCosine(), Hamming: d.GetSignals().GetHamming(),
+			})
+		}
+		in.mu.Unlock()
+	}
 	switch res.GetOutcome() {
 	case lookalikev1.Outcome_OUTCOME_CREATED:
 		in.done(func(s *ingestSummary) { s.Created++ })
@@ -559,6 +587,17 @@ func printIngestSummary(w io.Writer, s ingestSummary) {
 	}
 	fmt.Fprintf(tw, "elapsed\t%s (%.1f products/s)\n", formatDuration(time.Duration(s.ElapsedSeconds*float64(time.Second))), s.PerSecond)
 	tw.Flush()
+	if len(s.Duplicates) > 0 {
+		fmt.Fprintf(w, "\n%d photos copy another product's photo:\n", len(s.Duplicates))
+		for i, d := range s.Duplicates {
+			if i == 10 {
+				fmt.Fprintf(w, "  ... and %d more (--json lists them all)\n", len(s.Duplicates)-10)
+				break
+			}
+			fmt.Fprintf(w, "  line %d %s photo %s: %s of %s photo %s (cosine %.4f, hash distance %d)\n",
+				d.Line, clean(d.ID, 40), clean(d.Photo, 40), d.Tier, clean(d.Matches, 40), clean(d.MatchedPhoto, 40), d.Cosine, d.Hamming)
+		}
+	}
 	if len(s.Failures) == 0 {
 		return
 	}

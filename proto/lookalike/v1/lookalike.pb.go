@@ -189,9 +189,13 @@ type UpsertRequest struct {
 	// Keep stored photos that photos does not list (a partial update of the photo set).
 	KeepOtherPhotos bool `protobuf:"varint,10,opt,name=keep_other_photos,json=keepOtherPhotos,proto3" json:"keep_other_photos,omitempty"`
 	// Id of the photo given as image or vector; empty derives it from the bytes (or vector).
-	PhotoId       string `protobuf:"bytes,11,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PhotoId string `protobuf:"bytes,11,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
+	// Compare every photo this request embeds with the catalogue as it was before the write
+	// and report its strongest match of tier copy or exact in UpsertResult.duplicates (the
+	// write goes ahead either way).
+	CheckDuplicates bool `protobuf:"varint,12,opt,name=check_duplicates,json=checkDuplicates,proto3" json:"check_duplicates,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpsertRequest) Reset() {
@@ -312,6 +316,13 @@ func (x *UpsertRequest) GetPhotoId() string {
 	return ""
 }
 
+func (x *UpsertRequest) GetCheckDuplicates() bool {
+	if x != nil {
+		return x.CheckDuplicates
+	}
+	return false
+}
+
 type isUpsertRequest_Content interface {
 	isUpsertRequest_Content()
 }
@@ -330,6 +341,86 @@ type UpsertRequest_Vector struct {
 func (*UpsertRequest_Image) isUpsertRequest_Content() {}
 
 func (*UpsertRequest_Vector) isUpsertRequest_Content() {}
+
+// PhotoDuplicate is an upserted photo's strongest match in the catalogue.
+type PhotoDuplicate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The upserted photo.
+	PhotoId string `protobuf:"bytes,1,opt,name=photo_id,json=photoId,proto3" json:"photo_id,omitempty"`
+	// Its tier under the catalogue's duplicate policy, and the signals that placed it there.
+	Tier    Tier              `protobuf:"varint,2,opt,name=tier,proto3,enum=lookalike.v1.Tier" json:"tier,omitempty"`
+	Signals *DuplicateSignals `protobuf:"bytes,3,opt,name=signals,proto3" json:"signals,omitempty"`
+	// The product and photo it matched.
+	ProductId      string `protobuf:"bytes,4,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
+	MatchedPhotoId string `protobuf:"bytes,5,opt,name=matched_photo_id,json=matchedPhotoId,proto3" json:"matched_photo_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PhotoDuplicate) Reset() {
+	*x = PhotoDuplicate{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhotoDuplicate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhotoDuplicate) ProtoMessage() {}
+
+func (x *PhotoDuplicate) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhotoDuplicate.ProtoReflect.Descriptor instead.
+func (*PhotoDuplicate) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PhotoDuplicate) GetPhotoId() string {
+	if x != nil {
+		return x.PhotoId
+	}
+	return ""
+}
+
+func (x *PhotoDuplicate) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *PhotoDuplicate) GetSignals() *DuplicateSignals {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+func (x *PhotoDuplicate) GetProductId() string {
+	if x != nil {
+		return x.ProductId
+	}
+	return ""
+}
+
+func (x *PhotoDuplicate) GetMatchedPhotoId() string {
+	if x != nil {
+		return x.MatchedPhotoId
+	}
+	return ""
+}
 
 // PhotoInput is one photo of an upserted product.
 type PhotoInput struct {
@@ -353,7 +444,7 @@ type PhotoInput struct {
 
 func (x *PhotoInput) Reset() {
 	*x = PhotoInput{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +456,7 @@ func (x *PhotoInput) String() string {
 func (*PhotoInput) ProtoMessage() {}
 
 func (x *PhotoInput) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[1]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +469,7 @@ func (x *PhotoInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhotoInput.ProtoReflect.Descriptor instead.
 func (*PhotoInput) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{1}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PhotoInput) GetId() string {
@@ -449,7 +540,7 @@ type Vector struct {
 
 func (x *Vector) Reset() {
 	*x = Vector{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +552,7 @@ func (x *Vector) String() string {
 func (*Vector) ProtoMessage() {}
 
 func (x *Vector) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[2]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +565,7 @@ func (x *Vector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vector.ProtoReflect.Descriptor instead.
 func (*Vector) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{2}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Vector) GetValues() []float32 {
@@ -503,14 +594,17 @@ type UpsertResult struct {
 	// The product's photos after the write (or as stored, when unchanged or failed: empty).
 	Photos []*Photo `protobuf:"bytes,7,rep,name=photos,proto3" json:"photos,omitempty"`
 	// How many photos ran through the model for this request.
-	Embedded      uint32 `protobuf:"varint,8,opt,name=embedded,proto3" json:"embedded,omitempty"`
+	Embedded uint32 `protobuf:"varint,8,opt,name=embedded,proto3" json:"embedded,omitempty"`
+	// With check_duplicates: the photos that are copies or exact duplicates of another
+	// product's photo.
+	Duplicates    []*PhotoDuplicate `protobuf:"bytes,9,rep,name=duplicates,proto3" json:"duplicates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpsertResult) Reset() {
 	*x = UpsertResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +616,7 @@ func (x *UpsertResult) String() string {
 func (*UpsertResult) ProtoMessage() {}
 
 func (x *UpsertResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[3]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +629,7 @@ func (x *UpsertResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertResult.ProtoReflect.Descriptor instead.
 func (*UpsertResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{3}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpsertResult) GetId() string {
@@ -594,6 +688,13 @@ func (x *UpsertResult) GetEmbedded() uint32 {
 	return 0
 }
 
+func (x *UpsertResult) GetDuplicates() []*PhotoDuplicate {
+	if x != nil {
+		return x.Duplicates
+	}
+	return nil
+}
+
 // DeleteRequest names the product to remove.
 type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -605,7 +706,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +718,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[4]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +731,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{4}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteRequest) GetId() string {
@@ -651,7 +752,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +764,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[5]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +777,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{5}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteResponse) GetProduct() *Product {
@@ -700,7 +801,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +813,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[6]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +826,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{6}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRequest) GetId() string {
@@ -759,7 +860,7 @@ type ListProductsRequest struct {
 
 func (x *ListProductsRequest) Reset() {
 	*x = ListProductsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +872,7 @@ func (x *ListProductsRequest) String() string {
 func (*ListProductsRequest) ProtoMessage() {}
 
 func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[7]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +885,7 @@ func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsRequest.ProtoReflect.Descriptor instead.
 func (*ListProductsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{7}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListProductsRequest) GetPageSize() int32 {
@@ -823,7 +924,7 @@ type ListProductsResponse struct {
 
 func (x *ListProductsResponse) Reset() {
 	*x = ListProductsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +936,7 @@ func (x *ListProductsResponse) String() string {
 func (*ListProductsResponse) ProtoMessage() {}
 
 func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[8]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +949,7 @@ func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsResponse.ProtoReflect.Descriptor instead.
 func (*ListProductsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{8}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListProductsResponse) GetProducts() []*Product {
@@ -885,7 +986,7 @@ type GetPhotoRequest struct {
 
 func (x *GetPhotoRequest) Reset() {
 	*x = GetPhotoRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +998,7 @@ func (x *GetPhotoRequest) String() string {
 func (*GetPhotoRequest) ProtoMessage() {}
 
 func (x *GetPhotoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[9]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1011,7 @@ func (x *GetPhotoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPhotoRequest.ProtoReflect.Descriptor instead.
 func (*GetPhotoRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{9}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPhotoRequest) GetId() string {
@@ -942,7 +1043,7 @@ type GetPhotoResponse struct {
 
 func (x *GetPhotoResponse) Reset() {
 	*x = GetPhotoResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1055,7 @@ func (x *GetPhotoResponse) String() string {
 func (*GetPhotoResponse) ProtoMessage() {}
 
 func (x *GetPhotoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[10]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1068,7 @@ func (x *GetPhotoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPhotoResponse.ProtoReflect.Descriptor instead.
 func (*GetPhotoResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{10}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPhotoResponse) GetImage() []byte {
@@ -1002,7 +1103,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1115,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[11]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1128,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{11}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetResponse) GetProduct() *Product {
@@ -1067,7 +1168,7 @@ type Product struct {
 
 func (x *Product) Reset() {
 	*x = Product{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1180,7 @@ func (x *Product) String() string {
 func (*Product) ProtoMessage() {}
 
 func (x *Product) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[12]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1193,7 @@ func (x *Product) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Product.ProtoReflect.Descriptor instead.
 func (*Product) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{12}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Product) GetId() string {
@@ -1191,7 +1292,7 @@ type Photo struct {
 
 func (x *Photo) Reset() {
 	*x = Photo{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1304,7 @@ func (x *Photo) String() string {
 func (*Photo) ProtoMessage() {}
 
 func (x *Photo) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[13]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1317,7 @@ func (x *Photo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Photo.ProtoReflect.Descriptor instead.
 func (*Photo) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{13}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Photo) GetId() string {
@@ -1298,7 +1399,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1411,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[14]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1424,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{14}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Filter) GetCategories() []string {
@@ -1376,7 +1477,7 @@ type SearchByImageRequest struct {
 
 func (x *SearchByImageRequest) Reset() {
 	*x = SearchByImageRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1489,7 @@ func (x *SearchByImageRequest) String() string {
 func (*SearchByImageRequest) ProtoMessage() {}
 
 func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1502,7 @@ func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByImageRequest.ProtoReflect.Descriptor instead.
 func (*SearchByImageRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SearchByImageRequest) GetImage() []byte {
@@ -1488,7 +1589,7 @@ type SearchByIdRequest struct {
 
 func (x *SearchByIdRequest) Reset() {
 	*x = SearchByIdRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1601,7 @@ func (x *SearchByIdRequest) String() string {
 func (*SearchByIdRequest) ProtoMessage() {}
 
 func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1614,7 @@ func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByIdRequest.ProtoReflect.Descriptor instead.
 func (*SearchByIdRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SearchByIdRequest) GetId() string {
@@ -1600,7 +1701,7 @@ type SearchByVectorRequest struct {
 
 func (x *SearchByVectorRequest) Reset() {
 	*x = SearchByVectorRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1713,7 @@ func (x *SearchByVectorRequest) String() string {
 func (*SearchByVectorRequest) ProtoMessage() {}
 
 func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1726,7 @@ func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByVectorRequest.ProtoReflect.Descriptor instead.
 func (*SearchByVectorRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SearchByVectorRequest) GetVector() []float32 {
@@ -1695,7 +1796,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1808,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1821,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SearchResponse) GetResults() []*SearchResult {
@@ -1745,7 +1846,7 @@ type SearchResult struct {
 
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1858,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1871,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SearchResult) GetProduct() *Product {
@@ -1815,7 +1916,7 @@ type FindDuplicatesRequest struct {
 
 func (x *FindDuplicatesRequest) Reset() {
 	*x = FindDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1928,7 @@ func (x *FindDuplicatesRequest) String() string {
 func (*FindDuplicatesRequest) ProtoMessage() {}
 
 func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1941,7 @@ func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*FindDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FindDuplicatesRequest) GetThreshold() float32 {
@@ -1893,7 +1994,7 @@ type DuplicateSignals struct {
 
 func (x *DuplicateSignals) Reset() {
 	*x = DuplicateSignals{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2006,7 @@ func (x *DuplicateSignals) String() string {
 func (*DuplicateSignals) ProtoMessage() {}
 
 func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2019,7 @@ func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateSignals.ProtoReflect.Descriptor instead.
 func (*DuplicateSignals) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DuplicateSignals) GetCosine() float32 {
@@ -1962,7 +2063,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2075,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2088,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Decision) GetA() string {
@@ -2057,7 +2158,7 @@ type ResolveDuplicatesRequest struct {
 
 func (x *ResolveDuplicatesRequest) Reset() {
 	*x = ResolveDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2170,7 @@ func (x *ResolveDuplicatesRequest) String() string {
 func (*ResolveDuplicatesRequest) ProtoMessage() {}
 
 func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2183,7 @@ func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResolveDuplicatesRequest) GetIds() []string {
@@ -2130,7 +2231,7 @@ type ResolveDuplicatesResponse struct {
 
 func (x *ResolveDuplicatesResponse) Reset() {
 	*x = ResolveDuplicatesResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2243,7 @@ func (x *ResolveDuplicatesResponse) String() string {
 func (*ResolveDuplicatesResponse) ProtoMessage() {}
 
 func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2256,7 @@ func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesResponse.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveDuplicatesResponse) GetDecisions() []*Decision {
@@ -2174,7 +2275,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2287,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2300,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
 }
 
 // ListDecisionsResponse lists every recorded decision, ordered by pair.
@@ -2212,7 +2313,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2325,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2338,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -2258,7 +2359,7 @@ type ForgetDecisionRequest struct {
 
 func (x *ForgetDecisionRequest) Reset() {
 	*x = ForgetDecisionRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2371,7 @@ func (x *ForgetDecisionRequest) String() string {
 func (*ForgetDecisionRequest) ProtoMessage() {}
 
 func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2384,7 @@ func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ForgetDecisionRequest) GetA() string {
@@ -2309,7 +2410,7 @@ type ForgetDecisionResponse struct {
 
 func (x *ForgetDecisionResponse) Reset() {
 	*x = ForgetDecisionResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2422,7 @@ func (x *ForgetDecisionResponse) String() string {
 func (*ForgetDecisionResponse) ProtoMessage() {}
 
 func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2435,7 @@ func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
 }
 
 // DuplicatePolicy holds the thresholds that place a pair of photos in a tier.
@@ -2355,7 +2456,7 @@ type DuplicatePolicy struct {
 
 func (x *DuplicatePolicy) Reset() {
 	*x = DuplicatePolicy{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2468,7 @@ func (x *DuplicatePolicy) String() string {
 func (*DuplicatePolicy) ProtoMessage() {}
 
 func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2481,7 @@ func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicatePolicy.ProtoReflect.Descriptor instead.
 func (*DuplicatePolicy) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DuplicatePolicy) GetLookAlike() float32 {
@@ -2435,7 +2536,7 @@ type CalibrateRequest struct {
 
 func (x *CalibrateRequest) Reset() {
 	*x = CalibrateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2548,7 @@ func (x *CalibrateRequest) String() string {
 func (*CalibrateRequest) ProtoMessage() {}
 
 func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2561,7 @@ func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateRequest.ProtoReflect.Descriptor instead.
 func (*CalibrateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CalibrateRequest) GetSample() uint32 {
@@ -2509,7 +2610,7 @@ type CalibrationPoint struct {
 
 func (x *CalibrationPoint) Reset() {
 	*x = CalibrationPoint{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2622,7 @@ func (x *CalibrationPoint) String() string {
 func (*CalibrationPoint) ProtoMessage() {}
 
 func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2635,7 @@ func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
 func (*CalibrationPoint) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CalibrationPoint) GetRule() string {
@@ -2607,7 +2708,7 @@ type CalibrateReport struct {
 
 func (x *CalibrateReport) Reset() {
 	*x = CalibrateReport{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2720,7 @@ func (x *CalibrateReport) String() string {
 func (*CalibrateReport) ProtoMessage() {}
 
 func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2733,7 @@ func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateReport.ProtoReflect.Descriptor instead.
 func (*CalibrateReport) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CalibrateReport) GetPhotos() uint32 {
@@ -2730,7 +2831,7 @@ type DuplicateCluster struct {
 
 func (x *DuplicateCluster) Reset() {
 	*x = DuplicateCluster{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2843,7 @@ func (x *DuplicateCluster) String() string {
 func (*DuplicateCluster) ProtoMessage() {}
 
 func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2856,7 @@ func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateCluster.ProtoReflect.Descriptor instead.
 func (*DuplicateCluster) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DuplicateCluster) GetIds() []string {
@@ -2809,7 +2910,7 @@ type DuplicateEdge struct {
 
 func (x *DuplicateEdge) Reset() {
 	*x = DuplicateEdge{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +2922,7 @@ func (x *DuplicateEdge) String() string {
 func (*DuplicateEdge) ProtoMessage() {}
 
 func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +2935,7 @@ func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateEdge.ProtoReflect.Descriptor instead.
 func (*DuplicateEdge) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DuplicateEdge) GetA() string {
@@ -2909,7 +3010,7 @@ type CheckDuplicateRequest struct {
 
 func (x *CheckDuplicateRequest) Reset() {
 	*x = CheckDuplicateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3022,7 @@ func (x *CheckDuplicateRequest) String() string {
 func (*CheckDuplicateRequest) ProtoMessage() {}
 
 func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3035,7 @@ func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateRequest.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CheckDuplicateRequest) GetImage() []byte {
@@ -2978,7 +3079,7 @@ type CheckDuplicateResponse struct {
 
 func (x *CheckDuplicateResponse) Reset() {
 	*x = CheckDuplicateResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +3091,7 @@ func (x *CheckDuplicateResponse) String() string {
 func (*CheckDuplicateResponse) ProtoMessage() {}
 
 func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +3104,7 @@ func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateResponse.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CheckDuplicateResponse) GetIsDuplicate() bool {
@@ -3050,7 +3151,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3163,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3176,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
 }
 
 // StatsResponse describes the catalogue.
@@ -3116,7 +3217,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3229,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3242,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StatsResponse) GetCount() uint64 {
@@ -3266,7 +3367,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3379,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3392,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CallError) GetMethod() string {
@@ -3341,7 +3442,7 @@ type IndexParams struct {
 
 func (x *IndexParams) Reset() {
 	*x = IndexParams{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +3454,7 @@ func (x *IndexParams) String() string {
 func (*IndexParams) ProtoMessage() {}
 
 func (x *IndexParams) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +3467,7 @@ func (x *IndexParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexParams.ProtoReflect.Descriptor instead.
 func (*IndexParams) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *IndexParams) GetM() uint32 {
@@ -3413,7 +3514,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3526,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3539,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{41}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{42}
 }
 
 // BackupChunk is one piece of a backup stream.
@@ -3456,7 +3557,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3569,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3582,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{42}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3524,7 +3625,7 @@ type BackupComplete struct {
 
 func (x *BackupComplete) Reset() {
 	*x = BackupComplete{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3536,7 +3637,7 @@ func (x *BackupComplete) String() string {
 func (*BackupComplete) ProtoMessage() {}
 
 func (x *BackupComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3549,7 +3650,7 @@ func (x *BackupComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
 func (*BackupComplete) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{43}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BackupComplete) GetSize() uint64 {
@@ -3591,7 +3692,7 @@ var File_lookalike_v1_lookalike_proto protoreflect.FileDescriptor
 
 const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\n" +
-	"\x1clookalike/v1/lookalike.proto\x12\flookalike.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x03\n" +
+	"\x1clookalike/v1/lookalike.proto\x12\flookalike.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x04\n" +
 	"\rUpsertRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x05image\x18\x02 \x01(\fH\x00R\x05image\x12.\n" +
@@ -3606,11 +3707,19 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\rremove_photos\x18\t \x03(\tR\fremovePhotos\x12*\n" +
 	"\x11keep_other_photos\x18\n" +
 	" \x01(\bR\x0fkeepOtherPhotos\x12\x19\n" +
-	"\bphoto_id\x18\v \x01(\tR\aphotoId\x1a=\n" +
+	"\bphoto_id\x18\v \x01(\tR\aphotoId\x12)\n" +
+	"\x10check_duplicates\x18\f \x01(\bR\x0fcheckDuplicates\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
-	"\acontent\"\x8c\x01\n" +
+	"\acontent\"\xd6\x01\n" +
+	"\x0ePhotoDuplicate\x12\x19\n" +
+	"\bphoto_id\x18\x01 \x01(\tR\aphotoId\x12&\n" +
+	"\x04tier\x18\x02 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
+	"\asignals\x18\x03 \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\x12\x1d\n" +
+	"\n" +
+	"product_id\x18\x04 \x01(\tR\tproductId\x12(\n" +
+	"\x10matched_photo_id\x18\x05 \x01(\tR\x0ematchedPhotoId\"\x8c\x01\n" +
 	"\n" +
 	"PhotoInput\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -3619,7 +3728,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\timage_url\x18\x04 \x01(\tR\bimageUrlB\t\n" +
 	"\acontent\" \n" +
 	"\x06Vector\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\x02R\x06values\"\x95\x02\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\"\xd3\x02\n" +
 	"\fUpsertResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x15.lookalike.v1.OutcomeR\aoutcome\x12\x1d\n" +
@@ -3629,7 +3738,10 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x05index\x18\x05 \x01(\x04R\x05index\x12!\n" +
 	"\fimage_sha256\x18\x06 \x01(\tR\vimageSha256\x12+\n" +
 	"\x06photos\x18\a \x03(\v2\x13.lookalike.v1.PhotoR\x06photos\x12\x1a\n" +
-	"\bembedded\x18\b \x01(\rR\bembedded\"\x1f\n" +
+	"\bembedded\x18\b \x01(\rR\bembedded\x12<\n" +
+	"\n" +
+	"duplicates\x18\t \x03(\v2\x1c.lookalike.v1.PhotoDuplicateR\n" +
+	"duplicates\"\x1f\n" +
 	"\rDeleteRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
 	"\x0eDeleteResponse\x12/\n" +
@@ -3920,152 +4032,156 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 }
 
 var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(Outcome)(0),                      // 0: lookalike.v1.Outcome
 	(Tier)(0),                         // 1: lookalike.v1.Tier
 	(*UpsertRequest)(nil),             // 2: lookalike.v1.UpsertRequest
-	(*PhotoInput)(nil),                // 3: lookalike.v1.PhotoInput
-	(*Vector)(nil),                    // 4: lookalike.v1.Vector
-	(*UpsertResult)(nil),              // 5: lookalike.v1.UpsertResult
-	(*DeleteRequest)(nil),             // 6: lookalike.v1.DeleteRequest
-	(*DeleteResponse)(nil),            // 7: lookalike.v1.DeleteResponse
-	(*GetRequest)(nil),                // 8: lookalike.v1.GetRequest
-	(*ListProductsRequest)(nil),       // 9: lookalike.v1.ListProductsRequest
-	(*ListProductsResponse)(nil),      // 10: lookalike.v1.ListProductsResponse
-	(*GetPhotoRequest)(nil),           // 11: lookalike.v1.GetPhotoRequest
-	(*GetPhotoResponse)(nil),          // 12: lookalike.v1.GetPhotoResponse
-	(*GetResponse)(nil),               // 13: lookalike.v1.GetResponse
-	(*Product)(nil),                   // 14: lookalike.v1.Product
-	(*Photo)(nil),                     // 15: lookalike.v1.Photo
-	(*Filter)(nil),                    // 16: lookalike.v1.Filter
-	(*SearchByImageRequest)(nil),      // 17: lookalike.v1.SearchByImageRequest
-	(*SearchByIdRequest)(nil),         // 18: lookalike.v1.SearchByIdRequest
-	(*SearchByVectorRequest)(nil),     // 19: lookalike.v1.SearchByVectorRequest
-	(*SearchResponse)(nil),            // 20: lookalike.v1.SearchResponse
-	(*SearchResult)(nil),              // 21: lookalike.v1.SearchResult
-	(*FindDuplicatesRequest)(nil),     // 22: lookalike.v1.FindDuplicatesRequest
-	(*DuplicateSignals)(nil),          // 23: lookalike.v1.DuplicateSignals
-	(*Decision)(nil),                  // 24: lookalike.v1.Decision
-	(*ResolveDuplicatesRequest)(nil),  // 25: lookalike.v1.ResolveDuplicatesRequest
-	(*ResolveDuplicatesResponse)(nil), // 26: lookalike.v1.ResolveDuplicatesResponse
-	(*ListDecisionsRequest)(nil),      // 27: lookalike.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil),     // 28: lookalike.v1.ListDecisionsResponse
-	(*ForgetDecisionRequest)(nil),     // 29: lookalike.v1.ForgetDecisionRequest
-	(*ForgetDecisionResponse)(nil),    // 30: lookalike.v1.ForgetDecisionResponse
-	(*DuplicatePolicy)(nil),           // 31: lookalike.v1.DuplicatePolicy
-	(*CalibrateRequest)(nil),          // 32: lookalike.v1.CalibrateRequest
-	(*CalibrationPoint)(nil),          // 33: lookalike.v1.CalibrationPoint
-	(*CalibrateReport)(nil),           // 34: lookalike.v1.CalibrateReport
-	(*DuplicateCluster)(nil),          // 35: lookalike.v1.DuplicateCluster
-	(*DuplicateEdge)(nil),             // 36: lookalike.v1.DuplicateEdge
-	(*CheckDuplicateRequest)(nil),     // 37: lookalike.v1.CheckDuplicateRequest
-	(*CheckDuplicateResponse)(nil),    // 38: lookalike.v1.CheckDuplicateResponse
-	(*StatsRequest)(nil),              // 39: lookalike.v1.StatsRequest
-	(*StatsResponse)(nil),             // 40: lookalike.v1.StatsResponse
-	(*CallError)(nil),                 // 41: lookalike.v1.CallError
-	(*IndexParams)(nil),               // 42: lookalike.v1.IndexParams
-	(*BackupRequest)(nil),             // 43: lookalike.v1.BackupRequest
-	(*BackupChunk)(nil),               // 44: lookalike.v1.BackupChunk
-	(*BackupComplete)(nil),            // 45: lookalike.v1.BackupComplete
-	nil,                               // 46: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                               // 47: lookalike.v1.Product.AttributesEntry
-	nil,                               // 48: lookalike.v1.Filter.AttributesEntry
-	nil,                               // 49: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	nil,                               // 50: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
+	(*PhotoDuplicate)(nil),            // 3: lookalike.v1.PhotoDuplicate
+	(*PhotoInput)(nil),                // 4: lookalike.v1.PhotoInput
+	(*Vector)(nil),                    // 5: lookalike.v1.Vector
+	(*UpsertResult)(nil),              // 6: lookalike.v1.UpsertResult
+	(*DeleteRequest)(nil),             // 7: lookalike.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 8: lookalike.v1.DeleteResponse
+	(*GetRequest)(nil),                // 9: lookalike.v1.GetRequest
+	(*ListProductsRequest)(nil),       // 10: lookalike.v1.ListProductsRequest
+	(*ListProductsResponse)(nil),      // 11: lookalike.v1.ListProductsResponse
+	(*GetPhotoRequest)(nil),           // 12: lookalike.v1.GetPhotoRequest
+	(*GetPhotoResponse)(nil),          // 13: lookalike.v1.GetPhotoResponse
+	(*GetResponse)(nil),               // 14: lookalike.v1.GetResponse
+	(*Product)(nil),                   // 15: lookalike.v1.Product
+	(*Photo)(nil),                     // 16: lookalike.v1.Photo
+	(*Filter)(nil),                    // 17: lookalike.v1.Filter
+	(*SearchByImageRequest)(nil),      // 18: lookalike.v1.SearchByImageRequest
+	(*SearchByIdRequest)(nil),         // 19: lookalike.v1.SearchByIdRequest
+	(*SearchByVectorRequest)(nil),     // 20: lookalike.v1.SearchByVectorRequest
+	(*SearchResponse)(nil),            // 21: lookalike.v1.SearchResponse
+	(*SearchResult)(nil),              // 22: lookalike.v1.SearchResult
+	(*FindDuplicatesRequest)(nil),     // 23: lookalike.v1.FindDuplicatesRequest
+	(*DuplicateSignals)(nil),          // 24: lookalike.v1.DuplicateSignals
+	(*Decision)(nil),                  // 25: lookalike.v1.Decision
+	(*ResolveDuplicatesRequest)(nil),  // 26: lookalike.v1.ResolveDuplicatesRequest
+	(*ResolveDuplicatesResponse)(nil), // 27: lookalike.v1.ResolveDuplicatesResponse
+	(*ListDecisionsRequest)(nil),      // 28: lookalike.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),     // 29: lookalike.v1.ListDecisionsResponse
+	(*ForgetDecisionRequest)(nil),     // 30: lookalike.v1.ForgetDecisionRequest
+	(*ForgetDecisionResponse)(nil),    // 31: lookalike.v1.ForgetDecisionResponse
+	(*DuplicatePolicy)(nil),           // 32: lookalike.v1.DuplicatePolicy
+	(*CalibrateRequest)(nil),          // 33: lookalike.v1.CalibrateRequest
+	(*CalibrationPoint)(nil),          // 34: lookalike.v1.CalibrationPoint
+	(*CalibrateReport)(nil),           // 35: lookalike.v1.CalibrateReport
+	(*DuplicateCluster)(nil),          // 36: lookalike.v1.DuplicateCluster
+	(*DuplicateEdge)(nil),             // 37: lookalike.v1.DuplicateEdge
+	(*CheckDuplicateRequest)(nil),     // 38: lookalike.v1.CheckDuplicateRequest
+	(*CheckDuplicateResponse)(nil),    // 39: lookalike.v1.CheckDuplicateResponse
+	(*StatsRequest)(nil),              // 40: lookalike.v1.StatsRequest
+	(*StatsResponse)(nil),             // 41: lookalike.v1.StatsResponse
+	(*CallError)(nil),                 // 42: lookalike.v1.CallError
+	(*IndexParams)(nil),               // 43: lookalike.v1.IndexParams
+	(*BackupRequest)(nil),             // 44: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),               // 45: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),            // 46: lookalike.v1.BackupComplete
+	nil,                               // 47: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                               // 48: lookalike.v1.Product.AttributesEntry
+	nil,                               // 49: lookalike.v1.Filter.AttributesEntry
+	nil,                               // 50: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	nil,                               // 51: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 53: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
-	4,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	46, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
-	3,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
-	4,  // 3: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
-	0,  // 4: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
-	15, // 5: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
-	14, // 6: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
-	16, // 7: lookalike.v1.ListProductsRequest.filter:type_name -> lookalike.v1.Filter
-	14, // 8: lookalike.v1.ListProductsResponse.products:type_name -> lookalike.v1.Product
-	15, // 9: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
-	14, // 10: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	47, // 11: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	51, // 12: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	51, // 13: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
-	15, // 14: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
-	51, // 15: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
-	51, // 16: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
-	48, // 17: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
-	16, // 18: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
-	16, // 19: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
-	16, // 20: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
-	21, // 21: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
-	14, // 22: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
-	16, // 23: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
-	1,  // 24: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
-	51, // 25: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
-	24, // 26: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
-	24, // 27: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
-	33, // 28: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
-	31, // 29: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
-	33, // 30: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
-	33, // 31: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
-	49, // 32: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	36, // 33: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	1,  // 34: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
-	1,  // 35: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
-	23, // 36: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
-	24, // 37: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
-	16, // 38: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	21, // 39: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	1,  // 40: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
-	23, // 41: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
-	50, // 42: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	42, // 43: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	51, // 44: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	52, // 45: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	31, // 46: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
-	41, // 47: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
-	51, // 48: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
-	45, // 49: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	2,  // 50: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	2,  // 51: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	6,  // 52: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	8,  // 53: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	9,  // 54: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
-	11, // 55: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
-	17, // 56: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	18, // 57: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	19, // 58: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	22, // 59: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	37, // 60: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	25, // 61: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
-	27, // 62: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
-	29, // 63: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
-	32, // 64: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
-	39, // 65: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	43, // 66: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	5,  // 67: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	5,  // 68: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	7,  // 69: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	13, // 70: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	10, // 71: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
-	12, // 72: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
-	20, // 73: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	20, // 74: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	20, // 75: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	35, // 76: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	38, // 77: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	26, // 78: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
-	28, // 79: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
-	30, // 80: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
-	34, // 81: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
-	40, // 82: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	44, // 83: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	67, // [67:84] is the sub-list for method output_type
-	50, // [50:67] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	5,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
+	47, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	4,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
+	1,  // 3: lookalike.v1.PhotoDuplicate.tier:type_name -> lookalike.v1.Tier
+	24, // 4: lookalike.v1.PhotoDuplicate.signals:type_name -> lookalike.v1.DuplicateSignals
+	5,  // 5: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
+	0,  // 6: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
+	16, // 7: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
+	3,  // 8: lookalike.v1.UpsertResult.duplicates:type_name -> lookalike.v1.PhotoDuplicate
+	15, // 9: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
+	17, // 10: lookalike.v1.ListProductsRequest.filter:type_name -> lookalike.v1.Filter
+	15, // 11: lookalike.v1.ListProductsResponse.products:type_name -> lookalike.v1.Product
+	16, // 12: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
+	15, // 13: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
+	48, // 14: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	52, // 15: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	52, // 16: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	16, // 17: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
+	52, // 18: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
+	52, // 19: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
+	49, // 20: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	17, // 21: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
+	17, // 22: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
+	17, // 23: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
+	22, // 24: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
+	15, // 25: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
+	17, // 26: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
+	1,  // 27: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
+	52, // 28: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
+	25, // 29: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
+	25, // 30: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
+	34, // 31: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
+	32, // 32: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
+	34, // 33: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
+	34, // 34: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
+	50, // 35: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	37, // 36: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 37: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 38: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	24, // 39: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	25, // 40: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	17, // 41: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	22, // 42: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 43: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	24, // 44: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	51, // 45: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	43, // 46: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	52, // 47: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	53, // 48: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	32, // 49: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	42, // 50: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
+	52, // 51: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
+	46, // 52: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 53: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 54: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	7,  // 55: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	9,  // 56: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	10, // 57: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
+	12, // 58: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	18, // 59: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	19, // 60: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	20, // 61: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	23, // 62: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	38, // 63: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	26, // 64: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	28, // 65: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	30, // 66: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	33, // 67: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	40, // 68: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	44, // 69: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	6,  // 70: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	6,  // 71: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	8,  // 72: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	14, // 73: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	11, // 74: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
+	13, // 75: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	21, // 76: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	21, // 77: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	21, // 78: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	36, // 79: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	39, // 80: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	27, // 81: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	29, // 82: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	31, // 83: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	35, // 84: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	41, // 85: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	45, // 86: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	70, // [70:87] is the sub-list for method output_type
+	53, // [53:70] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -4077,19 +4193,19 @@ func file_lookalike_v1_lookalike_proto_init() {
 		(*UpsertRequest_Image)(nil),
 		(*UpsertRequest_Vector)(nil),
 	}
-	file_lookalike_v1_lookalike_proto_msgTypes[1].OneofWrappers = []any{
+	file_lookalike_v1_lookalike_proto_msgTypes[2].OneofWrappers = []any{
 		(*PhotoInput_Image)(nil),
 		(*PhotoInput_Vector)(nil),
 	}
-	file_lookalike_v1_lookalike_proto_msgTypes[20].OneofWrappers = []any{}
-	file_lookalike_v1_lookalike_proto_msgTypes[35].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[21].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
