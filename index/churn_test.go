@@ -116,14 +116,23 @@ func TestReplaceKey(t *testing.T) {
 }
 
 // TestConcurrentSearchWhileWriting runs readers against writers that insert, replace and
-// delete (crossing the compaction threshold), and checks that no key deleted before a search
-// started comes back from it. Run under -race by `make test`.
+// delete (crossing the compaction threshold, and with int8 codes the quantiser's training),
+// and checks that no key deleted before a search started comes back from it. Run under -race
+// by `make test`.
 func TestConcurrentSearchWhileWriting(t *testing.T) {
+	for _, qz := range []Quantization{QuantizeNone, QuantizeInt8} {
+		t.Run(qz.String(), func(t *testing.T) { testConcurrentSearchWhileWriting(t, qz) })
+	}
+}
+
+func testConcurrentSearchWhileWriting(t *testing.T, qz Quantization) {
 	const dim = 16
 	vecs, queries := clustered(31, 3000, 50, dim, 20, true)
 	cfg := DefaultConfig()
 	cfg.EFConstruction = 64
+	cfg.Quantize = qz
 	h := NewHNSW(dim, cfg)
+	h.g.trainAt = 1100 // trains while the readers run
 	for i := range 1000 {
 		if err := h.Add(Key(i), vecs[i]); err != nil {
 			t.Fatal(err)

@@ -343,6 +343,7 @@ func (h *HNSW) compact() {
 	}
 	fresh := NewHNSW(h.dim, h.cfg)
 	fresh.inserted.Store(h.inserted.Load())
+	fresh.g.trainAt, fresh.g.trainer = old.trainAt, old.trainer
 	if old.quant != nil {
 		// The new graph keeps the fitted ranges instead of scoring on full vectors until it
 		// has been refitted.
