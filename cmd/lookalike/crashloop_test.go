@@ -365,7 +365,7 @@ func (l *crashLoop) cycle(n int, kind crashKind) {
 	backup.Wait()
 	if kind == killInSnapshot {
 		// Whether the save was cut short: its temporary file is still there.
-		if m, _ := filepath.Glob(filepath.Join(l.data, "index.hnsw.tmp-*")); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(l.data, catalog.SnapshotFileName+".tmp-*")); len(m) > 0 {
 			l.stats.midSave++
 		}
 	}
@@ -457,7 +457,6 @@ func (l *crashLoop) presentCount() int {
 
 // crashServer is one server process.
 type crashServer struct {
-	t       *testing.T
 	cmd     *exec.Cmd
 	logs    *logWatch
 	done    chan struct{} // closed once the process has exited and waitErr is set
@@ -480,7 +479,7 @@ func (l *crashLoop) start(snapshotInterval string, ready bool) *crashServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &crashServer{t: t, cmd: cmd, logs: newLogWatch(), done: make(chan struct{})}
+	s := &crashServer{cmd: cmd, logs: newLogWatch(), done: make(chan struct{})}
 	cmd.Stdout = s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
