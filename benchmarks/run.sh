@@ -68,7 +68,7 @@ step "ANN index on Fashion-MNIST: lookalike (float32, int8), exact, coder/hnsw, 
 
 step "ANN index on the Fashion-MNIST embeddings (1280-d; embedded once, then cached)"
 "$tmp/bin/annbench" -set fashion-mnist-1280 "${emb_args[@]}" -out "$out" -work "$out/tmp/ann-fashion-mnist-1280" \
-  -libraries lookalike,lookalike-int8,lookalike-int8-source,exact,hnswlib,hnswlib-python,faiss
+  -libraries lookalike,lookalike-int8,lookalike-int8-source,exact,hnswlib,hnswlib-python
 
 step "ANN index on the shared photos' embeddings"
 "$tmp/bin/annbench" -set photos "${photo_args[@]}" -out "$out" -work "$out/tmp/ann-photos" \
