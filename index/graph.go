@@ -348,16 +348,6 @@ func (g *graph) codeDist(p *prepared, node uint32) float32 {
 	return -xo
 }
 
-// exactDist is the float32 distance from q to node's full vector, the one scores come from.
-// A node whose vector the source no longer has sorts last.
-func (g *graph) exactDist(q []float32, node uint32) float32 {
-	v := g.fullVec(node)
-	if v == nil {
-		return float32(math.Inf(1))
-	}
-	return distance(g.l2, q, v)
-}
-
 // greedyDescend walks from the entry point down to level stop+1 taking the closest neighbour
 // at each step (ef = 1), returning the closest node found and its distance. Tombstones count:
 // they still route. Each node's neighbours are prefetched together, as in searchLayer.

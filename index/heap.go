@@ -154,9 +154,11 @@ type scratch struct {
 	query prepared
 	base  prepared
 	kept  []prepared
-	// batchIDs and batchPtrs are one expansion's unvisited neighbours and their elements.
-	batchIDs  []uint32
-	batchPtrs []unsafe.Pointer
+	// batchIDs and batchPtrs are one expansion's unvisited neighbours and their elements;
+	// rerankVecs the full vectors a re-rank scores.
+	batchIDs   []uint32
+	batchPtrs  []unsafe.Pointer
+	rerankVecs [][]float32
 	// Insertion state: per-level candidate lists from the search phase, the selected
 	// neighbours, and the rewritten neighbour lists waiting to be applied.
 	levelCands [][]candidate

@@ -454,17 +454,32 @@ func (g *graph) rerank(s *scratch, q []float32, sorted []candidate, k, limit int
 	if limit > 0 {
 		sorted = sorted[:min(len(sorted), max(limit, k))]
 	}
-	if g.full != nil && !g.noPrefetch {
-		ptrs := s.batchPtrs[:0]
-		for _, c := range sorted {
-			ptrs = append(ptrs, unsafe.Pointer(unsafe.SliceData(g.fullVec(c.node))))
+	// Look every vector up first (from the full-vector blocks or the source), start all
+	// their fetches, then score them.
+	vecs := s.rerankVecs[:0]
+	ptrs := s.batchPtrs[:0]
+	for _, c := range sorted {
+		v := g.fullVec(c.node)
+		vecs = append(vecs, v)
+		if v != nil {
+			ptrs = append(ptrs, unsafe.Pointer(unsafe.SliceData(v)))
 		}
+	}
+	if !g.noPrefetch {
 		prefetchLines(ptrs, rerankLines)
-		s.batchPtrs = ptrs
 	}
-	for i := range sorted {
-		sorted[i].dist = g.exactDist(q, sorted[i].node)
+	for i, v := range vecs {
+		if v == nil {
+			// The source no longer has it: it sorts last.
+			sorted[i].dist = float32(math.Inf(1))
+		} else {
+			sorted[i].dist = distance(g.l2, q, v)
+		}
 	}
+	// No references into the source's storage outlive the search.
+	clear(vecs)
+	clear(ptrs)
+	s.rerankVecs, s.batchPtrs = vecs, ptrs
 	sortCandidates(sorted)
 	return sorted
 }
