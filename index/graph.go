@@ -72,7 +72,7 @@ type graph struct {
 	full [][]float32
 	src  func(Key) []float32
 
-	elems [][]byte   // blocks of blockSize*lay.elemSize bytes, cache-line aligned
+	elems [][]byte   // blocks of lay.elemSize-byte elements, cache-line aligned (see grow)
 	upper [][]uint32 // per node: levels 1..level, strideU each; nil for level-0 nodes
 
 	keys    []Key
@@ -170,12 +170,6 @@ func (g *graph) keepsFull() bool { return g.codes && (g.src == nil || g.quant ==
 func (g *graph) elem(node uint32) unsafe.Pointer {
 	blk := g.elems[node>>blockShift]
 	return unsafe.Add(unsafe.Pointer(unsafe.SliceData(blk)), int(node&blockMask)*g.lay.elemSize)
-}
-
-// elemBytes is node's element as a byte slice (snapshots and tests).
-func (g *graph) elemBytes(node uint32) []byte {
-	off := int(node&blockMask) * g.lay.elemSize
-	return g.elems[node>>blockShift][off : off+g.lay.elemSize : off+g.lay.elemSize]
 }
 
 // fvec is the float32 vector held in node's element (no codes).

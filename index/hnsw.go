@@ -39,11 +39,10 @@ type Config struct {
 	Rerank int
 	// Vectors, with QuantizeInt8, supplies a key's full vector (nil when it has none), so that
 	// the index keeps no float32 copy once its quantiser is trained: memory per vector is then
-	// the codes and links only. The index calls it to re-score candidates, for Vector, for
-	// compaction and when saving; it must be safe for concurrent use, must not call into the
-	// index, and the slice it returns is only read. Snapshots of such an index hold no
-	// full vectors, so LoadSnapshotWith must be given the same source. Ignored without
-	// Quantize.
+	// the codes and links only. The index calls it to re-score candidates, for Vector and for
+	// compaction; it must be safe for concurrent use, must not call into the index, and the
+	// slice it returns is only read. Snapshots of such an index hold no full vectors, so
+	// LoadSnapshotWith must be given the same source. Ignored without Quantize.
 	Vectors func(Key) []float32
 }
 
@@ -564,7 +563,6 @@ func (h *HNSW) Stats() Stats {
 	for _, u := range g.upper {
 		b += int64(cap(u))*4 + 24
 	}
-	b += int64(cap(g.upper)) * 24
 	b += int64(cap(g.keys))*4 + int64(cap(g.levels)) + int64(cap(g.deleted))
 	b += int64(len(g.byKey)) * 16 // approximate bucket cost of a map[uint32]uint32 entry
 	if q := g.quant; q != nil {
