@@ -335,7 +335,7 @@ func TestEmbedCoalescesQueuedRequests(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Sessions, cfg.Observer = 1, obs // one batcher, so the batches are known
 			e, gate := openTestGated(t, cfg)
-			want := make([][]float32, tc.n)
+			var want [][]float32
 			if tc.cfg.MaxWait == 0 { // a lone request would wait out MaxWait
 				want = embedAll(t, e, files[:tc.n])
 			} else {

@@ -24,7 +24,7 @@ import (
 //   - refused calls: nothing of their messages. Before the refusal a client can send at most
 //     one stream window (streamWindowBytes), which gRPC drops on arrival.
 //   - every connection: its transport buffers (a 32 KiB read buffer, a 32 KiB write buffer
-//     shared between idle connections through SharedWriteBuffer) and, while headers are
+//     shared between idle connections, gRPC's default) and, while headers are
 //     decoded, up to maxHeaderListBytes of them.
 //   - admitted unary and server-streaming calls: the request bytes counted by budget, at
 //     most Config.MaxBufferedBytes in all. A call reserves the largest message while its
@@ -671,7 +671,6 @@ func serverOptions(cfg Config) []grpc.ServerOption {
 		grpc.MaxHeaderListSize(maxHeaderListBytes),
 		grpc.ReadBufferSize(transportBufferBytes),
 		grpc.WriteBufferSize(transportBufferBytes),
-		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: cfg.ConnectionIdleTimeout, Time: keepaliveTime, Timeout: keepaliveTimeout,

@@ -196,18 +196,6 @@ func (c *rawCall) send(declared uint32, upTo int, zeros []byte) int {
 	return sent
 }
 
-// waitEnded waits until the server has answered or reset the call (or the connection).
-func (c *rawCall) waitEnded() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for !c.ended {
-		ch := c.changed
-		c.mu.Unlock()
-		<-ch
-		c.mu.Lock()
-	}
-}
-
 func (c *rawCall) state() (code codes.Code, message string, askedMore, ended, closed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

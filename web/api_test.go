@@ -430,7 +430,7 @@ func TestRoutes(t *testing.T) {
 		if tiers["Oatly-Oat-Milk+"+exactDup] != pb.Tier_TIER_EXACT || tiers["Bravo-Apple-Juice+"+copyDup] != pb.Tier_TIER_COPY {
 			t.Errorf("clusters %v, want the planted exact and copy duplicates", tiers)
 		}
-		resp, body = f.do(t, f.request(t, "GET", "/v1/duplicates?min_tier=TIER_EXACT", nil))
+		_, body = f.do(t, f.request(t, "GET", "/v1/duplicates?min_tier=TIER_EXACT", nil))
 		results, _ = ndjson(body)
 		if len(results) != 1 {
 			t.Errorf("min_tier=TIER_EXACT: %d clusters, want 1", len(results))
