@@ -28,6 +28,12 @@ func nodeWeightsAVX2(dst *int16, c *byte, a, b *float32, n int)
 //go:noescape
 func prefetchBatch(ptrs *unsafe.Pointer, n, lines int)
 
+//go:noescape
+func maxAbsProdAVX2(x, s *float32, n int) float32
+
+//go:noescape
+func queryWeightsAVX2(dst *int16, x, s *float32, inv float32, n int)
+
 // dot returns the inner product of a and b, which must have the same length.
 func dot(a, b []float32) float32 {
 	// Kept small enough to inline into the search loop.
@@ -68,4 +74,27 @@ func nodeWeights(dst []int16, c []byte, a, b []float32) {
 // prefetchLines asks for the first lines cache lines at each address in ptrs.
 func prefetchLines(ptrs []unsafe.Pointer, lines int) {
 	prefetchBatch(unsafe.SliceData(ptrs), len(ptrs), lines)
+}
+
+// maxAbsProd returns max |x[i]*s[i]|; len(s) >= len(x).
+func maxAbsProd(x, s []float32) float32 {
+	n := len(x) &^ 7
+	var most float32
+	if hasAVX2FMA && n > 0 && len(s) >= len(x) {
+		most = maxAbsProdAVX2(unsafe.SliceData(x), unsafe.SliceData(s), n)
+	} else {
+		n = 0
+	}
+	return max(most, maxAbsProdGeneric(x[n:], s[n:]))
+}
+
+// queryWeights sets dst[i] = round(x[i]*s[i]*inv); len(dst) == len(x) <= len(s).
+func queryWeights(dst []int16, x, s []float32, inv float32) {
+	n := len(x) &^ 15
+	if hasAVX2FMA && n > 0 && len(dst) >= len(x) && len(s) >= len(x) {
+		queryWeightsAVX2(unsafe.SliceData(dst), unsafe.SliceData(x), unsafe.SliceData(s), inv, n)
+	} else {
+		n = 0
+	}
+	queryWeightsGeneric(dst[n:], x[n:], s[n:], inv)
 }

@@ -244,3 +244,69 @@ pfNext:
 
 pfDone:
 	RET
+
+// func maxAbsProdAVX2(x, s *float32, n int) float32
+// max |x[i]*s[i]| for n a multiple of 8.
+TEXT ·maxAbsProdAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ s+8(FP), DI
+	MOVQ n+16(FP), CX
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD $1, Y15, Y15
+	VXORPS Y0, Y0, Y0
+
+mapLoop:
+	CMPQ CX, $8
+	JL   mapReduce
+	VMOVUPS (SI), Y1
+	VMULPS (DI), Y1, Y1
+	VANDPS Y15, Y1, Y1
+	VMAXPS Y1, Y0, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  mapLoop
+
+mapReduce:
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4E, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xB1, X0, X1
+	VMAXPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func queryWeightsAVX2(dst *int16, x, s *float32, inv float32, n int)
+// dst[i] = round(x[i]*s[i]*inv) for n a multiple of 16, rounding to nearest even.
+TEXT ·queryWeightsAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ s+16(FP), R8
+	VBROADCASTSS inv+24(FP), Y15
+	MOVQ n+32(FP), CX
+
+qwLoop:
+	CMPQ CX, $16
+	JL   qwDone
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMULPS (R8), Y0, Y0
+	VMULPS 32(R8), Y1, Y1
+	VMULPS Y15, Y0, Y0
+	VMULPS Y15, Y1, Y1
+	VCVTPS2DQ Y0, Y0
+	VCVTPS2DQ Y1, Y1
+	VPACKSSDW Y1, Y0, Y0
+	VPERMQ $0xD8, Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, R8
+	ADDQ $32, DI
+	SUBQ $16, CX
+	JMP  qwLoop
+
+qwDone:
+	VZEROUPPER
+	RET

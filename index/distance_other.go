@@ -18,3 +18,9 @@ func nodeWeights(dst []int16, c []byte, a, b []float32) { nodeWeightsGeneric(dst
 
 // prefetchLines does nothing here: Go has no portable prefetch.
 func prefetchLines([]unsafe.Pointer, int) {}
+
+// maxAbsProd returns max |x[i]*s[i]|.
+func maxAbsProd(x, s []float32) float32 { return maxAbsProdGeneric(x, s) }
+
+// queryWeights sets dst[i] = round(x[i]*s[i]*inv).
+func queryWeights(dst []int16, x, s []float32, inv float32) { queryWeightsGeneric(dst, x, s, inv) }

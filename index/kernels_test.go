@@ -100,6 +100,39 @@ func TestCodeKernelsMatchScalar(t *testing.T) {
 	}
 }
 
+func TestQueryKernelsMatchScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range edgeLengths {
+		x, s := make([]float32, n), make([]float32, n+3)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+			s[i] = float32(rng.Float64() * 0.01)
+		}
+		if n > 5 {
+			x[n/2] = -40 // the largest product, negative
+		}
+		if got, want := maxAbsProd(x, s), maxAbsProdGeneric(x, s); got != want {
+			t.Errorf("n=%d: maxAbsProd = %v, scalar %v", n, got, want)
+		}
+		most := maxAbsProdGeneric(x, s)
+		inv := float32(1)
+		if most > 0 {
+			inv = 32767 / most
+		}
+		got, want := make([]int16, n), make([]int16, n)
+		queryWeights(got, x, s, inv)
+		queryWeightsGeneric(want, x, s, inv)
+		for i := range got {
+			if d := int(got[i]) - int(want[i]); d < -1 || d > 1 {
+				t.Fatalf("n=%d: queryWeights[%d] = %d, scalar %d", n, i, got[i], want[i])
+			}
+		}
+		if n > 5 && got[n/2] != -32767 {
+			t.Fatalf("n=%d: the largest weight is %d, want -32767", n, got[n/2])
+		}
+	}
+}
+
 func TestPrefetchLinesIsHarmless(t *testing.T) {
 	buf := make([]byte, 64*100)
 	ptrs := []unsafe.Pointer{unsafe.Pointer(&buf[0]), unsafe.Pointer(&buf[64*50])}

@@ -226,18 +226,11 @@ func (p *prepared) weights(n int) []int16 {
 func (q *quantizer) prepareQuery(p *prepared, x []float32) {
 	w := p.weights(q.n)
 	scale := q.scale[:len(x)]
-	var most float32
-	for d, v := range x {
-		most = max(most, abs32(v*scale[d]))
-	}
-	alpha := most / q.lim
+	alpha := maxAbsProd(x, scale) / q.lim
 	if !(alpha > 0) || math.IsInf(float64(alpha), 0) {
 		alpha = 1
 	}
-	inv := 1 / alpha
-	for d, v := range x {
-		w[d] = int16(round32(v * scale[d] * inv))
-	}
+	queryWeights(w[:len(x)], x, scale, 1/alpha)
 	clear(w[len(x):])
 	p.alpha = alpha
 	p.qo = dot(x, q.offset)
@@ -253,12 +246,23 @@ func (q *quantizer) prepareNode(p *prepared, c []byte, scal *[2]float32) {
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
 
-// round32 rounds half away from zero.
-func round32(x float32) float32 {
-	if x < 0 {
-		return float32(int32(x - 0.5))
+// maxAbsProdGeneric is the portable form of maxAbsProd.
+func maxAbsProdGeneric(x, s []float32) float32 {
+	s = s[:len(x)]
+	var most float32
+	for i, v := range x {
+		most = max(most, abs32(v*s[i]))
 	}
-	return float32(int32(x + 0.5))
+	return most
+}
+
+// queryWeightsGeneric is the portable form of queryWeights, rounding half to even as the
+// vector instruction does.
+func queryWeightsGeneric(dst []int16, x, s []float32, inv float32) {
+	x, s = x[:len(dst)], s[:len(dst)]
+	for i := range dst {
+		dst[i] = int16(math.RoundToEven(float64(x[i] * s[i] * inv)))
+	}
 }
 
 // dotCodesGeneric is the portable kernel: sum(w*c) over len(w) codes.
