@@ -1007,8 +1007,8 @@ var libraryNotes = map[string]string{
 	"lookalike":      "index.HNSW with float32 vectors (the default Config)",
 	"lookalike-int8": "index.HNSW with Config.Quantize = QuantizeInt8: int8 codes in the graph, the full vectors kept in the " +
 		"index for the exact re-rank of the best candidates",
-	"lookalike-int8-source": "the same with Config.Vectors reading the benchmark's own copy of the vectors: the index holds no " +
-		"full vectors, so its bytes per vector leave them out",
+	"lookalike-int8-source": "index.HNSW with int8 codes (as lookalike-int8) and Config.Vectors reading the benchmark's own copy " +
+		"of the vectors for the re-rank: the index holds no full vectors, so its bytes per vector leave them out",
 	"coder-hnsw":      "github.com/coder/hnsw v0.6.1",
 	"lookalike-exact": "index.Exact, brute force",
 }
