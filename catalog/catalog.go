@@ -47,9 +47,17 @@ type Embedder interface {
 // snapshot keeps the parameters it was built with, except EFSearch, which is a query-time
 // default and always comes from here.
 type IndexParams struct {
-	M              int
+	// M is the number of links per node above layer 0 (layer 0 keeps 2M).
+	M int
+	// EFConstruction is the candidate-list size while inserting.
 	EFConstruction int
-	EFSearch       int
+	// EFSearch is the candidate-list size of a search that does not ask for one.
+	EFSearch int
+	// Quantize, when index.QuantizeInt8, keeps one byte per dimension in the graph instead
+	// of four and re-scores each search's best candidates on the store's full vectors (read
+	// from bbolt's mmapped pages, checksums verified), so the process holds no float32 copy
+	// of the vectors. A snapshot saved with another setting is rebuilt at Open.
+	Quantize index.Quantization
 }
 
 func (p IndexParams) withDefaults() IndexParams {
@@ -285,10 +293,29 @@ func removeLeftovers(dir string, log *slog.Logger) {
 }
 
 func (c *Catalog) newGraph() *index.HNSW {
-	return index.NewHNSW(c.dim, index.Config{
+	cfg := index.Config{
 		Metric: index.InnerProduct, M: c.params.M,
 		EFConstruction: c.params.EFConstruction, EFSearch: c.params.EFSearch, Logger: c.log,
-	})
+		Quantize: c.params.Quantize,
+	}
+	if c.params.Quantize != index.QuantizeNone {
+		cfg.Vectors = c.storeVector
+	}
+	return index.NewHNSW(c.dim, cfg)
+}
+
+// storeVector is the full-vector source of a quantised graph: the store's copy of a photo's
+// vector, nil when the store has none (the graph then skips the candidate). The graph calls it
+// during searches and writes, never inside a store transaction of ours.
+func (c *Catalog) storeVector(k index.Key) []float32 {
+	v, err := c.store.Vector(k)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			c.log.Warn("cannot read a photo's vector from the store", "key", k, "err", err)
+		}
+		return nil
+	}
+	return v
 }
 
 // loadIndex fills the metadata table from the store and brings the graph up to the store's
@@ -340,7 +367,11 @@ func (c *Catalog) loadIndex(ctx context.Context) error {
 // another data directory) gets a new generation, and its sequence numbers say nothing about
 // a graph saved from another history even when they are equal.
 func (c *Catalog) loadSnapshot() (*index.HNSW, uint64, bool) {
-	graph, info, err := index.LoadSnapshot(c.snapshotFile)
+	opt := index.LoadOptions{Logger: c.log}
+	if c.params.Quantize != index.QuantizeNone {
+		opt.Vectors = c.storeVector
+	}
+	graph, info, err := index.LoadSnapshotWith(c.snapshotFile, opt)
 	seq := info.Seq
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -355,6 +386,10 @@ func (c *Catalog) loadSnapshot() (*index.HNSW, uint64, bool) {
 		return nil, 0, false
 	case graph.Dim() != c.dim:
 		c.log.Warn("graph snapshot has another dimension; rebuilding", "snapshot_dim", graph.Dim(), "dim", c.dim)
+		return nil, 0, false
+	case graph.Config().Quantize != c.params.Quantize:
+		c.log.Info("graph snapshot has another quantisation; rebuilding",
+			"snapshot_quantize", graph.Config().Quantize.String(), "quantize", c.params.Quantize.String())
 		return nil, 0, false
 	case seq > c.store.Seq():
 		c.log.Warn("graph snapshot is newer than the store (store restored from a backup?); rebuilding",

@@ -32,6 +32,17 @@ func (q Quantization) String() string {
 	}
 }
 
+// ParseQuantization reads a name String gives ("none" or "int8"; "" is "none").
+func ParseQuantization(name string) (Quantization, error) {
+	switch name {
+	case "", "none":
+		return QuantizeNone, nil
+	case "int8":
+		return QuantizeInt8, nil
+	}
+	return QuantizeNone, fmt.Errorf("index: unknown quantisation %q (want none or int8)", name)
+}
+
 func (q Quantization) valid() bool { return q == QuantizeNone || q == QuantizeInt8 }
 
 // quantTrainSize is how many vectors the quantiser is fitted to. Until the graph holds this

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"lookalike/catalog"
+	"lookalike/index"
 	"lookalike/server"
 	"lookalike/web"
 )
@@ -55,6 +56,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
 	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
 	efSearch := fs.Int("ef-search", envInt(a, "LOOKALIKE_HNSW_EF_SEARCH", catalog.DefaultEFSearch), "default HNSW search breadth (env LOOKALIKE_HNSW_EF_SEARCH)")
+	quantize := fs.String("quantize", a.getenv("LOOKALIKE_QUANTIZE"), "vectors in the graph: none (float32) or int8 (a quarter of the memory; searches re-score their best candidates on the store's vectors) (env LOOKALIKE_QUANTIZE)")
 	shutdown := fs.Duration("shutdown-timeout", envDuration(a, "LOOKALIKE_SHUTDOWN_TIMEOUT", server.DefaultShutdownTimeout), "how long in-flight calls may drain at shutdown (env LOOKALIKE_SHUTDOWN_TIMEOUT)")
 	addrFile := fs.String("addr-file", "", "once listening, write the gRPC address here (useful with --listen 127.0.0.1:0 in scripts)")
 	httpAddrFile := fs.String("http-addr-file", "", "once listening, write the HTTP address here (with --http 127.0.0.1:0)")
@@ -84,6 +86,10 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	if err := webCfg.Validate(); err != nil {
 		return usagef("--http-cors-origin: %s", strings.TrimPrefix(err.Error(), "web: "))
 	}
+	quant, err := index.ParseQuantization(*quantize)
+	if err != nil {
+		return usagef("--quantize: %s", strings.TrimPrefix(err.Error(), "index: "))
+	}
 	logger := a.logger
 	if *logJSON {
 		logger = slog.New(slog.NewJSONHandler(a.stderr, &slog.HandlerOptions{Level: logLevel(a.getenv("LOOKALIKE_LOG_LEVEL"), slog.LevelInfo)}))
@@ -106,7 +112,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		TLSKeyFile:       *tlsKey,
 		SnapshotInterval: *snapshotEvery,
 		DiscardPhotos:    !*keepPhotos,
-		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch},
+		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch, Quantize: quant},
 		ShutdownTimeout:  *shutdown,
 
 		MaxStreamsPerConnection: *maxStreams,
