@@ -31,14 +31,18 @@ func (c *Catalog) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return BackupInfo{}, err
 	}
+	b, ok := c.backend.(backuper)
+	if !ok {
+		return BackupInfo{}, fmt.Errorf("catalog: backup: %w (back the backend up with its own tools)", ErrUnsupported)
+	}
 	start := time.Now()
-	info, err := c.store.BackupWithInfo(ctxWriter{ctx: ctx, w: w})
+	info, err := b.Backup(ctx, w)
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("catalog: backup: %w", err)
 	}
 	c.log.Info("backup written", "bytes", info.Bytes, "seq", info.Seq, "products", info.Products, "photos", info.Photos,
 		"took", time.Since(start).Round(time.Millisecond))
-	return BackupInfo(info), nil
+	return info, nil
 }
 
 // ctxWriter fails once ctx is done, so a cancelled caller does not keep the store's read

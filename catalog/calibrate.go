@@ -14,7 +14,6 @@ import (
 
 	"lookalike/augment"
 	"lookalike/embed"
-	"lookalike/index"
 )
 
 // CalibrateOptions tunes Calibrate.
@@ -164,7 +163,7 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 		}
 		halves[i%2] = append(halves[i%2], pairs...)
 	}
-	decided, err := c.decisionsByPair()
+	decided, err := c.decisionsByPair(ctx)
 	if err != nil {
 		return CalibrationReport{}, err
 	}
@@ -178,9 +177,13 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 				return CalibrationReport{}, err
 			}
 		}
-		halves[i%2] = append(halves[i%2], c.negativePairs(s.e, s.ph, same)...)
+		neg, err := c.negativePairs(ctx, s.e, s.ph, same)
+		if err != nil {
+			return CalibrationReport{}, err
+		}
+		halves[i%2] = append(halves[i%2], neg...)
 	}
-	ds, err := c.decisions()
+	ds, err := c.decisions(ctx)
 	if err != nil {
 		return CalibrationReport{}, err
 	}
@@ -190,7 +193,7 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 		if !okA || !okB {
 			continue
 		}
-		ka, kb, score := c.closestPhotos(ea, eb)
+		ka, kb, score := c.closestPhotos(ctx, ea, eb)
 		pa, _ := ea.photo(ka)
 		pb, _ := eb.photo(kb)
 		halves[i%2] = append(halves[i%2], labelled{sig: signalsOf(pa, pb, score), positive: d.Verdict == Same, kind: "decision"})
@@ -241,11 +244,11 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 
 // copyPairs makes a photo's synthetic copies and labels each against the photo: positives.
 func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
-	vec, ok := c.graph.Vector(ph.key)
-	if !ok {
-		return nil, nil // deleted meanwhile
+	vec, err := c.vector(ctx, ph.key)
+	if err != nil || vec == nil {
+		return nil, err // nil, nil: deleted meanwhile
 	}
-	kept, err := c.store.KeptPhoto(ph.key)
+	kept, err := c.backend.KeptPhoto(ctx, ph.key)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: calibration: kept photo of %q: %w", e.id, err)
 	}
@@ -272,14 +275,18 @@ func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *r
 // negativePairs labels the photos of other products among a photo's most similar ones:
 // hard negatives. Each pair is labelled once, from the photo with the lower key; pairs of
 // the same bytes and pairs decided Same are left out (they are duplicates, not negatives).
-func (c *Catalog) negativePairs(e *entry, ph photoEntry, same map[productPair]bool) []labelled {
-	vec, ok := c.graph.Vector(ph.key)
-	if !ok {
-		return nil
+func (c *Catalog) negativePairs(ctx context.Context, e *entry, ph photoEntry, same map[productPair]bool) ([]labelled, error) {
+	vec, err := c.vector(ctx, ph.key)
+	if err != nil || vec == nil {
+		return nil, err
 	}
 	var out []labelled
 	n := negativeDepth + len(e.photos)
-	for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(c.ef(0), n)}) {
+	ns, err := c.searchPhotos(ctx, vec, n, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, nb := range ns {
 		if nb.Score < negativeCosine {
 			break
 		}
@@ -298,7 +305,7 @@ func (c *Catalog) negativePairs(e *entry, ph photoEntry, same map[productPair]bo
 			out = append(out, labelled{sig: sig, positive: false, kind: "nearest-other"})
 		}
 	}
-	return out
+	return out, nil
 }
 
 // measure counts what rule calls a duplicate among pairs.

@@ -234,14 +234,14 @@ func TestCatalogLifecycle(t *testing.T) {
 		}
 	}
 	// The same photos and metadata again: nothing to embed or write.
-	seq := c.store.Seq()
+	seq := c.emb().store.Seq()
 	for i, r := range c.UpsertBatch(ctx, items) {
 		if r.Err != nil || r.Outcome != Unchanged {
 			t.Fatalf("re-upsert %d: outcome %v err %v, want unchanged", i, r.Outcome, r.Err)
 		}
 	}
-	if c.store.Seq() != seq {
-		t.Fatalf("unchanged re-upsert wrote to the store: seq %d -> %d", seq, c.store.Seq())
+	if c.emb().store.Seq() != seq {
+		t.Fatalf("unchanged re-upsert wrote to the store: seq %d -> %d", seq, c.emb().store.Seq())
 	}
 	changed := items[0]
 	changed.Title = "renamed"
@@ -347,14 +347,14 @@ func TestCatalogReplaysChangesAfterSnapshot(t *testing.T) {
 	c.life.Lock()
 	c.closed = true
 	c.life.Unlock()
-	if err := c.store.Close(); err != nil {
+	if err := c.emb().store.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	c2 := openCatalog(t, dir)
 	defer c2.Close()
-	if c2.Len() != 39 || c2.graph.Len() != 39 {
-		t.Fatalf("after replay: %d products, %d in graph, want 39", c2.Len(), c2.graph.Len())
+	if c2.Len() != 39 || c2.emb().graph.Len() != 39 {
+		t.Fatalf("after replay: %d products, %d in graph, want 39", c2.Len(), c2.emb().graph.Len())
 	}
 	res, err := c2.SearchByVector(ctx, vecs[35], SearchOptions{K: 1})
 	if err != nil || len(res) != 1 || res[0].Product.ID != "v35" || res[0].Score < 0.999 {
@@ -613,9 +613,9 @@ func TestCatalogConcurrentUpsertSearchDelete(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cat.Len() != wantProducts || st.Photos != total || cat.graph.Len() != total || cat.store.Photos() != total {
+		if cat.Len() != wantProducts || st.Photos != total || cat.emb().graph.Len() != total || cat.emb().store.Photos() != total {
 			t.Fatalf("round %d: %d products, %d photos (graph %d, store %d), want %d and %d",
-				round, cat.Len(), st.Photos, cat.graph.Len(), cat.store.Photos(), wantProducts, total)
+				round, cat.Len(), st.Photos, cat.emb().graph.Len(), cat.emb().store.Photos(), wantProducts, total)
 		}
 		for id, n := range wantPhotos {
 			p, err := cat.Get(ctx, id, true)
@@ -662,10 +662,10 @@ func TestCatalogRebuildsSnapshotOfAnotherHistory(t *testing.T) {
 	vecsB := randomVectors(n, b.Dim(), 12)
 	upsertAll(b, vecsB)
 	backup := filepath.Join(t.TempDir(), "b.db")
-	if _, err := b.store.BackupFile(backup); err != nil {
+	if _, err := b.emb().store.BackupFile(backup); err != nil {
 		t.Fatal(err)
 	}
-	seqB := b.store.Seq()
+	seqB := b.emb().store.Seq()
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -675,8 +675,8 @@ func TestCatalogRebuildsSnapshotOfAnotherHistory(t *testing.T) {
 	if !strings.Contains(logs.String(), "graph loaded from snapshot") {
 		t.Fatalf("reopen of the same history did not use its snapshot:\n%s", logs)
 	}
-	if a.store.Seq() != seqB {
-		t.Fatalf("the two histories should reach the same seq: %d and %d", a.store.Seq(), seqB)
+	if a.emb().store.Seq() != seqB {
+		t.Fatalf("the two histories should reach the same seq: %d and %d", a.emb().store.Seq(), seqB)
 	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)

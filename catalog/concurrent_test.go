@@ -151,8 +151,8 @@ func TestConcurrentPhotoEditsOfOneProduct(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Photos != len(want)+22 || c.graph.Len() != st.Photos || c.store.Photos() != st.Photos {
-		t.Fatalf("%d photos (graph %d, store %d), want %d", st.Photos, c.graph.Len(), c.store.Photos(), len(want)+22)
+	if st.Photos != len(want)+22 || c.emb().graph.Len() != st.Photos || c.emb().store.Photos() != st.Photos {
+		t.Fatalf("%d photos (graph %d, store %d), want %d", st.Photos, c.emb().graph.Len(), c.emb().store.Photos(), len(want)+22)
 	}
 	for _, ph := range p.Photos {
 		rs, err := c.SearchByVector(ctx, ph.Vector, SearchOptions{K: 1})

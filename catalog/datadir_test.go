@@ -227,7 +227,7 @@ func TestStatsDoesNotWaitForASnapshotSave(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.snapMu.Lock()
+	c.emb().snapMu.Lock()
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Stats(context.Background())
@@ -241,5 +241,5 @@ func TestStatsDoesNotWaitForASnapshotSave(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stats is still waiting for the snapshot save lock")
 	}
-	c.snapMu.Unlock()
+	c.emb().snapMu.Unlock()
 }

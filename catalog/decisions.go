@@ -110,7 +110,7 @@ func (c *Catalog) Resolve(ctx context.Context, r Resolution) ([]Decision, error)
 			ds = append(ds, store.Decision{A: a, B: b, Verdict: verdict, Keep: keep, By: r.By, Note: r.Note})
 		}
 	}
-	stored, err := c.store.PutDecisions(ctx, ds)
+	stored, err := c.backend.PutDecisions(ctx, ds)
 	if errors.Is(err, store.ErrInvalid) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
@@ -130,11 +130,11 @@ func (c *Catalog) Decisions(ctx context.Context) ([]Decision, error) {
 		return nil, err
 	}
 	defer c.life.RUnlock()
-	return c.decisions()
+	return c.decisions(ctx)
 }
 
-func (c *Catalog) decisions() ([]Decision, error) {
-	ds, err := c.store.Decisions()
+func (c *Catalog) decisions(ctx context.Context) ([]Decision, error) {
+	ds, err := c.backend.Decisions(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: read decisions: %w", err)
 	}
@@ -151,7 +151,7 @@ func (c *Catalog) Forget(ctx context.Context, a, b string) error {
 		return err
 	}
 	defer c.life.RUnlock()
-	err := c.store.DeleteDecision(ctx, a, b)
+	err := c.backend.DeleteDecision(ctx, a, b)
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w: no decision on %q and %q", ErrNotFound, a, b)
 	}

@@ -115,7 +115,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		return err
 	}
 	defer c.life.RUnlock()
-	policy, err := c.policy()
+	policy, err := c.policy(ctx)
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		threshold = policy.LookAlike
 	}
 	policy.LookAlike = threshold
-	decided, err := c.decisionsByPair()
+	decided, err := c.decisionsByPair(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,16 +154,19 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	}
 	found := make([][]candidate, len(members))
 	ef := max(c.ef(opt.EF), neighbors+1)
-	filter := a.fn()
 	err = parallelFor(ctx, len(members), func(i int) error {
 		m := members[i]
-		vec, ok := c.graph.Vector(m.key)
-		if !ok {
-			return nil // deleted during the scan
+		vec, err := c.vector(ctx, m.key)
+		if err != nil || vec == nil {
+			return err // nil: deleted during the scan
 		}
 		// Photos of the product itself take places in the list: ask for that many more.
 		n := neighbors + len(m.e.photos)
-		for _, nb := range c.graph.Search(vec, n, index.SearchOptions{EF: max(ef, n), Filter: filter}) {
+		ns, err := c.searchPhotos(ctx, vec, n, ef, a)
+		if err != nil {
+			return err
+		}
+		for _, nb := range ns {
 			if nb.Score < threshold {
 				continue
 			}
@@ -204,7 +207,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		for i, x := range group {
 			for _, y := range group[i+1:] {
 				if x.e != y.e {
-					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(x.key, y.key))
+					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(ctx, x.key, y.key))
 				}
 			}
 		}
@@ -217,7 +220,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		ea, okA := c.lookup(pr.lo)
 		eb, okB := c.lookup(pr.hi)
 		if okA && okB && a.entryOK(ea) && a.entryOK(eb) && !pairs.has(pr) {
-			ka, kb, score := c.closestPhotos(ea, eb)
+			ka, kb, score := c.closestPhotos(ctx, ea, eb)
 			pairs.offer(policy, ea, ka, eb, kb, score)
 		}
 	}
@@ -343,22 +346,25 @@ func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb in
 }
 
 // similarity is the cosine of two stored photos (0 when either is gone).
-func (c *Catalog) similarity(a, b index.Key) float32 {
-	va, okA := c.graph.Vector(a)
-	vb, okB := c.graph.Vector(b)
-	if !okA || !okB {
+func (c *Catalog) similarity(ctx context.Context, a, b index.Key) float32 {
+	vs, err := c.backend.Vectors(ctx, []index.Key{a, b})
+	if err != nil {
+		c.log.Warn("cannot read two photos' vectors", "a", a, "b", b, "err", err)
 		return 0
 	}
-	return dot(va, vb)
+	if vs[0] == nil || vs[1] == nil {
+		return 0
+	}
+	return dot(vs[0], vs[1])
 }
 
 // closestPhotos finds the most similar pair of photos of two products.
-func (c *Catalog) closestPhotos(ea, eb *entry) (index.Key, index.Key, float32) {
+func (c *Catalog) closestPhotos(ctx context.Context, ea, eb *entry) (index.Key, index.Key, float32) {
 	var ka, kb index.Key
 	best := float32(math.Inf(-1))
 	for _, pa := range ea.photos {
 		for _, pb := range eb.photos {
-			if s := c.similarity(pa.key, pb.key); s > best {
+			if s := c.similarity(ctx, pa.key, pb.key); s > best {
 				ka, kb, best = pa.key, pb.key, s
 			}
 		}
@@ -367,8 +373,8 @@ func (c *Catalog) closestPhotos(ea, eb *entry) (index.Key, index.Key, float32) {
 }
 
 // decisionsByPair reads the recorded decisions keyed by product pair.
-func (c *Catalog) decisionsByPair() (map[productPair]Decision, error) {
-	ds, err := c.decisions()
+func (c *Catalog) decisionsByPair(ctx context.Context) (map[productPair]Decision, error) {
+	ds, err := c.decisions(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +478,7 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 		return DuplicateCheck{}, err
 	}
 	defer c.life.RUnlock()
-	policy, err := c.policy()
+	policy, err := c.policy(ctx)
 	if err != nil {
 		return DuplicateCheck{}, err
 	}
@@ -486,7 +492,10 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 	}
 	sum := sha256.Sum256(image)
 	query := photoEntry{sha256: hex.EncodeToString(sum[:]), phash: an.PHash, phashMir: an.PHashMirror, hasPHash: true}
-	ns := c.graph.Search(an.Vector, checkCandidates, index.SearchOptions{EF: c.ef(0), Filter: c.compileFilter(f).fn()})
+	ns, err := c.searchPhotos(ctx, an.Vector, checkCandidates, 0, c.compileFilter(f))
+	if err != nil {
+		return DuplicateCheck{}, err
+	}
 	out := DuplicateCheck{Threshold: t}
 	bestTier := Tier(-1)
 	for _, n := range ns {

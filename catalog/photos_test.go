@@ -73,7 +73,7 @@ func photoWrites(images [][]byte) []PhotoWrite {
 
 // graphFigures is what a write that touches no vector must leave alone.
 func graphFigures(c *Catalog) index.Stats {
-	s := c.graph.Stats()
+	s := c.emb().graph.Stats()
 	s.Bytes = 0
 	return s
 }
@@ -111,9 +111,9 @@ func TestProductPhotoLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Count != products || st.Photos != photos || st.Index.Size != photos || c.graph.Len() != photos {
+		if st.Count != products || st.Photos != photos || st.Index.Size != photos || c.emb().graph.Len() != photos {
 			t.Fatalf("%s: %d products, %d photos, graph %d/%d; want %d products, %d photos",
-				step, st.Count, st.Photos, st.Index.Size, c.graph.Len(), products, photos)
+				step, st.Count, st.Photos, st.Index.Size, c.emb().graph.Len(), products, photos)
 		}
 	}
 	get := func(id string) Product {
@@ -280,7 +280,7 @@ func TestProductPhotoLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	graphBefore := graphFigures(c)
-	seq := c.store.Seq()
+	seq := c.emb().store.Seq()
 	w = manyWrite
 	w.Photos = photoWrites(current)
 	w.Title, w.Attributes = "renamed", map[string]string{"brand": "Arla", "size": "1l"}
@@ -291,11 +291,11 @@ func TestProductPhotoLifecycle(t *testing.T) {
 	calls("metadata-only edit", 0)
 	photosAre("metadata-only edit", 3, 35)
 	var changes []store.Change
-	if err := c.store.ChangesSince(seq, func(ch store.Change) error { changes = append(changes, ch); return nil }); err != nil {
+	if err := c.emb().store.ChangesSince(seq, func(ch store.Change) error { changes = append(changes, ch); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(changes) != 1 || !changes[0].Metadata() || c.store.Seq() != seq+1 {
-		t.Fatalf("metadata-only edit logged %+v (seq %d -> %d), want one metadata change", changes, seq, c.store.Seq())
+	if len(changes) != 1 || !changes[0].Metadata() || c.emb().store.Seq() != seq+1 {
+		t.Fatalf("metadata-only edit logged %+v (seq %d -> %d), want one metadata change", changes, seq, c.emb().store.Seq())
 	}
 	if g := graphFigures(c); g != graphBefore {
 		t.Fatalf("metadata-only edit changed the graph: %+v -> %+v", graphBefore, g)
@@ -314,7 +314,7 @@ func TestProductPhotoLifecycle(t *testing.T) {
 		}
 	}
 	// Keeping photos by reference, with a new URL: metadata again.
-	seq = c.store.Seq()
+	seq = c.emb().store.Seq()
 	r, err = c.Upsert(ctx, Write{ID: "two", Category: "Juice", Photos: []PhotoWrite{
 		{ID: "front", ImageURL: "https://example.com/front-2.jpg"}, {ID: "back", ImageURL: "https://example.com/back.jpg"},
 	}})
@@ -322,15 +322,15 @@ func TestProductPhotoLifecycle(t *testing.T) {
 		t.Fatalf("URL-only edit: %v, %v, embedded %d, photos %+v", err, r.Outcome, r.Embedded, r.Photos)
 	}
 	calls("URL-only edit", 0)
-	if c.store.Seq() != seq+1 || graphFigures(c) != graphBefore {
-		t.Fatalf("URL-only edit: seq %d -> %d, graph %+v -> %+v", seq, c.store.Seq(), graphBefore, graphFigures(c))
+	if c.emb().store.Seq() != seq+1 || graphFigures(c) != graphBefore {
+		t.Fatalf("URL-only edit: seq %d -> %d, graph %+v -> %+v", seq, c.emb().store.Seq(), graphBefore, graphFigures(c))
 	}
 
 	// An identical write changes nothing at all.
-	seq = c.store.Seq()
+	seq = c.emb().store.Seq()
 	r, err = c.Upsert(ctx, w)
-	if err != nil || r.Outcome != Unchanged || r.Embedded != 0 || !slices.Equal(photoIDs(r.Photos), wantIDs) || c.store.Seq() != seq {
-		t.Fatalf("identical re-upsert: %v, %v, embedded %d, seq %d -> %d", err, r.Outcome, r.Embedded, seq, c.store.Seq())
+	if err != nil || r.Outcome != Unchanged || r.Embedded != 0 || !slices.Equal(photoIDs(r.Photos), wantIDs) || c.emb().store.Seq() != seq {
+		t.Fatalf("identical re-upsert: %v, %v, embedded %d, seq %d -> %d", err, r.Outcome, r.Embedded, seq, c.emb().store.Seq())
 	}
 	calls("identical re-upsert", 0)
 
@@ -389,7 +389,7 @@ func TestProductPhotoWriteErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, analyzed := c.store.Seq(), emb.analyzed.Load()
+	seq, analyzed := c.emb().store.Seq(), emb.analyzed.Load()
 
 	tests := []struct {
 		name string
@@ -417,8 +417,8 @@ func TestProductPhotoWriteErrors(t *testing.T) {
 			if !errors.Is(err, tt.want) || r.Outcome != 0 || r.Err != err {
 				t.Fatalf("got %v (outcome %v), want %v", err, r.Outcome, tt.want)
 			}
-			if c.store.Seq() != seq || emb.analyzed.Load() != analyzed {
-				t.Fatalf("a refused write reached the store (seq %d -> %d) or the model (%d calls)", seq, c.store.Seq(), emb.analyzed.Load()-analyzed)
+			if c.emb().store.Seq() != seq || emb.analyzed.Load() != analyzed {
+				t.Fatalf("a refused write reached the store (seq %d -> %d) or the model (%d calls)", seq, c.emb().store.Seq(), emb.analyzed.Load()-analyzed)
 			}
 			if got, err := c.Get(ctx, "p", true); err != nil || !reflect.DeepEqual(got, stored) {
 				t.Fatalf("a refused write changed the product: %+v, %v", got, err)
@@ -551,7 +551,7 @@ func TestSearchReturnsKProducts(t *testing.T) {
 				}
 				a := c.compileFilter(f)
 				distinct := map[*entry]bool{}
-				for _, nb := range c.graph.Search(vec, k, index.SearchOptions{EF: 200, Filter: a.fn()}) {
+				for _, nb := range c.emb().graph.Search(vec, k, index.SearchOptions{EF: 200, Filter: a.fn()}) {
 					c.metaMu.RLock()
 					distinct[c.byKey[nb.Key]] = true
 					c.metaMu.RUnlock()

@@ -139,11 +139,11 @@ func (c *Catalog) Policy(ctx context.Context) (Policy, error) {
 		return Policy{}, err
 	}
 	defer c.life.RUnlock()
-	return c.policy()
+	return c.policy(ctx)
 }
 
-func (c *Catalog) policy() (Policy, error) {
-	raw, err := c.store.Setting(settingPolicy)
+func (c *Catalog) policy(ctx context.Context) (Policy, error) {
+	raw, err := c.backend.Setting(ctx, settingPolicy)
 	if err != nil {
 		return Policy{}, fmt.Errorf("catalog: read duplicate policy: %w", err)
 	}
@@ -178,7 +178,7 @@ func (c *Catalog) setPolicy(ctx context.Context, p Policy) error {
 	if err != nil {
 		return err
 	}
-	if err := c.store.SetSetting(ctx, settingPolicy, raw); err != nil {
+	if err := c.backend.SetSetting(ctx, settingPolicy, raw); err != nil {
 		return fmt.Errorf("catalog: store duplicate policy: %w", err)
 	}
 	return nil

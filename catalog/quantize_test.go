@@ -99,7 +99,7 @@ func TestQuantizedCatalog(t *testing.T) {
 
 	qc := open(int8Dir, index.QuantizeInt8)
 	fill(qc)
-	if got := qc.graph.Config().Quantize; got != index.QuantizeInt8 {
+	if got := qc.emb().graph.Config().Quantize; got != index.QuantizeInt8 {
 		t.Fatalf("graph quantisation %v, want int8", got)
 	}
 	int8Recall := recall(qc)
@@ -116,9 +116,9 @@ func TestQuantizedCatalog(t *testing.T) {
 
 	// Reopened from its snapshot: the same graph, searched with the store's vectors.
 	qc = open(int8Dir, index.QuantizeInt8)
-	if qc.snapshotSeq == 0 || qc.graph.Config().Quantize != index.QuantizeInt8 || qc.graph.Len() != len(vecs)-1 {
+	if qc.emb().snapshotSeq == 0 || qc.emb().graph.Config().Quantize != index.QuantizeInt8 || qc.emb().graph.Len() != len(vecs)-1 {
 		t.Fatalf("reopened: snapshot seq %d, quantisation %v, %d photos; want a loaded int8 graph of %d",
-			qc.snapshotSeq, qc.graph.Config().Quantize, qc.graph.Len(), len(vecs)-1)
+			qc.emb().snapshotSeq, qc.emb().graph.Config().Quantize, qc.emb().graph.Len(), len(vecs)-1)
 	}
 	rs, err := qc.SearchByVector(ctx, vecs[0], SearchOptions{K: 3})
 	if err != nil {
@@ -139,8 +139,8 @@ func TestQuantizedCatalog(t *testing.T) {
 	// The same data directory opened for float32 vectors rebuilds rather than loading codes.
 	fc = open(int8Dir, index.QuantizeNone)
 	defer fc.Close()
-	if fc.graph.Config().Quantize != index.QuantizeNone || fc.graph.Len() != len(vecs)-1 {
-		t.Fatalf("reopened as float32: quantisation %v, %d photos", fc.graph.Config().Quantize, fc.graph.Len())
+	if fc.emb().graph.Config().Quantize != index.QuantizeNone || fc.emb().graph.Len() != len(vecs)-1 {
+		t.Fatalf("reopened as float32: quantisation %v, %d photos", fc.emb().graph.Config().Quantize, fc.emb().graph.Len())
 	}
 }
 

@@ -100,7 +100,10 @@ func checkEF(ef int) error {
 // admit is a compiled Filter over photo keys. It reads the metadata table under metaMu per
 // call, because the index calls it while writers may be changing the table.
 type admit struct {
-	c          *Catalog
+	c *Catalog
+	// filter is the declarative form, ExcludeIDs including the extra exclusions, for
+	// backends that filter on their own stored properties.
+	filter     Filter
 	categories map[string]struct{}
 	attributes map[string]string
 	excluded   map[string]struct{}
@@ -110,7 +113,10 @@ func (c *Catalog) compileFilter(f Filter, alsoExclude ...string) *admit {
 	if f.empty() && len(alsoExclude) == 0 {
 		return nil
 	}
-	a := &admit{c: c, attributes: f.Attributes}
+	a := &admit{c: c, attributes: f.Attributes, filter: Filter{
+		Categories: f.Categories, Attributes: f.Attributes,
+		ExcludeIDs: append(slices.Clip(f.ExcludeIDs), alsoExclude...),
+	}}
 	if len(f.Categories) > 0 {
 		a.categories = make(map[string]struct{}, len(f.Categories))
 		for _, cat := range f.Categories {
@@ -118,7 +124,7 @@ func (c *Catalog) compileFilter(f Filter, alsoExclude ...string) *admit {
 		}
 	}
 	a.excluded = make(map[string]struct{}, len(f.ExcludeIDs)+len(alsoExclude))
-	for _, id := range append(slices.Clip(f.ExcludeIDs), alsoExclude...) {
+	for _, id := range a.filter.ExcludeIDs {
 		a.excluded[id] = struct{}{}
 	}
 	return a
@@ -150,13 +156,6 @@ func (a *admit) key(k index.Key) bool {
 	e, ok := a.c.byKey[k]
 	a.c.metaMu.RUnlock()
 	return ok && a.entryOK(e)
-}
-
-func (a *admit) fn() func(index.Key) bool {
-	if a == nil {
-		return nil
-	}
-	return a.key
 }
 
 // SearchByImage embeds a photo and returns the most alike products.
@@ -239,11 +238,19 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 		// Proto3 cannot tell 0 from unset, and vectors from clients can score below 0.
 		minScore = float32(math.Inf(-1))
 	}
+	_, exhaustive := c.backend.(exhaustiveFilter)
 	var cands []candidate
 	for {
-		cands = c.gather(queries, want, opt, a)
-		if len(cands) < want && a != nil {
-			if exact := c.exactScan(queries, a); len(exact) > len(cands) {
+		var err error
+		if cands, err = c.gather(ctx, queries, want, opt, a); err != nil {
+			return nil, err
+		}
+		if len(cands) < want && a != nil && !exhaustive {
+			exact, err := c.exactScan(ctx, queries, a)
+			if err != nil {
+				return nil, err
+			}
+			if len(exact) > len(cands) {
 				cands = exact
 			}
 		}
@@ -253,11 +260,16 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 			cands = groupBy(cands, opt.GroupBy)
 		}
 		if len(opt.NotLike) > 0 || opt.Diversity > 0 {
-			c.fetchVectors(cands)
+			if err := c.fetchVectors(ctx, cands); err != nil {
+				return nil, err
+			}
 			cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.vec == nil })
 		}
 		if len(opt.NotLike) > 0 {
-			cands = c.dropNotLike(cands, opt.NotLike)
+			var err error
+			if cands, err = c.dropNotLike(ctx, cands, opt.NotLike); err != nil {
+				return nil, err
+			}
 		}
 		// GroupBy and NotLike can drop more of the pool than its depth allowed for (many
 		// near-identical photos of one group, or of one rejected look): search deeper while
@@ -287,17 +299,21 @@ const maxPhotoFetch = 8192
 
 // gather asks the graph for ever more photos until want products are met or the graph has
 // no more to give, and returns the products best first.
-func (c *Catalog) gather(queries [][]float32, want int, opt SearchOptions, a *admit) []candidate {
-	total := c.graph.Len()
+func (c *Catalog) gather(ctx context.Context, queries [][]float32, want int, opt SearchOptions, a *admit) ([]candidate, error) {
 	// Start from as many photos as want products would have on average.
 	c.metaMu.RLock()
+	total := len(c.byKey)
 	perProduct := (len(c.byKey) + len(c.byID) - 1) / max(len(c.byID), 1)
 	c.metaMu.RUnlock()
 	n := min(want*max(perProduct, 1), maxPhotoFetch)
 	for {
 		byProduct := make(map[*entry]candidate)
 		for _, q := range queries {
-			for _, nb := range c.graph.Search(q, n, index.SearchOptions{EF: max(c.ef(opt.EF), n), Filter: a.fn()}) {
+			ns, err := c.searchPhotos(ctx, q, n, opt.EF, a)
+			if err != nil {
+				return nil, err
+			}
+			for _, nb := range ns {
 				c.metaMu.RLock()
 				e, ok := c.byKey[nb.Key]
 				c.metaMu.RUnlock()
@@ -310,7 +326,7 @@ func (c *Catalog) gather(queries [][]float32, want int, opt SearchOptions, a *ad
 			}
 		}
 		if len(byProduct) >= want || n >= total || n >= maxPhotoFetch {
-			return sortCandidates(byProduct)
+			return sortCandidates(byProduct), nil
 		}
 		n = min(4*n, maxPhotoFetch, max(total, 1))
 	}
@@ -342,7 +358,7 @@ func (c *Catalog) ef(requested int) int {
 const exactScanLimit = 20000
 
 // exactScan scores every admitted photo; used only when the filter admits few.
-func (c *Catalog) exactScan(queries [][]float32, a *admit) []candidate {
+func (c *Catalog) exactScan(ctx context.Context, queries [][]float32, a *admit) ([]candidate, error) {
 	type photoOf struct {
 		e   *entry
 		key index.Key
@@ -354,15 +370,23 @@ func (c *Catalog) exactScan(queries [][]float32, a *admit) []candidate {
 			photos = append(photos, photoOf{e, key})
 			if len(photos) > exactScanLimit {
 				c.metaMu.RUnlock()
-				return nil
+				return nil, nil
 			}
 		}
 	}
 	c.metaMu.RUnlock()
+	keys := make([]index.Key, len(photos))
+	for i, p := range photos {
+		keys[i] = p.key
+	}
+	vecs, err := c.backend.Vectors(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: read vectors: %w", err)
+	}
 	byProduct := make(map[*entry]candidate)
-	for _, p := range photos {
-		vec, ok := c.graph.Vector(p.key)
-		if !ok {
+	for i, p := range photos {
+		vec := vecs[i]
+		if vec == nil {
 			continue
 		}
 		for _, q := range queries {
@@ -372,7 +396,7 @@ func (c *Catalog) exactScan(queries [][]float32, a *admit) []candidate {
 			}
 		}
 	}
-	return sortCandidates(byProduct)
+	return sortCandidates(byProduct), nil
 }
 
 func dot(a, b []float32) float32 {
@@ -401,27 +425,39 @@ func groupBy(cands []candidate, attr string) []candidate {
 
 // fetchVectors fills in the candidates' matching photo vectors (nil for a photo deleted
 // meanwhile).
-func (c *Catalog) fetchVectors(cands []candidate) {
+func (c *Catalog) fetchVectors(ctx context.Context, cands []candidate) error {
+	keys := make([]index.Key, len(cands))
 	for i := range cands {
-		cands[i].vec, _ = c.graph.Vector(cands[i].key)
+		keys[i] = cands[i].key
 	}
+	vecs, err := c.backend.Vectors(ctx, keys)
+	if err != nil {
+		return fmt.Errorf("catalog: read vectors: %w", err)
+	}
+	for i := range cands {
+		cands[i].vec = vecs[i]
+	}
+	return nil
 }
 
 // dropNotLike drops the candidates whose matching photo is at least as close to a photo of
 // a rejected product as to the query.
-func (c *Catalog) dropNotLike(cands []candidate, notLike []string) []candidate {
-	var rejected [][]float32
+func (c *Catalog) dropNotLike(ctx context.Context, cands []candidate, notLike []string) ([]candidate, error) {
+	var keys []index.Key
 	for _, id := range notLike {
 		e, ok := c.lookup(id)
 		if !ok {
 			continue // an unknown id rejects nothing
 		}
 		for _, ph := range e.photos {
-			if vec, ok := c.graph.Vector(ph.key); ok {
-				rejected = append(rejected, vec)
-			}
+			keys = append(keys, ph.key)
 		}
 	}
+	vecs, err := c.backend.Vectors(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: read vectors: %w", err)
+	}
+	rejected := slices.DeleteFunc(vecs, func(v []float32) bool { return v == nil })
 	return slices.DeleteFunc(cands, func(x candidate) bool {
 		for _, r := range rejected {
 			if dot(x.vec, r) >= x.score {
@@ -429,7 +465,7 @@ func (c *Catalog) dropNotLike(cands []candidate, notLike []string) []candidate {
 			}
 		}
 		return false
-	})
+	}), nil
 }
 
 // diversify re-ranks cands (best first, vectors filled in) by maximal marginal relevance

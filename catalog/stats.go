@@ -18,13 +18,21 @@ type Stats struct {
 	// Policy is the duplicate policy in force; Decisions counts recorded decisions.
 	Policy          Policy
 	Decisions       int
+	// CountByCategory counts products per category.
 	CountByCategory map[string]int
-	ModelIdentity   string
-	Dim             int
-	Index           IndexStats
-	StoreSeq        uint64
-	SnapshotSeq     uint64    // store seq covered by the last saved or loaded snapshot; 0 if none
-	SnapshotTime    time.Time // zero if none
+	// ModelIdentity and Dim name the model the catalogue's vectors come from.
+	ModelIdentity string
+	Dim           int
+	// Backend names the backend holding the catalogue ("embedded", "weaviate").
+	Backend string
+	// Index describes the embedded graph (the configured parameters for other backends).
+	Index IndexStats
+	// StoreSeq is the embedded store's sequence number (0 for other backends).
+	StoreSeq uint64
+	// SnapshotSeq is the store seq covered by the last saved or loaded graph snapshot, and
+	// SnapshotTime when that was; zero if none (or not the embedded backend).
+	SnapshotSeq  uint64
+	SnapshotTime time.Time
 }
 
 // IndexStats are the graph's parameters and size.
@@ -42,14 +50,19 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	defer c.life.RUnlock()
-	gc := c.graph.Config()
 	s := Stats{
-		ModelIdentity: c.embedder.Identity(), Dim: c.dim,
+		ModelIdentity: c.embedder.Identity(), Dim: c.dim, Backend: c.backend.Name(),
 		Index: IndexStats{
-			M: gc.M, EFConstruction: gc.EFConstruction, EFSearch: c.params.EFSearch,
-			Metric: index.InnerProduct.String(), Size: c.graph.Len(),
+			M: c.params.M, EFConstruction: c.params.EFConstruction, EFSearch: c.params.EFSearch,
+			Metric: index.InnerProduct.String(),
 		},
-		StoreSeq: c.store.Seq(),
+	}
+	if g, ok := c.backend.(interface{ Graph() *index.HNSW }); ok {
+		gc := g.Graph().Config()
+		s.Index.M, s.Index.EFConstruction, s.Index.Size = gc.M, gc.EFConstruction, g.Graph().Len()
+	}
+	if sn, ok := c.backend.(snapshotter); ok {
+		s.StoreSeq, s.SnapshotSeq, s.SnapshotTime = sn.SnapshotState()
 	}
 	c.metaMu.RLock()
 	s.Count, s.Photos = len(c.byID), len(c.byKey)
@@ -66,14 +79,11 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 		}
 	}
 	c.metaMu.RUnlock()
-	c.snapInfoMu.Lock()
-	s.SnapshotSeq, s.SnapshotTime = c.snapshotSeq, c.snapshotTime
-	c.snapInfoMu.Unlock()
 	var err error
-	if s.Policy, err = c.policy(); err != nil {
+	if s.Policy, err = c.policy(ctx); err != nil {
 		return Stats{}, err
 	}
-	ds, err := c.decisions()
+	ds, err := c.decisions(ctx)
 	if err != nil {
 		return Stats{}, err
 	}

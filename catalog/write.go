@@ -189,7 +189,7 @@ func (c *Catalog) UpsertBatch(ctx context.Context, writes []Write) []UpsertResul
 func (c *Catalog) upsertRun(ctx context.Context, writes []Write, start, end int, results []UpsertResult) {
 	todo := make([]*pending, 0, end-start)
 	for i := start; i < end; i++ {
-		p, err := c.plan(i, writes[i])
+		p, err := c.plan(ctx, i, writes[i])
 		if err != nil {
 			results[i].Err = err
 			continue
@@ -204,7 +204,7 @@ func (c *Catalog) upsertRun(ctx context.Context, writes []Write, start, end int,
 	analyses := c.embedAll(ctx, todo, results)
 	for _, p := range todo {
 		if p.write.CheckDuplicates && results[p.pos].Err == nil {
-			results[p.pos].Duplicates = c.photoDuplicates(p)
+			results[p.pos].Duplicates = c.photoDuplicates(ctx, p)
 		}
 	}
 
@@ -219,7 +219,7 @@ func (c *Catalog) upsertRun(ctx context.Context, writes []Write, start, end int,
 			// Another writer changed the product since it was planned: plan again on top of
 			// its state, reusing what was embedded (rare, so embedding the rest under the
 			// lock is fine).
-			q, err := c.plan(p.pos, p.write)
+			q, err := c.plan(ctx, p.pos, p.write)
 			if err == nil && q != nil {
 				err = c.fill(ctx, q, analyses, &results[p.pos])
 			}
@@ -249,7 +249,7 @@ func (c *Catalog) unchanged(id string, r *UpsertResult) {
 
 // plan works out the product's new state from the stored one, or nil when the write
 // changes nothing.
-func (c *Catalog) plan(pos int, w Write) (*pending, error) {
+func (c *Catalog) plan(ctx context.Context, pos int, w Write) (*pending, error) {
 	if err := store.ValidateID(w.ID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
@@ -270,7 +270,7 @@ func (c *Catalog) plan(pos int, w Write) (*pending, error) {
 	var listedImages [][]byte
 	seen := make(map[string]bool, len(w.Photos))
 	for j, pw := range w.Photos {
-		ph, image, err := c.photoState(w.ID, j, pw, base, byID)
+		ph, image, err := c.photoState(ctx, w.ID, j, pw, base, byID)
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +319,7 @@ func (c *Catalog) plan(pos int, w Write) (*pending, error) {
 
 // photoState turns one PhotoWrite into the photo's new stored state and, when it must be
 // embedded, the bytes to embed.
-func (c *Catalog) photoState(product string, j int, pw PhotoWrite, base []store.Photo, byID map[string]int) (store.Photo, []byte, error) {
+func (c *Catalog) photoState(ctx context.Context, product string, j int, pw PhotoWrite, base []store.Photo, byID map[string]int) (store.Photo, []byte, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: product %q photo %d: %s", ErrInvalidArgument, product, j, fmt.Sprintf(format, args...))
 	}
@@ -363,7 +363,7 @@ func (c *Catalog) photoState(product string, j int, pw PhotoWrite, base []store.
 		old := base[i]
 		same := ph.SHA256 != "" && old.SHA256 == ph.SHA256
 		if ph.Vector != nil && old.SHA256 == "" {
-			same = c.storedVectorEquals(old, ph.Vector)
+			same = c.storedVectorEquals(ctx, old, ph.Vector)
 		}
 		if same {
 			// The stored vector stands: keep the photo (its key, vector, hashes, kept copy).
@@ -377,10 +377,11 @@ func (c *Catalog) photoState(product string, j int, pw PhotoWrite, base []store.
 	return ph, nil, nil
 }
 
-// storedVectorEquals reports whether the stored photo's vector (the graph's copy) equals vec.
-func (c *Catalog) storedVectorEquals(old store.Photo, vec []float32) bool {
-	stored, ok := c.graph.Vector(old.Key)
-	return ok && slices.Equal(stored, vec)
+// storedVectorEquals reports whether the stored photo's vector equals vec. When the
+// backend cannot say, the photo counts as changed and is written again: never wrong.
+func (c *Catalog) storedVectorEquals(ctx context.Context, old store.Photo, vec []float32) bool {
+	stored, err := c.vector(ctx, old.Key)
+	return err == nil && stored != nil && slices.Equal(stored, vec)
 }
 
 // sameState reports whether the planned state equals the stored entry: same metadata and
@@ -447,8 +448,8 @@ func (c *Catalog) embedAll(ctx context.Context, todo []*pending, results []Upser
 
 // photoDuplicates compares the photos a write embedded with the photos of other products
 // and returns those whose strongest match is a copy or an exact duplicate.
-func (c *Catalog) photoDuplicates(p *pending) []PhotoDuplicate {
-	policy, err := c.policy()
+func (c *Catalog) photoDuplicates(ctx context.Context, p *pending) []PhotoDuplicate {
+	policy, err := c.policy(ctx)
 	if err != nil {
 		c.log.Warn("duplicate check on upsert skipped", "id", p.write.ID, "err", err)
 		return nil
@@ -460,7 +461,12 @@ func (c *Catalog) photoDuplicates(p *pending) []PhotoDuplicate {
 		}
 		q := photoEntry{sha256: ph.SHA256, phash: ph.PHash, phashMir: ph.PHashMirror, hasPHash: ph.HasPHash}
 		var best *PhotoDuplicate
-		for _, n := range c.graph.Search(ph.Vector, checkCandidates, index.SearchOptions{EF: c.ef(0)}) {
+		ns, err := c.searchPhotos(ctx, ph.Vector, checkCandidates, 0, nil)
+		if err != nil {
+			c.log.Warn("duplicate check on upsert skipped", "id", p.write.ID, "err", err)
+			return nil
+		}
+		for _, n := range ns {
 			c.metaMu.RLock()
 			e, ok := c.byKey[n.Key]
 			c.metaMu.RUnlock()
@@ -522,9 +528,9 @@ func setAnalysis(ph *store.Photo, a embed.Analysis) {
 	ph.Vector, ph.PHash, ph.PHashMirror, ph.HasPHash, ph.Kept = a.Vector, a.PHash, a.PHashMirror, true, a.Kept
 }
 
-// write stores ready products (fsynced) and then indexes them. If the batch transaction
-// fails, each product is retried alone so that one bad product cannot fail the others.
-// Caller holds writeMu.
+// write stores ready products in the backend (durably, before it returns) and then
+// publishes them in the product table. If the batch fails, each product is retried alone so
+// that one bad product cannot fail the others. Caller holds writeMu.
 func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertResult) {
 	batch := make([]store.Product, len(ready))
 	for i, p := range ready {
@@ -533,14 +539,14 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 			Attributes: cloneAttributes(p.write.Attributes), Photos: p.photos,
 		}
 	}
-	stored, err := c.store.UpsertBatch(ctx, batch)
+	stored, err := c.backend.Put(ctx, batch)
 	if err != nil {
 		if len(ready) > 1 {
 			c.log.Warn("batch write failed; writing products one by one", "products", len(ready), "err", err)
 		}
 		stored = make([]store.Product, len(ready))
 		for i := range batch {
-			sp, err := c.store.Upsert(ctx, batch[i])
+			sp, err := c.backend.Put(ctx, batch[i:i+1])
 			if errors.Is(err, store.ErrInvalid) {
 				results[ready[i].pos].Err = fmt.Errorf("%w: product %q: %w", ErrInvalidArgument, batch[i].ID, err)
 				continue
@@ -549,7 +555,7 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 				results[ready[i].pos].Err = fmt.Errorf("product %q: store: %w", batch[i].ID, err)
 				continue
 			}
-			stored[i] = sp
+			stored[i] = sp[0]
 		}
 	}
 	for i, sp := range stored {
@@ -557,13 +563,7 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 		if results[p.pos].Err != nil {
 			continue
 		}
-		if err := c.index(sp, batch[i]); err != nil {
-			// Vectors are validated before they reach the store, so this is a bug; the store
-			// stays the truth and the next open rebuilds or replays the graph from it.
-			c.log.Error("indexing a stored product failed", "id", sp.ID, "err", err)
-			results[p.pos].Err = fmt.Errorf("product %q: index: %w", sp.ID, err)
-			continue
-		}
+		c.publish(sp)
 		results[p.pos].Photos = entryFromStore(sp).product().Photos
 		if p.existed {
 			results[p.pos].Outcome = Updated
@@ -573,26 +573,15 @@ func (c *Catalog) write(ctx context.Context, ready []*pending, results []UpsertR
 	}
 }
 
-// index applies a stored product to the graph and the metadata table: new vectors are
-// added, removed photos deleted; a metadata-only change touches only the table. written is
-// what was sent to the store (its photos carry the vectors). Caller holds writeMu.
-func (c *Catalog) index(sp store.Product, written store.Product) error {
-	for i, ph := range written.Photos {
-		if ph.Vector == nil {
-			continue
-		}
-		if err := c.graph.Add(sp.Photos[i].Key, ph.Vector); err != nil {
-			return err
-		}
-	}
+// publish puts a stored product in the table, in place of its old state. Caller holds
+// writeMu.
+func (c *Catalog) publish(sp store.Product) {
 	e := entryFromStore(sp)
 	c.metaMu.Lock()
-	old := c.byID[e.id]
-	var gone []index.Key
-	if old != nil {
+	defer c.metaMu.Unlock()
+	if old := c.byID[e.id]; old != nil {
 		for _, ph := range old.photos {
 			if _, still := e.photo(ph.key); !still {
-				gone = append(gone, ph.key)
 				delete(c.byKey, ph.key)
 			}
 		}
@@ -601,13 +590,6 @@ func (c *Catalog) index(sp store.Product, written store.Product) error {
 		c.byKey[ph.key] = e
 	}
 	c.byID[e.id] = e
-	c.metaMu.Unlock()
-	// The graph calls stay outside metaMu: searches hold the graph's lock while their
-	// filter takes metaMu.
-	for _, k := range gone {
-		c.graph.Delete(k)
-	}
-	return nil
 }
 
 // Delete removes a product with all its photos and returns it as it was (without vectors).
@@ -621,7 +603,7 @@ func (c *Catalog) Delete(ctx context.Context, id string) (Product, error) {
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	sp, err := c.store.Delete(ctx, id)
+	sp, err := c.backend.Delete(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return Product{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
@@ -634,9 +616,6 @@ func (c *Catalog) Delete(ctx context.Context, id string) (Product, error) {
 	}
 	delete(c.byID, sp.ID)
 	c.metaMu.Unlock()
-	for _, ph := range sp.Photos {
-		c.graph.Delete(ph.Key)
-	}
 	return entryFromStore(sp).product(), nil
 }
 
@@ -674,15 +653,15 @@ func (c *Catalog) withVectors(ctx context.Context, id string) (*entry, [][]float
 		if !ok {
 			return nil, nil, fmt.Errorf("%w: %q", ErrNotFound, id)
 		}
-		vecs := make([][]float32, 0, len(e.photos))
-		for _, ph := range e.photos {
-			vec, ok := c.graph.Vector(ph.key)
-			if !ok {
-				break
-			}
-			vecs = append(vecs, vec)
+		keys := make([]index.Key, len(e.photos))
+		for i, ph := range e.photos {
+			keys[i] = ph.key
 		}
-		if len(vecs) == len(e.photos) {
+		vecs, err := c.backend.Vectors(ctx, keys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("catalog: read vectors: %w", err)
+		}
+		if !slices.ContainsFunc(vecs, func(v []float32) bool { return v == nil }) {
 			return e, vecs, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -690,6 +669,13 @@ func (c *Catalog) withVectors(ctx context.Context, id string) (*entry, [][]float
 		}
 		if try == 100 {
 			return nil, nil, fmt.Errorf("%w: %q keeps changing; try again", ErrNotFound, id)
+		}
+		if try >= 2 {
+			// The backend removes a changed product's old photos before the table shows
+			// its new state: wait for the write in flight to publish it.
+			//lint:ignore SA2001 an empty critical section is the point: a barrier
+			c.writeMu.Lock()
+			c.writeMu.Unlock()
 		}
 	}
 }
@@ -712,7 +698,7 @@ func (c *Catalog) KeptPhoto(ctx context.Context, id, photoID string) ([]byte, Ph
 		if ph.keptBytes == 0 {
 			return nil, Photo{}, fmt.Errorf("%w: product %q photo %q has no kept copy", ErrNotFound, id, photoID)
 		}
-		jpeg, err := c.store.KeptPhoto(ph.key)
+		jpeg, err := c.backend.KeptPhoto(ctx, ph.key)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, Photo{}, fmt.Errorf("%w: product %q photo %q was changed meanwhile", ErrNotFound, id, photoID)
 		}

@@ -1,0 +1,517 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"lookalike/index"
+	"lookalike/store"
+)
+
+// EmbeddedConfig says where an embedded backend lives and how to build its graph.
+type EmbeddedConfig struct {
+	// DataDir holds StoreFileName and SnapshotFileName; it is created if missing.
+	DataDir string
+	// ModelIdentity and Dim are the model the store is made for; an existing store made
+	// for another model is refused.
+	ModelIdentity string
+	Dim           int
+	// Index parameters for a fresh graph (and Quantize for any graph).
+	Index IndexParams
+	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
+	// (Close and SaveSnapshot still save).
+	SnapshotInterval time.Duration
+	// Logger receives progress and warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Embedded is the one-machine backend: products and vectors in a bbolt store (the truth),
+// the HNSW graph derived from it in memory, and the graph's snapshots, which spare a rebuild
+// at the next open. It implements Backend.
+type Embedded struct {
+	log          *slog.Logger
+	store        *store.Store
+	graph        *index.HNSW
+	params       IndexParams
+	dataDir      string
+	snapshotFile string
+
+	// writeMu serialises store+graph writes so the graph applies them in store order, and
+	// lets a snapshot read a store seq that every applied write is at or below.
+	writeMu sync.Mutex
+
+	// snapMu serialises snapshot saves. snapInfoMu guards the last snapshot's seq and time,
+	// apart from snapMu so that stats never wait for a save in progress.
+	snapMu       sync.Mutex
+	snapInfoMu   sync.Mutex
+	snapshotSeq  uint64
+	snapshotTime time.Time
+
+	stopPeriodic context.CancelFunc
+	periodicDone chan struct{}
+}
+
+// OpenEmbedded opens (or creates) the store in cfg.DataDir, then brings the graph up to the
+// store's state: from its snapshot caught up with the store's change log, or rebuilt from the
+// store when the snapshot is missing, stale or damaged.
+func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: catalog.EmbeddedConfig.DataDir is empty", ErrInvalidArgument)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("catalog: create data dir: %w", err)
+	}
+	removeLeftovers(cfg.DataDir, log)
+	storePath, snapPath := filepath.Join(cfg.DataDir, StoreFileName), filepath.Join(cfg.DataDir, SnapshotFileName)
+	if err := checkStoreNotLost(storePath, snapPath); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(storePath, store.Options{ModelIdentity: cfg.ModelIdentity, Dim: cfg.Dim, Logger: log})
+	if errors.Is(err, store.ErrCorrupt) {
+		return nil, fmt.Errorf("catalog: the store %s is damaged and cannot be served: stop the server and put back a backup "+
+			"(lookalike restore --data %s BACKUP), then start it again; the graph is rebuilt from the restored store: %w",
+			storePath, cfg.DataDir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog: open store: %w", err)
+	}
+	b := &Embedded{log: log, store: st, params: cfg.Index.withDefaults(), dataDir: cfg.DataDir, snapshotFile: snapPath}
+	if err := b.loadGraph(ctx); err != nil {
+		_ = st.Close()
+		if errors.Is(err, store.ErrCorrupt) {
+			return nil, fmt.Errorf("catalog: the store %s is damaged (%w); stop the server and put back a backup "+
+				"(lookalike restore --data %s BACKUP), then start it again", storePath, err, cfg.DataDir)
+		}
+		return nil, err
+	}
+	if cfg.SnapshotInterval > 0 {
+		pctx, cancel := context.WithCancel(context.Background())
+		b.stopPeriodic = cancel
+		b.periodicDone = make(chan struct{})
+		go b.savePeriodically(pctx, cfg.SnapshotInterval)
+	}
+	return b, nil
+}
+
+// ErrStoreLost means the data directory held a catalogue (its graph snapshot is there) but
+// its store is missing or empty: serving would quietly answer from an empty catalogue.
+var ErrStoreLost = errors.New("catalog: store lost")
+
+// checkStoreNotLost refuses a data directory whose store is missing or empty while a graph
+// snapshot of a non-empty catalogue lies beside it.
+func checkStoreNotLost(storePath, snapPath string) error {
+	st, err := os.Stat(storePath)
+	if err == nil && st.Size() > 0 {
+		return nil
+	}
+	// Rare (a store gone or emptied), so reading the whole snapshot to count it is fine;
+	// a quantised snapshot without its vector source still counts.
+	graph, info, err := index.LoadSnapshotWith(snapPath, index.LoadOptions{Vectors: func(index.Key) []float32 { return nil }})
+	if err != nil || graph.Len() == 0 {
+		return nil // no usable snapshot: nothing says a catalogue was here
+	}
+	return fmt.Errorf("%w: %s is missing or empty, but the graph snapshot %s beside it holds %d photos (store seq %d): "+
+		"put back a backup (lookalike restore --data %s BACKUP), or remove %s to start an empty catalogue",
+		ErrStoreLost, storePath, snapPath, graph.Len(), info.Seq, filepath.Dir(storePath), snapPath)
+}
+
+// removeLeftovers deletes the temporary files an interrupted snapshot save or restore leaves
+// in the data directory (they are never read, only renamed into place when complete).
+func removeLeftovers(dir string, log *slog.Logger) {
+	for _, pattern := range []string{SnapshotFileName + ".tmp-*", "." + StoreFileName + ".tmp-*"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				log.Warn("cannot remove a leftover temporary file", "path", m, "err", err)
+				continue
+			}
+			log.Info("removed a leftover temporary file", "path", m)
+		}
+	}
+}
+
+func (b *Embedded) newGraph() *index.HNSW {
+	cfg := index.Config{
+		Metric: index.InnerProduct, M: b.params.M,
+		EFConstruction: b.params.EFConstruction, EFSearch: b.params.EFSearch, Logger: b.log,
+		Quantize: b.params.Quantize,
+	}
+	if b.params.Quantize != index.QuantizeNone {
+		cfg.Vectors = b.storeVector
+	}
+	return index.NewHNSW(b.store.Dim(), cfg)
+}
+
+// storeVector is the full-vector source of a quantised graph: the store's copy of a photo's
+// vector, nil when the store has none (the graph then skips the candidate). The graph calls it
+// during searches and writes, never inside a store transaction of ours.
+func (b *Embedded) storeVector(k index.Key) []float32 {
+	v, err := b.store.Vector(k)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			b.log.Warn("cannot read a photo's vector from the store", "key", k, "err", err)
+		}
+		return nil
+	}
+	return v
+}
+
+// loadGraph brings the graph up to the store's state. A bad snapshot is logged and replaced
+// by a rebuild: it never stops the start.
+func (b *Embedded) loadGraph(ctx context.Context) error {
+	start := time.Now()
+	graph, snapSeq, ok := b.loadSnapshot()
+	if ok {
+		if err := b.replay(graph, snapSeq); err != nil {
+			b.log.Warn("graph snapshot cannot be caught up with the store; rebuilding", "err", err)
+			ok = false
+		}
+	}
+	if ok && graph.Len() != b.store.Photos() {
+		b.log.Warn("graph snapshot disagrees with the store; rebuilding",
+			"graph_photos", graph.Len(), "store_photos", b.store.Photos())
+		ok = false
+	}
+	if ok {
+		b.graph = graph
+		b.snapshotSeq = snapSeq
+		if st, err := os.Stat(b.snapshotFile); err == nil {
+			b.snapshotTime = st.ModTime()
+		}
+		b.log.Info("graph loaded from snapshot", "photos", graph.Len(), "products", b.store.Count(), "snapshot_seq", snapSeq,
+			"store_seq", b.store.Seq(), "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	graph, err := b.rebuild(ctx)
+	if err != nil {
+		return err
+	}
+	b.graph = graph
+	return nil
+}
+
+// loadSnapshot reads the saved graph if there is a usable one. A snapshot belongs to one
+// store history, named by the store's generation: a store restored from a backup (or from
+// another data directory) gets a new generation, and its sequence numbers say nothing about
+// a graph saved from another history even when they are equal.
+func (b *Embedded) loadSnapshot() (*index.HNSW, uint64, bool) {
+	opt := index.LoadOptions{Logger: b.log}
+	if b.params.Quantize != index.QuantizeNone {
+		opt.Vectors = b.storeVector
+	}
+	graph, info, err := index.LoadSnapshotWith(b.snapshotFile, opt)
+	seq := info.Seq
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		b.log.Info("no graph snapshot; building the graph from the store")
+		return nil, 0, false
+	case err != nil:
+		b.log.Warn("graph snapshot unusable; rebuilding from the store", "path", b.snapshotFile, "err", err)
+		return nil, 0, false
+	case info.Tag != b.store.Generation():
+		b.log.Warn("graph snapshot was saved from another store history (restored store?); rebuilding",
+			"snapshot_generation", info.Tag, "store_generation", b.store.Generation(), "snapshot_seq", seq, "store_seq", b.store.Seq())
+		return nil, 0, false
+	case graph.Dim() != b.store.Dim():
+		b.log.Warn("graph snapshot has another dimension; rebuilding", "snapshot_dim", graph.Dim(), "dim", b.store.Dim())
+		return nil, 0, false
+	case graph.Config().Quantize != b.params.Quantize:
+		b.log.Info("graph snapshot has another quantisation; rebuilding",
+			"snapshot_quantize", graph.Config().Quantize.String(), "quantize", b.params.Quantize.String())
+		return nil, 0, false
+	case seq > b.store.Seq():
+		b.log.Warn("graph snapshot is newer than the store (store restored from a backup?); rebuilding",
+			"snapshot_seq", seq, "store_seq", b.store.Seq())
+		return nil, 0, false
+	}
+	return graph, seq, true
+}
+
+// replay applies the store changes made after the snapshot was taken.
+func (b *Embedded) replay(graph *index.HNSW, since uint64) error {
+	n := 0
+	err := b.store.ChangesSince(since, func(ch store.Change) error {
+		n++
+		switch {
+		case ch.Metadata():
+			return nil // the graph holds no metadata
+		case ch.Deleted:
+			graph.Delete(ch.Key)
+			return nil
+		}
+		vec, err := b.store.Vector(ch.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			// Deleted again later; its own change record follows, but be safe.
+			graph.Delete(ch.Key)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return graph.Add(ch.Key, vec)
+	})
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		b.log.Info("graph snapshot caught up with the store", "changes", n)
+	}
+	return nil
+}
+
+// rebuild builds a fresh graph from every vector in the store.
+func (b *Embedded) rebuild(ctx context.Context) (*index.HNSW, error) {
+	graph := b.newGraph()
+	total := b.store.Photos()
+	start, last := time.Now(), time.Now()
+	b.log.Info("building graph from store", "photos", total, "m", b.params.M, "ef_construction", b.params.EFConstruction)
+	done := 0
+	err := b.store.ForEachVector(func(key uint32, vec []float32) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := graph.Add(key, vec); err != nil {
+			return fmt.Errorf("add key %d: %w", key, err)
+		}
+		done++
+		if time.Since(last) >= 2*time.Second {
+			last = time.Now()
+			b.log.Info("building graph", "done", done, "photos", total,
+				"elapsed", time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
+	}
+	b.log.Info("graph built", "photos", done, "took", time.Since(start).Round(time.Millisecond))
+	return graph, nil
+}
+
+func (b *Embedded) savePeriodically(ctx context.Context, every time.Duration) {
+	defer close(b.periodicDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := b.SaveSnapshot(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				b.log.Warn("periodic graph snapshot failed", "err", err)
+			}
+		}
+	}
+}
+
+// Name implements Backend.
+func (b *Embedded) Name() string { return "embedded" }
+
+// Identity implements Backend.
+func (b *Embedded) Identity() (string, int) { return b.store.ModelIdentity(), b.store.Dim() }
+
+// Products implements Backend.
+func (b *Embedded) Products(ctx context.Context, fn func(store.Product) error) error {
+	err := b.store.ForEach(func(p store.Product) error {
+		if err := fn(p); err != nil {
+			return err
+		}
+		return ctx.Err()
+	})
+	if errors.Is(err, store.ErrCorrupt) {
+		return fmt.Errorf("the store %s is damaged (%w); stop the server and put back a backup "+
+			"(lookalike restore --data %s BACKUP), then start it again", b.store.Path(), err, b.dataDir)
+	}
+	return err
+}
+
+// Put implements Backend: one store transaction (fsynced), then the graph.
+func (b *Embedded) Put(ctx context.Context, products []store.Product) ([]store.Product, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	// The photos a product loses are deleted from the graph after the store commit; the
+	// store knows them only inside its transaction, so read the old keys first (writes are
+	// serialised, so nothing changes them in between).
+	current := make(map[string][]index.Key, len(products))
+	for _, p := range products {
+		if _, seen := current[p.ID]; seen {
+			continue
+		}
+		prev, err := b.store.Get(p.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+		keys := []index.Key{}
+		for _, ph := range prev.Photos {
+			keys = append(keys, ph.Key)
+		}
+		current[p.ID] = keys
+	}
+	stored, err := b.store.UpsertBatch(ctx, products)
+	if err != nil {
+		return nil, err
+	}
+	// In batch order, as the store applied them: a later product with the same id
+	// replaces an earlier one.
+	for i, sp := range stored {
+		kept := make(map[index.Key]bool, len(sp.Photos))
+		keys := make([]index.Key, len(sp.Photos))
+		for j, ph := range products[i].Photos {
+			keys[j] = sp.Photos[j].Key
+			kept[keys[j]] = true
+			if ph.Vector == nil {
+				continue
+			}
+			if err := b.graph.Add(keys[j], ph.Vector); err != nil {
+				// Vectors are validated before they reach the store, so this is a bug; the
+				// store stays the truth and the next open rebuilds or replays the graph.
+				return nil, fmt.Errorf("product %q: index: %w", sp.ID, err)
+			}
+		}
+		for _, k := range current[sp.ID] {
+			if !kept[k] {
+				b.graph.Delete(k)
+			}
+		}
+		current[sp.ID] = keys
+	}
+	return stored, nil
+}
+
+// Delete implements Backend.
+func (b *Embedded) Delete(ctx context.Context, id string) (store.Product, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	sp, err := b.store.Delete(ctx, id)
+	if err != nil {
+		return store.Product{}, err
+	}
+	for _, ph := range sp.Photos {
+		b.graph.Delete(ph.Key)
+	}
+	return sp, nil
+}
+
+// Search implements Backend on the graph, testing opt.Admit on every photo it visits.
+func (b *Embedded) Search(ctx context.Context, q []float32, n int, opt PhotoQuery) ([]index.Neighbor, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.graph.Search(q, n, index.SearchOptions{EF: opt.EF, Filter: opt.Admit}), nil
+}
+
+// Vectors implements Backend from the graph's copies (the store's for a quantised graph).
+func (b *Embedded) Vectors(_ context.Context, keys []index.Key) ([][]float32, error) {
+	out := make([][]float32, len(keys))
+	for i, k := range keys {
+		out[i], _ = b.graph.Vector(k)
+	}
+	return out, nil
+}
+
+// KeptPhoto implements Backend.
+func (b *Embedded) KeptPhoto(_ context.Context, key index.Key) ([]byte, error) {
+	return b.store.KeptPhoto(key)
+}
+
+// Setting implements Backend.
+func (b *Embedded) Setting(_ context.Context, name string) ([]byte, error) { return b.store.Setting(name) }
+
+// SetSetting implements Backend.
+func (b *Embedded) SetSetting(ctx context.Context, name string, value []byte) error {
+	return b.store.SetSetting(ctx, name, value)
+}
+
+// Decisions implements Backend.
+func (b *Embedded) Decisions(context.Context) ([]store.Decision, error) { return b.store.Decisions() }
+
+// PutDecisions implements Backend.
+func (b *Embedded) PutDecisions(ctx context.Context, ds []store.Decision) ([]store.Decision, error) {
+	return b.store.PutDecisions(ctx, ds)
+}
+
+// DeleteDecision implements Backend.
+func (b *Embedded) DeleteDecision(ctx context.Context, a, bID string) error {
+	return b.store.DeleteDecision(ctx, a, bID)
+}
+
+// Graph is the backend's HNSW graph, for its parameters and size.
+func (b *Embedded) Graph() *index.HNSW { return b.graph }
+
+// SnapshotState reports the store's sequence number and the last snapshot's seq and time.
+func (b *Embedded) SnapshotState() (storeSeq, snapSeq uint64, at time.Time) {
+	b.snapInfoMu.Lock()
+	defer b.snapInfoMu.Unlock()
+	return b.store.Seq(), b.snapshotSeq, b.snapshotTime
+}
+
+// SaveSnapshot writes the graph to the data directory if it changed since the last save,
+// then lets the store forget the change log the snapshot covers.
+func (b *Embedded) SaveSnapshot(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.snapMu.Lock()
+	defer b.snapMu.Unlock()
+	// Every write with a seq <= this one is already in the graph (writes hold writeMu across
+	// store and graph). Later writes may or may not land in the file; replaying them on the
+	// next open is idempotent, so the snapshot stays correct either way.
+	b.writeMu.Lock()
+	seq := b.store.Seq()
+	b.writeMu.Unlock()
+	b.snapInfoMu.Lock()
+	unchanged := seq == b.snapshotSeq && !b.snapshotTime.IsZero()
+	b.snapInfoMu.Unlock()
+	if unchanged {
+		return nil
+	}
+	start := time.Now()
+	if err := b.graph.SaveSnapshot(b.snapshotFile, index.SnapshotInfo{Seq: seq, Tag: b.store.Generation()}); err != nil {
+		return fmt.Errorf("catalog: save graph snapshot: %w", err)
+	}
+	b.snapInfoMu.Lock()
+	b.snapshotSeq, b.snapshotTime = seq, time.Now()
+	b.snapInfoMu.Unlock()
+	b.log.Info("graph snapshot saved", "seq", seq, "photos", b.graph.Len(),
+		"took", time.Since(start).Round(time.Millisecond))
+	if err := b.store.TruncateLog(seq); err != nil {
+		b.log.Warn("store change log not truncated", "seq", seq, "err", err)
+	}
+	return nil
+}
+
+// Backup writes a consistent copy of the store file to w; see Catalog.Backup.
+func (b *Embedded) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) {
+	info, err := b.store.BackupWithInfo(ctxWriter{ctx: ctx, w: w})
+	if err != nil {
+		return BackupInfo{}, err
+	}
+	return BackupInfo(info), nil
+}
+
+// Close stops the periodic saves, saves the graph snapshot if it changed and closes the
+// store.
+func (b *Embedded) Close() error {
+	if b.stopPeriodic != nil {
+		b.stopPeriodic()
+		<-b.periodicDone
+	}
+	saveErr := b.SaveSnapshot(context.Background())
+	closeErr := b.store.Close()
+	if closeErr != nil {
+		closeErr = fmt.Errorf("catalog: close store: %w", closeErr)
+	}
+	return errors.Join(saveErr, closeErr)
+}
