@@ -57,8 +57,8 @@ type Decision struct {
 
 func decisionKey(a, b string) []byte { return []byte(a + "\x00" + b) }
 
-// normalise orders the pair and checks the fields.
-func (d Decision) normalise() (Decision, error) {
+// Normalise orders the pair and checks the fields, as PutDecisions does before storing.
+func (d Decision) Normalise() (Decision, error) {
 	if d.B < d.A {
 		d.A, d.B = d.B, d.A
 	}
@@ -133,7 +133,7 @@ func (s *Store) PutDecisions(ctx context.Context, ds []Decision) ([]Decision, er
 	out := make([]Decision, len(ds))
 	now := time.Now().UTC()
 	for i, d := range ds {
-		n, err := d.normalise()
+		n, err := d.Normalise()
 		if err != nil {
 			return nil, err
 		}

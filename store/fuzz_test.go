@@ -103,7 +103,7 @@ func FuzzValidate(f *testing.F) {
 			in.Photos = append(in.Photos, Photo{ID: pid, Key: keptBytes + uint32(i), ImageURL: url, SHA256: sha, PHash: phash,
 				HasPHash: hasPHash, KeptBytes: int(keptBytes), Created: at, Updated: at, Vector: vec})
 		}
-		p, err := validate(in, dim)
+		p, err := Validate(in, dim)
 		if err != nil {
 			return
 		}

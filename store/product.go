@@ -91,9 +91,10 @@ func (p Product) Photo(id string) (Photo, bool) {
 	return Photo{}, false
 }
 
-// validate checks a product for a store of dimension dim and returns it with every sha256
-// normalised to lower case.
-func validate(p Product, dim int) (Product, error) {
+// Validate checks a product as a store of dimension dim would before writing it, and
+// returns it with every sha256 normalised to lower case. Other backends that keep products
+// call it so that every backend accepts and refuses the same products.
+func Validate(p Product, dim int) (Product, error) {
 	if err := ValidateID(p.ID); err != nil {
 		return p, err
 	}

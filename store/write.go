@@ -43,7 +43,7 @@ func (s *Store) UpsertBatch(ctx context.Context, products []Product) ([]Product,
 	}
 	valid := make([]Product, len(products))
 	for i, p := range products {
-		v, err := validate(p, s.dim)
+		v, err := Validate(p, s.dim)
 		if err != nil {
 			if len(products) == 1 {
 				return nil, err
