@@ -427,7 +427,9 @@ func (b *Embedded) KeptPhoto(_ context.Context, key index.Key) ([]byte, error) {
 }
 
 // Setting implements Backend.
-func (b *Embedded) Setting(_ context.Context, name string) ([]byte, error) { return b.store.Setting(name) }
+func (b *Embedded) Setting(_ context.Context, name string) ([]byte, error) {
+	return b.store.Setting(name)
+}
 
 // SetSetting implements Backend.
 func (b *Embedded) SetSetting(ctx context.Context, name string, value []byte) error {

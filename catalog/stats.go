@@ -16,8 +16,8 @@ type Stats struct {
 	KeptPhotos int
 	KeptBytes  int64
 	// Policy is the duplicate policy in force; Decisions counts recorded decisions.
-	Policy          Policy
-	Decisions       int
+	Policy    Policy
+	Decisions int
 	// CountByCategory counts products per category.
 	CountByCategory map[string]int
 	// ModelIdentity and Dim name the model the catalogue's vectors come from.
