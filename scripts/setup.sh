@@ -9,6 +9,10 @@
 #                                                Debian's Python hnswlib, faiss)
 #   LOOKALIKE_SETUP_BROWSER=1                    also install Debian's chromium, for the browser
 #                                                tests of the pages (make test sets it)
+#   LOOKALIKE_SETUP_WEAVIATE=1                   also build the pinned weaviate-server into
+#                                                .lookalike/bin, for the Weaviate backend and its
+#                                                tests (make test sets it; about 5-10 minutes the
+#                                                first time on 2 cores, then nothing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,4 +57,15 @@ elif [ ! -s "$ORT_LIB" ]; then
 fi
 
 go mod download
+
+# Weaviate, for --backend weaviate and its tests: built from the Go module proxy (outside this
+# module, so go.mod is untouched) into .lookalike/bin, once per pinned version.
+WEAVIATE_VERSION=v1.35.2
+if [ "${LOOKALIKE_SETUP_WEAVIATE:-0}" = 1 ] && [ "$(cat .lookalike/bin/weaviate-server.version 2>/dev/null)" != "$WEAVIATE_VERSION" ]; then
+  log "building weaviate-server $WEAVIATE_VERSION (minutes, once)"
+  mkdir -p .lookalike/bin
+  bin="$PWD/.lookalike/bin"
+  (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$bin" go install "github.com/weaviate/weaviate/cmd/weaviate-server@$WEAVIATE_VERSION")
+  echo "$WEAVIATE_VERSION" > .lookalike/bin/weaviate-server.version
+fi
 log "ready"

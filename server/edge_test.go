@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -257,7 +258,7 @@ func TestRecoveryInterceptorTurnsPanicsIntoInternal(t *testing.T) {
 func TestConfigDefaultsTwiceChangeNothing(t *testing.T) {
 	for _, cfg := range []Config{{}, {SnapshotInterval: -1}, {SnapshotInterval: time.Second, MaxConcurrent: 3}, {MaxMessageBytes: 64 << 20, MaxBufferedBytes: 1}} {
 		once := cfg.withDefaults()
-		if twice := once.withDefaults(); twice != once {
+		if twice := once.withDefaults(); !reflect.DeepEqual(twice, once) {
 			t.Errorf("withDefaults twice:\n%+v\nonce:\n%+v", twice, once)
 		}
 	}

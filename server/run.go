@@ -41,8 +41,12 @@ const (
 
 // Config is everything a serving process needs. Zero fields take the defaults above.
 type Config struct {
-	// DataDir holds the store file and the graph snapshot. Required.
+	// DataDir holds the store file and the graph snapshot of the embedded backend; required
+	// unless OpenBackend is set.
 	DataDir string
+	// OpenBackend, when set, opens the backend holding the catalogue (Weaviate, say) for the
+	// model the server loaded, instead of the embedded one in DataDir.
+	OpenBackend func(ctx context.Context, modelIdentity string, dim int) (catalog.Backend, error)
 	// ListenAddr is the gRPC address (Run only).
 	ListenAddr string
 	// MetricsAddr is the HTTP address of /metrics; empty disables it (Run only).
@@ -201,7 +205,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 			_ = so.httpLis.Close()
 		}
 	}
-	if cfg.DataDir == "" {
+	if cfg.DataDir == "" && cfg.OpenBackend == nil {
 		closeListeners()
 		return errors.New("server: Config.DataDir is empty")
 	}
@@ -317,7 +321,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 			if cerr := cat.Close(); cerr != nil {
 				err = errors.Join(err, cerr)
 			} else {
-				logger.Info("catalogue closed: graph snapshot saved, store closed")
+				logger.Info("catalogue closed")
 			}
 		}
 		if ownEmbedder != nil {
@@ -342,8 +346,16 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 			ownEmbedder = e
 			emb = e
 		}
+		var backend catalog.Backend
+		if cfg.OpenBackend != nil {
+			var err error
+			if backend, err = cfg.OpenBackend(ctx, emb.Identity(), emb.Dim()); err != nil {
+				opened <- fmt.Errorf("server: open backend: %w", err)
+				return
+			}
+		}
 		c, err := catalog.Open(ctx, catalog.Config{
-			DataDir: cfg.DataDir, Embedder: emb, Index: cfg.Index,
+			DataDir: cfg.DataDir, Backend: backend, Embedder: emb, Index: cfg.Index,
 			SnapshotInterval: max(cfg.SnapshotInterval, 0), KeepPhotos: !cfg.DiscardPhotos, Logger: logger,
 		})
 		if err != nil {

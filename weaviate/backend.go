@@ -700,9 +700,30 @@ func (b *Backend) Search(ctx context.Context, q []float32, n int, opt catalog.Ph
 	return out, nil
 }
 
-// Vectors implements catalog.Backend, a thousand keys per query.
+// Vectors implements catalog.Backend: a few keys by object id (a "more like this" of one
+// product), more in GraphQL queries of a thousand keys each.
 func (b *Backend) Vectors(ctx context.Context, keys []index.Key) ([][]float32, error) {
 	out := make([][]float32, len(keys))
+	if len(keys) <= 4 {
+		for i, k := range keys {
+			var obj struct {
+				Vector []float32 `json:"vector"`
+			}
+			q := url.Values{"include": {"vector"}}
+			if b.schema.replicas > 1 {
+				q.Set("consistency_level", b.read)
+			}
+			err := b.c.do(ctx, http.MethodGet, "/v1/objects/"+b.cl.photos+"/"+b.cl.photoUUID(k), q, nil, &obj)
+			if isStatus(err, http.StatusNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("weaviate: read vector: %w", err)
+			}
+			out[i] = obj.Vector
+		}
+		return out, nil
+	}
 	at := make(map[index.Key][]int, len(keys))
 	for i, k := range keys {
 		at[k] = append(at[k], i)

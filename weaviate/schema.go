@@ -86,8 +86,12 @@ func (o schemaOptions) class(name string, props []property, vectors bool) map[st
 		"properties":        props,
 		"vectorIndexType":   "hnsw",
 		"vectorIndexConfig": vic,
-		// Async replication repairs a replica that missed writes while it was down.
-		"replicationConfig": map[string]any{"factor": o.replicas, "asyncEnabled": o.replicas > 1},
+		// Async replication repairs a replica that missed writes while it was down, and
+		// with time-based resolution the latest change wins, deletes included (the
+		// default leaves a delete that one replica missed unresolved, the object alive).
+		"replicationConfig": map[string]any{
+			"factor": o.replicas, "asyncEnabled": o.replicas > 1, "deletionStrategy": "TimeBasedResolution",
+		},
 		"shardingConfig":    map[string]any{"desiredCount": o.shards},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -14,8 +15,10 @@ import (
 	"lookalike/catalog"
 	"lookalike/index"
 	"lookalike/server"
+	"lookalike/weaviate"
 	"lookalike/web"
 )
+
 
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
@@ -34,7 +37,13 @@ func runServe(ctx context.Context, a *app, args []string) error {
 			"directory holding the product store and the graph snapshot. SIGINT or SIGTERM stops it\n"+
 			"gracefully: in-flight calls drain, the graph snapshot is saved, the store is closed.\n"+
 			"Every flag also reads the environment variable named in its description.")
-	data := fs.String("data", a.getenv("LOOKALIKE_DATA"), "data directory, created if missing (env LOOKALIKE_DATA) (required)")
+	data := fs.String("data", a.getenv("LOOKALIKE_DATA"), "data directory, created if missing (env LOOKALIKE_DATA) (required with --backend embedded)")
+	backend := fs.String("backend", cmp.Or(a.getenv("LOOKALIKE_BACKEND"), "embedded"), "where the catalogue lives: embedded (a bbolt store and an HNSW graph in --data) or weaviate (env LOOKALIKE_BACKEND)")
+	wvURLs := fs.String("weaviate-url", a.getenv("LOOKALIKE_WEAVIATE_URL"), "comma-separated REST addresses of the Weaviate nodes, e.g. http://127.0.0.1:8081 (env LOOKALIKE_WEAVIATE_URL)")
+	wvReplicas := fs.Int("weaviate-replicas", envInt(a, "LOOKALIKE_WEAVIATE_REPLICAS", 1), "copies of each shard when the collections are created, at most the node count (env LOOKALIKE_WEAVIATE_REPLICAS)")
+	wvShards := fs.Int("weaviate-shards", envInt(a, "LOOKALIKE_WEAVIATE_SHARDS", 1), "shards per collection when they are created (env LOOKALIKE_WEAVIATE_SHARDS)")
+	wvWrite := fs.String("weaviate-write-consistency", cmp.Or(a.getenv("LOOKALIKE_WEAVIATE_WRITE_CONSISTENCY"), weaviate.Quorum), "replicas that acknowledge a write before it is acknowledged: ONE, QUORUM or ALL (env LOOKALIKE_WEAVIATE_WRITE_CONSISTENCY)")
+	wvRead := fs.String("weaviate-read-consistency", cmp.Or(a.getenv("LOOKALIKE_WEAVIATE_READ_CONSISTENCY"), weaviate.One), "replicas that answer a read: ONE, QUORUM or ALL (env LOOKALIKE_WEAVIATE_READ_CONSISTENCY)")
 	listen := fs.String("listen", envOr(a, "LOOKALIKE_LISTEN", server.DefaultListenAddr), "gRPC listen address (env LOOKALIKE_LISTEN)")
 	metrics := fs.String("metrics", a.getenv("LOOKALIKE_METRICS"), "Prometheus /metrics listen address, e.g. 127.0.0.1:9090; empty: off (env LOOKALIKE_METRICS)")
 	httpAddr := fs.String("http", a.getenv("LOOKALIKE_HTTP"), "HTTP/JSON API and pages (storefront /, /duplicates, /status) listen address, e.g. 127.0.0.1:8080; empty: off (env LOOKALIKE_HTTP)")
@@ -67,8 +76,23 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
-	if *data == "" {
-		return usagef("--data is required")
+	switch *backend {
+	case "embedded":
+		if *data == "" {
+			return usagef("--data is required")
+		}
+		if *wvURLs != "" {
+			return usagef("--weaviate-url needs --backend weaviate")
+		}
+	case "weaviate":
+		if *wvURLs == "" {
+			return usagef("--backend weaviate needs --weaviate-url")
+		}
+		if *data != "" {
+			return usagef("--data is the embedded backend's; the weaviate backend keeps everything in the cluster")
+		}
+	default:
+		return usagef("--backend is embedded or weaviate, not %q", *backend)
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
@@ -117,6 +141,17 @@ func runServe(ctx context.Context, a *app, args []string) error {
 
 		MaxStreamsPerConnection: *maxStreams,
 		ConnectionIdleTimeout:   *connIdle,
+	}
+	if *backend == "weaviate" {
+		wcfg := weaviate.Config{
+			URLs: splitList(*wvURLs), Replicas: *wvReplicas, Shards: *wvShards,
+			WriteConsistency: strings.ToUpper(*wvWrite), ReadConsistency: strings.ToUpper(*wvRead),
+			Index: cfg.Index, Logger: logger,
+		}
+		cfg.OpenBackend = func(ctx context.Context, model string, dim int) (catalog.Backend, error) {
+			wcfg.ModelIdentity, wcfg.Dim = model, dim
+			return weaviate.Open(ctx, wcfg)
+		}
 	}
 	if cfg.AuthTokenFile == "" && a.getenv("LOOKALIKE_TOKEN") != "" {
 		cfg.AuthTokenEnv = "LOOKALIKE_TOKEN"

@@ -5,9 +5,12 @@
 // The binary is $LOOKALIKE_WEAVIATE_BIN, else .lookalike/bin/weaviate-server at the
 // repository root (LOOKALIKE_SETUP_WEAVIATE=1 scripts/setup.sh installs it). Without it the
 // tests skip, unless LOOKALIKE_WEAVIATE_REQUIRED=1 (as make test sets) makes that a failure.
+// For debugging, LOOKALIKE_WEAVIATE_KEEP=DIR keeps the nodes' data and logs under DIR and
+// LOOKALIKE_WEAVIATE_LOG_LEVEL=info makes the logs say more.
 package weaviatetest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,7 +88,15 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 		t.Skip(err)
 	}
-	c, err := StartIn(t.TempDir(), bin, n)
+	dir := t.TempDir()
+	if keep := os.Getenv("LOOKALIKE_WEAVIATE_KEEP"); keep != "" {
+		// Debugging: the nodes' data and logs stay in this directory after the test.
+		dir = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := StartIn(dir, bin, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,17 +107,17 @@ func Start(t testing.TB, n int) *Cluster {
 // StartIn is Start for a caller without a testing.TB (benchmarks): nodes live under dir, and
 // the caller calls Stop.
 func StartIn(dir, bin string, n int) (*Cluster, error) {
-	ports, err := freePorts(6 * n)
+	ports, err := freePorts(7 * n)
 	if err != nil {
 		return nil, err
 	}
 	var join []string
 	for i := range n {
-		join = append(join, fmt.Sprintf("node%d:%d", i+1, ports[6*i+3]))
+		join = append(join, fmt.Sprintf("node%d:%d", i+1, ports[7*i+3]))
 	}
 	c := &Cluster{}
 	for i := range n {
-		p := ports[6*i : 6*i+6]
+		p := ports[7*i : 7*i+7]
 		// Weaviate expects the data port right after the gossip port and the Raft RPC port
 		// right after the Raft port, so those pairs are taken together.
 		gossip, raft := p[0], p[3]
@@ -117,12 +128,14 @@ func StartIn(dir, bin string, n int) (*Cluster, error) {
 		node.env = []string{
 			"CLUSTER_IN_LOCALHOST=true", "CLUSTER_ADVERTISE_ADDR=127.0.0.1",
 			"PERSISTENCE_DATA_PATH=" + node.Dir, "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED=true",
-			"DEFAULT_VECTORIZER_MODULE=none", "DISABLE_TELEMETRY=true", "LOG_LEVEL=warning",
+			"DEFAULT_VECTORIZER_MODULE=none", "DISABLE_TELEMETRY=true", "LOG_LEVEL=" + cmp.Or(os.Getenv("LOOKALIKE_WEAVIATE_LOG_LEVEL"), "warning"),
+			// A restarted replica compares its hash trees with the others this often.
+			"ASYNC_REPLICATION_FREQUENCY=2s",
 			"CLUSTER_HOSTNAME=" + node.Name,
 			"CLUSTER_GOSSIP_BIND_PORT=" + strconv.Itoa(gossip), "CLUSTER_DATA_BIND_PORT=" + strconv.Itoa(p[1]),
 			"CLUSTER_JOIN=" + fmt.Sprintf("127.0.0.1:%d", ports[0]),
 			"RAFT_PORT=" + strconv.Itoa(raft), "RAFT_INTERNAL_RPC_PORT=" + strconv.Itoa(p[4]),
-			"GRPC_PORT=" + strconv.Itoa(p[5]),
+			"GRPC_PORT=" + strconv.Itoa(p[5]), "GO_PROFILING_PORT=" + strconv.Itoa(p[6]),
 			"RAFT_BOOTSTRAP_EXPECT=" + strconv.Itoa(n), "RAFT_JOIN=" + strings.Join(join, ","),
 			"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		}
@@ -131,14 +144,22 @@ func StartIn(dir, bin string, n int) (*Cluster, error) {
 		}
 		c.Nodes = append(c.Nodes, node)
 	}
-	for _, node := range c.Nodes {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for i, node := range c.Nodes {
 		if err := node.start(); err != nil {
 			c.Stop()
 			return nil, err
 		}
+		if i == 0 {
+			// The others join through node1's gossip port and give up at once when it is
+			// not listening yet.
+			if err := waitListening(ctx, fmt.Sprintf("127.0.0.1:%d", ports[0])); err != nil {
+				c.Stop()
+				return nil, fmt.Errorf("weaviate node1 gossip port (log %s): %w", filepath.Join(node.Dir, "weaviate.log"), err)
+			}
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	for _, node := range c.Nodes {
 		if err := node.WaitReady(ctx, n); err != nil {
 			c.Stop()
@@ -148,8 +169,26 @@ func StartIn(dir, bin string, n int) (*Cluster, error) {
 	return c, nil
 }
 
-// freePorts returns n distinct loopback ports free at the time of the call, in pairs of
-// consecutive ports (0,1), (3,4) of every six, as Weaviate wants them.
+// waitListening waits until addr accepts TCP connections.
+func waitListening(ctx context.Context, addr string) error {
+	var d net.Dialer
+	for {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// freePorts returns n distinct loopback ports free at the time of the call, seven per node
+// (gossip, data, REST, Raft, Raft RPC, gRPC, profiling), the pairs (0,1) and (3,4) of every
+// seven consecutive, as Weaviate wants them.
 func freePorts(n int) ([]int, error) {
 	var out []int
 	var held []net.Listener
@@ -165,7 +204,7 @@ func freePorts(n int) ([]int, error) {
 		}
 		held = append(held, l)
 		port := l.Addr().(*net.TCPAddr).Port
-		slot := len(out) % 6
+		slot := len(out) % 7
 		if slot == 0 || slot == 3 {
 			// This port and the next must both be free: hold the next one too.
 			l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
@@ -270,6 +309,14 @@ func (n *Node) Restart(ctx context.Context, want int) error {
 		return err
 	}
 	return n.WaitReady(ctx, want)
+}
+
+// PID is the running process's id, 0 when the node is not running.
+func (n *Node) PID() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
 }
 
 // URLs lists the nodes' REST addresses.

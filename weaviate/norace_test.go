@@ -1,0 +1,5 @@
+//go:build !race
+
+package weaviate
+
+const raceEnabled = false
