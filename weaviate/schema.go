@@ -92,7 +92,7 @@ func (o schemaOptions) class(name string, props []property, vectors bool) map[st
 		"replicationConfig": map[string]any{
 			"factor": o.replicas, "asyncEnabled": o.replicas > 1, "deletionStrategy": "TimeBasedResolution",
 		},
-		"shardingConfig":    map[string]any{"desiredCount": o.shards},
+		"shardingConfig": map[string]any{"desiredCount": o.shards},
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"lookalike/web"
 )
 
-
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
 	var out []string
