@@ -317,12 +317,19 @@ type e2eServer struct {
 }
 
 func (e *e2eEnv) startServer() *e2eServer {
+	e.t.Helper()
+	return e.startServerWith("--data", e.data)
+}
+
+// startServerWith starts the server with these backend flags.
+func (e *e2eEnv) startServerWith(backend ...string) *e2eServer {
 	t := e.t
 	t.Helper()
 	s := &e2eServer{t: t, logs: &lockedBuffer{}, done: make(chan error, 1)}
 	httpFile := filepath.Join(e.work, "http-addr")
-	s.cmd = exec.Command(e.bin, "serve", "--data", e.data, "--listen", e.addr, "--snapshot-interval", "-1s",
-		"--http", "127.0.0.1:0", "--http-addr-file", httpFile)
+	args := append([]string{"serve", "--listen", e.addr, "--snapshot-interval", "-1s",
+		"--http", "127.0.0.1:0", "--http-addr-file", httpFile}, backend...)
+	s.cmd = exec.Command(e.bin, args...)
 	s.cmd.Dir = e.work
 	s.cmd.Env = e.env
 	s.cmd.Stdout = s.logs

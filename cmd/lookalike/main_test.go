@@ -38,6 +38,11 @@ func TestDispatch(t *testing.T) {
 		{"manifest needs dataset", []string{"manifest", "out.csv"}, exitUsage, "", "--dataset must be grocery, clothing or abo"},
 		{"CORS without HTTP", []string{"serve", "--data", "d", "--http-cors-origin", "https://shop.example.com"}, exitUsage, "", "--http-cors-origin needs --http"},
 		{"a malformed CORS origin", []string{"serve", "--data", "d", "--http", "127.0.0.1:0", "--http-cors-origin", "shop.example.com"}, exitUsage, "", "must be scheme://host[:port]"},
+		{"an unknown backend", []string{"serve", "--data", "d", "--backend", "mongo"}, exitUsage, "", "--backend is embedded or weaviate"},
+		{"weaviate without its URL", []string{"serve", "--backend", "weaviate"}, exitUsage, "", "--backend weaviate needs --weaviate-url"},
+		{"weaviate with a data directory", []string{"serve", "--backend", "weaviate", "--weaviate-url", "http://127.0.0.1:1", "--data", "d"}, exitUsage, "", "keeps everything in the cluster"},
+		{"a weaviate URL for the embedded backend", []string{"serve", "--data", "d", "--weaviate-url", "http://127.0.0.1:1"}, exitUsage, "", "--weaviate-url needs --backend weaviate"},
+		{"a bad quantisation", []string{"serve", "--data", "d", "--quantize", "int4"}, exitUsage, "", "unknown quantisation"},
 		{"HTTP address file without HTTP", []string{"serve", "--data", "d", "--http-addr-file", "f"}, exitUsage, "", "--http-addr-file needs --http"},
 	}
 	for _, tt := range tests {
