@@ -89,9 +89,15 @@ type backuper interface {
 	Backup(ctx context.Context, w io.Writer) (BackupInfo, error)
 }
 
-// ErrUnsupported means the catalogue's backend cannot do what was asked (a file backup of a
-// Weaviate collection, say).
-var ErrUnsupported = errors.New("not supported by this backend")
+// Backend errors the edge maps to status codes.
+var (
+	// ErrUnsupported means the catalogue's backend cannot do what was asked (a file backup
+	// of a Weaviate collection, say).
+	ErrUnsupported = errors.New("not supported by this backend")
+	// ErrUnavailable means the backend could not be reached (no node of a cluster answered);
+	// trying again later may succeed.
+	ErrUnavailable = errors.New("backend unavailable")
+)
 
 // vector returns one photo's vector, nil when the backend has none for the key.
 func (c *Catalog) vector(ctx context.Context, key index.Key) ([]float32, error) {

@@ -65,8 +65,10 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, embed.ErrOverloaded), diskFull(err):
 		return codes.ResourceExhausted
-	case errors.Is(err, catalog.ErrClosed), errors.Is(err, embed.ErrClosed):
+	case errors.Is(err, catalog.ErrClosed), errors.Is(err, embed.ErrClosed), errors.Is(err, catalog.ErrUnavailable):
 		return codes.Unavailable
+	case errors.Is(err, catalog.ErrUnsupported):
+		return codes.Unimplemented
 	}
 	return codes.Internal
 }

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+
+	"lookalike/catalog"
 )
 
 // client speaks Weaviate's REST and GraphQL API to the nodes of one cluster. Any node
@@ -76,7 +78,13 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 			continue
 		}
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return &statusError{Method: method, Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(data))}
+			se := &statusError{Method: method, Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(data))}
+			if resp.StatusCode >= 500 {
+				// The cluster's own trouble (too few replicas for the consistency level,
+				// say): worth trying again, not the request's fault.
+				return fmt.Errorf("%w: %w", catalog.ErrUnavailable, se)
+			}
+			return se
 		}
 		if out == nil || len(data) == 0 {
 			return nil
@@ -86,7 +94,7 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		return nil
 	}
-	return fmt.Errorf("no Weaviate node answered %s %s: %w", method, path, lastErr)
+	return fmt.Errorf("%w: no Weaviate node answered %s %s: %w", catalog.ErrUnavailable, method, path, lastErr)
 }
 
 // isStatus reports whether err is a reply with that HTTP status.
