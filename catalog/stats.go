@@ -65,6 +65,9 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 		s.StoreSeq, s.SnapshotSeq, s.SnapshotTime = sn.SnapshotState()
 	}
 	c.metaMu.RLock()
+	if s.Index.Size == 0 {
+		s.Index.Size = len(c.byKey) // other backends hold one vector per photo too
+	}
 	s.Count, s.Photos = len(c.byID), len(c.byKey)
 	s.CountByCategory = make(map[string]int)
 	for _, e := range c.byID {

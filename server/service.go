@@ -407,7 +407,7 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 			M: uint32(st.Index.M), EfConstruction: uint32(st.Index.EFConstruction),
 			EfSearch: uint32(st.Index.EFSearch), Metric: st.Index.Metric, Size: uint64(st.Index.Size),
 		},
-		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq,
+		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq, Backend: st.Backend,
 		DuplicatePolicy: policyProto(st.Policy), Decisions: uint64(st.Decisions),
 		RecentErrors: s.recent.list(),
 	}

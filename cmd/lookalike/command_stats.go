@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -22,6 +23,7 @@ type statsJSON struct {
 	ModelIdentity   string            `json:"model_identity"`
 	Dim             uint32            `json:"dim"`
 	Index           indexJSON         `json:"index"`
+	Backend         string            `json:"backend"`
 	StoreSeq        uint64            `json:"store_seq"`
 	SnapshotSeq     uint64            `json:"snapshot_seq"`
 	SnapshotTime    string            `json:"snapshot_time,omitempty"`
@@ -74,12 +76,16 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
 	fmt.Fprintf(tw, "index\t%s, M=%d, efConstruction=%d, efSearch=%d, %d vectors\n",
 		clean(out.Index.Metric, 0), out.Index.M, out.Index.EFConstruction, out.Index.EFSearch, out.Index.Size)
-	fmt.Fprintf(tw, "store seq\t%d\n", out.StoreSeq)
-	if out.SnapshotTime != "" {
-		fmt.Fprintf(tw, "snapshot\tseq %d, saved %s (%s ago)\n", out.SnapshotSeq, out.SnapshotTime,
-			formatDuration(time.Duration(out.SnapshotAgeSecs*float64(time.Second))))
-	} else {
-		fmt.Fprintf(tw, "snapshot\tnone yet\n")
+	backend := cmp.Or(out.Backend, "embedded") // servers before the field existed
+	fmt.Fprintf(tw, "backend\t%s\n", clean(backend, 40))
+	if backend == "embedded" {
+		fmt.Fprintf(tw, "store seq\t%d\n", out.StoreSeq)
+		if out.SnapshotTime != "" {
+			fmt.Fprintf(tw, "snapshot\tseq %d, saved %s (%s ago)\n", out.SnapshotSeq, out.SnapshotTime,
+				formatDuration(time.Duration(out.SnapshotAgeSecs*float64(time.Second))))
+		} else {
+			fmt.Fprintf(tw, "snapshot\tnone yet\n")
+		}
 	}
 	cats := make([]string, 0, len(out.CountByCategory))
 	for c := range out.CountByCategory {
@@ -124,6 +130,7 @@ func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 			EFSearch:       r.GetIndex().GetEfSearch(),
 			Size:           r.GetIndex().GetSize(),
 		},
+		Backend:     r.GetBackend(),
 		StoreSeq:    r.GetStoreSeq(),
 		SnapshotSeq: r.GetSnapshotSeq(),
 	}

@@ -3210,7 +3210,11 @@ type StatsResponse struct {
 	Decisions       uint64           `protobuf:"varint,14,opt,name=decisions,proto3" json:"decisions,omitempty"`
 	// The most recent failed or refused calls, newest first (at most 20): what went wrong
 	// lately, for an operator's status page. NOT_FOUND and CANCELLED are not failures here.
-	RecentErrors  []*CallError `protobuf:"bytes,15,rep,name=recent_errors,json=recentErrors,proto3" json:"recent_errors,omitempty"`
+	RecentErrors []*CallError `protobuf:"bytes,15,rep,name=recent_errors,json=recentErrors,proto3" json:"recent_errors,omitempty"`
+	// Where the catalogue lives: "embedded" (the store and graph in the server's data
+	// directory; store_seq and the snapshot fields describe them) or "weaviate" (a cluster;
+	// those fields stay 0).
+	Backend       string `protobuf:"bytes,16,opt,name=backend,proto3" json:"backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3348,6 +3352,13 @@ func (x *StatsResponse) GetRecentErrors() []*CallError {
 		return x.RecentErrors
 	}
 	return nil
+}
+
+func (x *StatsResponse) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
 }
 
 // CallError is one failed or refused call.
@@ -3941,7 +3952,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tthreshold\x18\x03 \x01(\x02R\tthreshold\x12&\n" +
 	"\x04tier\x18\x04 \x01(\x0e2\x12.lookalike.v1.TierR\x04tier\x128\n" +
 	"\asignals\x18\x05 \x01(\v2\x1e.lookalike.v1.DuplicateSignalsR\asignals\"\x0e\n" +
-	"\fStatsRequest\"\xee\x05\n" +
+	"\fStatsRequest\"\x88\x06\n" +
 	"\rStatsResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\\\n" +
 	"\x11count_by_category\x18\x02 \x03(\v20.lookalike.v1.StatsResponse.CountByCategoryEntryR\x0fcountByCategory\x12%\n" +
@@ -3960,7 +3971,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"kept_bytes\x18\f \x01(\x04R\tkeptBytes\x12H\n" +
 	"\x10duplicate_policy\x18\r \x01(\v2\x1d.lookalike.v1.DuplicatePolicyR\x0fduplicatePolicy\x12\x1c\n" +
 	"\tdecisions\x18\x0e \x01(\x04R\tdecisions\x12<\n" +
-	"\rrecent_errors\x18\x0f \x03(\v2\x17.lookalike.v1.CallErrorR\frecentErrors\x1aB\n" +
+	"\rrecent_errors\x18\x0f \x03(\v2\x17.lookalike.v1.CallErrorR\frecentErrors\x12\x18\n" +
+	"\abackend\x18\x10 \x01(\tR\abackend\x1aB\n" +
 	"\x14CountByCategoryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"}\n" +
