@@ -129,8 +129,10 @@ func StartIn(dir, bin string, n int) (*Cluster, error) {
 			"CLUSTER_IN_LOCALHOST=true", "CLUSTER_ADVERTISE_ADDR=127.0.0.1",
 			"PERSISTENCE_DATA_PATH=" + node.Dir, "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED=true",
 			"DEFAULT_VECTORIZER_MODULE=none", "DISABLE_TELEMETRY=true", "LOG_LEVEL=" + cmp.Or(os.Getenv("LOOKALIKE_WEAVIATE_LOG_LEVEL"), "warning"),
-			// A restarted replica compares its hash trees with the others this often.
-			"ASYNC_REPLICATION_FREQUENCY=2s",
+			// Replicas compare their hash trees this often and push what another lacks once
+			// it is this old (30 s and 30 s by default), so a test waits seconds, not
+			// minutes, for a restarted node to catch up.
+			"ASYNC_REPLICATION_FREQUENCY=2s", "ASYNC_REPLICATION_PROPAGATION_DELAY=2s",
 			"CLUSTER_HOSTNAME=" + node.Name,
 			"CLUSTER_GOSSIP_BIND_PORT=" + strconv.Itoa(gossip), "CLUSTER_DATA_BIND_PORT=" + strconv.Itoa(p[1]),
 			"CLUSTER_JOIN=" + fmt.Sprintf("127.0.0.1:%d", ports[0]),
