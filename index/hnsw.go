@@ -102,6 +102,10 @@ type HNSW struct {
 
 	inserted atomic.Uint64 // drives the deterministic level sequence
 	scratch  sync.Pool
+
+	// savedEncoded, when set (tests only), runs in SaveSnapshot after the graph is written
+	// to the temporary file and writers are let go, before the file is made durable.
+	savedEncoded func()
 }
 
 // NewHNSW returns an empty index of dim-dimensional vectors.

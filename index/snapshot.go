@@ -84,19 +84,18 @@ type LoadOptions struct {
 
 // Save writes the graph to path atomically (temporary file, fsync, rename, fsync of the
 // directory), tagged with the store sequence number seq it reflects and an empty tag.
-// Searches continue meanwhile; writers wait until it finishes.
+// Searches continue meanwhile; writers wait while the graph is copied into the file (into the
+// page cache), not while it is made durable.
 func (h *HNSW) Save(path string, seq uint64) error {
 	return h.SaveSnapshot(path, SnapshotInfo{Seq: seq})
 }
 
-// SaveSnapshot is Save with the whole SnapshotInfo, tag included.
+// SaveSnapshot is Save with the whole SnapshotInfo, tag included. Two saves to one path at
+// once each leave a whole snapshot, either one.
 func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
 	if len(info.Tag) > MaxSnapshotTag {
 		return fmt.Errorf("index: save snapshot: tag of %d bytes, at most %d", len(info.Tag), MaxSnapshotTag)
 	}
-	h.writeMu.Lock()
-	defer h.writeMu.Unlock()
-
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -108,21 +107,14 @@ func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	crc := crc32.New(castagnoli)
-	w := &snapshotWriter{w: io.MultiWriter(bw, crc)}
-	h.encode(w, info)
-	if w.err != nil {
-		return fmt.Errorf("index: save snapshot: %w", w.err)
-	}
-	var sum [4]byte
-	binary.LittleEndian.PutUint32(sum[:], crc.Sum32())
-	if _, err := bw.Write(sum[:]); err != nil {
+	if err := h.encodeTo(tmp, info); err != nil {
 		return fmt.Errorf("index: save snapshot: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("index: save snapshot: %w", err)
+	if h.savedEncoded != nil {
+		h.savedEncoded()
 	}
+	// The file's content is final: the fsync, which can take long for a large graph on a
+	// slow disk, runs with writers going again.
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("index: save snapshot: %w", err)
 	}
@@ -141,6 +133,26 @@ func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
 		return fmt.Errorf("index: save snapshot: sync dir: %w", err)
 	}
 	return nil
+}
+
+// encodeTo writes the whole snapshot, checksum included, to f, holding writeMu so that the
+// graph does not change underneath.
+func (h *HNSW) encodeTo(f *os.File, info SnapshotInfo) error {
+	h.writeMu.Lock()
+	defer h.writeMu.Unlock()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	crc := crc32.New(castagnoli)
+	w := &snapshotWriter{w: io.MultiWriter(bw, crc)}
+	h.encode(w, info)
+	if w.err != nil {
+		return w.err
+	}
+	var sum [4]byte
+	binary.LittleEndian.PutUint32(sum[:], crc.Sum32())
+	if _, err := bw.Write(sum[:]); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // encode streams the graph; the caller holds writeMu, so nothing changes underneath.

@@ -286,3 +286,35 @@ func TestSnapshotOlderVersionsStillLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveSnapshotLetsWritersGoBeforeFsync: once the graph is in the temporary file, writers
+// proceed while the save makes it durable. The save is held at that point until an Add,
+// started after it, has returned; were the save still holding the writers' lock, the Add
+// could not return and the test would hang.
+func TestSaveSnapshotLetsWritersGoBeforeFsync(t *testing.T) {
+	base, extra := clustered(3, 50, 1, 8, 4, true)
+	h := NewHNSW(8, Config{Seed: 1})
+	for i, v := range base {
+		if err := h.Add(Key(i+1), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	added := make(chan error)
+	h.savedEncoded = func() {
+		go func() { added <- h.Add(1000, extra[0]) }()
+		if err := <-added; err != nil {
+			t.Error(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "g.hnsw")
+	if err := h.Save(path, 7); err != nil {
+		t.Fatal(err)
+	}
+	loaded, seq, err := LoadHNSW(path)
+	if err != nil || seq != 7 || loaded.Len() != 50 {
+		t.Fatalf("loaded %v photos at seq %d (%v); want the 50 written before the save", loaded.Len(), seq, err)
+	}
+	if h.Len() != 51 {
+		t.Fatalf("the index has %d vectors after the concurrent Add, want 51", h.Len())
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"lookalike/index"
 	"lookalike/internal/dataset"
 	"lookalike/internal/weaviatetest"
+	"lookalike/store"
 )
 
 // TestRecallMatchesEmbedded puts one catalogue into the embedded backend and into Weaviate and
@@ -129,6 +130,18 @@ func TestRecallMatchesEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	weaviate := recall(wv)
+	// Reopened, the backend pages through all of them (a thousand objects per page).
+	again, err := Open(ctx, Config{URLs: cluster.URLs(), ModelIdentity: e.Identity(), Dim: e.Dim(), Prefix: "Recall"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := 0
+	if err := again.Products(ctx, func(p store.Product) error { listed++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if listed != n || len(again.products) != n {
+		t.Fatalf("reopened: %d products listed, %d known, want %d", listed, len(again.products), n)
+	}
 	t.Logf("recall@%d over %d vectors, %d real queries: embedded %.4f, weaviate %.4f", k, n, len(queries), embedded, weaviate)
 	if weaviate < embedded-0.01 {
 		t.Errorf("weaviate recall@%d %.4f is more than 0.01 below the embedded backend's %.4f", k, weaviate, embedded)
