@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/lookalike
 
-.PHONY: setup build test soak demo bench bench-quick bench-1m proto fmt vet screenshots
+.PHONY: setup build test soak demo bench bench-quick bench-1m bench-backends proto fmt vet screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +46,12 @@ bench-quick: build
 bench-1m: build
 	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
 	@SCALE=1m bash benchmarks/run.sh
+
+# The backends side by side at 100,000 photos: embedded, Weaviate on one node and on three
+# (about 10 minutes on 2 cores; apart from make bench, which must stay under 20 minutes).
+bench-backends: build
+	@LOOKALIKE_SETUP_WEAVIATE=1 bash scripts/setup.sh
+	$(GO) run ./benchmarks/cmd/backendbench -photos 100000
 
 # Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler):
 # messages and the gRPC service, the HTTP/JSON gateway and the OpenAPI description, both from
