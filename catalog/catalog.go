@@ -84,6 +84,9 @@ type Config struct {
 	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
 	// (Close and SaveSnapshot still save).
 	SnapshotInterval time.Duration
+	// SnapshotChanges saves the graph once this many changes are not in the last snapshot
+	// (EmbeddedConfig.SnapshotChanges: 0 is the default, negative never).
+	SnapshotChanges int
 	// KeepPhotos stores each uploaded photo as the model sees it before cropping (a JPEG of
 	// the model's resize size), so the catalogue can show it (Photo) and re-embed it later
 	// without the original files.
@@ -206,7 +209,7 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		}
 		b, err := OpenEmbedded(ctx, EmbeddedConfig{
 			DataDir: cfg.DataDir, ModelIdentity: cfg.Embedder.Identity(), Dim: dim,
-			Index: cfg.Index, SnapshotInterval: cfg.SnapshotInterval, Logger: log,
+			Index: cfg.Index, SnapshotInterval: cfg.SnapshotInterval, SnapshotChanges: cfg.SnapshotChanges, Logger: log,
 		})
 		if err != nil {
 			return nil, err

@@ -29,9 +29,17 @@ type EmbeddedConfig struct {
 	// SnapshotInterval saves the graph this often when it changed; 0 disables periodic saves
 	// (Close and SaveSnapshot still save).
 	SnapshotInterval time.Duration
+	// SnapshotChanges also saves the graph, beside the write path, once the store holds this
+	// many changes the last snapshot does not cover, so that a restart after a crash replays
+	// at most about that many; 0 means DefaultSnapshotChanges, negative never.
+	SnapshotChanges int
 	// Logger receives progress and warnings; nil discards them.
 	Logger *slog.Logger
 }
+
+// DefaultSnapshotChanges bounds the change log a restart replays onto the last snapshot:
+// replaying inserts costs what building the graph does, a few thousand a second on one core.
+const DefaultSnapshotChanges = 5000
 
 // Embedded is the one-machine backend: products and vectors in a bbolt store (the truth),
 // the HNSW graph derived from it in memory, and the graph's snapshots, which spare a rebuild
@@ -54,6 +62,13 @@ type Embedded struct {
 	snapInfoMu   sync.Mutex
 	snapshotSeq  uint64
 	snapshotTime time.Time
+
+	// snapshotChanges is EmbeddedConfig.SnapshotChanges with its default applied; a write
+	// past it nudges the saver through saveSoon (capacity 1, never blocks the writer).
+	snapshotChanges int
+	saveSoon        chan struct{}
+	// saved, when set (tests only), is told the seq of every snapshot the saver writes.
+	saved chan uint64
 
 	stopPeriodic context.CancelFunc
 	periodicDone chan struct{}
@@ -96,11 +111,16 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		return nil, err
 	}
-	if cfg.SnapshotInterval > 0 {
+	b.snapshotChanges = cfg.SnapshotChanges
+	if b.snapshotChanges == 0 {
+		b.snapshotChanges = DefaultSnapshotChanges
+	}
+	if cfg.SnapshotInterval > 0 || b.snapshotChanges > 0 {
+		b.saveSoon = make(chan struct{}, 1)
 		pctx, cancel := context.WithCancel(context.Background())
 		b.stopPeriodic = cancel
 		b.periodicDone = make(chan struct{})
-		go b.savePeriodically(pctx, cfg.SnapshotInterval)
+		go b.saveInBackground(pctx, cfg.SnapshotInterval)
 	}
 	return b, nil
 }
@@ -300,19 +320,47 @@ func (b *Embedded) rebuild(ctx context.Context) (*index.HNSW, error) {
 	return graph, nil
 }
 
-func (b *Embedded) savePeriodically(ctx context.Context, every time.Duration) {
+// saveInBackground is the snapshot saver: every interval (if any), and whenever a write
+// reports that the change log outgrew snapshotChanges.
+func (b *Embedded) saveInBackground(ctx context.Context, every time.Duration) {
 	defer close(b.periodicDone)
-	t := time.NewTicker(every)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if err := b.SaveSnapshot(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				b.log.Warn("periodic graph snapshot failed", "err", err)
-			}
+		case <-tick:
+		case <-b.saveSoon:
 		}
+		if err := b.SaveSnapshot(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			b.log.Warn("background graph snapshot failed", "err", err)
+			continue
+		}
+		if b.saved != nil {
+			_, seq, _ := b.SnapshotState()
+			b.saved <- seq
+		}
+	}
+}
+
+// noteChanges nudges the saver when the store's changes since the last snapshot reach
+// snapshotChanges. Called by writers after their write; it never waits.
+func (b *Embedded) noteChanges() {
+	if b.saveSoon == nil || b.snapshotChanges <= 0 {
+		return
+	}
+	storeSeq, snapSeq, _ := b.SnapshotState()
+	if storeSeq-snapSeq < uint64(b.snapshotChanges) {
+		return
+	}
+	select {
+	case b.saveSoon <- struct{}{}:
+	default: // a save is already due
 	}
 }
 
@@ -387,6 +435,7 @@ func (b *Embedded) Put(ctx context.Context, products []store.Product) ([]store.P
 		}
 		current[sp.ID] = keys
 	}
+	b.noteChanges()
 	return stored, nil
 }
 
@@ -401,6 +450,7 @@ func (b *Embedded) Delete(ctx context.Context, id string) (store.Product, error)
 	for _, ph := range sp.Photos {
 		b.graph.Delete(ph.Key)
 	}
+	b.noteChanges()
 	return sp, nil
 }
 

@@ -90,6 +90,10 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// SnapshotInterval saves the graph this often when it changed; negative disables it.
 	SnapshotInterval time.Duration
+	// SnapshotChanges saves the graph once this many store changes are not in the last
+	// snapshot, bounding what a restart replays; 0 is catalog.DefaultSnapshotChanges,
+	// negative never.
+	SnapshotChanges int
 	// DiscardPhotos turns off keeping a copy of each uploaded photo (catalog.Config.KeepPhotos).
 	DiscardPhotos bool
 	// Index holds the HNSW parameters: M and EFConstruction for a fresh graph, EFSearch as
@@ -356,7 +360,7 @@ func Serve(ctx context.Context, cfg Config, lis, metricsLis net.Listener, logger
 		}
 		c, err := catalog.Open(ctx, catalog.Config{
 			DataDir: cfg.DataDir, Backend: backend, Embedder: emb, Index: cfg.Index,
-			SnapshotInterval: max(cfg.SnapshotInterval, 0), KeepPhotos: !cfg.DiscardPhotos, Logger: logger,
+			SnapshotInterval: max(cfg.SnapshotInterval, 0), SnapshotChanges: cfg.SnapshotChanges, KeepPhotos: !cfg.DiscardPhotos, Logger: logger,
 		})
 		if err != nil {
 			opened <- fmt.Errorf("server: open catalogue: %w", err)

@@ -59,7 +59,8 @@ func runServe(ctx context.Context, a *app, args []string) error {
 	maxStreams := fs.Int("max-streams-per-connection", envInt(a, "LOOKALIKE_MAX_STREAMS_PER_CONNECTION", server.DefaultMaxStreamsPerConnection), "calls open at once on one connection (env LOOKALIKE_MAX_STREAMS_PER_CONNECTION)")
 	idle := fs.Duration("idle-timeout", envDuration(a, "LOOKALIKE_IDLE_TIMEOUT", server.DefaultIdleTimeout), "end a stream that sends nothing, or a request that has not arrived, after this long (env LOOKALIKE_IDLE_TIMEOUT)")
 	connIdle := fs.Duration("connection-idle-timeout", envDuration(a, "LOOKALIKE_CONNECTION_IDLE_TIMEOUT", server.DefaultConnectionIdleTimeout), "close a connection without calls after this long (env LOOKALIKE_CONNECTION_IDLE_TIMEOUT)")
-	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: only at shutdown (env LOOKALIKE_SNAPSHOT_INTERVAL)")
+	snapshotChanges := fs.Int("snapshot-changes", envInt(a, "LOOKALIKE_SNAPSHOT_CHANGES", catalog.DefaultSnapshotChanges), "also save the graph snapshot once this many store changes are not in it, so a restart after a crash replays at most about that many; negative: never (env LOOKALIKE_SNAPSHOT_CHANGES)")
+	snapshotEvery := fs.Duration("snapshot-interval", envDuration(a, "LOOKALIKE_SNAPSHOT_INTERVAL", server.DefaultSnapshotInterval), "save the graph snapshot this often when it changed; negative: no timed saves (--snapshot-changes and shutdown still save) (env LOOKALIKE_SNAPSHOT_INTERVAL)")
 	keepPhotos := fs.Bool("keep-photos", a.getenv("LOOKALIKE_KEEP_PHOTOS") != "false", "keep a copy of each photo as the model sees it (a JPEG of a few tens of KB), for GetPhoto and re-embedding (env LOOKALIKE_KEEP_PHOTOS=false turns it off)")
 	m := fs.Int("m", envInt(a, "LOOKALIKE_HNSW_M", catalog.DefaultM), "HNSW links per node for a new graph (env LOOKALIKE_HNSW_M)")
 	efConstruction := fs.Int("ef-construction", envInt(a, "LOOKALIKE_HNSW_EF_CONSTRUCTION", catalog.DefaultEFConstruction), "HNSW build breadth for a new graph (env LOOKALIKE_HNSW_EF_CONSTRUCTION)")
@@ -134,6 +135,7 @@ func runServe(ctx context.Context, a *app, args []string) error {
 		TLSCertFile:      *tlsCert,
 		TLSKeyFile:       *tlsKey,
 		SnapshotInterval: *snapshotEvery,
+		SnapshotChanges:  *snapshotChanges,
 		DiscardPhotos:    !*keepPhotos,
 		Index:            catalog.IndexParams{M: *m, EFConstruction: *efConstruction, EFSearch: *efSearch, Quantize: quant},
 		ShutdownTimeout:  *shutdown,
