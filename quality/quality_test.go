@@ -46,12 +46,33 @@ func TestEvaluateMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	queries := []Query{
-		{Image: []byte{0}, Label: "x"}, // a and b first (tie), then c: R@1 1, AP 1
-		{Image: []byte{1}, Label: "x"}, // c first, then a, b: R@1 0, R@5 1, AP (1/2 + 2/3)/2
-		{Image: []byte{}, Label: "x"},  // fails to embed
+	axis := func(i int) []float32 {
+		v := make([]float32, 8)
+		v[i] = 1
+		return v
 	}
-	rep, err := Evaluate(ctx, c, queries, map[string]int{"x": 2, "y": 1}, Options{
+	for _, tc := range []struct {
+		name    string
+		queries []Query
+	}{
+		{"images", []Query{
+			{Image: []byte{0}, Label: "x"}, // a and b first (tie), then c: R@1 1, AP 1
+			{Image: []byte{1}, Label: "x"}, // c first, then a, b: R@1 0, R@5 1, AP (1/2 + 2/3)/2
+			{Image: []byte{}, Label: "x"},  // fails to embed
+		}},
+		{"ready vectors", []Query{
+			{Vector: axis(0), Label: "x"},
+			{Vector: axis(1), Label: "x"},
+			{Vector: make([]float32, 3), Label: "x"}, // the wrong dimension
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkReport(t, c, tc.queries) })
+	}
+}
+
+// checkReport evaluates the queries of TestEvaluateMetrics and checks the figures.
+func checkReport(t *testing.T, c *catalog.Catalog, queries []Query) {
+	rep, err := Evaluate(context.Background(), c, queries, map[string]int{"x": 2, "y": 1}, Options{
 		Label:         func(p catalog.Product) string { return p.Title },
 		CatalogueShot: func(p catalog.Product, _ string) bool { return p.ID == "b" },
 	})
