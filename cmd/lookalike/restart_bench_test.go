@@ -43,7 +43,8 @@ const (
 //   - no-snapshot: killed before any graph snapshot was saved, so the graph is rebuilt from
 //     the store;
 //   - snapshot: killed with a snapshot covering the whole store, so the graph is loaded;
-//   - snapshot+1%: killed after 1% more photos were written since the snapshot, so the graph
+//   - snapshot+bound: killed after catalog.DefaultSnapshotChanges more photos were written since
+//     the snapshot (the most a crash leaves with the default --snapshot-changes), so the graph
 //     is loaded and caught up from the change log.
 //
 // It reports seconds to SERVING per restart and logs the server's own account (model, store,
@@ -103,14 +104,15 @@ func BenchmarkRestartAfterKill(b *testing.B) {
 		b.ReportMetric(sum.Seconds()/float64(b.N), "s-to-serving")
 	})
 
-	more := max(photos/100, perProduct)
+	// The most a crash leaves to replay with the default --snapshot-changes.
+	more := max(catalog.DefaultSnapshotChanges, perProduct)
 	srv = r.start(b, "-1s")
 	if _, err := srv.waitServing(); err != nil {
 		b.Fatalf("%v\n%s", err, srv.logs.String())
 	}
 	r.ingest(srv, photos, more, perProduct)
 	srv.kill9(b)
-	b.Run("snapshot+1%", func(b *testing.B) {
+	b.Run("snapshot+bound", func(b *testing.B) {
 		var sum time.Duration
 		for range b.N {
 			sum += r.measure(b, fmt.Sprintf("snapshot + %d photos", more), photos+more, false)
@@ -175,8 +177,10 @@ type restartServer struct {
 // start launches `lookalike serve` on the data directory for benchmark b.
 func (r *restartBench) start(b *testing.B, snapshotInterval string) *restartServer {
 	b.Helper()
+	// Snapshots only where a case says so: no timed saves and none by change count (the
+	// last case restarts with the most changes that count lets a crash leave).
 	cmd := exec.Command(r.bin, "serve", "--data", r.data, "--listen", "127.0.0.1:0", "--log-json",
-		"--snapshot-interval", snapshotInterval)
+		"--snapshot-interval", snapshotInterval, "--snapshot-changes", "-1")
 	cmd.Env = r.env
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
