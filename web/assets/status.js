@@ -43,6 +43,7 @@ async function refresh() {
   ]);
   const ix = st.index || {};
   rows('model', [
+    ['Backend', st.backend || 'embedded'],
     ['Model identity', st.model_identity],
     ['Dimension', st.dim],
     ['Metric', ix.metric],
@@ -50,7 +51,9 @@ async function refresh() {
     ['M, efConstruction, efSearch', `${ix.m}, ${ix.ef_construction}, ${ix.ef_search}`],
   ]);
   const behind = num(st.store_seq) - num(st.snapshot_seq);
-  rows('snapshot', [
+  rows('snapshot', (st.backend || 'embedded') !== 'embedded' ? [
+    ['Store', `the ${st.backend} backend keeps the catalogue; no store file or graph snapshot on this server`],
+  ] : [
     ['Store sequence', num(st.store_seq)],
     ['Snapshot covers', num(st.snapshot_seq) ? `sequence ${num(st.snapshot_seq)}${behind > 0 ? ` (${behind} writes since)` : ' (up to date)'}` : 'no snapshot yet'],
     ['Snapshot saved', st.snapshot_time ? `${new Date(st.snapshot_time).toLocaleString()} (${age(st.snapshot_age)} ago)` : '—'],
