@@ -321,7 +321,9 @@ func (b *Embedded) rebuild(ctx context.Context) (*index.HNSW, error) {
 }
 
 // saveInBackground is the snapshot saver: every interval (if any), and whenever a write
-// reports that the change log outgrew snapshotChanges.
+// reports that the change log outgrew snapshotChanges. Saves by change count are spaced by
+// at least twice the last save's duration, so that a bulk ingest, which crosses the count
+// again and again, spends at most a third of the saver's time saving ever larger graphs.
 func (b *Embedded) saveInBackground(ctx context.Context, every time.Duration) {
 	defer close(b.periodicDone)
 	var tick <-chan time.Time
@@ -330,17 +332,28 @@ func (b *Embedded) saveInBackground(ctx context.Context, every time.Duration) {
 		defer t.Stop()
 		tick = t.C
 	}
+	var lastEnd time.Time
+	var lastTook time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
 		case <-b.saveSoon:
+			if wait := 2*lastTook - time.Since(lastEnd); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		start := time.Now()
 		if err := b.SaveSnapshot(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			b.log.Warn("background graph snapshot failed", "err", err)
 			continue
 		}
+		lastEnd, lastTook = time.Now(), time.Since(start)
 		if b.saved != nil {
 			_, seq, _ := b.SnapshotState()
 			b.saved <- seq
