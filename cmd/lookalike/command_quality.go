@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
+	"lookalike/adapt"
 	"lookalike/catalog"
 	"lookalike/quality"
 )
@@ -33,7 +35,9 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 			"ingested into a temporary catalogue, every query photo searches it, and a result is right when\n"+
 			"it has the query's label. Prints R@1/5/10, mAP@10, P@10 and, with --catalogue-shot, how often the\n"+
 			"label's catalogue (shop) shot is among the first 10. --dataset grocery (val street photos\n"+
-			"against iconic+train) and --dataset clothing (validation against train) use the shared photos.")
+			"against iconic+train) and --dataset clothing (validation against train) use the shared photos.\n"+
+			"--projection FILE adds the projected vectors beside the raw ones and a transfer check: the same\n"+
+			"training fitted on the catalogue photos of half the labels, scored on the other half's queries.")
 	var mf modelFlags
 	mf.register(fs, a)
 	dataset := fs.String("dataset", "", "grocery or clothing: the shared photos with their standard split")
@@ -43,6 +47,10 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	shot := fs.String("catalogue-shot", "", "photos whose image path contains this are catalogue shots (grocery: iconic__)")
 	products := fs.Bool("products", false, "with --dataset grocery: one product per grocery product with all its photos (otherwise every photo is a product)")
 	k := fs.Int("k", 10, "results per query (at least 10)")
+	projectionPath := fs.String("projection", "", "a projection file from 'lookalike adapt': report the raw and the projected vectors side by side, each photo embedded once")
+	seed := fs.Uint64("seed", defaultAdaptSeed, "with --projection: seed of the transfer check's split of the labels")
+	heldApart := fs.Float64("held-apart", 0.5, "with --projection: share of the labels the transfer check holds out of its fit")
+	noTransfer := fs.Bool("no-transfer", false, "with --projection: skip the transfer check (a projection fitted on the other labels, scored on the held-out labels' queries)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -60,30 +68,25 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 		if *catalogPath == "" || *queriesPath == "" {
 			return usagef("give --dataset, or --catalog and --queries")
 		}
-	case "grocery", "clothing":
-		dir, err := findSharedDir("datasets")
+	default:
+		cat, q, l, sh, err := sharedDataset(*dataset, work, *products)
 		if err != nil {
 			return err
 		}
-		layout := datasetLayouts()[*dataset]
-		catSplits, qSplits := []string{"iconic", "train"}, []string{"val"}
-		if *dataset == "clothing" {
-			catSplits, qSplits, *label = []string{"train"}, []string{"validation"}, "category"
-			if *products {
-				return usagef("--products: the clothing dataset labels classes, not products")
-			}
-		} else if *shot == "" {
-			*shot = "iconic__"
+		*catalogPath, *queriesPath, *label = cat, q, l
+		if *shot == "" {
+			*shot = sh
 		}
-		*catalogPath, *queriesPath = filepath.Join(work, "catalog.csv"), filepath.Join(work, "queries.csv")
-		if _, err := writeDatasetManifest(filepath.Join(dir, *dataset), *catalogPath, layout, catSplits, 0, *products); err != nil {
-			return err
+	}
+	if *projectionPath != "" {
+		names := [2]string{*catalogPath, *queriesPath}
+		if *dataset != "" {
+			names = [2]string{*dataset + " catalogue", *dataset + " queries"}
 		}
-		if _, err := writeDatasetManifest(filepath.Join(dir, *dataset), *queriesPath, layout, qSplits, 0, false); err != nil {
-			return err
-		}
-	default:
-		return usagef("--dataset must be grocery or clothing, got %q", *dataset)
+		return runQualityProjected(ctx, a, &mf, qualityProjected{
+			catalogPath: *catalogPath, queriesPath: *queriesPath, names: names, label: *label, shot: *shot,
+			projection: *projectionPath, seed: *seed, heldApart: *heldApart, transfer: !*noTransfer, asJSON: *asJSON,
+		})
 	}
 	catRows, err := manifestRows(*catalogPath)
 	if err != nil {
@@ -218,4 +221,203 @@ func manifestRows(path string) ([]manifestRow, error) {
 		return nil, fmt.Errorf("%s line %d: %s", path, rejects[0].Line, rejects[0].Reason)
 	}
 	return rows, nil
+}
+
+// qualityProjected is what quality --projection needs from the command line.
+type qualityProjected struct {
+	catalogPath, queriesPath string
+	names                    [2]string // how the report names the catalogue and the queries
+	label, shot              string
+	projection               string
+	seed                     uint64
+	heldApart                float64
+	transfer                 bool
+	asJSON                   bool
+}
+
+// qualityProjectionJSON is `lookalike quality --projection FILE --json`.
+type qualityProjectionJSON struct {
+	Catalog    string            `json:"catalog"`
+	Queries    string            `json:"queries"`
+	Products   int               `json:"products"`
+	Photos     int               `json:"photos"`
+	Projection string            `json:"projection"`
+	Checksum   string            `json:"checksum"`
+	Dims       int               `json:"dims"`
+	Meta       map[string]string `json:"meta"`
+	// Raw and Projected search the same catalogue photos with the same queries.
+	Raw         figuresJSON `json:"raw"`
+	Projected   figuresJSON `json:"projected"`
+	MillisApply float64     `json:"ms_per_apply"`
+	// Transfer is the check on labels the projection never saw (absent with --no-transfer).
+	Transfer *transferJSON `json:"transfer,omitempty"`
+}
+
+// transferJSON is the transfer check: the projection's training (its dims and shrink, its
+// catalogue-shot weight) refitted on the catalogue photos of the training labels only,
+// scored on the held-out labels' queries against the whole catalogue.
+type transferJSON struct {
+	Seed           uint64      `json:"seed"`
+	TrainingLabels []string    `json:"training_labels"`
+	HeldOutLabels  []string    `json:"held_out_labels"`
+	FitPhotos      int         `json:"fit_photos"`
+	Dims           int         `json:"dims"`
+	Shrink         float64     `json:"shrink"`
+	ShotWeight     float64     `json:"shot_weight"`
+	Raw            figuresJSON `json:"raw"`
+	Projected      figuresJSON `json:"projected"`
+}
+
+func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityProjected) error {
+	f, err := os.Open(q.projection)
+	if err != nil {
+		return fmt.Errorf("projection: %w", err)
+	}
+	p, err := adapt.Read(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("projection %s: %w", q.projection, err)
+	}
+	emb, _, err := mf.open(ctx, a.logger)
+	if err != nil {
+		return err
+	}
+	defer emb.Close()
+	meta := p.Meta()
+	if m := meta["model"]; p.In() != emb.Dim() || (m != "" && m != emb.Identity()) {
+		return fmt.Errorf("projection %s was fitted on %d-d vectors of %q, not on this model's (%d-d, %s)", q.projection, p.In(), m, emb.Dim(), emb.Identity())
+	}
+	set, err := loadLabelled(ctx, emb, q.catalogPath, q.queriesPath, q.label, q.shot, 0)
+	if err != nil {
+		return err
+	}
+	shots := false
+	for _, ph := range set.photos {
+		shots = shots || ph.shot
+	}
+	work, err := os.MkdirTemp("", "lookalike-quality")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	score := func(f transform, identity string, dim int, queries []labelledPhoto) (figuresJSON, error) {
+		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, set.photos, queries, f)
+		if err != nil {
+			return figuresJSON{}, err
+		}
+		return figuresOf(rep, shots), nil
+	}
+	out := qualityProjectionJSON{Catalog: q.names[0], Queries: q.names[1], Products: len(set.rows), Photos: len(set.photos),
+		Projection: q.projection, Checksum: p.Checksum(), Dims: p.Out(), Meta: meta}
+	if out.Raw, err = score(nil, emb.Identity(), emb.Dim(), set.queries); err != nil {
+		return err
+	}
+	timer := applyTimer{p: p}
+	if out.Projected, err = score(timer.apply, projectionIdentity(emb.Identity(), p), p.Out(), set.queries); err != nil {
+		return err
+	}
+	out.MillisApply = timer.millis()
+	if q.transfer {
+		if out.Transfer, err = transferCheck(set, meta, p.Out(), q, score, emb.Identity()); err != nil {
+			return err
+		}
+	}
+	if q.asJSON {
+		return writeJSON(a.stdout, out)
+	}
+	return printQualityProjected(a, out)
+}
+
+// transferCheck refits the projection's training on the catalogue photos of part of the
+// labels and scores it on the other labels' queries.
+func transferCheck(set *labelledSet, meta map[string]string, dims int, q qualityProjected,
+	score func(transform, string, int, []labelledPhoto) (figuresJSON, error), model string) (*transferJSON, error) {
+	shrink, err := strconv.ParseFloat(meta["shrink"], 64)
+	if err != nil {
+		return nil, fmt.Errorf("the projection records no shrink to refit with (%w); pass --no-transfer", err)
+	}
+	shotWeight := 1.0
+	if s, ok := meta["shot_weight"]; ok {
+		if shotWeight, err = strconv.ParseFloat(s, 64); err != nil {
+			return nil, fmt.Errorf("projection shot_weight %q: %w", s, err)
+		}
+	}
+	labels := make([]string, len(set.photos))
+	for i, ph := range set.photos {
+		labels[i] = ph.label
+	}
+	train, held, err := splitGroups(labels, q.seed, q.heldApart)
+	if err != nil {
+		return nil, err
+	}
+	isTrain := map[string]bool{}
+	for _, l := range train {
+		isTrain[l] = true
+	}
+	var fit, queries []labelledPhoto
+	for _, ph := range set.photos {
+		if isTrain[ph.label] {
+			fit = append(fit, ph)
+		}
+	}
+	for _, qp := range set.queries {
+		if !isTrain[qp.label] {
+			queries = append(queries, qp)
+		}
+	}
+	ps, err := fitDims(samplesOf(fit, shotWeight), shrink, []int{dims}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("transfer fit: %w", err)
+	}
+	t := &transferJSON{Seed: q.seed, TrainingLabels: train, HeldOutLabels: held, FitPhotos: len(fit),
+		Dims: ps[0].Out(), Shrink: shrink, ShotWeight: shotWeight}
+	if t.Raw, err = score(nil, model, len(set.photos[0].vector), queries); err != nil {
+		return nil, err
+	}
+	if t.Projected, err = score(ps[0].Apply, projectionIdentity(model, ps[0]), ps[0].Out(), queries); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func printQualityProjected(a *app, r qualityProjectionJSON) error {
+	tw := newTable(a.stdout)
+	fmt.Fprintf(tw, "catalogue\t%s: %d products, %d photos\n", r.Catalog, r.Products, r.Photos)
+	fmt.Fprintf(tw, "queries\t%s: %d searched\n", r.Queries, r.Raw.Queries)
+	fmt.Fprintf(tw, "projection\t%s (%s): %d dims, shrink %s, fitted on %s photos of %s groups\n", r.Projection, r.Checksum, r.Dims, r.Meta["shrink"], r.Meta["samples"], r.Meta["groups"])
+	fmt.Fprintln(tw)
+	cols := []figuresJSON{r.Raw, r.Projected}
+	head := "\traw\tprojected"
+	if t := r.Transfer; t != nil {
+		cols = append(cols, t.Raw, t.Projected)
+		head += "\ttransfer raw\ttransfer projected"
+	}
+	fmt.Fprintln(tw, head+"\t")
+	line := func(name string, v func(figuresJSON) float64) {
+		fmt.Fprint(tw, name)
+		for _, c := range cols {
+			fmt.Fprintf(tw, "\t%.3f", v(c))
+		}
+		fmt.Fprintln(tw, "\t")
+	}
+	fmt.Fprint(tw, "queries")
+	for _, c := range cols {
+		fmt.Fprintf(tw, "\t%d", c.Queries)
+	}
+	fmt.Fprintln(tw, "\t")
+	for _, k := range []string{"1", "5", "10"} {
+		line("R@"+k, func(f figuresJSON) float64 { return f.RecallAt[k] })
+	}
+	line("mAP@10", func(f figuresJSON) float64 { return f.MAP10 })
+	line("P@10", func(f figuresJSON) float64 { return f.P10 })
+	if r.Raw.CatalogueShotAt10 != nil {
+		line("catalogue shot in top 10", func(f figuresJSON) float64 { return *f.CatalogueShotAt10 })
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "apply\t%.3f ms per photo\n", r.MillisApply)
+	if t := r.Transfer; t != nil {
+		fmt.Fprintf(tw, "transfer\tseed %d: refitted (dims %d, shrink %g) on the %d catalogue photos of %d labels; scored on the queries of the %d others (%s)\n",
+			t.Seed, t.Dims, t.Shrink, t.FitPhotos, len(t.TrainingLabels), len(t.HeldOutLabels), strings.Join(t.HeldOutLabels, ", "))
+	}
+	return tw.Flush()
 }

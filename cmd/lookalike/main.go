@@ -60,6 +60,7 @@ func commands() []command {
 		{"check", "is this photo already in the catalogue? (closest product vs a threshold)", runCheck},
 		{"dedup", "clusters of near-duplicate products with their tiers; resolve, decisions, forget record reviewers' verdicts", runDedup},
 		{"get", "show one stored product and its photos", runGet},
+		{"adapt", "learn a projection of the embeddings from the catalogue's own groups, validated on photos it did not fit (no server)", runAdapt},
 		{"quality", "measure retrieval quality (R@k, mAP@10, P@10, catalogue shot in top 10) on labelled photos (no server)", runQuality},
 		{"photo", "write the kept copy of a product's photo (JPEG)", runPhoto},
 		{"health", "ask whether a server is SERVING; --wait polls until it is", runHealth},

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"lookalike/adapt"
+)
+
+// Defaults of lookalike adapt: the grid it tries, from a wider sweep on the shared photos'
+// validation (benchmarks/results/adapt.md): fewer dimensions lose the catalogue shots, less
+// shrinkage loses the groups never fitted. A catalogue shot weighs 10 photos: at 1 the
+// projection learns the street photos' look and pulls them away from the shot.
+const (
+	defaultAdaptDims       = "128,256,512"
+	defaultAdaptShrink     = "0.1,0.3"
+	defaultAdaptShotWeight = 10
+	defaultAdaptSeed       = 1
+)
+
+// adaptJSON is `lookalike adapt --json`.
+type adaptJSON struct {
+	Catalog    string  `json:"catalog"`
+	Label      string  `json:"label"`
+	Model      string  `json:"model"`
+	Photos     int     `json:"photos"`
+	Groups     int     `json:"groups"`
+	Seed       uint64  `json:"seed"`
+	ShotWeight float64 `json:"shot_weight"`
+	Tolerance  float64 `json:"tolerance"`
+	// TrainingGroups are fitted in the held-apart check; HeldApartGroups never are.
+	TrainingGroups  []string `json:"training_groups"`
+	HeldApartGroups []string `json:"held_apart_groups"`
+	// ValidationPhotos is the validation catalogue; SeenQueries and UnseenQueries its
+	// queries from the training groups and from the held-apart ones, none of them fitted.
+	ValidationPhotos int `json:"validation_photos"`
+	SeenQueries      int `json:"seen_queries"`
+	UnseenQueries    int `json:"unseen_queries"`
+	// Raw is the model's own vectors on the validation.
+	Raw     adaptFiguresJSON  `json:"raw"`
+	Configs []adaptConfigJSON `json:"configs"`
+	// Chosen indexes Configs (-1 when every one made validation worse).
+	Chosen int `json:"chosen"`
+	// Written is the projection file (empty without --out or when refused), fitted on every
+	// photo of every group with the chosen configuration.
+	Written     string  `json:"written,omitempty"`
+	Checksum    string  `json:"checksum,omitempty"`
+	FitPhotos   int     `json:"fit_photos,omitempty"`
+	Refused     string  `json:"refused,omitempty"`
+	MillisApply float64 `json:"ms_per_apply"`
+}
+
+// adaptFiguresJSON holds the two validation figures: new photos of groups it was fitted on,
+// and photos of groups it never saw.
+type adaptFiguresJSON struct {
+	Seen   figuresJSON `json:"seen_groups"`
+	Unseen figuresJSON `json:"held_apart_groups"`
+}
+
+// adaptConfigJSON is one configuration tried.
+type adaptConfigJSON struct {
+	Dims   int     `json:"dims"`
+	Shrink float64 `json:"shrink"`
+	// Capped says why Dims is below the --dims asked for ("" when it is not).
+	Capped string `json:"capped,omitempty"`
+	// UnseenDims is the dimension of the held-apart check's projection: Dims, or the
+	// directions its fewer training photos span when that is less.
+	UnseenDims int              `json:"held_apart_dims"`
+	Figures    adaptFiguresJSON `json:"figures"`
+	// Worse names what it lost against the raw vectors ("" when nothing beyond tolerance).
+	Worse string `json:"worse,omitempty"`
+}
+
+func runAdapt(ctx context.Context, a *app, args []string) error {
+	fs := newFlagSet(a, "adapt", "[flags]",
+		"Learn a linear projection of the embeddings from the catalogue's own groups (the photos of one\n"+
+			"label are positives): supervised whitening, y = L2(P(L2(v) - mean)), P the leading eigenvectors\n"+
+			"of W1 St W1 times W1 with W1 = Sw^-1/2 (Sw the within-group covariance, shrunk; St the total\n"+
+			"one). It embeds the catalogue once and validates on photos it does not fit: a contiguous quarter\n"+
+			"of every group's photos (never a catalogue shot) searches the rest, both from groups it fits and\n"+
+			"from groups --seed holds apart (fitted without them). Of the --dims x --shrink tried, those not\n"+
+			"worse than the raw model on any figure by more than --tolerance compete on mAP@10 of the fitted\n"+
+			"groups; the winner is refitted on every photo and written to --out. When all are worse nothing\n"+
+			"is written (exit 1). --dataset grocery (iconic+train, label = product) or clothing (train, label\n"+
+			"= class) use the shared photos; their query split is left to 'lookalike quality --projection'.")
+	var mf modelFlags
+	mf.register(fs, a)
+	dataset := fs.String("dataset", "", "grocery or clothing: the shared catalogue photos")
+	catalogPath := fs.String("catalog", "", "catalogue manifest (as for ingest)")
+	label := fs.String("label", "title", "what a row is labelled with: title, category or an attribute column (the groups)")
+	shot := fs.String("catalogue-shot", "", "photos whose image path contains this are catalogue shots (grocery: iconic__)")
+	products := fs.Bool("products", false, "with --dataset grocery: one product per grocery product with all its photos")
+	var dimsList, shrinkList stringList
+	fs.Var(&dimsList, "dims", "projected dimensions to try (comma-separated; default "+defaultAdaptDims+")")
+	fs.Var(&shrinkList, "shrink", "within-group covariance shrinkages in [0, 1) to try (comma-separated; default "+defaultAdaptShrink+")")
+	shotWeight := fs.Float64("shot-weight", defaultAdaptShotWeight, "weight of a catalogue shot against one other photo")
+	seed := fs.Uint64("seed", defaultAdaptSeed, "seed of the split into training and held-apart groups and of the validation photos")
+	heldApart := fs.Float64("held-apart", 0.5, "share of the groups held apart from the held-apart check's fit")
+	tolerance := fs.Float64("tolerance", 0.02, "how far below the raw model a validation figure may fall")
+	perGroup := fs.Int("per-group", 0, "at most this many photos per group besides catalogue shots (0: all; a quick run)")
+	out := fs.String("out", "", "write the projection here (nothing is written without it)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("takes no arguments")
+	}
+	dims, shrinks, err := adaptGrid(dimsList, shrinkList)
+	if err != nil {
+		return err
+	}
+	if !(*shotWeight > 0) || !(*heldApart > 0 && *heldApart < 1) || !(*tolerance >= 0) || *perGroup < 0 {
+		return usagef("--shot-weight must be above 0, --held-apart in (0, 1), --tolerance and --per-group at least 0")
+	}
+	work, err := os.MkdirTemp("", "lookalike-adapt")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	name := *catalogPath
+	switch {
+	case *dataset != "":
+		if *catalogPath != "" {
+			return usagef("give --dataset or --catalog, not both")
+		}
+		cat, _, l, s, err := sharedDataset(*dataset, work, *products)
+		if err != nil {
+			return err
+		}
+		*catalogPath, *label, name = cat, l, *dataset+" catalogue"
+		if *shot == "" {
+			*shot = s
+		}
+	case *catalogPath == "":
+		return usagef("give --dataset, or --catalog with --label")
+	}
+
+	emb, _, err := mf.open(ctx, a.logger)
+	if err != nil {
+		return err
+	}
+	defer emb.Close()
+	set, err := loadLabelled(ctx, emb, *catalogPath, "", *label, *shot, *perGroup)
+	if err != nil {
+		return err
+	}
+	labels := make([]string, len(set.photos))
+	for i, ph := range set.photos {
+		labels[i] = ph.label
+	}
+	train, held, err := splitGroups(labels, *seed, *heldApart)
+	if err != nil {
+		return err
+	}
+	report := adaptJSON{Catalog: name, Label: *label, Model: emb.Identity(), Photos: len(set.photos),
+		Groups: len(train) + len(held), Seed: *seed, ShotWeight: *shotWeight, Tolerance: *tolerance,
+		TrainingGroups: train, HeldApartGroups: held, Chosen: -1}
+	isHeld := map[string]bool{}
+	for _, g := range held {
+		isHeld[g] = true
+	}
+
+	// The validation: a quarter of every group's photos (never a catalogue shot) searches
+	// the rest. The seen fit learns from every group's remaining photos, the held-apart fit
+	// only from the training groups' remaining photos.
+	queries := validationQueries(set.photos, *seed)
+	var catalogue, seenFit, unseenFit, seenQ, unseenQ []labelledPhoto
+	for i, ph := range set.photos {
+		switch {
+		case queries[i] && isHeld[ph.label]:
+			unseenQ = append(unseenQ, ph)
+		case queries[i]:
+			seenQ = append(seenQ, ph)
+		default:
+			catalogue = append(catalogue, ph)
+			seenFit = append(seenFit, ph)
+			if !isHeld[ph.label] {
+				unseenFit = append(unseenFit, ph)
+			}
+		}
+	}
+	report.ValidationPhotos, report.SeenQueries, report.UnseenQueries = len(catalogue), len(seenQ), len(unseenQ)
+	shots := *shot != ""
+	evaluate := func(f transform, identity string, dim int, qs []labelledPhoto) (figuresJSON, error) {
+		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, catalogue, qs, f)
+		if err != nil {
+			return figuresJSON{}, err
+		}
+		return figuresOf(rep, shots), nil
+	}
+	both := func(seenF, unseenF transform, seenID, unseenID string, seenDim, unseenDim int) (adaptFiguresJSON, error) {
+		seen, err := evaluate(seenF, seenID, seenDim, seenQ)
+		if err != nil {
+			return adaptFiguresJSON{}, err
+		}
+		unseen, err := evaluate(unseenF, unseenID, unseenDim, unseenQ)
+		return adaptFiguresJSON{Seen: seen, Unseen: unseen}, err
+	}
+	if report.Raw, err = both(nil, nil, emb.Identity(), emb.Identity(), emb.Dim(), emb.Dim()); err != nil {
+		return err
+	}
+	var timer applyTimer
+	for _, s := range shrinks {
+		seenPs, err := fitDims(samplesOf(seenFit, *shotWeight), s, dims, nil)
+		if err != nil {
+			return fmt.Errorf("fit on the seen groups: %w", err)
+		}
+		unseenPs, err := fitDims(samplesOf(unseenFit, *shotWeight), s, dims, nil)
+		if err != nil {
+			return fmt.Errorf("fit on the training groups: %w", err)
+		}
+		for i, d := range dims {
+			sp, up := seenPs[i], unseenPs[i]
+			timer.p = sp
+			seenApply := timer.apply
+			figs, err := both(seenApply, up.Apply, projectionIdentity(emb.Identity(), sp), projectionIdentity(emb.Identity(), up), sp.Out(), up.Out())
+			if err != nil {
+				return err
+			}
+			cfg := adaptConfigJSON{Dims: sp.Out(), Shrink: s, UnseenDims: up.Out(), Figures: figs}
+			if sp.Out() != d {
+				cfg.Capped = fmt.Sprintf("--dims %d: the %d photos fitted span %d directions", d, len(seenFit), sp.Out())
+			}
+			if w := figs.Seen.worseThan(report.Raw.Seen, *tolerance); w != "" {
+				cfg.Worse = "seen groups: " + w
+			} else if w := figs.Unseen.worseThan(report.Raw.Unseen, *tolerance); w != "" {
+				cfg.Worse = "held-apart groups: " + w
+			}
+			report.Configs = append(report.Configs, cfg)
+		}
+	}
+	report.MillisApply = timer.millis()
+	// The best by mAP@10 on the seen groups, which is what a catalogue fitted on itself meets.
+	for i, c := range report.Configs {
+		if c.Worse == "" && (report.Chosen < 0 || c.Figures.Seen.MAP10 > report.Configs[report.Chosen].Figures.Seen.MAP10) {
+			report.Chosen = i
+		}
+	}
+	if report.Chosen < 0 {
+		report.Refused = "every configuration made validation worse; no projection written"
+	} else if *out != "" {
+		c := report.Configs[report.Chosen]
+		meta := map[string]string{"model": emb.Identity(), "label": *label, "catalogue": name,
+			"shot_weight": strconv.FormatFloat(*shotWeight, 'g', -1, 64), "seed": strconv.FormatUint(*seed, 10)}
+		ps, err := fitDims(samplesOf(set.photos, *shotWeight), c.Shrink, []int{c.Dims}, meta)
+		if err != nil {
+			return fmt.Errorf("fit on every photo: %w", err)
+		}
+		err = writeFileAtomically(*out, func(w io.Writer) error { return ps[0].Write(w) })
+		if err != nil {
+			return fmt.Errorf("write projection: %w", err)
+		}
+		report.Written, report.Checksum, report.FitPhotos = *out, ps[0].Checksum(), len(set.photos)
+	}
+	if *asJSON {
+		if err := writeJSON(a.stdout, report); err != nil {
+			return err
+		}
+	} else if err := printAdapt(a, report); err != nil {
+		return err
+	}
+	if report.Refused != "" {
+		return fmt.Errorf("%s", report.Refused)
+	}
+	return ctx.Err()
+}
+
+// adaptGrid parses --dims and --shrink.
+func adaptGrid(dimsList, shrinkList stringList) ([]int, []float64, error) {
+	if len(dimsList) == 0 {
+		dimsList.Set(defaultAdaptDims)
+	}
+	if len(shrinkList) == 0 {
+		shrinkList.Set(defaultAdaptShrink)
+	}
+	var dims []int
+	for _, s := range dimsList {
+		d, err := strconv.Atoi(s)
+		if err != nil || d < 1 || d > adapt.MaxDim {
+			return nil, nil, usagef("--dims: %q is not a dimension in 1..%d", s, adapt.MaxDim)
+		}
+		dims = append(dims, d)
+	}
+	var shrinks []float64
+	for _, s := range shrinkList {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f >= 0 && f < 1) {
+			return nil, nil, usagef("--shrink: %q is not in [0, 1)", s)
+		}
+		shrinks = append(shrinks, f)
+	}
+	return dims, shrinks, nil
+}
+
+// validationQueries marks a quarter of every group's photos (at least one of a group with
+// two or more, never a catalogue shot) as validation queries: one contiguous run in manifest
+// order, starting where the seed says. Photos taken in one session sit next to each other in
+// a manifest and look alike; a scattered quarter would leave every query its neighbours from
+// the same session in the catalogue, and measure near-duplicates rather than new photos.
+func validationQueries(photos []labelledPhoto, seed uint64) []bool {
+	byGroup := map[string][]int{}
+	var groups []string
+	for i, ph := range photos {
+		if ph.shot {
+			continue
+		}
+		if _, ok := byGroup[ph.label]; !ok {
+			groups = append(groups, ph.label)
+		}
+		byGroup[ph.label] = append(byGroup[ph.label], i)
+	}
+	sort.Strings(groups)
+	rng := rand.New(rand.NewPCG(seed, 0x9e7))
+	marked := make([]bool, len(photos))
+	for _, g := range groups {
+		idx := byGroup[g]
+		if len(idx) < 2 {
+			continue
+		}
+		start, n := rng.IntN(len(idx)), max(1, len(idx)/4)
+		for k := range n {
+			marked[idx[(start+k)%len(idx)]] = true
+		}
+	}
+	return marked
+}
+
+func printAdapt(a *app, r adaptJSON) error {
+	tw := newTable(a.stdout)
+	fmt.Fprintf(tw, "catalogue\t%s: %d photos in %d groups (%s)\n", r.Catalog, r.Photos, r.Groups, r.Label)
+	fmt.Fprintf(tw, "split\tseed %d: %d groups fitted, %d held apart (%s)\n", r.Seed, len(r.TrainingGroups), len(r.HeldApartGroups), strings.Join(r.HeldApartGroups, ", "))
+	fmt.Fprintf(tw, "validation\t%d queries from fitted groups and %d from held-apart ones search %d photos; none of the queries is fitted\n", r.SeenQueries, r.UnseenQueries, r.ValidationPhotos)
+	fmt.Fprintln(tw)
+	shots := r.Raw.Seen.CatalogueShotAt10 != nil
+	head := "\tseen R@1\tR@10\tmAP@10\tP@10"
+	if shots {
+		head += "\tshot@10"
+	}
+	head += "\theld-apart R@1\tR@10\tmAP@10\tP@10"
+	if shots {
+		head += "\tshot@10"
+	}
+	fmt.Fprintln(tw, head+"\t")
+	row := func(name string, f adaptFiguresJSON, note string) {
+		fmt.Fprintf(tw, "%s", name)
+		for _, g := range []figuresJSON{f.Seen, f.Unseen} {
+			fmt.Fprintf(tw, "\t%.3f\t%.3f\t%.3f\t%.3f", g.RecallAt["1"], g.RecallAt["10"], g.MAP10, g.P10)
+			if shots {
+				fmt.Fprintf(tw, "\t%.3f", *g.CatalogueShotAt10)
+			}
+		}
+		fmt.Fprintf(tw, "\t%s\n", note)
+	}
+	row("raw", r.Raw, "")
+	for i, c := range r.Configs {
+		note := c.Worse
+		if i == r.Chosen {
+			note = "chosen"
+		}
+		name := fmt.Sprintf("dims %d, shrink %g", c.Dims, c.Shrink)
+		if c.Capped != "" {
+			name += " (capped)"
+		}
+		if c.UnseenDims != c.Dims {
+			name += fmt.Sprintf(" (held apart: %d)", c.UnseenDims)
+		}
+		row(name, c.Figures, note)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "apply\t%.3f ms per photo\n", r.MillisApply)
+	switch {
+	case r.Refused != "":
+		fmt.Fprintf(tw, "refused\t%s\n", r.Refused)
+	case r.Written != "":
+		c := r.Configs[r.Chosen]
+		fmt.Fprintf(tw, "written\t%s (%s): refitted on all %d photos, dims %d, shrink %g\n", r.Written, r.Checksum, r.FitPhotos, c.Dims, c.Shrink)
+	default:
+		fmt.Fprintf(tw, "written\tnothing (no --out)\n")
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"encoding/csv"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"lookalike/adapt"
+)
+
+func TestAdaptRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nothing to learn from", []string{"adapt"}, "give --dataset, or --catalog"},
+		{"two sources", []string{"adapt", "--dataset", "grocery", "--catalog", "c.csv"}, "not both"},
+		{"an unknown dataset", []string{"adapt", "--dataset", "abo"}, "--dataset must be grocery or clothing"},
+		{"zero dims", []string{"adapt", "--dataset", "grocery", "--dims", "0"}, "--dims"},
+		{"shrink 1", []string{"adapt", "--dataset", "grocery", "--shrink", "1"}, "--shrink"},
+		{"everything held apart", []string{"adapt", "--dataset", "grocery", "--held-apart", "1"}, "--held-apart"},
+		{"an argument", []string{"adapt", "x"}, "takes no arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, nil, tc.args...)
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, exitUsage, tc.want)
+			}
+		})
+	}
+}
+
+// groceryPart writes manifests for a part of the shared grocery photos: every product's
+// catalogue shot and its first perProduct train photos as the catalogue, its first
+// queriesPerProduct val photos (where it has so many) as the queries, n of them.
+func groceryPart(t *testing.T, perProduct, queriesPerProduct int) (catalogPath, queriesPath string, n int) {
+	t.Helper()
+	dir, err := findSharedDir("datasets")
+	if err != nil {
+		t.Skip(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "grocery", "labels.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	out := t.TempDir()
+	catalogPath, queriesPath = filepath.Join(out, "catalog.csv"), filepath.Join(out, "queries.csv")
+	var cat, queries [][]string
+	head := []string{"id", "image", "category", "title"}
+	cat, queries = append(cat, head), append(queries, head)
+	taken := map[[2]string]int{}
+	for _, r := range recs[1:] {
+		split, label := r[col["split"]], r[col["label"]]
+		row := []string{strings.TrimSuffix(filepath.Base(r[col["file"]]), ".jpg"), filepath.Join(dir, "grocery", r[col["file"]]), r[col["coarse_label"]], label}
+		switch key := [2]string{split, label}; {
+		case split == "iconic":
+			cat = append(cat, row)
+		case split == "train" && taken[key] < perProduct:
+			cat = append(cat, row)
+			taken[key]++
+		case split == "val" && taken[key] < queriesPerProduct:
+			queries = append(queries, row)
+			taken[key]++
+		}
+	}
+	for path, rows := range map[string][][]string{catalogPath: cat, queriesPath: queries} {
+		w, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := csv.NewWriter(w).WriteAll(rows); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+	}
+	return catalogPath, queriesPath, len(queries) - 1
+}
+
+// adapt on a part of the grocery photos with the real model, the file it writes read back,
+// quality --projection scoring it on street photos it never saw, and the refusal of a
+// projection that makes validation worse.
+func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("embeds a part of the grocery photos and trains on them")
+	}
+	catalogPath, queriesPath, nq := groceryPart(t, 8, 2)
+	out := filepath.Join(t.TempDir(), "grocery.proj")
+	base := []string{"--catalog", catalogPath, "--label", "title", "--catalogue-shot", "iconic__", "--json"}
+
+	// A part this small validates on 62 photos, where one query is 0.016 of a figure: the
+	// tolerance is wide so the test checks the mechanics and the gain on fitted groups.
+	code, stdout, stderr := runCLI(t, nil, append([]string{"adapt", "--dims", "64", "--shrink", "0.3", "--tolerance", "0.2", "--out", out}, base...)...)
+	if code != exitOK {
+		t.Fatalf("adapt: exit %d: %s", code, stderr)
+	}
+	var r adaptJSON
+	mustJSON(t, stdout, &r)
+	if r.Photos != 31*9 || r.Groups != 31 || len(r.TrainingGroups) != 15 || len(r.HeldApartGroups) != 16 {
+		t.Fatalf("adapt covered %d photos in %d groups, split %d/%d", r.Photos, r.Groups, len(r.TrainingGroups), len(r.HeldApartGroups))
+	}
+	// Two of every product's 8 street photos are queries; the catalogue shots never are.
+	if r.SeenQueries+r.UnseenQueries != 62 || r.ValidationPhotos != 31*9-62 || r.UnseenQueries != 32 {
+		t.Errorf("validation: %d + %d queries against %d photos", r.SeenQueries, r.UnseenQueries, r.ValidationPhotos)
+	}
+	if len(r.Configs) != 1 || r.Chosen != 0 || r.Written != out || r.Refused != "" {
+		t.Fatalf("configs %+v, chosen %d, written %q, refused %q", r.Configs, r.Chosen, r.Written, r.Refused)
+	}
+	seen := r.Configs[0].Figures.Seen
+	t.Logf("validation on fitted groups: mAP@10 %.3f -> %.3f, catalogue shot@10 %.3f -> %.3f", r.Raw.Seen.MAP10, seen.MAP10, *r.Raw.Seen.CatalogueShotAt10, *seen.CatalogueShotAt10)
+	if seen.MAP10 < r.Raw.Seen.MAP10+0.1 || *seen.CatalogueShotAt10 < *r.Raw.Seen.CatalogueShotAt10+0.1 {
+		t.Errorf("the projection does not bring new photos of fitted groups closer to their group and its catalogue shot")
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := adapt.Read(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Checksum() != r.Checksum || p.In() != 1280 || p.Out() != 64 || p.Meta()["model"] != r.Model || p.Meta()["samples"] != "279" {
+		t.Errorf("the file: %s %d -> %d, meta %v; the report: %s", p.Checksum(), p.In(), p.Out(), p.Meta(), r.Checksum)
+	}
+
+	code, stdout, stderr = runCLI(t, nil, "quality", "--catalog", catalogPath, "--queries", queriesPath,
+		"--label", "title", "--catalogue-shot", "iconic__", "--projection", out, "--json")
+	if code != exitOK {
+		t.Fatalf("quality --projection: exit %d: %s", code, stderr)
+	}
+	var q qualityProjectionJSON
+	mustJSON(t, stdout, &q)
+	t.Logf("street photos: R@1 %.3f -> %.3f, catalogue shot@10 %.3f -> %.3f; transfer R@1 %.3f -> %.3f",
+		q.Raw.RecallAt["1"], q.Projected.RecallAt["1"], *q.Raw.CatalogueShotAt10, *q.Projected.CatalogueShotAt10,
+		q.Transfer.Raw.RecallAt["1"], q.Transfer.Projected.RecallAt["1"])
+	if q.Photos != 279 || q.Raw.Queries != nq || q.Projected.Queries != nq || q.Checksum != r.Checksum || q.Dims != 64 {
+		t.Errorf("quality covered %d photos, %d/%d queries, projection %s of %d dims", q.Photos, q.Raw.Queries, q.Projected.Queries, q.Checksum, q.Dims)
+	}
+	if q.Transfer == nil || q.Transfer.Raw.Queries == 0 || q.Transfer.Raw.Queries >= nq || q.Transfer.Shrink != 0.3 || q.Transfer.ShotWeight != defaultAdaptShotWeight {
+		t.Fatalf("transfer %+v", q.Transfer)
+	}
+	if *q.Projected.CatalogueShotAt10 <= *q.Raw.CatalogueShotAt10 {
+		t.Errorf("projected street photos find their catalogue shot no more often than raw ones")
+	}
+
+	// One dimension cannot tell 31 products apart: validation gets worse, nothing is written.
+	refused := filepath.Join(t.TempDir(), "refused.proj")
+	code, stdout, stderr = runCLI(t, nil, append([]string{"adapt", "--dims", "1", "--shrink", "0.3", "--out", refused}, base...)...)
+	if code != exitFailure || !strings.Contains(stderr, "made validation worse") {
+		t.Fatalf("adapt --dims 1: exit %d, stderr %q", code, stderr)
+	}
+	mustJSON(t, stdout, &r)
+	if r.Chosen != -1 || r.Configs[0].Worse == "" {
+		t.Errorf("chosen %d, worse %q", r.Chosen, r.Configs[0].Worse)
+	}
+	if _, err := os.Stat(refused); !os.IsNotExist(err) {
+		t.Errorf("a refused projection was written (%v)", err)
+	}
+}
