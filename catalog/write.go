@@ -673,8 +673,8 @@ func (c *Catalog) withVectors(ctx context.Context, id string) (*entry, [][]float
 		if try >= 2 {
 			// The backend removes a changed product's old photos before the table shows
 			// its new state: wait for the write in flight to publish it.
-			//lint:ignore SA2001 an empty critical section is the point: a barrier
 			c.writeMu.Lock()
+			//lint:ignore SA2001 an empty critical section is the point: a barrier
 			c.writeMu.Unlock()
 		}
 	}
