@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -163,21 +162,6 @@ func realVectors(ctx context.Context, emb *embed.Embedder, path string) ([][]flo
 	return out, nil
 }
 
-func noisy(rng *rand.Rand, src []float32, sigma float64) []float32 {
-	v := make([]float32, len(src))
-	var ss float64
-	for j, x := range src {
-		y := float64(x) + rng.NormFloat64()*sigma
-		v[j] = float32(y)
-		ss += y * y
-	}
-	inv := float32(1 / math.Sqrt(ss))
-	for j := range v {
-		v[j] *= inv
-	}
-	return v
-}
-
 func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, real [][]float32, cfg config, per int, dir string) ([]string, []string, error) {
 	cat, err := catalog.Open(ctx, catalog.Config{DataDir: dir, Embedder: emb, Logger: log})
 	if err != nil {
@@ -193,7 +177,7 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 		base := real[i%len(real)]
 		w := catalog.Write{ID: fmt.Sprintf("p%07d", i), Category: fmt.Sprint("c", i%20)}
 		for j := range per {
-			w.Photos = append(w.Photos, catalog.PhotoWrite{ID: fmt.Sprint("ph", j), Vector: noisy(rng, base, cfg.sigma)})
+			w.Photos = append(w.Photos, catalog.PhotoWrite{ID: fmt.Sprint("ph", j), Vector: benchkit.Noisy(rng, base, cfg.sigma)})
 		}
 		writes = append(writes, w)
 		if len(writes) == batch || i == products-1 {
@@ -211,7 +195,7 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 	var bySearch, byID []time.Duration
 	distinct := 0
 	for q := range cfg.queries {
-		query := noisy(rng, real[rng.Intn(len(real))], cfg.sigma)
+		query := benchkit.Noisy(rng, real[rng.Intn(len(real))], cfg.sigma)
 		t0 := time.Now()
 		rs, err := cat.SearchByVector(ctx, query, catalog.SearchOptions{K: cfg.k})
 		bySearch = append(bySearch, time.Since(t0))

@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -50,6 +51,49 @@ func TestInts(t *testing.T) {
 		got, err := ints(tt.in)
 		if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
 			t.Errorf("ints(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	status := "Name:\tlookalike\nVmPeak:\t 2000000 kB\nVmHWM:\t  900000 kB\nVmRSS:\t  800000 kB\n" +
+		"RssAnon:\t  600000 kB\nRssFile:\t  200000 kB\nRssShmem:\t       0 kB\nThreads:\t12\n"
+	m, err := parseStatus(strings.NewReader(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := memory{rss: 800000 << 10, anon: 600000 << 10, file: 200000 << 10, peak: 900000 << 10}
+	if m != want {
+		t.Errorf("parseStatus = %+v, want %+v", m, want)
+	}
+	if _, err := parseStatus(strings.NewReader("VmRSS:\t1 kB\n")); err == nil {
+		t.Error("a status without RssAnon, RssFile and VmHWM parsed")
+	}
+	if _, err := parseStatus(strings.NewReader("VmRSS:\t1 MB\nVmHWM:\t1 kB\nRssAnon:\t1 kB\nRssFile:\t1 kB\n")); err == nil {
+		t.Error("a size in MB parsed")
+	}
+}
+
+func TestParseVariant(t *testing.T) {
+	v, err := parseVariant("int8|--quantize int8")
+	if err != nil || v.name != "int8" || !slices.Equal(v.args, []string{"--quantize", "int8"}) || v.bin != "" {
+		t.Errorf("parseVariant = %+v, %v", v, err)
+	}
+	v, err = parseVariant("patched||/tmp/lookalike")
+	if err != nil || v.name != "patched" || len(v.args) != 0 || v.bin != "/tmp/lookalike" {
+		t.Errorf("parseVariant = %+v, %v", v, err)
+	}
+	for _, bad := range []string{"", "float32", "|x", "a b|", "a|b|c|d"} {
+		if _, err := parseVariant(bad); err == nil {
+			t.Errorf("parseVariant(%q) accepted", bad)
+		}
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999.4: "999", 1000: "1,000", 1234567.8: "1,234,568", -1500: "-1,500"} {
+		if got := thousands(in); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", in, got, want)
 		}
 	}
 }

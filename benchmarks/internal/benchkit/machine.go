@@ -56,8 +56,10 @@ func gitCommit(ctx context.Context, root string) string {
 		return "unknown"
 	}
 	commit := strings.TrimSpace(string(out))
-	// Only tracked files count: results written by this very run must not mark it dirty.
-	status, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
+	// Only tracked files outside benchmarks/results count: the results a run writes (tracked
+	// once committed) must not mark the run's own later files dirty.
+	status, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no",
+		"--", ":(top)", ":(top,exclude)benchmarks/results").Output()
 	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
 		commit += "+dirty"
 	}
