@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand"
@@ -49,9 +50,9 @@ func serveData(b *testing.B) (string, index.Quantization) {
 	return data, q
 }
 
-// closedLoop runs clients goroutines calling call back to back for d and returns every
-// call's latency. call gets the goroutine's own generator.
-func closedLoop(b *testing.B, name string, clients int, d time.Duration, call func(*rand.Rand) error) []time.Duration {
+// closedLoop is benchkit.ClosedLoop for a benchmark: it profiles the load phase when asked,
+// fails on any failed call, and reports the throughput and latency percentiles as metrics.
+func closedLoop(b *testing.B, name string, clients int, d time.Duration, call func(*rand.Rand) error) {
 	b.Helper()
 	if prefix := os.Getenv("LOOKALIKE_BENCH_PROFILE"); prefix != "" {
 		f, err := os.Create(prefix + "-" + name + ".prof")
@@ -65,42 +66,27 @@ func closedLoop(b *testing.B, name string, clients int, d time.Duration, call fu
 		defer pprof.StopCPUProfile()
 	}
 	var mu sync.Mutex
-	var all []time.Duration
 	var firstErr error
-	var wg sync.WaitGroup
 	b.ResetTimer()
-	stopAt := time.Now().Add(d)
-	for c := range clients {
-		wg.Go(func() {
-			rng := rand.New(rand.NewSource(int64(c + 1)))
-			var mine []time.Duration
-			for time.Now().Before(stopAt) {
-				t0 := time.Now()
-				if err := call(rng); err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
+	res := benchkit.ClosedLoop(context.Background(), clients, d, 1, func(_ context.Context, rng *rand.Rand) error {
+		err := call(rng)
+		if err != nil {
 			mu.Lock()
-			all = append(all, mine...)
+			firstErr = cmp.Or(firstErr, err)
 			mu.Unlock()
-		})
-	}
-	wg.Wait()
+		}
+		return err
+	})
 	b.StopTimer()
-	if firstErr != nil {
-		b.Fatal(firstErr)
+	if res.Errors > 0 {
+		b.Fatalf("%d calls failed, the first: %v", res.Errors, firstErr)
 	}
-	n := len(all)
-	b.ReportMetric(float64(d.Nanoseconds())/float64(max(n, 1)), "ns/op") // wall time per call, all clients together
-	b.ReportMetric(float64(n)/d.Seconds(), "qps")
+	n := len(res.Latencies)
+	b.ReportMetric(float64(res.Elapsed.Nanoseconds())/float64(max(n, 1)), "ns/op") // wall time per call, all clients together
+	b.ReportMetric(res.QPS(), "qps")
 	for _, p := range []float64{50, 99} {
-		b.ReportMetric(float64(benchkit.Percentile(all, p).Microseconds())/1000, fmt.Sprintf("p%.0f-ms", p))
+		b.ReportMetric(float64(benchkit.Percentile(res.Latencies, p).Microseconds())/1000, fmt.Sprintf("p%.0f-ms", p))
 	}
-	return all
 }
 
 func openEmbedder(b *testing.B) *embed.Embedder {

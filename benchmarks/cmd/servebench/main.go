@@ -37,7 +37,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -174,7 +173,7 @@ type instance struct {
 	params  *pb.IndexParams
 	ingest  float64
 	memory  []memorySample
-	cells   map[string]*levelResult // by rpc/clients
+	cells   map[string]*benchkit.Load // by rpc/clients
 	recall  []recallRow
 	graphBP float64 // the snapshot graph's index.Stats bytes per photo
 }
@@ -210,7 +209,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		}
 	}()
 	for _, v := range cfg.variants {
-		in := &instance{variant: v, data: filepath.Join(cfg.work, "data-"+v.name), cells: map[string]*levelResult{}}
+		in := &instance{variant: v, data: filepath.Join(cfg.work, "data-"+v.name), cells: map[string]*benchkit.Load{}}
 		insts = append(insts, in)
 		if err := in.start(ctx, log, cfg); err != nil {
 			return err
@@ -244,13 +243,13 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 				for j := range insts {
 					in := insts[(j+round)%len(insts)]
 					call, d := in.caller(rpc, len(vectors), images, cfg)
-					r := loadLevel(ctx, c, d, rng.Int63(), call)
+					r := benchkit.ClosedLoop(ctx, c, d, rng.Int63(), call)
 					key := fmt.Sprintf("%s/%d", rpc, c)
 					if in.cells[key] == nil {
-						in.cells[key] = &levelResult{}
+						in.cells[key] = &benchkit.Load{}
 					}
-					in.cells[key].merge(r)
-					log.Info(rpc, "variant", in.name, "clients", c, "round", round, "qps", r.qps(), "errors", r.errors)
+					in.cells[key].Merge(r)
+					log.Info(rpc, "variant", in.name, "clients", c, "round", round, "qps", r.QPS(), "errors", r.Errors)
 				}
 			}
 		}
@@ -600,60 +599,6 @@ func ingest(ctx context.Context, client pb.LookalikeClient, vectors [][]float32)
 	return float64(got) / time.Since(start).Seconds(), nil
 }
 
-// levelResult is one load level's latencies, pooled over its rounds.
-type levelResult struct {
-	latencies []time.Duration
-	errors    int
-	elapsed   time.Duration
-}
-
-func (r *levelResult) merge(o levelResult) {
-	r.latencies = append(r.latencies, o.latencies...)
-	r.errors += o.errors
-	r.elapsed += o.elapsed
-}
-
-func (r *levelResult) qps() float64 {
-	if r.elapsed <= 0 {
-		return 0
-	}
-	return float64(len(r.latencies)) / r.elapsed.Seconds()
-}
-
-func (r *levelResult) percentile(p float64) time.Duration { return benchkit.Percentile(r.latencies, p) }
-
-// loadLevel runs clients closed-loop callers of call for d and returns their latencies.
-func loadLevel(ctx context.Context, clients int, d time.Duration, seed int64,
-	call func(context.Context, *rand.Rand) error) levelResult {
-	var mu sync.Mutex
-	var res levelResult
-	var wg sync.WaitGroup
-	start := time.Now()
-	stopAt := start.Add(d)
-	for c := range clients {
-		wg.Go(func() {
-			rng := rand.New(rand.NewSource(seed + int64(c)))
-			var mine []time.Duration
-			bad := 0
-			for time.Now().Before(stopAt) && ctx.Err() == nil {
-				t0 := time.Now()
-				if err := call(ctx, rng); err != nil {
-					bad++
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			res.latencies = append(res.latencies, mine...)
-			res.errors += bad
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	return res
-}
-
 // recallQueries is the query set and its exact truth, shared by every variant.
 type recallQueries struct {
 	ids     []int
@@ -969,12 +914,12 @@ func report(machine benchkit.Machine, cfg config, description string, items int,
 				if r == nil {
 					continue
 				}
-				q := fmt.Sprintf("%.0f", r.qps())
+				q := fmt.Sprintf("%.0f", r.QPS())
 				if rpc == rpcByImage {
-					q = fmt.Sprintf("%.1f", r.qps())
+					q = fmt.Sprintf("%.1f", r.QPS())
 				}
-				load.Add(rpc, c, in.name, len(r.latencies), r.errors, q,
-					benchkit.Millis(r.percentile(50)), benchkit.Millis(r.percentile(95)), benchkit.Millis(r.percentile(99)))
+				load.Add(rpc, c, in.name, len(r.Latencies), r.Errors, q, benchkit.Millis(benchkit.Percentile(r.Latencies, 50)),
+					benchkit.Millis(benchkit.Percentile(r.Latencies, 95)), benchkit.Millis(benchkit.Percentile(r.Latencies, 99)))
 			}
 		}
 	}
@@ -987,7 +932,7 @@ func report(machine benchkit.Machine, cfg config, description string, items int,
 		var parts []string
 		for _, in := range insts {
 			if r := in.cells[fmt.Sprintf("%s/%d", rpcByID, most)]; r != nil {
-				p99 := r.percentile(99)
+				p99 := benchkit.Percentile(r.Latencies, 99)
 				verdict := "met"
 				if p99 >= 5*time.Millisecond {
 					verdict = "not met"

@@ -2,11 +2,13 @@ package benchkit
 
 import (
 	"context"
+	"errors"
 	"math/rand"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -209,5 +211,39 @@ func TestWriteRecallQPSPlot(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestClosedLoop(t *testing.T) {
+	// With no time to run, each client still makes its one call: 3 calls, 1 of them failing.
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	res := ClosedLoop(context.Background(), 3, 0, 10, func(_ context.Context, rng *rand.Rand) error {
+		mu.Lock()
+		defer mu.Unlock()
+		first := rng.Int63()
+		seen[first] = true
+		if len(seen) == 2 {
+			return errors.New("refused")
+		}
+		return nil
+	})
+	if len(res.Latencies) != 2 || res.Errors != 1 {
+		t.Errorf("ClosedLoop: %d latencies and %d errors, want 2 and 1", len(res.Latencies), res.Errors)
+	}
+	if len(seen) != 3 {
+		t.Errorf("the 3 clients drew %d distinct first numbers, want 3 (one generator each)", len(seen))
+	}
+	var all Load
+	all.Merge(res)
+	all.Merge(Load{Latencies: []time.Duration{time.Millisecond}, Errors: 2, Elapsed: time.Second})
+	if len(all.Latencies) != 3 || all.Errors != 3 || all.Elapsed != res.Elapsed+time.Second {
+		t.Errorf("Merge: %+v", all)
+	}
+	if q := (Load{Latencies: make([]time.Duration, 10), Elapsed: 2 * time.Second}).QPS(); q != 5 {
+		t.Errorf("QPS = %v, want 5", q)
+	}
+	if q := (Load{}).QPS(); q != 0 {
+		t.Errorf("QPS of nothing = %v, want 0", q)
 	}
 }
