@@ -107,6 +107,11 @@ type admit struct {
 	categories map[string]struct{}
 	attributes map[string]string
 	excluded   map[string]struct{}
+	// excludedKeys, when keysOnly, are the excluded products' photo keys as they were when
+	// the filter was compiled: a filter that only excludes products then needs no metadata
+	// lookup (and no metaMu) per visited node. gather re-checks each result's entry.
+	excludedKeys map[index.Key]struct{}
+	keysOnly     bool
 }
 
 func (c *Catalog) compileFilter(f Filter, alsoExclude ...string) *admit {
@@ -126,6 +131,19 @@ func (c *Catalog) compileFilter(f Filter, alsoExclude ...string) *admit {
 	a.excluded = make(map[string]struct{}, len(f.ExcludeIDs)+len(alsoExclude))
 	for _, id := range a.filter.ExcludeIDs {
 		a.excluded[id] = struct{}{}
+	}
+	if a.categories == nil && len(a.attributes) == 0 {
+		a.keysOnly = true
+		a.excludedKeys = make(map[index.Key]struct{})
+		c.metaMu.RLock()
+		for id := range a.excluded {
+			if e, ok := c.byID[id]; ok {
+				for _, ph := range e.photos {
+					a.excludedKeys[ph.key] = struct{}{}
+				}
+			}
+		}
+		c.metaMu.RUnlock()
 	}
 	return a
 }
@@ -152,6 +170,10 @@ func (a *admit) entryOK(e *entry) bool {
 }
 
 func (a *admit) key(k index.Key) bool {
+	if a.keysOnly {
+		_, out := a.excludedKeys[k]
+		return !out
+	}
 	a.c.metaMu.RLock()
 	e, ok := a.c.byKey[k]
 	a.c.metaMu.RUnlock()
@@ -317,8 +339,8 @@ func (c *Catalog) gather(ctx context.Context, queries [][]float32, want int, opt
 				c.metaMu.RLock()
 				e, ok := c.byKey[nb.Key]
 				c.metaMu.RUnlock()
-				if !ok {
-					continue // deleted since the search
+				if !ok || !a.entryOK(e) {
+					continue // deleted since the search, or re-written under an excluded id
 				}
 				if old, seen := byProduct[e]; !seen || nb.Score > old.score {
 					byProduct[e] = candidate{e: e, key: nb.Key, score: nb.Score}
