@@ -87,6 +87,8 @@ type result struct {
 }
 
 func run(ctx context.Context, log *slog.Logger, cfg config) error {
+	// Stamped before the run: the tree may change while it runs.
+	machine := benchkit.DescribeMachine(ctx, ".")
 	set, err := embedset.FashionMNIST(ctx, log, cfg.cache)
 	if err != nil {
 		return err
@@ -121,7 +123,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			return err
 		}
 	}
-	return write(ctx, cfg, set.Identity, results)
+	return write(cfg, machine, set.Identity, results)
 }
 
 func measure(ctx context.Context, log *slog.Logger, cfg config, name, dir string, emb *embed.Embedder,
@@ -281,8 +283,7 @@ func vmRSS(pid int) uint64 {
 	return 0
 }
 
-func write(ctx context.Context, cfg config, identity string, results []result) error {
-	m := benchkit.DescribeMachine(ctx, ".")
+func write(cfg config, m benchkit.Machine, identity string, results []result) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Backends: embedded vs Weaviate\n\n%s", m.Markdown())
 	fmt.Fprintf(&b, "- catalogue: %d one-photo products, 1280-d vectors of the Fashion-MNIST images embedded with %s "+
