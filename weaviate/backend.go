@@ -921,14 +921,3 @@ func (b *Backend) Close() error {
 	b.c.http.CloseIdleConnections()
 	return nil
 }
-
-// Ready reports whether every node of the cluster answers its readiness probe.
-func (b *Backend) Ready(ctx context.Context) error {
-	for _, u := range b.c.nodes {
-		one := &client{nodes: []*url.URL{u}, http: b.c.http}
-		if err := one.do(ctx, http.MethodGet, "/v1/.well-known/ready", nil, nil, nil); err != nil {
-			return fmt.Errorf("weaviate: node %s not ready: %w", u, err)
-		}
-	}
-	return nil
-}
