@@ -2,7 +2,7 @@
 # Restart time after kill -9 (issue 10, item 8): how long `lookalike serve` takes from its
 # start to health SERVING on a data directory of PHOTOS ready vectors (default 100,000), in
 # three cases: killed before any graph snapshot was saved (the graph is rebuilt from the
-# store), killed with a snapshot covering the store (loaded), and killed after 5,000 more photos
+# store), killed with a snapshot covering the store (loaded), and killed after 4,000 more photos (the default --snapshot-changes)
 # were written since the snapshot (loaded and caught up). It runs
 # BenchmarkRestartAfterKill (cmd/lookalike/restart_bench_test.go), which builds the binary
 # from this tree, loads the data through UpsertStream and prints each restart's time with
