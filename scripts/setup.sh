@@ -65,7 +65,9 @@ if [ "${LOOKALIKE_SETUP_WEAVIATE:-0}" = 1 ] && [ "$(cat .lookalike/bin/weaviate-
   log "building weaviate-server $WEAVIATE_VERSION (minutes, once)"
   mkdir -p .lookalike/bin
   bin="$PWD/.lookalike/bin"
-  (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$bin" go install "github.com/weaviate/weaviate/cmd/weaviate-server@$WEAVIATE_VERSION")
+  wtmp=$(mktemp -d)
+  (cd "$wtmp" && GOFLAGS= GOBIN="$bin" go install "github.com/weaviate/weaviate/cmd/weaviate-server@$WEAVIATE_VERSION")
+  rm -rf "$wtmp"
   echo "$WEAVIATE_VERSION" > .lookalike/bin/weaviate-server.version
 fi
 log "ready"
