@@ -124,14 +124,10 @@ func decodeDecision(key, data []byte) (Decision, error) {
 	return out, nil
 }
 
-// PutDecisions records decisions (replacing any earlier one on the same pair) in one
-// transaction, fsynced. They are not changes of the catalogue: Seq stays as it is.
-func (s *Store) PutDecisions(ctx context.Context, ds []Decision) ([]Decision, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+// PrepareDecisions normalises decisions as they are stored, a zero At becoming now (UTC):
+// what PutDecisions stores, and what any other backend keeping decisions must store too.
+func PrepareDecisions(ds []Decision, now time.Time) ([]Decision, error) {
 	out := make([]Decision, len(ds))
-	now := time.Now().UTC()
 	for i, d := range ds {
 		n, err := d.Normalise()
 		if err != nil {
@@ -143,7 +139,20 @@ func (s *Store) PutDecisions(ctx context.Context, ds []Decision) ([]Decision, er
 		n.At = n.At.UTC()
 		out[i] = n
 	}
-	err := s.update(func(tx *bolt.Tx, _ *metaState) error {
+	return out, nil
+}
+
+// PutDecisions records decisions (replacing any earlier one on the same pair) in one
+// transaction, fsynced. They are not changes of the catalogue: Seq stays as it is.
+func (s *Store) PutDecisions(ctx context.Context, ds []Decision) ([]Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out, err := PrepareDecisions(ds, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	err = s.update(func(tx *bolt.Tx, _ *metaState) error {
 		b := tx.Bucket(bucketDecisions)
 		for _, d := range out {
 			if err := b.Put(decisionKey(d.A, d.B), encodeDecision(d)); err != nil {

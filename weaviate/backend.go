@@ -870,19 +870,12 @@ func (b *Backend) Decisions(ctx context.Context) ([]store.Decision, error) {
 
 // PutDecisions implements catalog.Backend.
 func (b *Backend) PutDecisions(ctx context.Context, ds []store.Decision) ([]store.Decision, error) {
-	now := time.Now().UTC()
-	out := make([]store.Decision, len(ds))
-	recs := make(map[string][]byte, len(ds))
-	for i, d := range ds {
-		n, err := d.Normalise()
-		if err != nil {
-			return nil, err
-		}
-		if n.At.IsZero() {
-			n.At = now
-		}
-		n.At = n.At.UTC()
-		out[i] = n
+	out, err := store.PrepareDecisions(ds, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	recs := make(map[string][]byte, len(out))
+	for _, n := range out {
 		raw, _ := json.Marshal(n)
 		recs[decisionName(n.A, n.B)] = raw
 	}

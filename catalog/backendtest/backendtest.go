@@ -8,6 +8,7 @@ package backendtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -148,7 +149,7 @@ func testBackend(t *testing.T, open Opener) {
 		if len(got) != len(stored) {
 			t.Fatalf("Products listed %d, want %d", len(got), len(stored))
 		}
-		slices.SortFunc(got, func(x, y store.Product) int { return cmpString(x.ID, y.ID) })
+		slices.SortFunc(got, func(x, y store.Product) int { return cmp.Compare(x.ID, y.ID) })
 		for i, p := range got {
 			w := stored[i]
 			if p.ID != w.ID || p.Category != w.Category || p.Title != w.Title || fmt.Sprint(p.Attributes) != fmt.Sprint(w.Attributes) ||
@@ -184,7 +185,7 @@ func testBackend(t *testing.T, open Opener) {
 					t.Fatalf("score %v of key %d, its inner product is %v", n.Score, n.Key, want)
 				}
 			}
-			if !slices.IsSortedFunc(ns, func(x, y index.Neighbor) int { return cmpFloat(y.Score, x.Score) }) {
+			if !slices.IsSortedFunc(ns, func(x, y index.Neighbor) int { return cmp.Compare(y.Score, x.Score) }) {
 				t.Fatalf("results not best first: %+v", ns)
 			}
 		}
@@ -492,24 +493,4 @@ func testCatalog(t *testing.T, open Opener) {
 	if rs, err := c.SearchByID(ctx, "g03", catalog.SearchOptions{K: 1}); err != nil || rs[0].Product.ID == "g03-copy" {
 		t.Fatalf("a deleted product is still found: %+v, %v", rs, err)
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpFloat(a, b float32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

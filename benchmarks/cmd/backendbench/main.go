@@ -17,11 +17,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,50 +213,26 @@ func measure(ctx context.Context, log *slog.Logger, cfg config, name, dir string
 	r.recall = benchkit.Recall(truth, base, queries, results, 10, benchkit.InnerProduct)
 
 	for _, clients := range cfg.clients {
-		lat, n, err := searchByID(ctx, c, len(base), clients, cfg.duration)
-		if err != nil {
-			return r, err
+		var firstErr error
+		var errMu sync.Mutex
+		load := benchkit.ClosedLoop(ctx, clients, cfg.duration, 9, func(ctx context.Context, rng *rand.Rand) error {
+			_, err := c.SearchByID(ctx, strconv.Itoa(rng.Intn(len(base))), catalog.SearchOptions{K: 10})
+			if err != nil {
+				errMu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				errMu.Unlock()
+			}
+			return err
+		})
+		if firstErr != nil {
+			return r, fmt.Errorf("SearchById with %d clients: %d failed: %w", clients, load.Errors, firstErr)
 		}
-		r.p50 = append(r.p50, benchkit.Percentile(lat, 50))
-		r.p99 = append(r.p99, benchkit.Percentile(lat, 99))
-		r.qps = append(r.qps, float64(n)/cfg.duration.Seconds())
+		r.p50 = append(r.p50, benchkit.Percentile(load.Latencies, 50))
+		r.p99 = append(r.p99, benchkit.Percentile(load.Latencies, 99))
+		r.qps = append(r.qps, load.QPS())
 		log.Info("SearchById", "backend", name, "clients", clients, "qps", r.qps[len(r.qps)-1], "p99", r.p99[len(r.p99)-1])
 	}
 	return r, nil
-}
-
-// searchByID runs clients closed-loop SearchById callers for d and returns every latency.
-func searchByID(ctx context.Context, c *catalog.Catalog, n, clients int, d time.Duration) ([]time.Duration, int, error) {
-	var mu sync.Mutex
-	var all []time.Duration
-	var firstErr error
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 9))
-			var mine []time.Duration
-			for time.Now().Before(deadline) {
-				t := time.Now()
-				_, err := c.SearchByID(ctx, strconv.Itoa(rng.IntN(n)), catalog.SearchOptions{K: 10})
-				if err != nil {
-					mu.Lock()
-					firstErr = cmp.Or(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				mine = append(mine, time.Since(t))
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	slices.Sort(all)
-	return all, len(all), firstErr
 }
 
 func heapInUse() uint64 {
