@@ -206,6 +206,9 @@ func (b *Embedded) loadGraph(ctx context.Context) error {
 			"graph_photos", graph.Len(), "store_photos", b.store.Photos())
 		ok = false
 	}
+	if graph != nil && !ok {
+		graph.Close() // the replay may have started a compaction of it
+	}
 	if ok {
 		b.graph = graph
 		b.snapshotSeq = snapSeq
@@ -568,13 +571,15 @@ func (b *Embedded) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) 
 	return BackupInfo(info), nil
 }
 
-// Close stops the periodic saves, saves the graph snapshot if it changed and closes the
-// store.
+// Close stops the periodic saves and the graph's compactions (one running is abandoned: it
+// reads the store, and its tombstones are saved with the graph), saves the graph snapshot if
+// it changed and closes the store.
 func (b *Embedded) Close() error {
 	if b.stopPeriodic != nil {
 		b.stopPeriodic()
 		<-b.periodicDone
 	}
+	b.graph.Close()
 	saveErr := b.SaveSnapshot(context.Background())
 	closeErr := b.store.Close()
 	if closeErr != nil {

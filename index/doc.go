@@ -13,6 +13,11 @@
 // memory, or with Config.Vectors in the caller's own storage. Distance kernels use AVX2 and
 // FMA where golang.org/x/sys/cpu reports them, portable Go elsewhere.
 //
+// Upkeep runs beside the writes: a compaction (compact.go) rebuilds the graph without its
+// tombstones from a list of its live nodes, catches up from a log of the writes made
+// meanwhile and swaps the new graph in; a snapshot save (snapshot.go) copies only the links
+// and flags writers may change and streams the rest from the live graph.
+//
 // The index is a derived view of the store: it knows only uint32 keys and float32 vectors and
 // can always be rebuilt from them. It must never import images, grpc, bbolt, embed or store.
 package index

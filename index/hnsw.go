@@ -3,10 +3,8 @@ package index
 import (
 	"log/slog"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 )
 
@@ -90,7 +88,9 @@ const minCompaction = 64
 // to publish a finished insertion or a deletion, which copies a few neighbour lists. The long
 // parts of an insertion (the candidate search and the neighbour selection) run under the
 // read lock and under writeMu, which orders writers among themselves without blocking
-// readers. A compaction builds the new graph aside and swaps it in.
+// readers. Upkeep holds writeMu only briefly: a compaction builds the new graph aside and
+// swaps it in (compact.go), a snapshot save copies the graph's links and writes the copy
+// (snapshot.go).
 type HNSW struct {
 	dim int
 	cfg Config
@@ -103,9 +103,22 @@ type HNSW struct {
 	inserted atomic.Uint64 // drives the deterministic level sequence
 	scratch  sync.Pool
 
-	// savedEncoded, when set (tests only), runs in SaveSnapshot after the graph is written
-	// to the temporary file and writers are let go, before the file is made durable.
-	savedEncoded func()
+	// compaction is the rebuild running beside the writes, nil when none; noUpkeep stops
+	// new ones (Close, and the graph a compaction builds). Both are guarded by writeMu.
+	compaction  *compaction
+	noUpkeep    bool
+	compactions atomic.Int64 // finished ones, for Stats
+	compacting  atomic.Bool  // compaction != nil, for Stats without waiting for writers
+
+	// Test hooks, nil outside tests. compactionRound runs in a compaction before each round
+	// of catching up with the writes made since it started (round 0: the new graph holds the
+	// live nodes of its start, and nothing of the log yet);
+	// savedFrozen runs in SaveSnapshot once the graph is copied and writers are let go,
+	// before it is written; savedEncoded runs once the file is written, before it is made
+	// durable.
+	compactionRound func(round int)
+	savedFrozen     func()
+	savedEncoded    func()
 }
 
 // NewHNSW returns an empty index of dim-dimensional vectors.
@@ -197,7 +210,7 @@ func (h *HNSW) Add(key Key, vec []float32) error {
 	if g != planned || (g.maxLevel != plannedMax && level > plannedMax) || g.quant != plannedQuant {
 		top = g.plan(s, vec, level, h.cfg.EFConstruction)
 	}
-	h.insertPlanned(g, s, key, vec, level, top)
+	h.noteChange(key, h.insertPlanned(g, s, key, vec, level, top))
 	h.maybeCompact()
 	return nil
 }
@@ -225,8 +238,9 @@ func (g *graph) plan(s *scratch, q []float32, level, efc int) int {
 	return top
 }
 
-// insertPlanned links a new node using the planned candidates; the caller holds writeMu.
-func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level, top int) {
+// insertPlanned links a new node using the planned candidates and returns it; the caller
+// holds writeMu.
+func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level, top int) uint32 {
 	id := uint32(g.n)
 	if !g.hasRoom(id) {
 		h.mu.Lock()
@@ -298,6 +312,7 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 	if g.codes && g.quant == nil && g.n >= g.trainAt {
 		g.train()
 	}
+	return id
 }
 
 // Delete tombstones key: the node keeps routing searches but is never returned. It reports
@@ -315,65 +330,10 @@ func (h *HNSW) Delete(key Key) bool {
 	}
 	h.mu.Unlock()
 	if ok {
+		h.noteChange(key, deletedNode)
 		h.maybeCompact()
 	}
 	return ok
-}
-
-// maybeCompact rebuilds the graph when tombstones pile up; the caller holds writeMu.
-func (h *HNSW) maybeCompact() {
-	g := h.g
-	if len(g.byKey) == 0 && g.n > 0 {
-		h.swap(newGraph(h.dim, h.cfg))
-		return
-	}
-	if g.tombstones >= minCompaction && float64(g.tombstones) > h.cfg.MaxTombstoneFraction*float64(g.n) {
-		h.compact()
-	}
-}
-
-// compact rebuilds the graph from the live vectors, dropping every tombstone; the caller
-// holds writeMu. Searches continue on the old graph meanwhile.
-func (h *HNSW) compact() {
-	old := h.g
-	start := time.Now()
-	live := len(old.byKey)
-	nodes := make([]uint32, 0, live)
-	for node := 0; node < old.n; node++ {
-		if !old.deleted[node] {
-			nodes = append(nodes, uint32(node))
-		}
-	}
-	fresh := NewHNSW(h.dim, h.cfg)
-	fresh.inserted.Store(h.inserted.Load())
-	fresh.g.trainAt, fresh.g.trainer = old.trainAt, old.trainer
-	if old.quant != nil {
-		// The new graph keeps the fitted ranges instead of scoring on full vectors until it
-		// has been refitted.
-		fresh.g.quant = old.quant
-	}
-	workers := min(runtime.GOMAXPROCS(0), max(1, live/1000))
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(nodes) {
-					return
-				}
-				// Vectors come from the old graph, which only writers change, and we are the writer.
-				if v := old.fullVec(nodes[i]); v != nil {
-					_ = fresh.Add(old.keys[nodes[i]], v)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	h.inserted.Store(fresh.inserted.Load())
-	h.swap(fresh.g)
-	h.logger().Info("index: compacted HNSW graph", "live", live, "tombstones_dropped", old.tombstones,
-		"took", time.Since(start))
 }
 
 func (h *HNSW) swap(g *graph) {
@@ -549,6 +509,10 @@ type Stats struct {
 	FullVectorBytes int64
 	// Quantized reports whether searches walk over trained int8 codes.
 	Quantized bool
+	// Compacting reports a compaction running beside the writes; Compactions counts those
+	// that finished (swapped their graph in) since the index was made or loaded.
+	Compacting  bool
+	Compactions int64
 }
 
 // Stats returns the current figures.
@@ -573,5 +537,5 @@ func (h *HNSW) Stats() Stats {
 		b += int64(len(q.offset)+len(q.scale)+len(q.invScale)+len(q.nodeA)+len(q.nodeB)) * 4
 	}
 	return Stats{Live: len(g.byKey), Tombstones: g.tombstones, Nodes: g.n, MaxLevel: g.maxLevel, Bytes: b,
-		FullVectorBytes: full, Quantized: g.quant != nil}
+		FullVectorBytes: full, Quantized: g.quant != nil, Compacting: h.compacting.Load(), Compactions: h.compactions.Load()}
 }

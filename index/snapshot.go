@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Snapshot file layout, version 3, all integers little endian:
@@ -84,8 +85,8 @@ type LoadOptions struct {
 
 // Save writes the graph to path atomically (temporary file, fsync, rename, fsync of the
 // directory), tagged with the store sequence number seq it reflects and an empty tag.
-// Searches continue meanwhile; writers wait while the graph is copied into the file (into the
-// page cache), not while it is made durable.
+// Searches continue meanwhile; writers wait only while the graph's links are copied, not
+// while it is written or made durable.
 func (h *HNSW) Save(path string, seq uint64) error {
 	return h.SaveSnapshot(path, SnapshotInfo{Seq: seq})
 }
@@ -135,15 +136,20 @@ func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
 	return nil
 }
 
-// encodeTo writes the whole snapshot, checksum included, to f, holding writeMu so that the
-// graph does not change underneath.
+// encodeTo writes the whole snapshot, checksum included, to f. Writers wait only while the
+// graph is frozen (its links and flags copied); the vectors, which never change once
+// published, are written from the live graph with writers going.
 func (h *HNSW) encodeTo(f *os.File, info SnapshotInfo) error {
 	h.writeMu.Lock()
-	defer h.writeMu.Unlock()
+	fz := h.g.freeze(h.inserted.Load())
+	h.writeMu.Unlock()
+	if h.savedFrozen != nil {
+		h.savedFrozen()
+	}
 	bw := bufio.NewWriterSize(f, 1<<20)
 	crc := crc32.New(castagnoli)
 	w := &snapshotWriter{w: io.MultiWriter(bw, crc)}
-	h.encode(w, info)
+	h.encode(w, fz, info)
 	if w.err != nil {
 		return w.err
 	}
@@ -155,16 +161,51 @@ func (h *HNSW) encodeTo(f *os.File, info SnapshotInfo) error {
 	return bw.Flush()
 }
 
-// encode streams the graph; the caller holds writeMu, so nothing changes underneath.
-func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
-	g := h.g
+// frozen is a graph as it was at one moment, for a snapshot. Writers change a published
+// node only in its links and its deleted flag (and, once, the codes when the quantiser is
+// trained), so those are copied; everything else is shared with the live graph: its vectors,
+// keys and levels (append-only) and its blocks, whose list is copied because growing the
+// graph replaces the last block.
+type frozen struct {
+	g        graph    // a shallow copy: n, counters, block lists and deleted flags its own
+	links0   []uint32 // every node's layer-0 slot, stride0 each
+	inserted uint64
+}
+
+// freeze copies what writers may change; the caller holds writeMu. It costs a pass over the
+// layer-0 links (a small part of the elements), not over the vectors.
+func (g *graph) freeze(inserted uint64) *frozen {
+	fz := &frozen{g: *g, inserted: inserted}
+	c := &fz.g
+	c.byKey = nil // not needed for writing, and it is not a copy
+	c.elems = slices.Clone(g.elems)
+	c.full = slices.Clone(g.full)
+	c.keys = g.keys[:g.n:g.n]
+	c.levels = g.levels[:g.n:g.n]
+	c.deleted = slices.Clone(g.deleted[:g.n])
+	c.upper = make([][]uint32, g.n)
+	for node := range g.n {
+		if g.levels[node] > 0 {
+			c.upper[node] = slices.Clone(g.upper[node])
+		}
+	}
+	fz.links0 = make([]uint32, 0, g.n*g.stride0)
+	for node := range g.n {
+		fz.links0 = append(fz.links0, g.links0Slot(uint32(node))...)
+	}
+	return fz
+}
+
+// encode streams a frozen graph.
+func (h *HNSW) encode(w *snapshotWriter, fz *frozen, info SnapshotInfo) {
+	g := &fz.g
 	w.bytes([]byte(snapshotMagic))
 	w.u32s([]uint32{snapshotVersion})
 	hdr := snapshotHeader{
 		Metric: uint32(h.cfg.Metric), Dim: uint32(h.dim), M: uint32(h.cfg.M),
 		EFConstruction: uint32(h.cfg.EFConstruction), EFSearch: uint32(h.cfg.EFSearch),
 		Seed: h.cfg.Seed, MaxTombstoneFraction: h.cfg.MaxTombstoneFraction, Seq: info.Seq,
-		Inserted: h.inserted.Load(), Nodes: uint32(g.n), Tombstones: uint32(g.tombstones),
+		Inserted: fz.inserted, Nodes: uint32(g.n), Tombstones: uint32(g.tombstones),
 		Entry: g.entry, MaxLevel: int32(g.maxLevel),
 	}
 	ext := snapshotHeaderV3{Quantize: uint32(h.cfg.Quantize), Rerank: uint32(h.cfg.Rerank)}
@@ -182,10 +223,10 @@ func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
 	}
 	w.u32s([]uint32{uint32(len(info.Tag))})
 	w.bytes([]byte(info.Tag))
-	w.u32s(g.keys[:g.n])
-	w.bytes(g.levels[:g.n])
+	w.u32s(g.keys)
+	w.bytes(g.levels)
 	flags := make([]byte, g.n)
-	for i, d := range g.deleted[:g.n] {
+	for i, d := range g.deleted {
 		if d {
 			flags[i] = 1
 		}
@@ -208,9 +249,7 @@ func (h *HNSW) encode(w *snapshotWriter, info SnapshotInfo) {
 			w.f32s(g.scalars(uint32(node))[:])
 		}
 	}
-	for node := range g.n {
-		w.u32s(g.links0Slot(uint32(node)))
-	}
+	w.u32s(fz.links0)
 	for node := 0; node < g.n; node++ {
 		if g.levels[node] > 0 {
 			w.u32s(g.upper[node])
