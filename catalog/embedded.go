@@ -264,29 +264,33 @@ func (b *Embedded) loadSnapshot() (*index.HNSW, uint64, bool) {
 	return graph, seq, true
 }
 
-// replay applies the store changes made after the snapshot was taken.
+// replay applies the store changes made after the snapshot was taken, from several
+// goroutines (graphLoader).
 func (b *Embedded) replay(graph *index.HNSW, since uint64) error {
 	n := 0
+	load := newGraphLoader(graph)
 	err := b.store.ChangesSince(since, func(ch store.Change) error {
 		n++
 		switch {
 		case ch.Metadata():
 			return nil // the graph holds no metadata
 		case ch.Deleted:
-			graph.Delete(ch.Key)
+			load.delete(ch.Key)
 			return nil
 		}
 		vec, err := b.store.Vector(ch.Key)
 		if errors.Is(err, store.ErrNotFound) {
 			// Deleted again later; its own change record follows, but be safe.
-			graph.Delete(ch.Key)
+			load.delete(ch.Key)
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		return graph.Add(ch.Key, vec)
+		load.add(ch.Key, vec)
+		return nil
 	})
+	err = errors.Join(err, load.wait())
 	if err != nil {
 		return err
 	}
@@ -296,29 +300,30 @@ func (b *Embedded) replay(graph *index.HNSW, since uint64) error {
 	return nil
 }
 
-// rebuild builds a fresh graph from every vector in the store.
+// rebuild builds a fresh graph from every vector in the store, from several goroutines
+// (graphLoader).
 func (b *Embedded) rebuild(ctx context.Context) (*index.HNSW, error) {
 	graph := b.newGraph()
 	total := b.store.Photos()
 	start, last := time.Now(), time.Now()
 	b.log.Info("building graph from store", "photos", total, "m", b.params.M, "ef_construction", b.params.EFConstruction)
 	done := 0
+	load := newGraphLoader(graph)
 	err := b.store.ForEachVector(func(key uint32, vec []float32) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := graph.Add(key, vec); err != nil {
-			return fmt.Errorf("add key %d: %w", key, err)
-		}
+		load.add(key, vec)
 		done++
 		if time.Since(last) >= 2*time.Second {
 			last = time.Now()
-			b.log.Info("building graph", "done", done, "photos", total,
+			b.log.Info("building graph", "queued", done, "photos", total,
 				"elapsed", time.Since(start).Round(time.Second))
 		}
 		return nil
 	})
-	if err != nil {
+	if err := errors.Join(err, load.wait()); err != nil {
+		graph.Close()
 		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
 	}
 	b.log.Info("graph built", "photos", done, "took", time.Since(start).Round(time.Millisecond))
