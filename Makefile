@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/lookalike
 
-.PHONY: setup build test soak demo bench bench-quick bench-1m bench-backends proto fmt vet screenshots
+.PHONY: setup build test soak demo bench bench-quick bench-1m bench-backends bench-upkeep proto fmt vet screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -52,6 +52,12 @@ bench-1m: build
 bench-backends: build
 	@LOOKALIKE_SETUP_WEAVIATE=1 bash scripts/setup.sh
 	$(GO) run ./benchmarks/cmd/backendbench -photos 100000
+
+# Write latency while the graph's upkeep runs (snapshot saves, a compaction after a bulk
+# replace) against none, at 100,000 photos (about 10 minutes on 2 cores; apart from make bench).
+bench-upkeep: build
+	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
+	$(GO) run ./benchmarks/cmd/upkeepbench -photos 100000
 
 # Regenerate proto/ with pinned generator versions (protoc from Debian's protobuf-compiler):
 # messages and the gRPC service, the HTTP/JSON gateway and the OpenAPI description, both from

@@ -232,10 +232,8 @@ func (b *Embedded) loadGraph(ctx context.Context) error {
 // another data directory) gets a new generation, and its sequence numbers say nothing about
 // a graph saved from another history even when they are equal.
 func (b *Embedded) loadSnapshot() (*index.HNSW, uint64, bool) {
-	opt := index.LoadOptions{Logger: b.log}
-	if b.params.Quantize != index.QuantizeNone {
-		opt.Vectors = b.storeVector
-	}
+	// Snapshots hold no live vectors (SaveSnapshot); older ones that do load as before.
+	opt := index.LoadOptions{Logger: b.log, Vectors: b.storeVector}
 	graph, info, err := index.LoadSnapshotWith(b.snapshotFile, opt)
 	seq := info.Seq
 	switch {
@@ -553,7 +551,9 @@ func (b *Embedded) SaveSnapshot(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	if err := b.graph.SaveSnapshot(b.snapshotFile, index.SnapshotInfo{Seq: seq, Tag: b.store.Generation()}); err != nil {
+	// The store holds every live photo's vector: the file need not.
+	info := index.SnapshotInfo{Seq: seq, Tag: b.store.Generation(), VectorsOutside: true}
+	if err := b.graph.SaveSnapshot(b.snapshotFile, info); err != nil {
 		return fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	b.snapInfoMu.Lock()

@@ -219,10 +219,13 @@ func TestSaveSnapshotFreezesTheGraph(t *testing.T) {
 		name    string
 		qz      Quantization
 		trainAt int
+		outside bool // SnapshotInfo.VectorsOutside
 	}{
-		{"float32", QuantizeNone, quantTrainSize},
-		{"int8", QuantizeInt8, 100},
-		{"int8 trained while saving", QuantizeInt8, 320},
+		{"float32", QuantizeNone, quantTrainSize, false},
+		{"float32 vectors outside", QuantizeNone, quantTrainSize, true},
+		{"int8", QuantizeInt8, 100, false},
+		{"int8 vectors outside", QuantizeInt8, 100, true},
+		{"int8 trained while saving", QuantizeInt8, 320, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,10 +260,11 @@ func TestSaveSnapshotFreezesTheGraph(t *testing.T) {
 			}
 			dir := t.TempDir()
 			a, b := filepath.Join(dir, "changed.hnsw"), filepath.Join(dir, "quiet.hnsw")
-			if err := changed.Save(a, 9); err != nil {
+			info := SnapshotInfo{Seq: 9, VectorsOutside: tc.outside}
+			if err := changed.SaveSnapshot(a, info); err != nil {
 				t.Fatal(err)
 			}
-			if err := quiet.Save(b, 9); err != nil {
+			if err := quiet.SaveSnapshot(b, info); err != nil {
 				t.Fatal(err)
 			}
 			if changed.Len() != n-10+60-10 {

@@ -15,8 +15,9 @@
 //
 // Upkeep runs beside the writes: a compaction (compact.go) rebuilds the graph without its
 // tombstones from a list of its live nodes, catches up from a log of the writes made
-// meanwhile and swaps the new graph in; a snapshot save (snapshot.go) copies only the links
-// and flags writers may change and streams the rest from the live graph.
+// meanwhile and swaps the new graph in; a snapshot save (snapshot.go) copies the deleted
+// flags, streams the rest from the live graph, and writers keep for it the old links of any
+// frozen node they change.
 //
 // The index is a derived view of the store: it knows only uint32 keys and float32 vectors and
 // can always be rebuilt from them. It must never import images, grpc, bbolt, embed or store.

@@ -89,8 +89,8 @@ const minCompaction = 64
 // parts of an insertion (the candidate search and the neighbour selection) run under the
 // read lock and under writeMu, which orders writers among themselves without blocking
 // readers. Upkeep holds writeMu only briefly: a compaction builds the new graph aside and
-// swaps it in (compact.go), a snapshot save copies the graph's links and writes the copy
-// (snapshot.go).
+// swaps it in (compact.go), a snapshot save streams a frozen view of the graph, for which
+// writers keep the links they change (snapshot.go).
 type HNSW struct {
 	dim int
 	cfg Config
@@ -105,6 +105,11 @@ type HNSW struct {
 
 	// compaction is the rebuild running beside the writes, nil when none; noUpkeep stops
 	// new ones (Close, and the graph a compaction builds). Both are guarded by writeMu.
+	// saving is the graph a snapshot save is writing, nil when none; guarded by mu, as
+	// writers keep in it the links they change (frozen.keep). saveMu runs saves one at a time.
+	saving *frozen
+	saveMu sync.Mutex
+
 	compaction  *compaction
 	noUpkeep    bool
 	compactions atomic.Int64 // finished ones, for Stats
@@ -297,6 +302,9 @@ func (h *HNSW) insertPlanned(g *graph, s *scratch, key Key, vec []float32, level
 	g.upper = append(g.upper, upper)
 	g.links0Slot(id)[0] = 0
 	for _, u := range s.updates {
+		if h.saving != nil {
+			h.saving.keep(g, u.node, u.lvl)
+		}
 		g.setLinks(u.node, u.lvl, s.updateIDs[u.from:u.to])
 	}
 	g.n++

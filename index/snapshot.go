@@ -15,7 +15,7 @@ import (
 	"slices"
 )
 
-// Snapshot file layout, version 3, all integers little endian:
+// Snapshot file layout, version 4, all integers little endian:
 //
 //	magic "LKHNSW\r\n" | version u32 | header (see snapshotHeader) |
 //	quantisation header (see snapshotHeaderV3) |
@@ -23,17 +23,20 @@ import (
 //	keys [n]u32 | levels [n]u8 | deleted [n]u8 |
 //	if flags has snapQuantizer: offsets [dim]f32 | scales [dim]f32 |
 //	if flags has snapFullVectors: vectors [n*dim]f32 |
+//	if flags has snapDeadVectors: vectors of the tombstoned nodes, in node order [t*dim]f32 |
 //	if flags has snapQuantizer: codes [n*codeLen(dim)]u8 | code terms [n*2]f32 |
 //	layer-0 links [n*(1+2M)]u32 | upper links: for each node with level > 0, [level*(1+M)]u32 |
 //	CRC-32C of every byte before it, u32
 //
-// Version 2 is the same without the quantisation header and with the vectors always
+// Version 3 is the same without snapDeadVectors. Version 2 is the same without the
+// quantisation header and with the vectors always
 // present (it loads as QuantizeNone); version 1 is version 2 without the tag (it loads with
 // an empty tag). The store sequence number in the header tells the catalogue which changes
 // to replay; the tag says which history those sequence numbers belong to.
 const (
 	snapshotMagic     = "LKHNSW\r\n"
-	snapshotVersion   = 3
+	snapshotVersion   = 4
+	snapshotVersionV3 = 3
 	snapshotVersionV2 = 2
 	snapshotVersionV1 = 1
 	ioChunk           = 1 << 16
@@ -48,6 +51,13 @@ type SnapshotInfo struct {
 	// Tag is opaque to the index: the caller's identity of the data the graph was built
 	// from (the catalogue stores the store's generation id), at most MaxSnapshotTag bytes.
 	Tag string
+	// VectorsOutside, on a save, leaves the live nodes' float32 vectors out of the file:
+	// the caller keeps them (the catalogue's store does) and gives them back to the load
+	// through LoadOptions.Vectors, which is then required. Tombstones' vectors, which only the
+	// graph still has and which keep routing searches, stay in the file. Snapshots are then
+	// a fraction of the size, so that saving them costs the disk, and the writes sharing it,
+	// little. A load reports whether the file was saved so.
+	VectorsOutside bool
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -71,22 +81,26 @@ type snapshotHeaderV3 struct {
 const (
 	snapFullVectors = 1 << iota
 	snapQuantizer
+	snapDeadVectors // float32 graphs saved with VectorsOutside
 )
 
 // LoadOptions are what a loaded index needs that its snapshot does not record.
 type LoadOptions struct {
 	// Logger becomes the loaded index's Config.Logger; nil discards its logs.
 	Logger *slog.Logger
-	// Vectors becomes its Config.Vectors. It is required to load a snapshot saved by an
-	// index that had a source (such a file holds no full vectors), and when given for any
-	// other QuantizeInt8 snapshot the full vectors in the file are dropped after loading.
+	// Vectors supplies live keys' vectors the file does not hold: it is required to load a
+	// snapshot saved with SnapshotInfo.VectorsOutside or by an index that had a source. A
+	// float32 graph copies them in; for a QuantizeInt8 one it becomes Config.Vectors (the
+	// full vectors of a file that has them are then dropped after loading).
 	Vectors func(Key) []float32
 }
 
 // Save writes the graph to path atomically (temporary file, fsync, rename, fsync of the
 // directory), tagged with the store sequence number seq it reflects and an empty tag.
-// Searches continue meanwhile; writers wait only while the graph's links are copied, not
-// while it is written or made durable.
+// Searches continue meanwhile; writers wait only while the graph is frozen (its deleted flags
+// copied), not while it is written or made durable. The file is handed to the kernel's
+// writeback as it is written (writeBehind), so that the store's own fsyncs do not queue
+// behind the whole snapshot.
 func (h *HNSW) Save(path string, seq uint64) error {
 	return h.SaveSnapshot(path, SnapshotInfo{Seq: seq})
 }
@@ -136,17 +150,26 @@ func (h *HNSW) SaveSnapshot(path string, info SnapshotInfo) (err error) {
 	return nil
 }
 
-// encodeTo writes the whole snapshot, checksum included, to f. Writers wait only while the
-// graph is frozen (its links and flags copied); the vectors, which never change once
-// published, are written from the live graph with writers going.
+// encodeTo writes the whole snapshot, checksum included, to f. Writers are held back only
+// while the graph is frozen (a copy of its flags and block lists); what they change after
+// that in the frozen nodes, their links, is kept as it was for the save (frozen.keep).
+// Saves run one at a time.
 func (h *HNSW) encodeTo(f *os.File, info SnapshotInfo) error {
-	h.writeMu.Lock()
+	h.saveMu.Lock()
+	defer h.saveMu.Unlock()
+	h.mu.Lock()
 	fz := h.g.freeze(h.inserted.Load())
-	h.writeMu.Unlock()
+	h.saving = fz
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.saving = nil
+		h.mu.Unlock()
+	}()
 	if h.savedFrozen != nil {
 		h.savedFrozen()
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(&writeBehind{f: f}, 1<<20)
 	crc := crc32.New(castagnoli)
 	w := &snapshotWriter{w: io.MultiWriter(bw, crc)}
 	h.encode(w, fz, info)
@@ -163,19 +186,24 @@ func (h *HNSW) encodeTo(f *os.File, info SnapshotInfo) error {
 
 // frozen is a graph as it was at one moment, for a snapshot. Writers change a published
 // node only in its links and its deleted flag (and, once, the codes when the quantiser is
-// trained), so those are copied; everything else is shared with the live graph: its vectors,
-// keys and levels (append-only) and its blocks, whose list is copied because growing the
-// graph replaces the last block.
+// trained, which a frozen graph without a quantiser does not write). The flags are copied
+// at the freeze; links are kept copy-on-write: a writer about to change a frozen node's
+// links first keeps the old ones here, so the freeze costs no pass over the links.
+// Everything else is shared with the live graph: vectors, codes, keys and levels
+// (append-only) and its blocks, whose list is copied because growing the graph replaces the
+// last block.
 type frozen struct {
-	g        graph    // a shallow copy: n, counters, block lists and deleted flags its own
-	links0   []uint32 // every node's layer-0 slot, stride0 each
+	g        graph  // a shallow copy: n, counters, block lists and deleted flags its own
+	live     *graph // the graph frozen, where unchanged links are read
 	inserted uint64
+	// kept0 and keptU hold, by node, the layer-0 slot and the upper links as they were at
+	// the freeze, for the frozen nodes a writer has changed since. Guarded by HNSW.mu.
+	kept0, keptU map[uint32][]uint32
 }
 
-// freeze copies what writers may change; the caller holds writeMu. It costs a pass over the
-// layer-0 links (a small part of the elements), not over the vectors.
+// freeze takes a frozen view of g; the caller holds HNSW.mu for writing.
 func (g *graph) freeze(inserted uint64) *frozen {
-	fz := &frozen{g: *g, inserted: inserted}
+	fz := &frozen{g: *g, live: g, inserted: inserted, kept0: map[uint32][]uint32{}, keptU: map[uint32][]uint32{}}
 	c := &fz.g
 	c.byKey = nil // not needed for writing, and it is not a copy
 	c.elems = slices.Clone(g.elems)
@@ -183,17 +211,53 @@ func (g *graph) freeze(inserted uint64) *frozen {
 	c.keys = g.keys[:g.n:g.n]
 	c.levels = g.levels[:g.n:g.n]
 	c.deleted = slices.Clone(g.deleted[:g.n])
-	c.upper = make([][]uint32, g.n)
-	for node := range g.n {
-		if g.levels[node] > 0 {
-			c.upper[node] = slices.Clone(g.upper[node])
+	c.upper = g.upper[:g.n:g.n]
+	return fz
+}
+
+// keep saves node's links on level lvl as they are, before a writer changes them, if the
+// node is one of fz's; the caller holds HNSW.mu for writing.
+func (fz *frozen) keep(g *graph, node uint32, lvl int) {
+	if g != fz.live || int(node) >= fz.g.n {
+		return
+	}
+	if lvl == 0 {
+		if _, ok := fz.kept0[node]; !ok {
+			fz.kept0[node] = slices.Clone(g.links0Slot(node))
+		}
+		return
+	}
+	if _, ok := fz.keptU[node]; !ok {
+		fz.keptU[node] = slices.Clone(g.upper[node])
+	}
+}
+
+// linkBatch is how many nodes' links the encoder copies per hold of the read lock.
+const linkBatch = 4096
+
+// frozenLinks appends the links of nodes [lo, hi) as they were at the freeze: layer-0
+// slots, or with upper the upper links of those that have any.
+func (h *HNSW) frozenLinks(dst []uint32, fz *frozen, lo, hi int, upper bool) []uint32 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for node := uint32(lo); node < uint32(hi); node++ {
+		switch {
+		case !upper:
+			if k, ok := fz.kept0[node]; ok {
+				dst = append(dst, k...)
+			} else {
+				dst = append(dst, fz.live.links0Slot(node)...)
+			}
+		case fz.g.levels[node] == 0:
+		default:
+			if k, ok := fz.keptU[node]; ok {
+				dst = append(dst, k...)
+			} else {
+				dst = append(dst, fz.live.upper[node]...)
+			}
 		}
 	}
-	fz.links0 = make([]uint32, 0, g.n*g.stride0)
-	for node := range g.n {
-		fz.links0 = append(fz.links0, g.links0Slot(uint32(node))...)
-	}
-	return fz
+	return dst
 }
 
 // encode streams a frozen graph.
@@ -209,7 +273,13 @@ func (h *HNSW) encode(w *snapshotWriter, fz *frozen, info SnapshotInfo) {
 		Entry: g.entry, MaxLevel: int32(g.maxLevel),
 	}
 	ext := snapshotHeaderV3{Quantize: uint32(h.cfg.Quantize), Rerank: uint32(h.cfg.Rerank)}
-	if !g.codes || g.full != nil {
+	switch {
+	case !g.codes && info.VectorsOutside:
+		ext.Flags |= snapDeadVectors
+	case !g.codes:
+		ext.Flags |= snapFullVectors
+	case g.full != nil && !(info.VectorsOutside && g.quant != nil):
+		// Codes before training are no vectors: the full ones stay in the file.
 		ext.Flags |= snapFullVectors
 	}
 	if g.quant != nil {
@@ -241,6 +311,13 @@ func (h *HNSW) encode(w *snapshotWriter, fz *frozen, info SnapshotInfo) {
 			w.f32s(g.fullVec(uint32(node)))
 		}
 	}
+	if ext.Flags&snapDeadVectors != 0 {
+		for node := range g.n {
+			if g.deleted[node] {
+				w.f32s(g.fullVec(uint32(node)))
+			}
+		}
+	}
 	if g.quant != nil {
 		for node := range g.n {
 			w.bytes(g.codesOf(uint32(node)))
@@ -249,10 +326,11 @@ func (h *HNSW) encode(w *snapshotWriter, fz *frozen, info SnapshotInfo) {
 			w.f32s(g.scalars(uint32(node))[:])
 		}
 	}
-	w.u32s(fz.links0)
-	for node := 0; node < g.n; node++ {
-		if g.levels[node] > 0 {
-			w.u32s(g.upper[node])
+	var buf []uint32
+	for _, upper := range []bool{false, true} {
+		for lo := 0; lo < g.n; lo += linkBatch {
+			buf = h.frozenLinks(buf[:0], fz, lo, min(g.n, lo+linkBatch), upper)
+			w.u32s(buf)
 		}
 	}
 }
@@ -349,7 +427,7 @@ func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, Snapshot
 		r.err = binary.Read(r, binary.LittleEndian, &hdr)
 	}
 	ext := snapshotHeaderV3{Flags: snapFullVectors}
-	if version[0] >= snapshotVersion && r.err == nil {
+	if version[0] >= snapshotVersionV3 && r.err == nil {
 		r.err = binary.Read(r, binary.LittleEndian, &ext)
 	}
 	if r.err != nil {
@@ -359,9 +437,11 @@ func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, Snapshot
 		return nil, info, err
 	}
 	hasFull, hasQuant := ext.Flags&snapFullVectors != 0, ext.Flags&snapQuantizer != 0
+	hasDead := ext.Flags&snapDeadVectors != 0
 	if !hasFull && opt.Vectors == nil {
 		return nil, info, ErrNoVectors
 	}
+	info.VectorsOutside = !hasFull
 	info.Seq = hdr.Seq
 	if version[0] >= snapshotVersionV2 {
 		tagLen := make([]uint32, 1)
@@ -441,6 +521,13 @@ func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, Snapshot
 				off := (node & blockMask) * g.dim
 				r.f32s(g.full[node>>blockShift][off : off+g.dim])
 			} else {
+				r.f32s(g.fvec(uint32(node)))
+			}
+		}
+	}
+	if hasDead {
+		for node := range n {
+			if g.deleted[node] {
 				r.f32s(g.fvec(uint32(node)))
 			}
 		}
@@ -531,10 +618,25 @@ func decodeSnapshot(src io.Reader, size int64, opt LoadOptions) (*HNSW, Snapshot
 			g.byKey[g.keys[node]] = uint32(node)
 		}
 	}
-	if hasFull && !g.codes {
+	if !g.codes {
 		for node := range n {
+			if !hasFull && !g.deleted[node] {
+				continue // filled from the source below
+			}
 			if err := checkVector(g.dim, g.fvec(uint32(node))); err != nil {
 				return nil, info, fmt.Errorf("%w: node %d: %w", ErrBadSnapshot, node, err)
+			}
+		}
+	}
+	if hasDead {
+		// A live key the source no longer has was deleted after the save; its deletion is
+		// among the changes the caller replays next. Until then its node keeps a zero vector.
+		for node := range n {
+			if g.deleted[node] {
+				continue
+			}
+			if v := opt.Vectors(g.keys[node]); len(v) == g.dim {
+				copy(g.fvec(uint32(node)), v)
 			}
 		}
 	}
@@ -571,10 +673,12 @@ func (hdr snapshotHeader) validate(size int64, ext snapshotHeaderV3) error {
 		return bad("%d tombstones of %d nodes", hdr.Tombstones, hdr.Nodes)
 	case !Quantization(ext.Quantize).valid():
 		return bad("quantisation %d", ext.Quantize)
-	case ext.Flags&^(snapFullVectors|snapQuantizer) != 0 || ext.Flags == 0:
+	case ext.Flags&^(snapFullVectors|snapQuantizer|snapDeadVectors) != 0:
 		return bad("section flags %#x", ext.Flags)
-	case Quantization(ext.Quantize) == QuantizeNone && ext.Flags != snapFullVectors:
+	case Quantization(ext.Quantize) == QuantizeNone && ext.Flags != snapFullVectors && ext.Flags != snapDeadVectors:
 		return bad("section flags %#x without quantisation", ext.Flags)
+	case Quantization(ext.Quantize) != QuantizeNone && (ext.Flags&snapDeadVectors != 0 || ext.Flags == 0):
+		return bad("section flags %#x with quantisation", ext.Flags)
 	case ext.Rerank > 1<<20:
 		return bad("rerank %d", ext.Rerank)
 	}
@@ -586,7 +690,11 @@ func (hdr snapshotHeader) validate(size int64, ext snapshotHeaderV3) error {
 	if ext.Flags&snapQuantizer != 0 {
 		perNode += int64(hdr.Dim) + 8
 	}
-	if int64(hdr.Nodes)*perNode > size {
+	fixed := int64(0)
+	if ext.Flags&snapDeadVectors != 0 {
+		fixed = int64(hdr.Tombstones) * 4 * int64(hdr.Dim)
+	}
+	if int64(hdr.Nodes)*perNode+fixed > size {
 		return bad("%d nodes of dimension %d cannot fit in %d bytes", hdr.Nodes, hdr.Dim, size)
 	}
 	return nil

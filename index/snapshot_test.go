@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -316,5 +317,113 @@ func TestSaveSnapshotLetsWritersGoBeforeFsync(t *testing.T) {
 	}
 	if h.Len() != 51 {
 		t.Fatalf("the index has %d vectors after the concurrent Add, want 51", h.Len())
+	}
+}
+
+// TestWriteBehindWritesEverything: the write-behind writer hands chunks to writeback as it
+// goes and must leave the file exactly as written, across chunk boundaries and odd sizes.
+func TestWriteBehindWritesEverything(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "wb-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var want []byte
+	w := &writeBehind{f: f}
+	for len(want) < 3*writeBehindChunk+12345 {
+		p := make([]byte, 1+rng.IntN(3<<20))
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		if n, err := w.Write(p); err != nil || n != len(p) {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+		want = append(want, p...)
+	}
+	if w.handed == 0 || w.waited == 0 {
+		t.Fatalf("wrote %d bytes without handing any to writeback (handed %d, waited %d)", len(want), w.handed, w.waited)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("file holds %d bytes, differing from the %d written", len(got), len(want))
+	}
+}
+
+// TestSnapshotVectorsOutside saves float32 and int8 graphs with tombstones without their live
+// vectors and loads them back from a source: the file lacks their bytes, the
+// loaded graph answers as the original, a load without a source is refused, and a live key
+// the source has lost loads (its deletion is the caller's to replay) without breaking search.
+func TestSnapshotVectorsOutside(t *testing.T) {
+	for _, qz := range []Quantization{QuantizeNone, QuantizeInt8} {
+		t.Run(qz.String(), func(t *testing.T) {
+			const dim, n = 32, 600
+			vecs, queries := clustered(17, n, 20, dim, 10, true)
+			h := NewHNSW(dim, Config{Seed: 2, Quantize: qz})
+			h.g.trainAt = 200
+			table := newVectorTable()
+			for i, v := range vecs {
+				if err := h.Add(Key(i+1), v); err != nil {
+					t.Fatal(err)
+				}
+				table.put(Key(i+1), v)
+			}
+			for k := Key(1); k <= 60; k++ { // 10%: tombstones, below the compaction threshold
+				h.Delete(k)
+				table.put(k, nil)
+			}
+			dir := t.TempDir()
+			full, outside := filepath.Join(dir, "full.hnsw"), filepath.Join(dir, "outside.hnsw")
+			if err := h.SaveSnapshot(full, SnapshotInfo{Seq: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.SaveSnapshot(outside, SnapshotInfo{Seq: 3, VectorsOutside: true}); err != nil {
+				t.Fatal(err)
+			}
+			fullSt, err := os.Stat(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outSt, err := os.Stat(outside)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// At least the 540 live vectors are gone from the file.
+			if limit := fullSt.Size() - 540*dim*4; outSt.Size() > limit {
+				t.Fatalf("snapshot without live vectors is %d bytes, the full one %d: want at most %d", outSt.Size(), fullSt.Size(), limit)
+			}
+			if _, _, err := LoadSnapshot(outside); !errors.Is(err, ErrNoVectors) {
+				t.Fatalf("load without a source: %v, want ErrNoVectors", err)
+			}
+			loaded, info, err := LoadSnapshotWith(outside, LoadOptions{Vectors: table.get})
+			if err != nil || !info.VectorsOutside || info.Seq != 3 {
+				t.Fatalf("load: %+v, %v", info, err)
+			}
+			for _, q := range queries {
+				if got, want := loaded.Search(q, 10, SearchOptions{}), h.Search(q, 10, SearchOptions{}); !slices.Equal(got, want) {
+					t.Fatalf("loaded graph answers %v, the original %v", got, want)
+				}
+			}
+			// The source lost key 100 (deleted after the save): it loads, and once the
+			// caller replays its deletion searches never return it.
+			table.put(100, nil)
+			lost, _, err := LoadSnapshotWith(outside, LoadOptions{Vectors: table.get})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !lost.Delete(100) {
+				t.Fatal("key 100 was not live in the loaded graph")
+			}
+			for _, q := range queries {
+				for _, nb := range lost.Search(q, 10, SearchOptions{}) {
+					if nb.Key <= 60 || nb.Key == 100 {
+						t.Fatalf("deleted key %d returned", nb.Key)
+					}
+				}
+			}
+		})
 	}
 }

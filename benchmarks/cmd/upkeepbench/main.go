@@ -152,42 +152,57 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	phases = append(phases, p)
 
-	// Snapshot saves back to back for the whole case.
-	var saves atomic.Int64
-	var saveTook atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var saveErr error
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			t := time.Now()
-			// A save is skipped when nothing changed; the writes below always change something.
-			if err := backend.SaveSnapshot(ctx); err != nil {
-				saveErr = err
-				return
-			}
-			saves.Add(1)
-			saveTook.Add(int64(time.Since(t)))
+	// Snapshot saves for the whole case: back to back (the worst case), then spaced as the
+	// server spaces the saves it makes by change count (a pause of twice the last save's
+	// duration after each).
+	for _, spaced := range []bool{false, true} {
+		name, how := "snapshot saves, back to back", "back to back"
+		if spaced {
+			name, how = "snapshot saves, spaced as the server does", "each followed by a pause of twice its duration"
 		}
-	})
-	p, err = measure("snapshot saves", "", func(done int) bool { return done >= cfg.writes })
-	close(stop)
-	wg.Wait()
-	if err == nil {
-		err = saveErr
+		var saves, saveTook atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var saveErr error
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				t := time.Now()
+				// A save is skipped when nothing changed; the writes below always change something.
+				if err := backend.SaveSnapshot(ctx); err != nil {
+					saveErr = err
+					return
+				}
+				took := time.Since(t)
+				saves.Add(1)
+				saveTook.Add(int64(took))
+				if spaced {
+					select {
+					case <-stop:
+						return
+					case <-time.After(2 * took):
+					}
+				}
+			}
+		})
+		p, err := measure(name, "", func(done int) bool { return done >= cfg.writes })
+		close(stop)
+		wg.Wait()
+		if err == nil {
+			err = saveErr
+		}
+		if err != nil {
+			return err
+		}
+		if n := saves.Load(); n > 0 {
+			p.upkeep = fmt.Sprintf("%d graph snapshot saves %s, %.2f s each on average", n, how, time.Duration(saveTook.Load()/n).Seconds())
+		}
+		phases = append(phases, p)
 	}
-	if err != nil {
-		return err
-	}
-	if n := saves.Load(); n > 0 {
-		p.upkeep = fmt.Sprintf("%d graph snapshot saves back to back, %.2f s each on average", n, time.Duration(saveTook.Load()/n).Seconds())
-	}
-	phases = append(phases, p)
 
 	// Bulk replace, unmeasured, to just below the compaction threshold: tombstones >
 	// MaxTombstoneFraction of the nodes (which grow by one per replacement).
