@@ -37,6 +37,12 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 }
 
+// truncateLogAfter is how many changes a snapshot save lets the store's change log keep
+// beyond the last truncation before it truncates again. A truncation is a store write
+// transaction with its fsync, which the writes wait behind; the entries it frees are a few
+// bytes each, so a save does it only every few thousand changes.
+const truncateLogAfter = 4096
+
 // DefaultSnapshotChanges bounds the change log a restart replays onto the last snapshot.
 // Replaying inserts costs what building the graph does, a few hundred to a few thousand a
 // second on one core for 1280-d vectors; chosen so that a restart at 100,000 photos serves
@@ -63,6 +69,9 @@ type Embedded struct {
 	snapMu       sync.Mutex
 	snapInfoMu   sync.Mutex
 	snapshotSeq  uint64
+	// truncatedSeq is where SaveSnapshot last truncated the store's change log; guarded by
+	// snapMu.
+	truncatedSeq uint64
 	snapshotTime time.Time
 
 	// snapshotChanges is EmbeddedConfig.SnapshotChanges with its default applied; a write
@@ -561,8 +570,12 @@ func (b *Embedded) SaveSnapshot(ctx context.Context) error {
 	b.snapInfoMu.Unlock()
 	b.log.Info("graph snapshot saved", "seq", seq, "photos", b.graph.Len(),
 		"took", time.Since(start).Round(time.Millisecond))
-	if err := b.store.TruncateLog(seq); err != nil {
-		b.log.Warn("store change log not truncated", "seq", seq, "err", err)
+	if seq-b.truncatedSeq >= truncateLogAfter {
+		if err := b.store.TruncateLog(seq); err != nil {
+			b.log.Warn("store change log not truncated", "seq", seq, "err", err)
+		} else {
+			b.truncatedSeq = seq
+		}
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 // each replaying what was written during the one before. Writers never wait for more: while
 // they write faster than the replay goes, the compaction goes on and they write at full speed
 // to the old graph, whose tombstones keep routing searches as they did before it started.
-const catchUpUnderLock = 64
+const catchUpUnderLock = 16
 
 // compaction is one rebuild in progress; HNSW.compaction points to it while it runs.
 type compaction struct {
