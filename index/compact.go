@@ -37,20 +37,14 @@ type compaction struct {
 	done chan struct{}
 }
 
-// change is one write to the old graph during a compaction: key now has node's vector, or
-// is deleted when node is deletedNode.
+// change says that key has node's vector in the old graph, or is deleted when node is
+// deletedNode: a write during a compaction, or one of the live nodes it starts from.
 type change struct {
 	key  Key
 	node uint32
 }
 
 const deletedNode = ^uint32(0)
-
-// liveNode is a key and its node in the graph being rebuilt.
-type liveNode struct {
-	key  Key
-	node uint32
-}
 
 // noteChange records a write for a running compaction; the caller holds writeMu.
 func (h *HNSW) noteChange(key Key, node uint32) {
@@ -79,10 +73,10 @@ func (h *HNSW) maybeCompact() {
 // writeMu, so nothing changes while they are listed.
 func (h *HNSW) startCompaction() {
 	old := h.g
-	live := make([]liveNode, 0, len(old.byKey))
+	live := make([]change, 0, len(old.byKey))
 	for node := 0; node < old.n; node++ {
 		if !old.deleted[node] {
-			live = append(live, liveNode{key: old.keys[node], node: uint32(node)})
+			live = append(live, change{key: old.keys[node], node: uint32(node)})
 		}
 	}
 	fresh := NewHNSW(h.dim, h.cfg)
@@ -105,7 +99,7 @@ func (h *HNSW) startCompaction() {
 
 // compact builds fresh from the live nodes, catches up with the change log and swaps fresh
 // in, all beside the writes.
-func (h *HNSW) compact(c *compaction, fresh *HNSW, live []liveNode) {
+func (h *HNSW) compact(c *compaction, fresh *HNSW, live []change) {
 	defer close(c.done)
 	start := time.Now()
 	// Leave a core to the searches and writes that go on meanwhile, where there is more
