@@ -1,0 +1,145 @@
+package embed
+
+import (
+	"image"
+	"math/bits"
+)
+
+// A crop of a photo moves its perceptual hash far (a fifth of each side gone shifts and
+// rescales every low frequency), but the crop hashes as the matching window of the photo
+// does. Windows hashes a fixed set of windows of one photo, so that "is B a crop of A?" is
+// the smallest distance from B's hash to any of A's windows.
+//
+// Choices, and why:
+//   - The windows keep the photo's aspect ratio (the same fraction of each side), at sides
+//     from 78% to 96% in steps of 3%, each at 5x5 offsets spread evenly from the top-left
+//     corner to the bottom-right one: 175 windows. Adjacent windows overlap so much that a
+//     crop anywhere between them lands within a few bits of the nearest one; more windows
+//     would only give a different photo more chances to come close.
+//   - Each window's grid is area-averaged exactly as PHash does it, from one summed-area
+//     table of the photo's luma, so a window covering the whole photo hashes to PHash's
+//     value bit for bit and the search costs one pass over the pixels plus the DCTs.
+//   - A mirrored crop needs no windows of its own: mirroring B and cropping A's mirror image
+//     commute, and the windows are symmetric left to right, so comparing A's windows with
+//     B's mirror hash (Analysis.PHashMirror) finds it.
+
+// windowSides are the window sides tried, as fractions of the photo's sides.
+var windowSides = [...]float64{0.78, 0.81, 0.84, 0.87, 0.90, 0.93, 0.96}
+
+// windowSteps is the number of window offsets along each axis.
+const windowSteps = 5
+
+// WindowHashes are the perceptual hashes of a photo's crop windows (see Windows).
+type WindowHashes []uint64
+
+// Windows hashes the crop windows of an image as it is (no EXIF turn): every window of
+// 78% to 96% of each side, at offsets spread over the image. An image too small to have a
+// window of at least one pixel, or empty, has none. The work grows with the pixels (one
+// summed-area table of 8 bytes a pixel), so pass a photo at its kept size rather than an
+// original of many megapixels.
+func Windows(img image.Image) WindowHashes {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	if w <= 0 || h <= 0 {
+		return nil
+	}
+	sat := newSummedArea(img)
+	out := make(WindowHashes, 0, len(windowSides)*windowSteps*windowSteps)
+	var g greyGrid
+	for _, s := range windowSides {
+		cw, ch := int(float64(w)*s), int(float64(h)*s)
+		if cw <= 0 || ch <= 0 {
+			continue
+		}
+		for i := range windowSteps {
+			for j := range windowSteps {
+				x0 := (w - cw) * i / (windowSteps - 1)
+				y0 := (h - ch) * j / (windowSteps - 1)
+				sat.grid(&g, x0, y0, cw, ch)
+				out = append(out, g.hash())
+			}
+		}
+	}
+	return out
+}
+
+// Min is the smallest Hamming distance from hash to any of the windows' hashes: small when
+// the picture hashed is a crop of the windows' photo. It is -1 when there are no windows.
+func (w WindowHashes) Min(hash uint64) int {
+	if len(w) == 0 {
+		return -1
+	}
+	best := 64
+	for _, wh := range w {
+		best = min(best, bits.OnesCount64(wh^hash))
+	}
+	return best
+}
+
+// summedArea is the summed-area table of an image's luma, in greyGrid's units: s[y*(w+1)+x]
+// is the sum of the luma of the pixels left of column x and above row y.
+type summedArea struct {
+	w, h int
+	s    []uint64
+}
+
+func newSummedArea(img image.Image) *summedArea {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	a := &summedArea{w: w, h: h, s: make([]uint64, (w+1)*(h+1))}
+	rows := newLumaRows(img)
+	row := make([]uint64, w)
+	stride := w + 1
+	for y := range h {
+		rows.pixels(b.Min.Y+y, row)
+		above, at := a.s[y*stride:(y+1)*stride], a.s[(y+1)*stride:(y+2)*stride]
+		var run uint64
+		for x, v := range row {
+			run += v
+			at[x+1] = above[x+1] + run
+		}
+	}
+	return a
+}
+
+// integral is the luma integrated over the image from its top-left corner to the point
+// (x, y), in greyGrid's units (1/1024 of a pixel's area): whole pixels count 1024 times,
+// the pixels a boundary cuts in proportion to the part of them it keeps.
+func (a *summedArea) integral(x, y cellBound) uint64 {
+	stride := a.w + 1
+	i := y.at*stride + x.at
+	v := 1024 * a.s[i]
+	if x.frac != 0 { // the column x.at, above row y.at
+		v += 32 * x.frac * (a.s[i+1] - a.s[i])
+	}
+	if y.frac != 0 { // the row y.at, left of column x.at
+		v += 32 * y.frac * (a.s[i+stride] - a.s[i])
+	}
+	if x.frac != 0 && y.frac != 0 { // the pixel both cut
+		v += x.frac * y.frac * (a.s[i+stride+1] - a.s[i+stride] - a.s[i+1] + a.s[i])
+	}
+	return v
+}
+
+// grid area-averages the window of cw x ch pixels at (x0, y0) into g, as greyGrid.fill
+// does the whole image: its cell boundaries fall at the same fractions of the window.
+func (a *summedArea) grid(g *greyGrid, x0, y0, cw, ch int) {
+	xb, yb := cellBounds(cw), cellBounds(ch)
+	for i := range xb {
+		xb[i].at += x0
+		yb[i].at += y0
+	}
+	var prev, cur [phashGrid + 1]uint64
+	for k := range xb {
+		prev[k] = a.integral(xb[k], yb[0])
+	}
+	for j := 1; j <= phashGrid; j++ {
+		for k := range xb {
+			cur[k] = a.integral(xb[k], yb[j])
+		}
+		for k := range phashGrid {
+			g.cell[j-1][k] = cur[k+1] - cur[k] - prev[k+1] + prev[k]
+		}
+		prev = cur
+	}
+}
