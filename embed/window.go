@@ -44,8 +44,22 @@ func Windows(img image.Image) WindowHashes {
 		return nil
 	}
 	sat := newSummedArea(img)
-	out := make(WindowHashes, 0, len(windowSides)*windowSteps*windowSteps)
+	rects := windowRects(w, h)
+	out := make(WindowHashes, len(rects))
 	var g greyGrid
+	for i, r := range rects {
+		sat.grid(&g, r.Min.X, r.Min.Y, r.Dx(), r.Dy())
+		out[i] = g.hash()
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// windowRects are the windows of a w x h image, from (0, 0), in the order of their hashes.
+func windowRects(w, h int) []image.Rectangle {
+	out := make([]image.Rectangle, 0, len(windowSides)*windowSteps*windowSteps)
 	for _, s := range windowSides {
 		cw, ch := int(float64(w)*s), int(float64(h)*s)
 		if cw <= 0 || ch <= 0 {
@@ -55,8 +69,7 @@ func Windows(img image.Image) WindowHashes {
 			for j := range windowSteps {
 				x0 := (w - cw) * i / (windowSteps - 1)
 				y0 := (h - ch) * j / (windowSteps - 1)
-				sat.grid(&g, x0, y0, cw, ch)
-				out = append(out, g.hash())
+				out = append(out, image.Rect(x0, y0, x0+cw, y0+ch))
 			}
 		}
 	}
@@ -85,13 +98,17 @@ type summedArea struct {
 
 func newSummedArea(img image.Image) *summedArea {
 	b := img.Bounds()
-	w, h := b.Dx(), b.Dy()
-	a := &summedArea{w: w, h: h, s: make([]uint64, (w+1)*(h+1))}
 	rows := newLumaRows(img)
+	return summedAreaOf(b.Dx(), b.Dy(), func(y int, row []uint64) { rows.pixels(b.Min.Y+y, row) })
+}
+
+// summedAreaOf builds the table of a w x h image whose row y (from 0) pixel sets fills.
+func summedAreaOf(w, h int, pixels func(y int, row []uint64)) *summedArea {
+	a := &summedArea{w: w, h: h, s: make([]uint64, (w+1)*(h+1))}
 	row := make([]uint64, w)
 	stride := w + 1
 	for y := range h {
-		rows.pixels(b.Min.Y+y, row)
+		pixels(y, row)
 		above, at := a.s[y*stride:(y+1)*stride], a.s[(y+1)*stride:(y+2)*stride]
 		var run uint64
 		for x, v := range row {

@@ -7,7 +7,9 @@ import (
 	"image/draw"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"lookalike/augment"
@@ -180,7 +182,7 @@ func flipLeftRight(img image.Image) *image.RGBA {
 }
 
 // BenchmarkWindows times the window search of a kept grocery photo: the summed-area table
-// and the 175 window hashes, then Min against one hash.
+// and the 175 window hashes, Min against one hash, and MatchCrop of a crop of the photo.
 func BenchmarkWindows(b *testing.B) {
 	p, err := NewPreprocessor(DefaultSpec())
 	if err != nil {
@@ -207,6 +209,34 @@ func BenchmarkWindows(b *testing.B) {
 			sink += ws.Min(uint64(i))
 		}
 		_ = fmt.Sprint(sink)
+	})
+	// MatchCrop of a crop of each photo: the summed-area tables and the descents.
+	type cropCase struct {
+		crop   image.Image
+		h, mir uint64
+	}
+	var cases []cropCase
+	var windows []WindowHashes
+	for i, k := range kept {
+		copies, err := augment.Copies(k, rand.New(rand.NewPCG(uint64(i), 11)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := slices.IndexFunc(copies, func(c augment.Copy) bool { return c.Kind == "crop" })
+		img := decodeWith(b, copies[c].Image, DecodeOptions{}).Image
+		h, m := phashDecoded(Decoded{Image: img})
+		cases = append(cases, cropCase{img, h, m})
+		windows = append(windows, Windows(k))
+	}
+	b.Run("match-crop", func(b *testing.B) {
+		n, cpu := 0, startCPU()
+		for b.Loop() {
+			i := n % len(kept)
+			MatchCrop(kept[i], windows[i], cases[i].crop, cases[i].h, cases[i].mir)
+			n++
+		}
+		reportImagesPerSecond(b, n)
+		cpu.report(b, n)
 	})
 	// A kept photo decoded from its JPEG, as the catalogue reads it, for comparison.
 	var jpegs [][]byte
@@ -314,4 +344,100 @@ func TestHashMatchesPlainDCT(t *testing.T) {
 			t.Errorf("grid %d: hash %016x, the plain DCT's %016x", i, got, want)
 		}
 	}
+}
+
+// TestMatchCrop measures the aligned colour correlation on grocery photos at their kept
+// size, every catalogue shot and some in-store ones: each photo's 80-95% crop, and the same
+// crop mirrored, hashes within CropSearchBits of a window and correlates at cropCorrelation
+// or more with its photo, while no photo of another product that hashes as near (sibling
+// cartons of one brand, neighbours on a shelf) comes that close.
+func TestMatchCrop(t *testing.T) {
+	const (
+		cropBits        = CropSearchBits
+		cropCorrelation = 0.99
+	)
+	p, err := NewPreprocessor(DefaultSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &prepWorker{prep: p}
+	all, err := dataset.LoadPhotos(dataset.PhotosGrocery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type photo struct {
+		label, name  string
+		kept         image.Image
+		windows      WindowHashes
+		hash, mirror uint64
+	}
+	var ps []photo
+	for i, sp := range all {
+		iconic := strings.Contains(sp.Path, "iconic__")
+		if !iconic && (!strings.Contains(sp.Path, "train__") || i%8 != 0) {
+			continue
+		}
+		data := readFile(t, sp.Path)
+		kept := keptOf(t, w, data)
+		h, m := phashDecoded(decodeWith(t, data, DecodeOptions{MinShortSide: 256}))
+		ps = append(ps, photo{sp.Label, filepath.Base(sp.Path), kept, Windows(kept), h, m})
+	}
+	var crops, mirrored []float64
+	for i, ph := range ps {
+		copies, err := augment.Copies(ph.kept, rand.New(rand.NewPCG(uint64(i), 11)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := slices.IndexFunc(copies, func(c augment.Copy) bool { return c.Kind == "crop" })
+		crop := decodeWith(t, copies[k].Image, DecodeOptions{}).Image
+		for _, flip := range []bool{false, true} {
+			img := crop
+			if flip {
+				img = flipLeftRight(crop)
+			}
+			h, m := phashDecoded(Decoded{Image: img})
+			got := MatchCrop(ph.kept, ph.windows, img, h, m)
+			if flip {
+				mirrored = append(mirrored, got.Correlation)
+			} else {
+				crops = append(crops, got.Correlation)
+			}
+			if got.Hamming > cropBits || got.Correlation < cropCorrelation {
+				t.Errorf("%s, crop (mirrored %v): %d bits from a window, correlation %.4f; want <= %d and >= %.2f", ph.name, flip, got.Hamming, got.Correlation, cropBits, cropCorrelation)
+			}
+		}
+	}
+	t.Logf("crops of %d photos: correlation %s; mirrored: %s", len(ps), spread(crops), spread(mirrored))
+
+	var others []float64
+	for i, a := range ps {
+		for j, b := range ps {
+			if i == j || a.label == b.label || min(a.windows.Min(b.hash), a.windows.Min(b.mirror)) > cropBits {
+				continue
+			}
+			got := MatchCrop(a.kept, a.windows, b.kept, b.hash, b.mirror)
+			others = append(others, got.Correlation)
+			if got.Correlation < 0.9 {
+				continue
+			}
+			t.Logf("%s ~ a window of %s: %d bits, correlation %.4f", b.name, a.name, got.Hamming, got.Correlation)
+			if got.Correlation >= cropCorrelation {
+				t.Errorf("%s matches a crop of %s, a different product: %d bits, correlation %.4f", b.name, a.name, got.Hamming, got.Correlation)
+			}
+		}
+	}
+	t.Logf("photos of other products within %d bits of a window (%d pairs): correlation %s", cropBits, len(others), spread(others))
+	if got := MatchCrop(ps[0].kept, nil, ps[1].kept, ps[1].hash, ps[1].mirror); got != (Crop{Hamming: -1}) {
+		t.Errorf("no windows: %+v", got)
+	}
+}
+
+// spread renders a distribution of correlations: min, 5th percentile, median, max.
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return fmt.Sprintf("min %.4f, p5 %.4f, median %.4f, max %.4f", s[0], s[len(s)/20], s[len(s)/2], s[len(s)-1])
 }
