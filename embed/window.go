@@ -119,25 +119,6 @@ func summedAreaOf(w, h int, pixels func(y int, row []uint64)) *summedArea {
 	return a
 }
 
-// integral is the luma integrated over the image from its top-left corner to the point
-// (x, y), in greyGrid's units (1/1024 of a pixel's area): whole pixels count 1024 times,
-// the pixels a boundary cuts in proportion to the part of them it keeps.
-func (a *summedArea) integral(x, y cellBound) uint64 {
-	stride := a.w + 1
-	i := y.at*stride + x.at
-	v := 1024 * a.s[i]
-	if x.frac != 0 { // the column x.at, above row y.at
-		v += 32 * x.frac * (a.s[i+1] - a.s[i])
-	}
-	if y.frac != 0 { // the row y.at, left of column x.at
-		v += 32 * y.frac * (a.s[i+stride] - a.s[i])
-	}
-	if x.frac != 0 && y.frac != 0 { // the pixel both cut
-		v += x.frac * y.frac * (a.s[i+stride+1] - a.s[i+stride] - a.s[i+1] + a.s[i])
-	}
-	return v
-}
-
 // grid area-averages the window of cw x ch pixels at (x0, y0) into g, as greyGrid.fill
 // does the whole image: its cell boundaries fall at the same fractions of the window.
 func (a *summedArea) grid(g *greyGrid, x0, y0, cw, ch int) {
@@ -147,16 +128,41 @@ func (a *summedArea) grid(g *greyGrid, x0, y0, cw, ch int) {
 		yb[i].at += y0
 	}
 	var prev, cur [phashGrid + 1]uint64
-	for k := range xb {
-		prev[k] = a.integral(xb[k], yb[0])
-	}
+	a.corners(&prev, &xb, yb[0])
 	for j := 1; j <= phashGrid; j++ {
-		for k := range xb {
-			cur[k] = a.integral(xb[k], yb[j])
-		}
+		a.corners(&cur, &xb, yb[j])
 		for k := range phashGrid {
 			g.cell[j-1][k] = cur[k+1] - cur[k] - prev[k+1] + prev[k]
 		}
 		prev = cur
+	}
+}
+
+// corners sets out[k] to the luma integrated over the image from its top-left corner to the
+// point (xb[k], y), in greyGrid's units (1/1024 of a pixel's area): whole pixels count 1024
+// times, those a boundary cuts in proportion to the part of them it keeps. The rows above y
+// and the part of row y.at it keeps are combined first, column by column (t below), so
+// that each corner needs that combination at one or two columns.
+func (a *summedArea) corners(out *[phashGrid + 1]uint64, xb *[phashGrid + 1]cellBound, y cellBound) {
+	stride := a.w + 1
+	above := a.s[y.at*stride : (y.at+1)*stride]
+	var below []uint64
+	if y.frac != 0 {
+		below = a.s[(y.at+1)*stride : (y.at+2)*stride]
+	}
+	t := func(x int) uint64 { // the integral up to column x (whole pixels) and to y, in 1/32 pixel
+		v := 32 * above[x]
+		if below != nil {
+			v += y.frac * (below[x] - above[x])
+		}
+		return v
+	}
+	for k, x := range xb {
+		t0 := t(x.at)
+		v := 32 * t0
+		if x.frac != 0 {
+			v += x.frac * (t(x.at+1) - t0)
+		}
+		out[k] = v
 	}
 }
