@@ -89,7 +89,8 @@ func checkThreshold(t float32) (float32, error) {
 // FindDuplicates pairs products whose photos look alike, places every pair in a tier under
 // the catalogue's policy, joins the pairs with union-find and hands emit each cluster of two
 // or more, largest first (ties by first id). Each photo inside the filter searches the graph
-// for neighbours at or above the look-alike threshold; photos with the same bytes pair up
+// for neighbours at or above the look-alike threshold (or the crop rule's cosine, when that
+// is lower: such a pair is reported only as a copy); photos with the same bytes pair up
 // whatever the graph returns. Photos of one product are never paired with each other.
 // Recorded decisions are honoured: a pair decided Different never joins, and a pair decided
 // Same joins even when the scan would not have paired it. The neighbour searches and the
@@ -151,9 +152,13 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	type candidate struct {
 		other index.Key
 		score float32
+		crop  cropResult
 	}
 	found := make([][]candidate, len(members))
 	ef := max(c.ef(opt.EF), neighbors+1)
+	// A pair below the look-alike cut can still be a copy by the crop rule.
+	cut := policy.candidateCosine()
+	crops := c.newCropWindows()
 	err = parallelFor(ctx, len(members), func(i int) error {
 		m := members[i]
 		vec, err := c.vector(ctx, m.key)
@@ -167,13 +172,24 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 			return err
 		}
 		for _, nb := range ns {
-			if nb.Score < threshold {
+			if nb.Score < cut {
 				continue
 			}
 			if _, own := m.e.photo(nb.Key); own {
 				continue // photos of one product are not duplicates of each other
 			}
-			found[i] = append(found[i], candidate{nb.Key, nb.Score})
+			cand := candidate{nb.Key, nb.Score, noCrop}
+			// The crop distance is worked out here, on every core, rather than when the pairs
+			// are collected: it may decode both photos' kept copies.
+			c.metaMu.RLock()
+			other, ok := c.byKey[nb.Key]
+			c.metaMu.RUnlock()
+			if ok {
+				pa, _ := m.e.photo(m.key)
+				pb, _ := other.photo(nb.Key)
+				cand.crop = crops.withCrop(ctx, policy, pa, pb, signalsOf(pa, pb, nb.Score))
+			}
+			found[i] = append(found[i], cand)
 		}
 		return nil
 	})
@@ -191,7 +207,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 			other, ok := c.byKey[n.other]
 			c.metaMu.RUnlock()
 			if ok && other != m.e {
-				pairs.offer(policy, m.e, m.key, other, n.other, n.score)
+				pairs.offer(policy, m.e, m.key, other, n.other, n.score, n.crop)
 			}
 		}
 	}
@@ -207,7 +223,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		for i, x := range group {
 			for _, y := range group[i+1:] {
 				if x.e != y.e {
-					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(ctx, x.key, y.key))
+					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(ctx, x.key, y.key), noCrop)
 				}
 			}
 		}
@@ -221,7 +237,9 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		eb, okB := c.lookup(pr.hi)
 		if okA && okB && a.entryOK(ea) && a.entryOK(eb) && !pairs.has(pr) {
 			ka, kb, score := c.closestPhotos(ctx, ea, eb)
-			pairs.offer(policy, ea, ka, eb, kb, score)
+			pa, _ := ea.photo(ka)
+			pb, _ := eb.photo(kb)
+			pairs.offer(policy, ea, ka, eb, kb, score, crops.withCrop(ctx, policy, pa, pb, signalsOf(pa, pb, score)))
 		}
 	}
 
@@ -231,7 +249,8 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		if ok && d.Verdict == Different {
 			return true
 		}
-		return !ok && opt.MinTier > TierLookAlike && p.tier < opt.MinTier
+		// TierNone: met below the look-alike cut (searched for the crop rule), not a copy.
+		return !ok && (p.tier == TierNone || opt.MinTier > TierLookAlike && p.tier < opt.MinTier)
 	})
 	confirmed := make([]bool, len(list))
 	err = parallelFor(ctx, len(list), func(i int) error {
@@ -324,14 +343,16 @@ func (s *pairSet) has(p productPair) bool { _, ok := s.at[p]; return ok }
 
 func (s *pairSet) list() []*scoredPair { return s.pairs }
 
-// offer considers photo ka of ea and photo kb of eb, scoring score, for their products' pair.
-func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb index.Key, score float32) {
+// offer considers photo ka of ea and photo kb of eb, scoring score, for their products' pair;
+// crop is their crop signals (the same either way round).
+func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb index.Key, score float32, crop cropResult) {
 	if eb.id < ea.id {
 		ea, eb, ka, kb = eb, ea, kb, ka
 	}
 	pa, _ := ea.photo(ka)
 	pb, _ := eb.photo(kb)
 	sig := signalsOf(pa, pb, score)
+	crop.set(&sig)
 	sp := &scoredPair{productPair: productPair{ea.id, eb.id}, ea: ea, eb: eb, photoLo: ka, photoHi: kb,
 		score: score, signals: sig, tier: policy.Tier(sig)}
 	if i, ok := s.at[sp.productPair]; ok {
@@ -498,6 +519,8 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 	}
 	out := DuplicateCheck{Threshold: t}
 	bestTier := Tier(-1)
+	crops := c.newCropWindows()
+	queryCrop := uploadCrop(query, image)
 	for _, n := range ns {
 		c.metaMu.RLock()
 		e, ok := c.byKey[n.Key]
@@ -507,6 +530,11 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 		}
 		ph, _ := e.photo(n.Key)
 		sig := signalsOf(query, ph, n.Score)
+		if policy.wantsCrop(sig) {
+			// The photo's own windows only when a candidate needs them (a decode at the
+			// kept photos' scale), once.
+			cropSignals(queryCrop, crops.photo(ctx, ph), policy.CropHamming).set(&sig)
+		}
 		tier := policy.Tier(sig)
 		if tier > bestTier {
 			bestTier = tier

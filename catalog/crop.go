@@ -1,0 +1,162 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"image"
+	"sync"
+
+	"lookalike/embed"
+	"lookalike/index"
+	"lookalike/store"
+)
+
+// cropPhoto is one photo of a pair as the crop signals read it: its hashes, its crop
+// windows (embed.Windows), computed once on first use, and its pixels, decoded again each
+// time they are needed (rarely: only for a pair whose hashes already say "crop"), so that
+// a scan holds 1.4 kB a photo rather than its pixels.
+type cropPhoto struct {
+	ph   photoEntry
+	read func() []byte // the photo's JPEG (kept copy or upload); nil when none
+	once sync.Once
+	w    embed.WindowHashes
+}
+
+// windows returns the photo's crop windows; nil when it has no pixels to take them of.
+func (p *cropPhoto) windows() embed.WindowHashes {
+	p.once.Do(func() {
+		if img := p.pixels(); img != nil {
+			p.w = embed.Windows(img)
+		}
+	})
+	return p.w
+}
+
+// pixels decodes the photo upright, at no less than the kept photos' scale; nil when it has
+// none or it does not decode.
+func (p *cropPhoto) pixels() image.Image {
+	data := p.read()
+	if data == nil {
+		return nil
+	}
+	d, err := embed.Decode(data, embed.DecodeOptions{MinShortSide: cropDecodeSide})
+	if err != nil {
+		return nil
+	}
+	return d.Upright()
+}
+
+// cropDecodeSide is the shorter side an upload is decoded to at least for its windows: the
+// kept photos' (the default Spec's), so that both photos of a pair are compared at about
+// the same scale, at a fraction of a full decode's cost.
+const cropDecodeSide = 256
+
+// uploadCrop is a photo that is not stored (a duplicate check's, a synthetic copy) as the
+// crop signals read it.
+func uploadCrop(ph photoEntry, data []byte) *cropPhoto {
+	return &cropPhoto{ph: ph, read: func() []byte { return data }}
+}
+
+// cropResult is the crop signals of a pair (Signals.CropHamming and CropCorrelation).
+type cropResult struct {
+	hamming     int
+	correlation float32
+}
+
+// noCrop is the crop signals of a pair they were not computed for.
+var noCrop = cropResult{hamming: -1}
+
+// cropSignals compares two photos both ways round: the nearer of a's hashes to b's windows
+// and b's hashes to a's is the crop distance, and, when that is at most within bits, the
+// better of the colour correlations of the directions that near (embed.MatchCrop) is the
+// correlation.
+func cropSignals(a, b *cropPhoto, within int) cropResult {
+	out := noCrop
+	type way struct {
+		big, small *cropPhoto
+		bits       int
+	}
+	var ways []way
+	for _, w := range []way{{big: a, small: b}, {big: b, small: a}} {
+		if !w.small.ph.hasPHash {
+			continue
+		}
+		ws := w.big.windows()
+		if len(ws) == 0 {
+			continue
+		}
+		w.bits = min(ws.Min(w.small.ph.phash), ws.Min(w.small.ph.phashMir))
+		ways = append(ways, w)
+		if out.hamming < 0 || w.bits < out.hamming {
+			out.hamming = w.bits
+		}
+	}
+	if out.hamming < 0 || out.hamming > within {
+		return out
+	}
+	for _, w := range ways {
+		if w.bits > within {
+			continue
+		}
+		big, small := w.big.pixels(), w.small.pixels()
+		if big == nil || small == nil {
+			continue
+		}
+		m := embed.MatchCrop(big, w.big.windows(), small, w.small.ph.phash, w.small.ph.phashMir)
+		out.correlation = max(out.correlation, float32(m.Correlation))
+	}
+	return out
+}
+
+// cropWindows holds the stored photos' crop signals' inputs for one duplicate scan, check
+// or calibration, so that a photo in many pairs has its windows computed once. It is safe
+// for concurrent use.
+type cropWindows struct {
+	c  *Catalog
+	mu sync.Mutex
+	at map[index.Key]*cropPhoto
+}
+
+func (c *Catalog) newCropWindows() *cropWindows {
+	return &cropWindows{c: c, at: make(map[index.Key]*cropPhoto)}
+}
+
+// photo returns a stored photo's crop input, read from its kept copy. A kept photo that
+// cannot be read is logged and counts as none: the crop signals refine a tier, and one
+// unreadable photo must not fail a whole scan.
+func (cw *cropWindows) photo(ctx context.Context, ph photoEntry) *cropPhoto {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	if p := cw.at[ph.key]; p != nil {
+		return p
+	}
+	p := &cropPhoto{ph: ph, read: func() []byte {
+		if ph.keptBytes == 0 {
+			return nil
+		}
+		kept, err := cw.c.backend.KeptPhoto(ctx, ph.key)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				cw.c.log.Warn("cannot read a kept photo for the crop signals", "photo", ph.id, "err", err)
+			}
+			return nil
+		}
+		return kept
+	}}
+	cw.at[ph.key] = p
+	return p
+}
+
+// withCrop completes the signals of two stored photos with the crop signals when the
+// policy's tier could change with them.
+func (cw *cropWindows) withCrop(ctx context.Context, p Policy, a, b photoEntry, s Signals) cropResult {
+	if !p.wantsCrop(s) {
+		return noCrop
+	}
+	return cropSignals(cw.photo(ctx, a), cw.photo(ctx, b), p.CropHamming)
+}
+
+// set puts crop signals into s.
+func (r cropResult) set(s *Signals) {
+	s.CropHamming, s.CropCorrelation = r.hamming, r.correlation
+}
