@@ -26,8 +26,9 @@ func runCheck(ctx context.Context, a *app, args []string) error {
 	fs := newFlagSet(a, "check", "[flags] IMAGE",
 		"Is this photo already in the catalogue? Finds its strongest match and its tier under the\n"+
 			"catalogue's duplicate policy: exact (same bytes), copy (hash and embedding agree: a re-encoded or\n"+
-			"lightly edited photo) or look-alike (only the embedding agrees, at or above --threshold), e.g.\n"+
-			"before accepting a seller's new listing. The exit status is 0 either way; scripts read --json.")
+			"lightly edited photo; or one photo is a crop of the other) or look-alike (only the embedding\n"+
+			"agrees, at or above --threshold), e.g. before accepting a seller's new listing. The exit status\n"+
+			"is 0 either way; scripts read --json.")
 	var cf clientFlags
 	var ff filterFlags
 	cf.register(fs, a)
