@@ -7,8 +7,9 @@ import (
 
 // A crop of a photo moves its perceptual hash far (a fifth of each side gone shifts and
 // rescales every low frequency), but the crop hashes as the matching window of the photo
-// does. Windows hashes a fixed set of windows of one photo, so that "is B a crop of A?" is
-// the smallest distance from B's hash to any of A's windows.
+// does. Windows hashes a fixed set of windows of one photo, so that "may B be a crop of A?"
+// is the smallest distance from B's hash to any of A's windows; MatchCrop then settles it
+// from the pixels, since a different picture of the same design can come as near.
 //
 // Choices, and why:
 //   - The windows keep the photo's aspect ratio (the same fraction of each side), at sides
