@@ -20,6 +20,8 @@ type cropPhoto struct {
 	read func() []byte // the photo's JPEG (kept copy or upload); nil when none
 	once sync.Once
 	w    embed.WindowHashes
+	// computed, when set, is told the windows once they are computed.
+	computed func(embed.WindowHashes)
 }
 
 // windows returns the photo's crop windows; nil when it has no pixels to take them of.
@@ -27,6 +29,9 @@ func (p *cropPhoto) windows() embed.WindowHashes {
 	p.once.Do(func() {
 		if img := p.pixels(); img != nil {
 			p.w = embed.Windows(img)
+			if p.computed != nil && p.w != nil {
+				p.computed(p.w)
+			}
 		}
 	})
 	return p.w
@@ -121,16 +126,18 @@ func (c *Catalog) newCropWindows() *cropWindows {
 	return &cropWindows{c: c, at: make(map[index.Key]*cropPhoto)}
 }
 
-// photo returns a stored photo's crop input, read from its kept copy. A kept photo that
-// cannot be read is logged and counts as none: the crop signals refine a tier, and one
-// unreadable photo must not fail a whole scan.
+// photo returns a stored photo's crop input, read from its kept copy, its windows from the
+// catalogue's cache when they are there. A kept photo that cannot be read is logged and
+// counts as none: the crop signals refine a tier, and one unreadable photo must not fail a
+// whole scan.
 func (cw *cropWindows) photo(ctx context.Context, ph photoEntry) *cropPhoto {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	if p := cw.at[ph.key]; p != nil {
 		return p
 	}
-	p := &cropPhoto{ph: ph, read: func() []byte {
+	k := windowKey{ph.key, ph.sha256}
+	p := &cropPhoto{ph: ph, computed: func(w embed.WindowHashes) { cw.c.windows.put(k, w) }, read: func() []byte {
 		if ph.keptBytes == 0 {
 			return nil
 		}
@@ -143,8 +150,60 @@ func (cw *cropWindows) photo(ctx context.Context, ph photoEntry) *cropPhoto {
 		}
 		return kept
 	}}
+	if w, ok := cw.c.windows.get(k); ok {
+		p.w = w
+		p.once.Do(func() {}) // known already
+	}
 	cw.at[ph.key] = p
 	return p
+}
+
+// windowCacheSize is how many photos' windows a catalogue keeps, 1.4 kB each.
+const windowCacheSize = 8192
+
+// windowKey names a stored photo's pixels: its key, and its SHA-256, since a photo replaced
+// under the same id keeps its key.
+type windowKey struct {
+	key    index.Key
+	sha256 string
+}
+
+// windowCache keeps the crop windows of the stored photos compared most recently, across
+// scans, checks and writes: the neighbours of a photo being checked or written are mostly
+// the same few photos again (those of the products written just before it, at ingest), and
+// their windows cost a decode and 175 hashes each. It forgets the oldest first.
+type windowCache struct {
+	mu   sync.Mutex
+	at   map[windowKey]embed.WindowHashes
+	ring []windowKey // in the order put, as a ring of its capacity
+	next int
+}
+
+func newWindowCache(size int) *windowCache {
+	return &windowCache{at: make(map[windowKey]embed.WindowHashes, size), ring: make([]windowKey, 0, size)}
+}
+
+func (c *windowCache) get(k windowKey) (embed.WindowHashes, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.at[k]
+	return w, ok
+}
+
+func (c *windowCache) put(k windowKey, w embed.WindowHashes) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.at[k]; ok {
+		return
+	}
+	if len(c.ring) < cap(c.ring) {
+		c.ring = append(c.ring, k)
+	} else {
+		delete(c.at, c.ring[c.next])
+		c.ring[c.next] = k
+		c.next = (c.next + 1) % len(c.ring)
+	}
+	c.at[k] = w
 }
 
 // withCrop completes the signals of two stored photos with the crop signals when the

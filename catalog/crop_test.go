@@ -7,11 +7,13 @@ import (
 	"image"
 	"image/draw"
 	"image/jpeg"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
 	"lookalike/embed"
+	"lookalike/index"
 )
 
 // fixedCrop is a cropPhoto with the given windows and no pixels.
@@ -224,6 +226,13 @@ func TestCropCopiesOnGroceryPhotos(t *testing.T) {
 		return edges
 	}
 	edges := scan()
+	// Again, the windows from the catalogue's cache: the same pairs, the same signals.
+	if len(c.windows.at) == 0 {
+		t.Error("the scan left no windows in the catalogue's cache")
+	}
+	if again := scan(); !maps.Equal(again, edges) {
+		t.Errorf("a second scan, windows cached, found %d edges against %d, or other signals", len(again), len(edges))
+	}
 	for _, cr := range crops {
 		pr := productPair{min(cr.id, cr.of), max(cr.id, cr.of)}
 		if e, ok := edges[pr]; !ok || e.Tier != TierCopy {
@@ -255,6 +264,30 @@ func TestCropCopiesOnGroceryPhotos(t *testing.T) {
 		}
 		if d.Signals.CropHamming != -1 {
 			t.Errorf("crop rule off: check of %s computed crop distance %d", cr.id, d.Signals.CropHamming)
+		}
+	}
+}
+
+func TestWindowCacheForgetsTheOldest(t *testing.T) {
+	c := newWindowCache(2)
+	k := func(i int) windowKey { return windowKey{index.Key(i), fmt.Sprint("sha", i)} }
+	c.put(k(1), embed.WindowHashes{1})
+	c.put(k(2), embed.WindowHashes{2})
+	c.put(k(1), embed.WindowHashes{9}) // known: kept as it was
+	c.put(k(3), embed.WindowHashes{3}) // full: 1 goes
+	tests := []struct {
+		k    windowKey
+		want embed.WindowHashes
+	}{
+		{k(1), nil},
+		{k(2), embed.WindowHashes{2}},
+		{k(3), embed.WindowHashes{3}},
+		{windowKey{2, "another photo under key 2"}, nil},
+	}
+	for _, tc := range tests {
+		got, ok := c.get(tc.k)
+		if ok != (tc.want != nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("get(%v) = %v, %v; want %v", tc.k, got, ok, tc.want)
 		}
 	}
 }
