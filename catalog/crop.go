@@ -114,16 +114,18 @@ func cropSignals(a, b *cropPhoto, within int) cropResult {
 }
 
 // cropWindows holds the stored photos' crop signals' inputs for one duplicate scan, check
-// or calibration, so that a photo in many pairs has its windows computed once. It is safe
-// for concurrent use.
+// or calibration, so that a photo in many pairs has its windows computed once, and the
+// signals of the pairs of stored photos worked out so far, since a scan meets most pairs
+// from both sides. It is safe for concurrent use.
 type cropWindows struct {
-	c  *Catalog
-	mu sync.Mutex
-	at map[index.Key]*cropPhoto
+	c     *Catalog
+	mu    sync.Mutex
+	at    map[index.Key]*cropPhoto
+	pairs map[[2]index.Key]cropResult // by the keys in order; withCrop's, of one policy
 }
 
 func (c *Catalog) newCropWindows() *cropWindows {
-	return &cropWindows{c: c, at: make(map[index.Key]*cropPhoto)}
+	return &cropWindows{c: c, at: make(map[index.Key]*cropPhoto), pairs: make(map[[2]index.Key]cropResult)}
 }
 
 // photo returns a stored photo's crop input, read from its kept copy, its windows from the
@@ -212,7 +214,20 @@ func (cw *cropWindows) withCrop(ctx context.Context, p Policy, a, b photoEntry, 
 	if !p.wantsCrop(s) {
 		return noCrop
 	}
-	return cropSignals(cw.photo(ctx, a), cw.photo(ctx, b), p.CropHamming)
+	k := [2]index.Key{min(a.key, b.key), max(a.key, b.key)}
+	cw.mu.Lock()
+	r, ok := cw.pairs[k]
+	cw.mu.Unlock()
+	if ok {
+		return r
+	}
+	// cropSignals is the same both ways round, so the pair is worked out once (or twice,
+	// when both sides meet it at the same time: the same answer).
+	r = cropSignals(cw.photo(ctx, a), cw.photo(ctx, b), p.CropHamming)
+	cw.mu.Lock()
+	cw.pairs[k] = r
+	cw.mu.Unlock()
+	return r
 }
 
 // set puts crop signals into s.
