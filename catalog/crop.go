@@ -41,7 +41,7 @@ func (p *cropPhoto) windows() embed.WindowHashes {
 // none or it does not decode.
 func (p *cropPhoto) pixels() image.Image {
 	data := p.read()
-	if data == nil {
+	if len(data) == 0 {
 		return nil
 	}
 	d, err := embed.Decode(data, embed.DecodeOptions{MinShortSide: cropDecodeSide})
