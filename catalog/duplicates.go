@@ -89,9 +89,10 @@ func checkThreshold(t float32) (float32, error) {
 // FindDuplicates pairs products whose photos look alike, places every pair in a tier under
 // the catalogue's policy, joins the pairs with union-find and hands emit each cluster of two
 // or more, largest first (ties by first id). Each photo inside the filter searches the graph
-// for neighbours at or above the look-alike threshold (or the crop rule's cosine, when that
-// is lower: such a pair is reported only as a copy); photos with the same bytes pair up
-// whatever the graph returns. Photos of one product are never paired with each other.
+// for neighbours at or above the look-alike threshold, and below it, down to the crop rule's
+// cosine, for copies by the crop rule only (a crop moves the embedding too); photos with the
+// same bytes pair up whatever the graph returns. Photos of one product are never paired with
+// each other.
 // Recorded decisions are honoured: a pair decided Different never joins, and a pair decided
 // Same joins even when the scan would not have paired it. The neighbour searches and the
 // pair checks run on every core; the clusters, their edges and their order do not depend on
@@ -156,7 +157,8 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	}
 	found := make([][]candidate, len(members))
 	ef := max(c.ef(opt.EF), neighbors+1)
-	// A pair below the look-alike cut can still be a copy by the crop rule.
+	// A pair below the look-alike cut can still be a copy by the crop rule (and only by it:
+	// the cut holds for everything else).
 	cut := policy.candidateCosine()
 	crops := c.newCropWindows()
 	err = parallelFor(ctx, len(members), func(i int) error {
@@ -179,15 +181,20 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 				continue // photos of one product are not duplicates of each other
 			}
 			cand := candidate{nb.Key, nb.Score, noCrop}
-			// The crop distance is worked out here, on every core, rather than when the pairs
-			// are collected: it may decode both photos' kept copies.
+			// The crop signals are worked out here, on every core, rather than when the pairs
+			// are collected: they may decode both photos' kept copies.
 			c.metaMu.RLock()
 			other, ok := c.byKey[nb.Key]
 			c.metaMu.RUnlock()
 			if ok {
 				pa, _ := m.e.photo(m.key)
 				pb, _ := other.photo(nb.Key)
-				cand.crop = crops.withCrop(ctx, policy, pa, pb, signalsOf(pa, pb, nb.Score))
+				sig := signalsOf(pa, pb, nb.Score)
+				cand.crop = crops.withCrop(ctx, policy, pa, pb, sig)
+				cand.crop.set(&sig)
+				if nb.Score < threshold && !policy.cropCopy(sig) {
+					continue
+				}
 			}
 			found[i] = append(found[i], cand)
 		}
@@ -249,8 +256,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		if ok && d.Verdict == Different {
 			return true
 		}
-		// TierNone: met below the look-alike cut (searched for the crop rule), not a copy.
-		return !ok && (p.tier == TierNone || opt.MinTier > TierLookAlike && p.tier < opt.MinTier)
+		return !ok && opt.MinTier > TierLookAlike && p.tier < opt.MinTier
 	})
 	confirmed := make([]bool, len(list))
 	err = parallelFor(ctx, len(list), func(i int) error {

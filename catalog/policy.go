@@ -155,13 +155,18 @@ func (p Policy) Tier(s Signals) Tier {
 		return TierExact
 	case s.Cosine >= p.CopyCosineAlone,
 		s.Hamming >= 0 && s.Hamming <= p.CopyHamming && s.Cosine >= p.CopyCosine,
-		p.CropHamming > 0 && s.CropHamming >= 0 && s.CropHamming <= p.CropHamming && s.Cosine >= p.CropCosine &&
-			s.CropCorrelation >= p.CropCorrelation:
+		p.cropCopy(s):
 		return TierCopy
 	case s.Cosine >= p.LookAlike:
 		return TierLookAlike
 	}
 	return TierNone
+}
+
+// cropCopy says the crop rule makes the pair a copy.
+func (p Policy) cropCopy(s Signals) bool {
+	return p.CropHamming > 0 && s.CropHamming >= 0 && s.CropHamming <= p.CropHamming && s.Cosine >= p.CropCosine &&
+		s.CropCorrelation >= p.CropCorrelation
 }
 
 // wantsCrop says the crop distance could change the tier of a pair whose other signals are
