@@ -8,6 +8,7 @@ import (
 	"image"
 	_ "image/jpeg" // kept photos are JPEGs
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -92,10 +93,12 @@ type labelled struct {
 // held-out figures are on copies the choice never saw.
 //
 // The copy rule recommended is the one of the family "hamming<=h & cosine>=c, or
-// cosine>=a" with the highest recall whose precision reaches the target with 95%
-// confidence (the lower end of its Wilson interval; when the sample is too small for any
-// rule to reach it so, the point precision decides and Report.Bound says so) and that
-// calls none of the fitting half's hard negatives a copy. The look-alike
+// cosine>=a, or crop<=k & cosine>=d & correlation>=r" (the crop clause possibly absent)
+// with the highest recall whose precision reaches the target with 95% confidence (the
+// lower end of its Wilson interval; when the sample is too small for any rule to reach it
+// so, the point precision decides and Report.Bound says so) and that calls none of the
+// fitting half's hard negatives a copy. Every pair's crop signals are worked out from the
+// kept photos (the copies' own windows from the copies) for the search. The look-alike
 // threshold is the highest cosine that still catches 99% of the copies (look-alikes are
 // review candidates, so the net is wide on purpose).
 func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (CalibrationReport, error) {
@@ -153,11 +156,14 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 
 	halves := [2][]labelled{}
 	report := CalibrationReport{Photos: len(sample), TargetPrecision: opt.TargetPrecision, CopyRecallByTransform: map[string]float64{}}
+	// Every pair gets its crop distance, whatever its other signals say: the rule search
+	// needs it for rules the run-time policy would not compute it for.
+	crops := c.newCropWindows()
 	for i, s := range sample {
 		if err := ctx.Err(); err != nil {
 			return CalibrationReport{}, err
 		}
-		pairs, err := c.copyPairs(ctx, s.e, s.ph, rng)
+		pairs, err := c.copyPairs(ctx, crops, s.e, s.ph, rng)
 		if err != nil {
 			return CalibrationReport{}, err
 		}
@@ -171,16 +177,18 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 	for p, d := range decided {
 		same[p] = d.Verdict == Same
 	}
-	for i, s := range all[:min(len(all), maxNegativePhotos)] {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return CalibrationReport{}, err
-			}
-		}
-		neg, err := c.negativePairs(ctx, s.e, s.ph, same)
-		if err != nil {
-			return CalibrationReport{}, err
-		}
+	// On every core: the crop distances decode each photo's kept copy.
+	negSources := all[:min(len(all), maxNegativePhotos)]
+	negs := make([][]labelled, len(negSources))
+	err = parallelFor(ctx, len(negSources), func(i int) error {
+		var err error
+		negs[i], err = c.negativePairs(ctx, crops, negSources[i].e, negSources[i].ph, same)
+		return err
+	})
+	if err != nil {
+		return CalibrationReport{}, err
+	}
+	for i, neg := range negs {
 		halves[i%2] = append(halves[i%2], neg...)
 	}
 	ds, err := c.decisions(ctx)
@@ -196,7 +204,9 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 		ka, kb, score := c.closestPhotos(ctx, ea, eb)
 		pa, _ := ea.photo(ka)
 		pb, _ := eb.photo(kb)
-		halves[i%2] = append(halves[i%2], labelled{sig: signalsOf(pa, pb, score), positive: d.Verdict == Same, kind: "decision"})
+		sig := signalsOf(pa, pb, score)
+		cropSignals(crops.photo(ctx, pa), crops.photo(ctx, pb), embed.CropSearchBits).set(&sig)
+		halves[i%2] = append(halves[i%2], labelled{sig: sig, positive: d.Verdict == Same, kind: "decision"})
 		report.DecisionPairs++
 	}
 	for _, h := range halves {
@@ -243,7 +253,7 @@ func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (Calibrat
 }
 
 // copyPairs makes a photo's synthetic copies and labels each against the photo: positives.
-func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
+func (c *Catalog) copyPairs(ctx context.Context, crops *cropWindows, e *entry, ph photoEntry, rng *rand.Rand) ([]labelled, error) {
 	vec, err := c.vector(ctx, ph.key)
 	if err != nil || vec == nil {
 		return nil, err // nil, nil: deleted meanwhile
@@ -260,6 +270,7 @@ func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *r
 	if err != nil {
 		return nil, fmt.Errorf("catalog: calibration: %w", err)
 	}
+	orig := crops.photo(ctx, ph)
 	out := make([]labelled, 0, len(copies))
 	for _, cp := range copies {
 		a, err := c.embedder.Analyze(ctx, cp.Image, embed.AnalyzeOptions{})
@@ -267,7 +278,10 @@ func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *r
 			return nil, fmt.Errorf("catalog: calibration: analyse a %s copy of %q: %w", cp.Kind, e.id, err)
 		}
 		q := photoEntry{phash: a.PHash, phashMir: a.PHashMirror, hasPHash: true}
-		out = append(out, labelled{sig: signalsOf(q, ph, dot(a.Vector, vec)), positive: true, kind: cp.Kind})
+		sig := signalsOf(q, ph, dot(a.Vector, vec))
+		// Both ways, as a check of the copy against the catalogue would.
+		cropSignals(uploadCrop(q, cp.Image), orig, embed.CropSearchBits).set(&sig)
+		out = append(out, labelled{sig: sig, positive: true, kind: cp.Kind})
 	}
 	return out, nil
 }
@@ -275,7 +289,7 @@ func (c *Catalog) copyPairs(ctx context.Context, e *entry, ph photoEntry, rng *r
 // negativePairs labels the photos of other products among a photo's most similar ones:
 // hard negatives. Each pair is labelled once, from the photo with the lower key; pairs of
 // the same bytes and pairs decided Same are left out (they are duplicates, not negatives).
-func (c *Catalog) negativePairs(ctx context.Context, e *entry, ph photoEntry, same map[productPair]bool) ([]labelled, error) {
+func (c *Catalog) negativePairs(ctx context.Context, crops *cropWindows, e *entry, ph photoEntry, same map[productPair]bool) ([]labelled, error) {
 	vec, err := c.vector(ctx, ph.key)
 	if err != nil || vec == nil {
 		return nil, err
@@ -302,6 +316,7 @@ func (c *Catalog) negativePairs(ctx context.Context, e *entry, ph photoEntry, sa
 		oph, _ := other.photo(nb.Key)
 		sig := signalsOf(ph, oph, nb.Score)
 		if !sig.SameBytes {
+			cropSignals(crops.photo(ctx, ph), crops.photo(ctx, oph), embed.CropSearchBits).set(&sig)
 			out = append(out, labelled{sig: sig, positive: false, kind: "nearest-other"})
 		}
 	}
@@ -352,13 +367,25 @@ func copyRuleName(p Policy) string {
 	if p.CopyCosineAlone <= 1 {
 		name += fmt.Sprintf(" | cosine>=%.3f", p.CopyCosineAlone)
 	}
+	if p.CropHamming > 0 {
+		name += fmt.Sprintf(" | crop<=%d & cosine>=%.3f & correlation>=%.3f", p.CropHamming, p.CropCosine, p.CropCorrelation)
+	}
 	return name
 }
 
+// cropBounds are the crop distances the rule search tries, loosest first (the correlation
+// is what tells a crop from a look-alike; the distance only picks the windows to align).
+var cropBounds = []int{embed.CropSearchBits, 10, 8, 6, 4}
+
+// cropCorrelations are the crop correlations the rule search tries, strictest first. A
+// crop is the same pixels, which correlate at 0.997 or more on the shared photos, while
+// the nearest cartons of one brand's design reach 0.971: the search stays well above them.
+var cropCorrelations = []float32{0.999, 0.995, 0.99, 0.985, 0.98}
+
 // choosePolicy searches the copy-rule family for the highest recall at the target
 // precision, and sets the look-alike cut at 99% recall of the positives. It returns the
-// policy and the points worth showing: the best rule per hamming bound, the hash and the
-// cosine alone, and the look-alike curve.
+// policy and the points worth showing: the best rule per hamming bound and per crop bound,
+// the hash, the crop distance and the cosine alone, and the look-alike curve.
 func choosePolicy(pairs []labelled, target float64) (Policy, []CalibrationPoint, string) {
 	if p, pts, ok := chooseCopyRule(pairs, target, func(pt CalibrationPoint) float64 { return pt.PrecisionLow }); ok {
 		return p, pts, "wilson-95"
@@ -367,8 +394,34 @@ func choosePolicy(pairs []labelled, target float64) (Policy, []CalibrationPoint,
 	return p, pts, "point"
 }
 
+// positiveSet is a set of the positives of a list of pairs, by their rank among them.
+type positiveSet []uint64
+
+func (s positiveSet) union(t positiveSet) int {
+	n := 0
+	for i := range s {
+		n += bits.OnesCount64(s[i] | t[i])
+	}
+	return n
+}
+
+// clause is one part of a copy rule with the positives it calls; it calls no negative.
+type clause struct {
+	p      Policy
+	called positiveSet
+}
+
 // chooseCopyRule is choosePolicy with the precision a rule must bring to the target; ok
 // is false when no rule of the family reaches it.
+//
+// A rule is the union of a hash clause ("hamming<=h & cosine>=c, or cosine>=a") and a
+// crop clause ("crop<=k & cosine>=d & correlation>=r", or none), and it may call no
+// negative, so neither clause may: each clause is measured alone, those that call a
+// negative are dropped, and the rest are combined by their sets of positives. With no
+// false positive, precision is 1 and its lower bound depends only on how many positives
+// the rule calls. The hash clauses are tried in the order of the search without crops, and
+// no crop clause comes first, so that the crop rule is chosen only when it finds more
+// copies; among crop clauses that find as many, the strictest correlation wins.
 func chooseCopyRule(pairs []labelled, target float64, precision func(CalibrationPoint) float64) (Policy, []CalibrationPoint, bool) {
 	off := float32(1.01)
 	var cosines []float32
@@ -380,37 +433,119 @@ func chooseCopyRule(pairs []labelled, target float64, precision func(Calibration
 		alone = append(alone, a)
 	}
 	alone = append(alone, off)
-	best := DefaultPolicy()
-	bestPoint := CalibrationPoint{Recall: -1}
-	var points []CalibrationPoint
+	var positives []int // positives[i]: the rank of pair i among the positives, or -1
+	npos := 0
+	for _, l := range pairs {
+		if l.positive {
+			positives = append(positives, npos)
+			npos++
+		} else {
+			positives = append(positives, -1)
+		}
+	}
+	words := (npos + 63) / 64
+	// measureClause returns the positives rule calls; false when it calls a negative.
+	measureClause := func(rule func(Signals) bool) (positiveSet, bool) {
+		set := make(positiveSet, words)
+		for i, l := range pairs {
+			if !rule(l.sig) {
+				continue
+			}
+			if !l.positive {
+				// Precision depends on how many copies were made per negative, which is
+				// arbitrary; a copy rule a team can trust also calls none of the hard
+				// negatives (two different products) a copy.
+				return nil, false
+			}
+			set[positives[i]/64] |= 1 << (positives[i] % 64)
+		}
+		return set, true
+	}
+	var hashClauses []clause
 	for h := 0; h <= 24; h += 2 {
-		rowBest := CalibrationPoint{Recall: -1}
-		var rowPolicy Policy
 		for _, cc := range cosines {
 			for _, a := range alone {
 				p := Policy{CopyHamming: h, CopyCosine: cc, CopyCosineAlone: a, LookAlike: 2}
-				pt := measure(pairs, copyRuleName(p), func(s Signals) bool { return p.Tier(s) >= TierCopy })
-				// Precision depends on how many copies were made per negative, which is
-				// arbitrary; a copy rule a team can trust also calls none of the hard negatives
-				// (two different products) a copy.
-				if pt.TruePositives == 0 || pt.FalsePositives > 0 || precision(pt) < target {
-					continue
-				}
-				if pt.Recall > rowBest.Recall || (pt.Recall == rowBest.Recall && pt.Precision > rowBest.Precision) {
-					rowBest, rowPolicy = pt, p
+				if set, ok := measureClause(func(s Signals) bool { return p.Tier(s) >= TierCopy }); ok {
+					hashClauses = append(hashClauses, clause{p, set})
 				}
 			}
 		}
-		if rowBest.Recall < 0 {
-			continue
+	}
+	cropClauses := []clause{{Policy{}, make(positiveSet, words)}}
+	for _, r := range cropCorrelations {
+		for _, k := range cropBounds {
+			for _, d := range cosines {
+				p := Policy{CropHamming: k, CropCosine: d, CropCorrelation: r}
+				rule := func(s Signals) bool {
+					return s.CropHamming >= 0 && s.CropHamming <= k && s.Cosine >= d && s.CropCorrelation >= r
+				}
+				if set, ok := measureClause(rule); ok {
+					cropClauses = append(cropClauses, clause{p, set})
+				}
+			}
 		}
-		points = append(points, rowBest)
-		if rowBest.Recall > bestPoint.Recall || (rowBest.Recall == bestPoint.Recall && rowBest.Precision > bestPoint.Precision) {
-			bestPoint, best = rowBest, rowPolicy
+	}
+
+	best := DefaultPolicy()
+	bestTP := 0
+	// The best rule per hamming bound and per crop bound, for the points.
+	rowBest := map[int]Policy{}
+	rowTP := map[int]int{}
+	cropBest := map[int]Policy{}
+	cropTP := map[int]int{}
+	for _, cr := range cropClauses {
+		for _, hc := range hashClauses {
+			tp := hc.called.union(cr.called)
+			if tp == 0 {
+				continue
+			}
+			pt := CalibrationPoint{Precision: 1, PrecisionLow: wilsonLow(tp, tp), TruePositives: tp}
+			if precision(pt) < target {
+				continue
+			}
+			p := hc.p
+			p.CropHamming, p.CropCosine, p.CropCorrelation = cr.p.CropHamming, cr.p.CropCosine, cr.p.CropCorrelation
+			if tp > rowTP[p.CopyHamming] {
+				rowBest[p.CopyHamming], rowTP[p.CopyHamming] = p, tp
+			}
+			if tp > cropTP[p.CropHamming] {
+				cropBest[p.CropHamming], cropTP[p.CropHamming] = p, tp
+			}
+			if tp > bestTP {
+				best, bestTP = p, tp
+			}
 		}
+	}
+	var points []CalibrationPoint
+	copyRule := func(p Policy) func(Signals) bool {
+		return func(s Signals) bool { return p.Tier(s) >= TierCopy }
+	}
+	shown := map[Policy]bool{}
+	show := func(p Policy, ok bool) {
+		if ok && !shown[p] {
+			shown[p] = true
+			points = append(points, measure(pairs, copyRuleName(p), copyRule(p)))
+		}
+	}
+	for h := 0; h <= 24; h += 2 {
+		p, ok := rowBest[h]
+		show(p, ok)
+	}
+	for _, k := range append([]int{0}, cropBounds...) {
+		p, ok := cropBest[k]
+		show(p, ok)
 	}
 	for _, h := range []int{4, 8} {
 		points = append(points, measure(pairs, fmt.Sprintf("hash alone: hamming<=%d", h), func(s Signals) bool { return s.Hamming >= 0 && s.Hamming <= h }))
+	}
+	for _, k := range []int{6, 8, 10} {
+		points = append(points, measure(pairs, fmt.Sprintf("crop alone: crop<=%d", k), func(s Signals) bool { return s.CropHamming >= 0 && s.CropHamming <= k }))
+	}
+	for _, r := range []float32{0.98, 0.99} {
+		points = append(points, measure(pairs, fmt.Sprintf("crop alone: crop<=%d & correlation>=%.2f", embed.CropSearchBits, r), func(s Signals) bool {
+			return s.CropHamming >= 0 && s.CropHamming <= embed.CropSearchBits && s.CropCorrelation >= r
+		}))
 	}
 	for _, a := range []float32{0.94, 0.96, 0.97, 0.98} {
 		points = append(points, measure(pairs, fmt.Sprintf("cosine alone: cosine>=%.2f", a), func(s Signals) bool { return s.Cosine >= a }))
@@ -430,5 +565,5 @@ func chooseCopyRule(pairs []labelled, target float64, precision func(Calibration
 		points = append(points, measure(pairs, fmt.Sprintf("look-alike: cosine>=%.3f", best.LookAlike),
 			func(s Signals) bool { return s.Cosine >= best.LookAlike }))
 	}
-	return best, points, bestPoint.Recall >= 0
+	return best, points, bestTP > 0
 }

@@ -189,6 +189,9 @@ type Catalog struct {
 	metaMu sync.RWMutex
 	byKey  map[index.Key]*entry
 	byID   map[string]*entry
+
+	// windows keeps recently computed crop windows across scans and checks.
+	windows *windowCache
 }
 
 // Open opens the catalogue: its backend (cfg.Backend, or the embedded one in cfg.DataDir),
@@ -226,6 +229,7 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		params: cfg.Index.withDefaults(), keepPhotos: cfg.KeepPhotos,
 		byKey: make(map[index.Key]*entry), byID: make(map[string]*entry),
 		ingestSlots: make(chan struct{}, maxIngestAnalyses),
+		windows:     newWindowCache(windowCacheSize),
 	}
 	start := time.Now()
 	if err := backend.Products(ctx, func(p store.Product) error {

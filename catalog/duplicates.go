@@ -89,8 +89,10 @@ func checkThreshold(t float32) (float32, error) {
 // FindDuplicates pairs products whose photos look alike, places every pair in a tier under
 // the catalogue's policy, joins the pairs with union-find and hands emit each cluster of two
 // or more, largest first (ties by first id). Each photo inside the filter searches the graph
-// for neighbours at or above the look-alike threshold; photos with the same bytes pair up
-// whatever the graph returns. Photos of one product are never paired with each other.
+// for neighbours at or above the look-alike threshold, and below it, down to the crop rule's
+// cosine, for copies by the crop rule only (a crop moves the embedding too); photos with the
+// same bytes pair up whatever the graph returns. Photos of one product are never paired with
+// each other.
 // Recorded decisions are honoured: a pair decided Different never joins, and a pair decided
 // Same joins even when the scan would not have paired it. The neighbour searches and the
 // pair checks run on every core; the clusters, their edges and their order do not depend on
@@ -151,9 +153,14 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 	type candidate struct {
 		other index.Key
 		score float32
+		crop  cropResult
 	}
 	found := make([][]candidate, len(members))
 	ef := max(c.ef(opt.EF), neighbors+1)
+	// A pair below the look-alike cut can still be a copy by the crop rule (and only by it:
+	// the cut holds for everything else).
+	cut := policy.candidateCosine()
+	crops := c.newCropWindows()
 	err = parallelFor(ctx, len(members), func(i int) error {
 		m := members[i]
 		vec, err := c.vector(ctx, m.key)
@@ -167,13 +174,29 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 			return err
 		}
 		for _, nb := range ns {
-			if nb.Score < threshold {
+			if nb.Score < cut {
 				continue
 			}
 			if _, own := m.e.photo(nb.Key); own {
 				continue // photos of one product are not duplicates of each other
 			}
-			found[i] = append(found[i], candidate{nb.Key, nb.Score})
+			cand := candidate{nb.Key, nb.Score, noCrop}
+			// The crop signals are worked out here, on every core, rather than when the pairs
+			// are collected: they may decode both photos' kept copies.
+			c.metaMu.RLock()
+			other, ok := c.byKey[nb.Key]
+			c.metaMu.RUnlock()
+			if ok {
+				pa, _ := m.e.photo(m.key)
+				pb, _ := other.photo(nb.Key)
+				sig := signalsOf(pa, pb, nb.Score)
+				cand.crop = crops.withCrop(ctx, policy, pa, pb, sig)
+				cand.crop.set(&sig)
+				if nb.Score < threshold && !policy.cropCopy(sig) {
+					continue
+				}
+			}
+			found[i] = append(found[i], cand)
 		}
 		return nil
 	})
@@ -191,7 +214,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 			other, ok := c.byKey[n.other]
 			c.metaMu.RUnlock()
 			if ok && other != m.e {
-				pairs.offer(policy, m.e, m.key, other, n.other, n.score)
+				pairs.offer(policy, m.e, m.key, other, n.other, n.score, n.crop)
 			}
 		}
 	}
@@ -207,7 +230,7 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		for i, x := range group {
 			for _, y := range group[i+1:] {
 				if x.e != y.e {
-					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(ctx, x.key, y.key))
+					pairs.offer(policy, x.e, x.key, y.e, y.key, c.similarity(ctx, x.key, y.key), noCrop)
 				}
 			}
 		}
@@ -221,7 +244,9 @@ func (c *Catalog) FindDuplicates(ctx context.Context, opt DuplicateOptions, emit
 		eb, okB := c.lookup(pr.hi)
 		if okA && okB && a.entryOK(ea) && a.entryOK(eb) && !pairs.has(pr) {
 			ka, kb, score := c.closestPhotos(ctx, ea, eb)
-			pairs.offer(policy, ea, ka, eb, kb, score)
+			pa, _ := ea.photo(ka)
+			pb, _ := eb.photo(kb)
+			pairs.offer(policy, ea, ka, eb, kb, score, crops.withCrop(ctx, policy, pa, pb, signalsOf(pa, pb, score)))
 		}
 	}
 
@@ -324,14 +349,16 @@ func (s *pairSet) has(p productPair) bool { _, ok := s.at[p]; return ok }
 
 func (s *pairSet) list() []*scoredPair { return s.pairs }
 
-// offer considers photo ka of ea and photo kb of eb, scoring score, for their products' pair.
-func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb index.Key, score float32) {
+// offer considers photo ka of ea and photo kb of eb, scoring score, for their products' pair;
+// crop is their crop signals (the same either way round).
+func (s *pairSet) offer(policy Policy, ea *entry, ka index.Key, eb *entry, kb index.Key, score float32, crop cropResult) {
 	if eb.id < ea.id {
 		ea, eb, ka, kb = eb, ea, kb, ka
 	}
 	pa, _ := ea.photo(ka)
 	pb, _ := eb.photo(kb)
 	sig := signalsOf(pa, pb, score)
+	crop.set(&sig)
 	sp := &scoredPair{productPair: productPair{ea.id, eb.id}, ea: ea, eb: eb, photoLo: ka, photoHi: kb,
 		score: score, signals: sig, tier: policy.Tier(sig)}
 	if i, ok := s.at[sp.productPair]; ok {
@@ -498,6 +525,8 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 	}
 	out := DuplicateCheck{Threshold: t}
 	bestTier := Tier(-1)
+	crops := c.newCropWindows()
+	queryCrop := uploadCrop(query, image)
 	for _, n := range ns {
 		c.metaMu.RLock()
 		e, ok := c.byKey[n.Key]
@@ -507,6 +536,11 @@ func (c *Catalog) CheckDuplicate(ctx context.Context, image []byte, threshold fl
 		}
 		ph, _ := e.photo(n.Key)
 		sig := signalsOf(query, ph, n.Score)
+		if policy.wantsCrop(sig) {
+			// The photo's own windows only when a candidate needs them (a decode at the
+			// kept photos' scale), once.
+			cropSignals(queryCrop, crops.photo(ctx, ph), policy.CropHamming).set(&sig)
+		}
 		tier := policy.Tier(sig)
 		if tier > bestTier {
 			bestTier = tier

@@ -455,11 +455,15 @@ func (c *Catalog) photoDuplicates(ctx context.Context, p *pending) []PhotoDuplic
 		return nil
 	}
 	var out []PhotoDuplicate
+	crops := c.newCropWindows()
 	for i, ph := range p.photos {
 		if p.embedded == nil || !p.embedded[i] {
 			continue
 		}
 		q := photoEntry{sha256: ph.SHA256, phash: ph.PHash, phashMir: ph.PHashMirror, hasPHash: ph.HasPHash}
+		// The new photo's windows come from its kept copy (none when photos are not kept),
+		// read only when a candidate needs them.
+		qCrop := uploadCrop(q, ph.Kept)
 		var best *PhotoDuplicate
 		ns, err := c.searchPhotos(ctx, ph.Vector, checkCandidates, 0, nil)
 		if err != nil {
@@ -475,6 +479,9 @@ func (c *Catalog) photoDuplicates(ctx context.Context, p *pending) []PhotoDuplic
 			}
 			other, _ := e.photo(n.Key)
 			sig := signalsOf(q, other, n.Score)
+			if policy.wantsCrop(sig) {
+				cropSignals(qCrop, crops.photo(ctx, other), policy.CropHamming).set(&sig)
+			}
 			if t := policy.Tier(sig); t >= TierCopy && (best == nil || t > best.Tier || (t == best.Tier && sig.Cosine > best.Signals.Cosine)) {
 				best = &PhotoDuplicate{PhotoID: ph.ID, Tier: t, Signals: sig, ProductID: e.id, MatchedPhotoID: other.id}
 			}

@@ -149,15 +149,20 @@ func cellBounds(n int) [phashGrid + 1]cellBound {
 	return out
 }
 
-// hash takes the DCT of the grid and thresholds its 8x8 lowest frequencies at their median.
-func (g *greyGrid) hash() uint64 {
-	// cos[k][x] = cos(pi*(2x+1)*k/64), the DCT-II basis for the frequencies kept.
-	var cos [phashSide][phashGrid]float64
+// dctCos[k][x] = cos(pi*(2x+1)*k/64), the DCT-II basis for the frequencies kept: computed
+// once, since a window search (Windows) hashes a photo's grid 175 times.
+var dctCos = func() (cos [phashSide][phashGrid]float64) {
 	for k := range phashSide {
 		for x := range phashGrid {
 			cos[k][x] = math.Cos(math.Pi * float64((2*x+1)*k) / (2 * phashGrid))
 		}
 	}
+	return cos
+}()
+
+// hash takes the DCT of the grid and thresholds its 8x8 lowest frequencies at their median.
+func (g *greyGrid) hash() uint64 {
+	cos := &dctCos
 	// A constant added to every cell changes only the DC term, so the AC terms are taken of
 	// the cells less the first one: exact integers, which leave a flat image's AC terms
 	// exactly zero rather than rounding noise that would pick its bits at random.
@@ -170,25 +175,28 @@ func (g *greyGrid) hash() uint64 {
 			ac[y][x] = float64(int64(g.cell[y][x] - base))
 		}
 	}
-	// Rows first (horizontal frequencies u of each grid row), then columns.
+	// Rows first (horizontal frequencies u of each grid row), then columns. Each sum runs
+	// over x (then y) in order, as a plain loop per coefficient would, so the results are the
+	// same to the bit; the frequencies are the inner loop only so that the sums proceed side
+	// by side instead of each waiting on its previous addition.
 	var rowF [phashGrid][phashSide]float64
 	for y := range phashGrid {
-		for u := range phashSide {
-			var s float64
-			for x := range phashGrid {
-				s += ac[y][x] * cos[u][x]
+		var s [phashSide]float64
+		for x := range phashGrid {
+			a := ac[y][x]
+			for u := range phashSide {
+				s[u] += a * cos[u][x]
 			}
-			rowF[y][u] = s
 		}
+		rowF[y] = s
 	}
 	var coef [phashSide * phashSide]float64
-	for v := range phashSide {
-		for u := range phashSide {
-			var s float64
-			for y := range phashGrid {
-				s += rowF[y][u] * cos[v][y]
+	for y := range phashGrid {
+		for v := range phashSide {
+			c := cos[v][y]
+			for u := range phashSide {
+				coef[v*phashSide+u] += rowF[y][u] * c
 			}
-			coef[v*phashSide+u] = s
 		}
 	}
 	coef[0] = float64(total) // the DC term: every basis value is 1
@@ -280,26 +288,7 @@ func (r *lumaRows) edges(y int, xb *[phashGrid + 1]cellBound, edge *[phashGrid +
 		grey8Edges(m.Y[i:i+w], xb, edge)
 	default:
 		row := r.luma
-		switch m := m.(type) {
-		case *image.Paletted:
-			i := m.PixOffset(b.Min.X, y)
-			for x, v := range m.Pix[i : i+w] {
-				row[x] = r.pal[v]
-			}
-		case *image.NRGBA:
-			i := m.PixOffset(b.Min.X, y)
-			px := m.Pix[i : i+4*w]
-			for x := range row {
-				p := px[4*x : 4*x+4 : 4*x+4]
-				a := uint32(p[3]) * 0x101
-				// Premultiplied as image/color does it, then over white.
-				row[x] = lumaOverWhite(uint32(p[0])*a/0xff, uint32(p[1])*a/0xff, uint32(p[2])*a/0xff, a)
-			}
-		default:
-			for x := range row {
-				row[x] = lumaOverWhite(m.At(b.Min.X+x, y).RGBA())
-			}
-		}
+		r.pixels(y, row)
 		var s uint64
 		x := 0
 		for k := range edge {
@@ -312,6 +301,51 @@ func (r *lumaRows) edges(y int, xb *[phashGrid + 1]cellBound, edge *[phashGrid +
 			if xb[k].frac != 0 {
 				edge[k] += xb[k].frac * row[at]
 			}
+		}
+	}
+}
+
+// pixels sets row[x] to the luma of pixel x of row y (absolute): the values edges sums, one
+// per pixel, for the summed-area table of a window search (Windows).
+func (r *lumaRows) pixels(y int, row []uint64) {
+	b := r.img.Bounds()
+	w := b.Dx()
+	switch m := r.img.(type) {
+	case *image.RGBA:
+		i := m.PixOffset(b.Min.X, y)
+		px := m.Pix[i : i+4*w]
+		for x := range row {
+			p := px[4*x : 4*x+4 : 4*x+4]
+			pw := 255 - uint64(p[3])
+			row[x] = lumaR*(uint64(p[0])+pw) + lumaG*(uint64(p[1])+pw) + lumaB*(uint64(p[2])+pw)
+		}
+	case *image.Gray:
+		i := m.PixOffset(b.Min.X, y)
+		for x, v := range m.Pix[i : i+w] {
+			row[x] = uint64(v) << 8
+		}
+	case *image.YCbCr:
+		i := m.YOffset(b.Min.X, y)
+		for x, v := range m.Y[i : i+w] {
+			row[x] = uint64(v) << 8
+		}
+	case *image.Paletted:
+		i := m.PixOffset(b.Min.X, y)
+		for x, v := range m.Pix[i : i+w] {
+			row[x] = r.pal[v]
+		}
+	case *image.NRGBA:
+		i := m.PixOffset(b.Min.X, y)
+		px := m.Pix[i : i+4*w]
+		for x := range row {
+			p := px[4*x : 4*x+4 : 4*x+4]
+			a := uint32(p[3]) * 0x101
+			// Premultiplied as image/color does it, then over white.
+			row[x] = lumaOverWhite(uint32(p[0])*a/0xff, uint32(p[1])*a/0xff, uint32(p[2])*a/0xff, a)
+		}
+	default:
+		for x := range row {
+			row[x] = lumaOverWhite(m.At(b.Min.X+x, y).RGBA())
 		}
 	}
 }

@@ -50,7 +50,8 @@ func tierOf(t pb.Tier) (catalog.Tier, error) {
 }
 
 func signalsProto(s catalog.Signals) *pb.DuplicateSignals {
-	return &pb.DuplicateSignals{Cosine: s.Cosine, Hamming: int32(s.Hamming), SameBytes: s.SameBytes}
+	return &pb.DuplicateSignals{Cosine: s.Cosine, Hamming: int32(s.Hamming), SameBytes: s.SameBytes,
+		CropHamming: int32(s.CropHamming), CropCorrelation: s.CropCorrelation}
 }
 
 func decisionProto(d catalog.Decision) *pb.Decision {
@@ -61,6 +62,7 @@ func policyProto(p catalog.Policy) *pb.DuplicatePolicy {
 	return &pb.DuplicatePolicy{
 		LookAlike: p.LookAlike, CopyCosine: p.CopyCosine, CopyHamming: int32(p.CopyHamming),
 		CopyCosineAlone: p.CopyCosineAlone, Source: p.Source,
+		CropHamming: int32(p.CropHamming), CropCosine: p.CropCosine, CropCorrelation: p.CropCorrelation,
 	}
 }
 

@@ -84,8 +84,8 @@ func runCalibrate(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintf(w, " %s %.2f", k, rep.GetCopyRecallByTransform()[k])
 	}
 	p := rep.GetRecommended()
-	fmt.Fprintf(w, "\n\nrecommended policy: look-alike cosine >= %.3f; copy hamming <= %d and cosine >= %.3f, or cosine >= %.3f\n",
-		p.GetLookAlike(), p.GetCopyHamming(), p.GetCopyCosine(), p.GetCopyCosineAlone())
+	fmt.Fprintf(w, "\n\nrecommended policy: look-alike cosine >= %.3f; copy hamming <= %d and cosine >= %.3f, or cosine >= %.3f%s\n",
+		p.GetLookAlike(), p.GetCopyHamming(), p.GetCopyCosine(), p.GetCopyCosineAlone(), cropRule(p.GetCropHamming(), p.GetCropCosine(), p.GetCropCorrelation()))
 	if rep.GetApplied() {
 		fmt.Fprintln(w, "stored as the catalogue's duplicate policy")
 	} else {

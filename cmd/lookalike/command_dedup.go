@@ -37,11 +37,15 @@ type edgeJSON struct {
 	// PhotoA and PhotoB name the photos of A and B that matched.
 	PhotoA string `json:"photo_a"`
 	PhotoB string `json:"photo_b"`
-	// Tier and the signals that placed the pair there; Hamming is -1 when unknown.
-	Tier      string        `json:"tier"`
-	Hamming   int32         `json:"hamming"`
-	SameBytes bool          `json:"same_bytes"`
-	Decision  *decisionJSON `json:"decision,omitempty"`
+	// Tier and the signals that placed the pair there; Hamming and CropHamming are -1 when
+	// unknown (CropHamming also when the tier could not change with it), CropCorrelation 0
+	// when not computed.
+	Tier            string        `json:"tier"`
+	Hamming         int32         `json:"hamming"`
+	CropHamming     int32         `json:"crop_hamming"`
+	CropCorrelation float32       `json:"crop_correlation"`
+	SameBytes       bool          `json:"same_bytes"`
+	Decision        *decisionJSON `json:"decision,omitempty"`
 }
 
 // decisionJSON is a recorded duplicate decision.
@@ -174,7 +178,8 @@ func runDedup(ctx context.Context, a *app, args []string) error {
 		cj := clusterJSON{IDs: cl.GetIds(), Tier: tierName(cl.GetTier()), Resolved: cl.GetResolved(), Edges: make([]edgeJSON, 0, len(cl.GetEdges()))}
 		for _, e := range cl.GetEdges() {
 			cj.Edges = append(cj.Edges, edgeJSON{A: e.GetA(), B: e.GetB(), PhotoA: e.GetPhotoA(), PhotoB: e.GetPhotoB(), Score: e.GetScore(),
-				Tier: tierName(e.GetTier()), Hamming: e.GetSignals().GetHamming(), SameBytes: e.GetSignals().GetSameBytes(),
+				Tier: tierName(e.GetTier()), Hamming: e.GetSignals().GetHamming(), CropHamming: e.GetSignals().GetCropHamming(),
+				CropCorrelation: e.GetSignals().GetCropCorrelation(), SameBytes: e.GetSignals().GetSameBytes(),
 				Decision: toDecisionJSON(e.GetDecision())})
 		}
 		for _, id := range cl.GetIds() {
@@ -269,9 +274,15 @@ func printDedupTable(w io.Writer, out dedupJSON) error {
 		}
 		tw.Flush()
 		for _, e := range cl.Edges {
-			hamming := "-"
+			hamming, crop := "-", "-"
 			if e.Hamming >= 0 {
 				hamming = fmt.Sprint(e.Hamming)
+			}
+			if e.CropHamming >= 0 {
+				crop = fmt.Sprint(e.CropHamming)
+				if e.CropCorrelation != 0 {
+					crop += fmt.Sprintf(" (correlation %.4f)", e.CropCorrelation)
+				}
 			}
 			decided := ""
 			if e.Decision != nil {
@@ -280,7 +291,7 @@ func printDedupTable(w io.Writer, out dedupJSON) error {
 					decided += ", keep " + e.Decision.Keep
 				}
 			}
-			fmt.Fprintf(w, "    %-10s cosine %.4f  hamming %-3s %s ~ %s%s\n", e.Tier, e.Score, hamming, e.A, e.B, decided)
+			fmt.Fprintf(w, "    %-10s cosine %.4f  hamming %-3s crop %-3s %s ~ %s%s\n", e.Tier, e.Score, hamming, crop, e.A, e.B, decided)
 		}
 	}
 	return nil

@@ -65,6 +65,9 @@ type ingestDuplicate struct {
 	MatchedPhoto string  `json:"matched_photo"`
 	Cosine       float32 `json:"cosine"`
 	Hamming      int32   `json:"hamming"`
+	// CropHamming is -1 and CropCorrelation 0 when not computed.
+	CropHamming     int32   `json:"crop_hamming"`
+	CropCorrelation float32 `json:"crop_correlation"`
 }
 
 type ingestOptions struct {
@@ -498,6 +501,7 @@ func (in *ingester) record(row manifestRow, res *lookalikev1.UpsertResult) {
 			in.summary.Duplicates = append(in.summary.Duplicates, ingestDuplicate{
 				Line: row.Line, ID: row.ID, Photo: d.GetPhotoId(), Tier: tierName(d.GetTier()), Matches: d.GetProductId(),
 				MatchedPhoto: d.GetMatchedPhotoId(), Cosine: d.GetSignals().GetCosine(), Hamming: d.GetSignals().GetHamming(),
+				CropHamming: d.GetSignals().GetCropHamming(), CropCorrelation: d.GetSignals().GetCropCorrelation(),
 			})
 		}
 		in.mu.Unlock()
@@ -594,8 +598,12 @@ func printIngestSummary(w io.Writer, s ingestSummary) {
 				fmt.Fprintf(w, "  ... and %d more (--json lists them all)\n", len(s.Duplicates)-10)
 				break
 			}
-			fmt.Fprintf(w, "  line %d %s photo %s: %s of %s photo %s (cosine %.4f, hash distance %d)\n",
-				d.Line, clean(d.ID, 40), clean(d.Photo, 40), d.Tier, clean(d.Matches, 40), clean(d.MatchedPhoto, 40), d.Cosine, d.Hamming)
+			crop := ""
+			if d.CropHamming >= 0 {
+				crop = cropText(d.CropHamming, d.CropCorrelation)
+			}
+			fmt.Fprintf(w, "  line %d %s photo %s: %s of %s photo %s (cosine %.4f, hash distance %d%s)\n",
+				d.Line, clean(d.ID, 40), clean(d.Photo, 40), d.Tier, clean(d.Matches, 40), clean(d.MatchedPhoto, 40), d.Cosine, d.Hamming, crop)
 		}
 	}
 	if len(s.Failures) == 0 {

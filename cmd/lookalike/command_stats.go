@@ -69,8 +69,8 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintf(tw, "kept photos\t%s)\n", kept)
 	p := out.DuplicatePolicy
-	fmt.Fprintf(tw, "duplicate policy\tlook-alike >= %.3f; copy: hamming <= %d & cosine >= %.3f, or cosine >= %.3f (%s)\n",
-		p.LookAlike, p.CopyHamming, p.CopyCosine, p.CopyCosineAlone, p.Source)
+	fmt.Fprintf(tw, "duplicate policy\tlook-alike >= %.3f; copy: hamming <= %d & cosine >= %.3f, or cosine >= %.3f%s (%s)\n",
+		p.LookAlike, p.CopyHamming, p.CopyCosine, p.CopyCosineAlone, cropRule(p.CropHamming, p.CropCosine, p.CropCorrelation), p.Source)
 	fmt.Fprintf(tw, "duplicate decisions\t%d\n", out.Decisions)
 	fmt.Fprintf(tw, "model\t%s\n", clean(out.ModelIdentity, 0))
 	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
@@ -117,7 +117,9 @@ func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 		DuplicatePolicy: policyJSON{
 			LookAlike: r.GetDuplicatePolicy().GetLookAlike(), CopyCosine: r.GetDuplicatePolicy().GetCopyCosine(),
 			CopyHamming: r.GetDuplicatePolicy().GetCopyHamming(), CopyCosineAlone: r.GetDuplicatePolicy().GetCopyCosineAlone(),
-			Source: r.GetDuplicatePolicy().GetSource(),
+			CropHamming: r.GetDuplicatePolicy().GetCropHamming(), CropCosine: r.GetDuplicatePolicy().GetCropCosine(),
+			CropCorrelation: r.GetDuplicatePolicy().GetCropCorrelation(),
+			Source:          r.GetDuplicatePolicy().GetSource(),
 		},
 		Decisions:       r.GetDecisions(),
 		CountByCategory: r.GetCountByCategory(),
@@ -152,5 +154,25 @@ type policyJSON struct {
 	CopyCosine      float32 `json:"copy_cosine"`
 	CopyHamming     int32   `json:"copy_hamming"`
 	CopyCosineAlone float32 `json:"copy_cosine_alone"`
+	// CropHamming 0: no crop rule.
+	CropHamming     int32   `json:"crop_hamming"`
+	CropCosine      float32 `json:"crop_cosine"`
+	CropCorrelation float32 `json:"crop_correlation"`
 	Source          string  `json:"source"`
+}
+
+// cropRule describes a policy's crop rule as the tail of its copy rules ("" when off).
+func cropRule(hamming int32, cosine, correlation float32) string {
+	if hamming <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", or crop distance <= %d & cosine >= %.3f & crop correlation >= %.3f", hamming, cosine, correlation)
+}
+
+// cropText describes a pair's crop signals after its hash distance.
+func cropText(hamming int32, correlation float32) string {
+	if correlation == 0 {
+		return fmt.Sprintf(", crop distance %d", hamming)
+	}
+	return fmt.Sprintf(", crop distance %d, crop correlation %.4f", hamming, correlation)
 }

@@ -186,7 +186,7 @@ td.score{font-variant-numeric:tabular-nums}
 </head>
 <body>
 <h1>Near-duplicate review</h1>
-<p class="meta">{{len .Clusters}} clusters, {{.Total}} products. Tiers: exact = the same bytes; copy = the perceptual hash and the embedding agree (a re-encoded, resized or lightly edited photo); look-alike = only the embedding agrees (cosine similarity; 1 is the same picture): review it. Generated {{.Generated}} by lookalike dedup.</p>
+<p class="meta">{{len .Clusters}} clusters, {{.Total}} products. Tiers: exact = the same bytes; copy = the perceptual hash and the embedding agree (a re-encoded, resized or lightly edited photo), or one photo's hash matches a crop window of the other's and their colours agree once aligned (crop distance and correlation: a cropped photo); look-alike = only the embedding agrees (cosine similarity; 1 is the same picture): review it. Generated {{.Generated}} by lookalike dedup.</p>
 {{if not .Clusters}}<p>No near-duplicates at this threshold.</p>{{end}}
 {{range .Clusters}}
 <section id="cluster-{{.Number}}">
@@ -197,8 +197,8 @@ td.score{font-variant-numeric:tabular-nums}
 <figcaption><span class="id">{{.Product.ID}}</span><br>{{.Product.Title}}<br><span class="cat">{{.Product.Category}}</span></figcaption>
 </figure>
 {{end}}</div>
-<table><tr><th>tier</th><th>cosine</th><th>hash distance</th><th>pair</th><th>decision</th></tr>
-{{range .Edges}}<tr><td>{{.Tier}}{{if .SameBytes}} (same bytes){{end}}</td><td class="score">{{printf "%.4f" .Score}}</td><td class="score">{{if ge .Hamming 0}}{{.Hamming}} of 64{{else}}-{{end}}</td><td>{{.A}} ~ {{.B}}</td><td>{{with .Decision}}{{.Verdict}}{{if .Keep}}, keep {{.Keep}}{{end}}{{if .By}} by {{.By}}{{end}}{{end}}</td></tr>
+<table><tr><th>tier</th><th>cosine</th><th>hash distance</th><th>crop distance</th><th>pair</th><th>decision</th></tr>
+{{range .Edges}}<tr><td>{{.Tier}}{{if .SameBytes}} (same bytes){{end}}</td><td class="score">{{printf "%.4f" .Score}}</td><td class="score">{{if ge .Hamming 0}}{{.Hamming}} of 64{{else}}-{{end}}</td><td class="score">{{if ge .CropHamming 0}}{{.CropHamming}} of 64{{if .CropCorrelation}}, correlation {{printf "%.4f" .CropCorrelation}}{{end}}{{else}}-{{end}}</td><td>{{.A}} ~ {{.B}}</td><td>{{with .Decision}}{{.Verdict}}{{if .Keep}}, keep {{.Keep}}{{end}}{{if .By}} by {{.By}}{{end}}{{end}}</td></tr>
 {{end}}</table>
 </section>
 {{end}}

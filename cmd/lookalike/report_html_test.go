@@ -26,8 +26,8 @@ func TestDedupHTMLReport(t *testing.T) {
 			IDs:  []string{"a", "b", "c"},
 			Tier: "look-alike",
 			Edges: []edgeJSON{
-				{A: "a", B: "b", Score: 0.97, Tier: "copy", Hamming: 3, Decision: &decisionJSON{Verdict: "same", Keep: "a", By: "ann"}},
-				{A: "b", B: "c", Score: 0.91, Tier: "look-alike", Hamming: -1},
+				{A: "a", B: "b", Score: 0.97, Tier: "copy", Hamming: 3, CropHamming: -1, Decision: &decisionJSON{Verdict: "same", Keep: "a", By: "ann"}},
+				{A: "b", B: "c", Score: 0.91, Tier: "copy", Hamming: 19, CropHamming: 4, CropCorrelation: 0.9991},
 			},
 			Products: []productJSON{
 				{ID: "a", Title: "Milk <script>alert(1)</script>", Category: "Milk", ImageURL: milk},
@@ -47,7 +47,7 @@ func TestDedupHTMLReport(t *testing.T) {
 	if strings.Contains(page, "<script>alert") {
 		t.Error("a product title was not escaped")
 	}
-	for _, want := range []string{"Cluster 1: 3 products", "0.9100 to 0.9700", "no thumbnail", "no such file", "a ~ b", "weakest tier look-alike", "3 of 64", "same, keep a by ann"} {
+	for _, want := range []string{"Cluster 1: 3 products", "0.9100 to 0.9700", "no thumbnail", "no such file", "a ~ b", "weakest tier look-alike", "3 of 64", "19 of 64", "4 of 64, correlation 0.9991", "same, keep a by ann"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}

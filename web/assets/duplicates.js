@@ -117,7 +117,9 @@ function clusterView(cluster, number) {
   for (const e of cluster.edges) {
     const t = tierOf(e.tier);
     const s = e.signals || {};
-    const signals = [`cosine ${score(s.cosine)}`, s.hamming >= 0 ? `hash ${s.hamming} bits apart` : 'no hash', s.same_bytes ? 'same bytes' : ''].filter(Boolean).join(', ');
+    // crop_hamming is -1 when it was not needed (or there was no kept photo to crop).
+    const crop = s.crop_hamming >= 0 ? `crop ${s.crop_hamming} bits from a window${s.crop_correlation ? ', colours correlate ' + s.crop_correlation.toFixed(4) : ''}` : '';
+    const signals = [`cosine ${score(s.cosine)}`, s.hamming >= 0 ? `hash ${s.hamming} bits apart` : 'no hash', crop, s.same_bytes ? 'same bytes' : ''].filter(Boolean).join(', ');
     rows.append(el('tr', {},
       el('td', {}, `${e.a} ~ ${e.b}`),
       el('td', { class: 'num' }, score(e.score)),

@@ -25,6 +25,13 @@ function age(d) {
   return (s / 3600).toFixed(1) + ' h';
 }
 
+// policyText describes the duplicate policy; the crop rule is off when crop_hamming is 0.
+function policyText(p) {
+  let text = `look-alike ≥ ${p.look_alike.toFixed(3)}, copy ≥ ${p.copy_cosine.toFixed(3)} and ≤ ${p.copy_hamming} bits`;
+  if (p.crop_hamming > 0) text += `, or a crop ≤ ${p.crop_hamming} bits from a window at ≥ ${p.crop_cosine.toFixed(3)}, colours correlating ≥ ${p.crop_correlation.toFixed(3)}`;
+  return `${text} (${p.source})`;
+}
+
 async function refresh() {
   let st;
   try {
@@ -39,7 +46,7 @@ async function refresh() {
     ['Photos', num(st.photos)],
     ['Kept photos', `${num(st.kept_photos)} (${bytes(num(st.kept_bytes))})`],
     ['Duplicate decisions', num(st.decisions)],
-    ['Duplicate policy', st.duplicate_policy ? `look-alike ≥ ${st.duplicate_policy.look_alike.toFixed(3)}, copy ≥ ${st.duplicate_policy.copy_cosine.toFixed(3)} and ≤ ${st.duplicate_policy.copy_hamming} bits (${st.duplicate_policy.source})` : ''],
+    ['Duplicate policy', st.duplicate_policy ? policyText(st.duplicate_policy) : ''],
   ]);
   const ix = st.index || {};
   rows('model', [

@@ -1987,9 +1987,19 @@ type DuplicateSignals struct {
 	// Differing bits of their 64-bit perceptual hashes; -1 when unknown.
 	Hamming int32 `protobuf:"varint,2,opt,name=hamming,proto3" json:"hamming,omitempty"`
 	// The photos have the same SHA-256.
-	SameBytes     bool `protobuf:"varint,3,opt,name=same_bytes,json=sameBytes,proto3" json:"same_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SameBytes bool `protobuf:"varint,3,opt,name=same_bytes,json=sameBytes,proto3" json:"same_bytes,omitempty"`
+	// Differing bits between one photo's hash (or its mirror image's) and the nearest 78-96%
+	// crop window of the other photo's kept copy, the nearer way round: small when one photo
+	// is a crop of the other. -1 when not computed (no kept photo to take windows of, or the
+	// tier could not change with it).
+	CropHamming int32 `protobuf:"varint,4,opt,name=crop_hamming,json=cropHamming,proto3" json:"crop_hamming,omitempty"`
+	// How well the colours of the one photo and of the region of the other that fits it best,
+	// found from the nearest windows, correlate: near 1 for a crop, lower for a different
+	// product of the same design. Computed only when crop_hamming is within the crop rule's
+	// bound; 0 otherwise.
+	CropCorrelation float32 `protobuf:"fixed32,5,opt,name=crop_correlation,json=cropCorrelation,proto3" json:"crop_correlation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DuplicateSignals) Reset() {
@@ -2041,6 +2051,20 @@ func (x *DuplicateSignals) GetSameBytes() bool {
 		return x.SameBytes
 	}
 	return false
+}
+
+func (x *DuplicateSignals) GetCropHamming() int32 {
+	if x != nil {
+		return x.CropHamming
+	}
+	return 0
+}
+
+func (x *DuplicateSignals) GetCropCorrelation() float32 {
+	if x != nil {
+		return x.CropCorrelation
+	}
+	return 0
 }
 
 // Decision is a recorded verdict on a pair of products.
@@ -2449,9 +2473,17 @@ type DuplicatePolicy struct {
 	// Cosine at or above: a copy whatever the hashes say (above 1: off).
 	CopyCosineAlone float32 `protobuf:"fixed32,4,opt,name=copy_cosine_alone,json=copyCosineAlone,proto3" json:"copy_cosine_alone,omitempty"`
 	// Where the thresholds come from: "default", or when and how they were calibrated.
-	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// A crop distance (DuplicateSignals.crop_hamming) of at most crop_hamming bits, cosine at
+	// or above crop_cosine and a crop correlation at or above crop_correlation: a copy, one
+	// photo cropped from the other. crop_hamming 0: no crop rule.
+	CropHamming int32 `protobuf:"varint,6,opt,name=crop_hamming,json=cropHamming,proto3" json:"crop_hamming,omitempty"`
+	// The crop rule's cosine floor.
+	CropCosine float32 `protobuf:"fixed32,7,opt,name=crop_cosine,json=cropCosine,proto3" json:"crop_cosine,omitempty"`
+	// The crop rule's correlation floor.
+	CropCorrelation float32 `protobuf:"fixed32,8,opt,name=crop_correlation,json=cropCorrelation,proto3" json:"crop_correlation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DuplicatePolicy) Reset() {
@@ -2517,6 +2549,27 @@ func (x *DuplicatePolicy) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *DuplicatePolicy) GetCropHamming() int32 {
+	if x != nil {
+		return x.CropHamming
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCropCosine() float32 {
+	if x != nil {
+		return x.CropCosine
+	}
+	return 0
+}
+
+func (x *DuplicatePolicy) GetCropCorrelation() float32 {
+	if x != nil {
+		return x.CropCorrelation
+	}
+	return 0
 }
 
 // CalibrateRequest tunes a calibration.
@@ -3860,12 +3913,14 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x02ef\x18\x04 \x01(\x05R\x02ef\x12-\n" +
 	"\bmin_tier\x18\x05 \x01(\x0e2\x12.lookalike.v1.TierR\aminTierB\f\n" +
 	"\n" +
-	"_threshold\"c\n" +
+	"_threshold\"\xb1\x01\n" +
 	"\x10DuplicateSignals\x12\x16\n" +
 	"\x06cosine\x18\x01 \x01(\x02R\x06cosine\x12\x18\n" +
 	"\ahamming\x18\x02 \x01(\x05R\ahamming\x12\x1d\n" +
 	"\n" +
-	"same_bytes\x18\x03 \x01(\bR\tsameBytes\"\xa4\x01\n" +
+	"same_bytes\x18\x03 \x01(\bR\tsameBytes\x12!\n" +
+	"\fcrop_hamming\x18\x04 \x01(\x05R\vcropHamming\x12)\n" +
+	"\x10crop_correlation\x18\x05 \x01(\x02R\x0fcropCorrelation\"\xa4\x01\n" +
 	"\bDecision\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x18\n" +
@@ -3888,7 +3943,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x15ForgetDecisionRequest\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\"\x18\n" +
-	"\x16ForgetDecisionResponse\"\xb8\x01\n" +
+	"\x16ForgetDecisionResponse\"\xa7\x02\n" +
 	"\x0fDuplicatePolicy\x12\x1d\n" +
 	"\n" +
 	"look_alike\x18\x01 \x01(\x02R\tlookAlike\x12\x1f\n" +
@@ -3896,7 +3951,11 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"copyCosine\x12!\n" +
 	"\fcopy_hamming\x18\x03 \x01(\x05R\vcopyHamming\x12*\n" +
 	"\x11copy_cosine_alone\x18\x04 \x01(\x02R\x0fcopyCosineAlone\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\"\x7f\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12!\n" +
+	"\fcrop_hamming\x18\x06 \x01(\x05R\vcropHamming\x12\x1f\n" +
+	"\vcrop_cosine\x18\a \x01(\x02R\n" +
+	"cropCosine\x12)\n" +
+	"\x10crop_correlation\x18\b \x01(\x02R\x0fcropCorrelation\"\x7f\n" +
 	"\x10CalibrateRequest\x12\x16\n" +
 	"\x06sample\x18\x01 \x01(\rR\x06sample\x12)\n" +
 	"\x10target_precision\x18\x02 \x01(\x02R\x0ftargetPrecision\x12\x14\n" +
