@@ -66,9 +66,9 @@ type Embedded struct {
 
 	// snapMu serialises snapshot saves. snapInfoMu guards the last snapshot's seq and time,
 	// apart from snapMu so that stats never wait for a save in progress.
-	snapMu       sync.Mutex
-	snapInfoMu   sync.Mutex
-	snapshotSeq  uint64
+	snapMu      sync.Mutex
+	snapInfoMu  sync.Mutex
+	snapshotSeq uint64
 	// truncatedSeq is where SaveSnapshot last truncated the store's change log; guarded by
 	// snapMu.
 	truncatedSeq uint64
