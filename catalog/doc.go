@@ -18,7 +18,9 @@
 // the graph alone) and the in-memory key -> product table that filters and results read.
 // The embedded backend owns the graph snapshot lifecycle: load and catch up on open, rebuild
 // when the snapshot is missing, damaged or saved from another store generation (a restored
-// store), save on demand, periodically and at close; and consistent store backups.
+// store), both from every core (graphload.go), save on demand, periodically, after
+// --snapshot-changes writes and at close, beside the writes and without the live vectors the
+// store already holds; and consistent store backups.
 //
 // It must never import grpc, bbolt or a remote backend (weaviate imports catalog, not the
 // other way): the server package adapts it to gRPC, and only store touches the database

@@ -7,7 +7,10 @@
 // and session pool, dynamic batching of concurrent calls, and the model Spec and Identity that
 // let a store refuse vectors from a different model. Analyze derives, from the same decode,
 // a 64-bit DCT perceptual hash (PHash, Hamming) and, when asked, the kept photo: the picture
-// as the model sees it before cropping, JPEG-encoded with libjpeg-turbo.
+// as the model sees it before cropping, JPEG-encoded with libjpeg-turbo. Windows hashes a
+// kept photo's crop windows and MatchCrop aligns another photo with the nearest of them and
+// measures their colours' correlation, so that a crop of a photo can be told from a
+// different photo of the same design.
 //
 // It must never import grpc, bbolt, or the project's index, store, catalog or server packages:
 // it is a leaf that knows images and tensors only. Metrics reach callers through the small
