@@ -23,13 +23,7 @@ func TestCompactionRunsBesideWrites(t *testing.T) {
 			vecs, queries := clustered(5, n+200, 20, dim, 12, true)
 			h := NewHNSW(dim, Config{Seed: 3, Quantize: qz})
 			h.g.trainAt = 256 // train the quantiser well before the compaction
-			want := map[Key][]float32{}
-			for i := range n {
-				if err := h.Add(Key(i+1), vecs[i]); err != nil {
-					t.Fatal(err)
-				}
-				want[Key(i+1)] = vecs[i]
-			}
+			want := addKeys(t, h, vecs[:n])
 			built, release := make(chan struct{}), make(chan struct{})
 			h.compactionRound = func(round int) {
 				if round == 0 {
@@ -91,6 +85,19 @@ func TestCompactionRunsBesideWrites(t *testing.T) {
 	}
 }
 
+// addKeys adds vecs under keys 1, 2, ... and returns what h then holds.
+func addKeys(t *testing.T, h *HNSW, vecs [][]float32) map[Key][]float32 {
+	t.Helper()
+	want := make(map[Key][]float32, len(vecs))
+	for i, v := range vecs {
+		if err := h.Add(Key(i+1), v); err != nil {
+			t.Fatal(err)
+		}
+		want[Key(i+1)] = v
+	}
+	return want
+}
+
 // checkHolds asserts that h holds exactly want (keys 1..maxKey, and 1001.. above), each with
 // its vector, and finds each live vector's own key first.
 func checkHolds(t *testing.T, h *HNSW, want map[Key][]float32, maxKey int) {
@@ -128,13 +135,7 @@ func TestCompactionCatchesUpInRounds(t *testing.T) {
 	vecs, _ := clustered(8, n+300, 1, dim, 8, true)
 	var logs strings.Builder
 	h := NewHNSW(dim, Config{Seed: 4, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	want := map[Key][]float32{}
-	for i := range n {
-		if err := h.Add(Key(i+1), vecs[i]); err != nil {
-			t.Fatal(err)
-		}
-		want[Key(i+1)] = vecs[i]
-	}
+	want := addKeys(t, h, vecs[:n])
 	built, release := make(chan struct{}), make(chan struct{})
 	h.compactionRound = func(round int) {
 		switch round {
@@ -178,13 +179,7 @@ func TestCloseAbandonsCompaction(t *testing.T) {
 	const dim, n = 16, 400
 	vecs, _ := clustered(9, n, 1, dim, 8, true)
 	h := NewHNSW(dim, Config{Seed: 5})
-	want := map[Key][]float32{}
-	for i := range n {
-		if err := h.Add(Key(i+1), vecs[i]); err != nil {
-			t.Fatal(err)
-		}
-		want[Key(i+1)] = vecs[i]
-	}
+	want := addKeys(t, h, vecs[:n])
 	h.compactionRound = func(round int) {
 		if h.stopUpkeep() == nil {
 			t.Error("stopUpkeep found no compaction running")
