@@ -12,7 +12,7 @@ build: setup
 	$(GO) build -o $(BIN) ./cmd/lookalike
 
 # Every test: unit, real-model, real-bbolt, real-gRPC, HTTP, headless-browser and end-to-end,
-# then all of them again under the race detector (about 3 minutes in all on 2 cores). The
+# then all of them again under the race detector (about 11 minutes on 2 cores, warm caches). The
 # browser tests need Chromium, which setup installs here; without it they are skipped, except
 # under CI=true, where they fail.
 test:

@@ -123,7 +123,7 @@ func TestServerAuthTLSLimitsHealthMetrics(t *testing.T) {
 		t.Fatalf("reflection lists %v, want %s", services, ServiceName)
 	}
 	_ = rs.CloseSend()
-	// The reflection stream holds the one slot until the server sees it end.
+	// The reflection stream may hold the one slot until the server sees it end.
 	waitFor(t, func() bool { _, err := s.client.Stats(authed, &pb.StatsRequest{}); return err == nil })
 
 	// A call whose request is still arriving holds the only slot (the tap took it before
@@ -137,6 +137,15 @@ func TestServerAuthTLSLimitsHealthMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	arriving.send(1<<20, 1<<10, make([]byte, 1<<10)) // 1 KiB of a 1 MiB request, then silence
+	// Probe only once the server has admitted the call and reads it (it opens the stream's
+	// window to the declared size): the call arrives on a connection of its own, so a probe
+	// sent earlier could reach the tap first, take the slot and get the call refused.
+	var admitted bool
+	arriving.await(func() bool { admitted = arriving.askedMore; return admitted || arriving.ended })
+	if !admitted {
+		code, msg, _, _, _ := arriving.state()
+		t.Fatalf("the arriving call was refused: %v %s", code, msg)
+	}
 	waitFor(t, func() bool {
 		_, err := s.client.Stats(authed, &pb.StatsRequest{})
 		return codeOfErr(err) == codes.ResourceExhausted
@@ -195,8 +204,7 @@ func TestServerAuthTLSLimitsHealthMetrics(t *testing.T) {
 }
 
 // waitFor polls cond until it holds. The two minutes are a safety net for a condition that
-// never comes, not a bound on how fast the server must be: a loaded CI machine under the race
-// detector once took more than the ten seconds this allowed before.
+// never comes, not a bound on how fast the server must be.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)

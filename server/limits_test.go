@@ -196,6 +196,19 @@ func (c *rawCall) send(declared uint32, upTo int, zeros []byte) int {
 	return sent
 }
 
+// await blocks until cond, which runs with c.mu held, holds; the reader wakes it on every
+// change. Only a condition that a change or the connection's end makes true may be awaited.
+func (c *rawCall) await(cond func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !cond() {
+		ch := c.changed
+		c.mu.Unlock()
+		<-ch
+		c.mu.Lock()
+	}
+}
+
 func (c *rawCall) state() (code codes.Code, message string, askedMore, ended, closed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -440,15 +453,8 @@ func TestServerClosesIdleConnections(t *testing.T) {
 	defer s.shutdown()
 	c := dialRaw(t, s.addr)
 	defer c.conn.Close()
-	c.mu.Lock()
-	for !c.closed {
-		ch := c.changed
-		c.mu.Unlock()
-		<-ch
-		c.mu.Lock()
-	}
-	goAway := c.goAway
-	c.mu.Unlock()
+	var goAway bool
+	c.await(func() bool { goAway = c.goAway; return c.closed })
 	if !goAway {
 		t.Fatal("the idle connection was closed without a GOAWAY")
 	}
@@ -462,15 +468,9 @@ func TestServerCapsConnections(t *testing.T) {
 	// served waits for the server's first frames on c (its SETTINGS and window update), or
 	// for the connection to end; it tells which.
 	served := func(c *rawCall) bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for c.connWin == http2DefaultWindow && !c.closed {
-			ch := c.changed
-			c.mu.Unlock()
-			<-ch
-			c.mu.Lock()
-		}
-		return c.connWin != http2DefaultWindow
+		var served bool
+		c.await(func() bool { served = c.connWin != http2DefaultWindow; return served || c.closed })
+		return served
 	}
 	// startServer's own client holds one connection; a raw one takes the second.
 	second := dialRaw(t, s.addr)
