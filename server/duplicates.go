@@ -193,7 +193,7 @@ func (s *service) Calibrate(ctx context.Context, r *pb.CalibrateRequest) (*pb.Ca
 	out := &pb.CalibrateReport{
 		Photos: uint32(rep.Photos), Positives: uint32(rep.Positives), Negatives: uint32(rep.Negatives),
 		DecisionPairs: uint32(rep.DecisionPairs), Recommended: policyProto(rep.Recommended),
-		HeldOutCopy: point(rep.HeldOutCopy), HeldOutLookAlike: point(rep.HeldOutLookAlike),
+		HeldOutCopy: point(rep.HeldOutCopy), HeldOutLookAlike: point(rep.HeldOutLookAlike), HeldOutEstimate: point(rep.HeldOutEstimate),
 		CopyRecallByTransform: rep.CopyRecallByTransform, Applied: rep.Applied, TargetPrecision: rep.TargetPrecision,
 	}
 	for _, p := range rep.Points {

@@ -494,8 +494,9 @@ func TestRoutes(t *testing.T) {
 		resp, body := f.do(t, f.request(t, "POST", "/v1/calibrate", jsonBody(t, map[string]any{"sample": 8, "seed": 1}), "Content-Type", "application/json"))
 		var rep pb.CalibrateReport
 		decode(t, resp, body, 200, &rep)
-		if rep.GetPhotos() == 0 || rep.GetPositives() == 0 || rep.GetApplied() || rep.GetRecommended() == nil {
-			t.Errorf("calibration report: photos %d, positives %d, applied %v", rep.GetPhotos(), rep.GetPositives(), rep.GetApplied())
+		if rep.GetPhotos() == 0 || rep.GetPositives() == 0 || rep.GetApplied() || rep.GetRecommended() == nil ||
+			!strings.HasPrefix(rep.GetHeldOutEstimate().GetRule(), "fitting half alone: copy: ") {
+			t.Errorf("calibration report: photos %d, positives %d, applied %v, estimate %q", rep.GetPhotos(), rep.GetPositives(), rep.GetApplied(), rep.GetHeldOutEstimate().GetRule())
 		}
 		resp, body = f.do(t, f.request(t, "POST", "/v1/calibrate", jsonBody(t, map[string]any{"sample": 100000}), "Content-Type", "application/json"))
 		if e := decodeError(t, body); resp.StatusCode != 400 || e.Code != 3 {

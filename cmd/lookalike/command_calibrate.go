@@ -68,12 +68,16 @@ func runCalibrate(ctx context.Context, a *app, args []string) error {
 		row(p)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\nrecommended rules on the held-apart half:")
+	fmt.Fprintln(w, "\non the held-apart half: the recommended rules (chosen against the negatives of both halves), and the copy rule chosen on the fitting half alone:")
 	tw = newTable(w)
 	fmt.Fprintln(tw, "RULE\tPRECISION\t95% LOW\tRECALL\tTP\tFP")
 	row(rep.GetHeldOutCopy())
 	row(rep.GetHeldOutLookAlike())
+	row(rep.GetHeldOutEstimate())
 	tw.Flush()
+	if fp := rep.GetHeldOutEstimate().GetFalsePositives(); fp > 0 {
+		fmt.Fprintf(w, "chosen on half of the negatives, the rule called %d of the other half's pairs of different products copies: the recommended rule avoids them, but may call about as many pairs it has not seen (products added later) copies; review copies before merging\n", fp)
+	}
 	kinds := make([]string, 0, len(rep.GetCopyRecallByTransform()))
 	for k := range rep.GetCopyRecallByTransform() {
 		kinds = append(kinds, k)

@@ -2744,9 +2744,11 @@ type CalibrateReport struct {
 	DecisionPairs uint32 `protobuf:"varint,4,opt,name=decision_pairs,json=decisionPairs,proto3" json:"decision_pairs,omitempty"`
 	// Precision and recall of rules and thresholds on the fitting half.
 	Points []*CalibrationPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
-	// The recommended policy (reaches the target precision on the fitting half).
+	// The recommended policy (reaches the target precision on the fitting half's copies and
+	// calls none of the negatives of either half a copy).
 	Recommended *DuplicatePolicy `protobuf:"bytes,6,opt,name=recommended,proto3" json:"recommended,omitempty"`
-	// The recommended copy and look-alike rules measured on the held-apart half.
+	// The recommended copy and look-alike rules measured on the held-apart half: on copies
+	// the choice never saw, and on negatives it did.
 	HeldOutCopy      *CalibrationPoint `protobuf:"bytes,7,opt,name=held_out_copy,json=heldOutCopy,proto3" json:"held_out_copy,omitempty"`
 	HeldOutLookAlike *CalibrationPoint `protobuf:"bytes,8,opt,name=held_out_look_alike,json=heldOutLookAlike,proto3" json:"held_out_look_alike,omitempty"`
 	// Recall of the recommended copy rule per kind of synthetic copy, on the held-apart half.
@@ -2755,6 +2757,10 @@ type CalibrateReport struct {
 	Applied bool `protobuf:"varint,10,opt,name=applied,proto3" json:"applied,omitempty"`
 	// The target precision used.
 	TargetPrecision float64 `protobuf:"fixed64,11,opt,name=target_precision,json=targetPrecision,proto3" json:"target_precision,omitempty"`
+	// The copy rule chosen on the fitting half alone, its negatives included, measured on the
+	// held-apart half: its false positives estimate how often the recommended rule may call
+	// pairs of different products it never saw (products added later) copies.
+	HeldOutEstimate *CalibrationPoint `protobuf:"bytes,12,opt,name=held_out_estimate,json=heldOutEstimate,proto3" json:"held_out_estimate,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2864,6 +2870,13 @@ func (x *CalibrateReport) GetTargetPrecision() float64 {
 		return x.TargetPrecision
 	}
 	return 0
+}
+
+func (x *CalibrateReport) GetHeldOutEstimate() *CalibrationPoint {
+	if x != nil {
+		return x.HeldOutEstimate
+	}
+	return nil
 }
 
 // DuplicateCluster is a connected group of near-duplicates (two or more products). Photos of
@@ -3967,7 +3980,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\rprecision_low\x18\x03 \x01(\x01R\fprecisionLow\x12\x16\n" +
 	"\x06recall\x18\x04 \x01(\x01R\x06recall\x12%\n" +
 	"\x0etrue_positives\x18\x05 \x01(\rR\rtruePositives\x12'\n" +
-	"\x0ffalse_positives\x18\x06 \x01(\rR\x0efalsePositives\"\x9a\x05\n" +
+	"\x0ffalse_positives\x18\x06 \x01(\rR\x0efalsePositives\"\xe6\x05\n" +
 	"\x0fCalibrateReport\x12\x16\n" +
 	"\x06photos\x18\x01 \x01(\rR\x06photos\x12\x1c\n" +
 	"\tpositives\x18\x02 \x01(\rR\tpositives\x12\x1c\n" +
@@ -3980,7 +3993,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x18copy_recall_by_transform\x18\t \x03(\v28.lookalike.v1.CalibrateReport.CopyRecallByTransformEntryR\x15copyRecallByTransform\x12\x18\n" +
 	"\aapplied\x18\n" +
 	" \x01(\bR\aapplied\x12)\n" +
-	"\x10target_precision\x18\v \x01(\x01R\x0ftargetPrecision\x1aH\n" +
+	"\x10target_precision\x18\v \x01(\x01R\x0ftargetPrecision\x12J\n" +
+	"\x11held_out_estimate\x18\f \x01(\v2\x1e.lookalike.v1.CalibrationPointR\x0fheldOutEstimate\x1aH\n" +
 	"\x1aCopyRecallByTransformEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9b\x01\n" +
@@ -4197,62 +4211,63 @@ var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
 	34, // 33: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
 	34, // 34: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
 	50, // 35: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	37, // 36: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	1,  // 37: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
-	1,  // 38: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
-	24, // 39: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
-	25, // 40: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
-	17, // 41: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	22, // 42: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	1,  // 43: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
-	24, // 44: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
-	51, // 45: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	43, // 46: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	52, // 47: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	53, // 48: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	32, // 49: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
-	42, // 50: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
-	52, // 51: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
-	46, // 52: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	2,  // 53: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	2,  // 54: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	7,  // 55: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	9,  // 56: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	10, // 57: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
-	12, // 58: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
-	18, // 59: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	19, // 60: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	20, // 61: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	23, // 62: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	38, // 63: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	26, // 64: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
-	28, // 65: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
-	30, // 66: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
-	33, // 67: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
-	40, // 68: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	44, // 69: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	6,  // 70: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	6,  // 71: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	8,  // 72: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	14, // 73: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	11, // 74: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
-	13, // 75: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
-	21, // 76: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	21, // 77: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	21, // 78: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	36, // 79: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	39, // 80: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	27, // 81: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
-	29, // 82: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
-	31, // 83: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
-	35, // 84: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
-	41, // 85: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	45, // 86: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	70, // [70:87] is the sub-list for method output_type
-	53, // [53:70] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	34, // 36: lookalike.v1.CalibrateReport.held_out_estimate:type_name -> lookalike.v1.CalibrationPoint
+	37, // 37: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 38: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 39: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	24, // 40: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	25, // 41: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	17, // 42: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	22, // 43: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 44: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	24, // 45: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	51, // 46: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	43, // 47: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	52, // 48: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	53, // 49: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	32, // 50: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	42, // 51: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
+	52, // 52: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
+	46, // 53: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 54: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 55: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	7,  // 56: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	9,  // 57: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	10, // 58: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
+	12, // 59: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	18, // 60: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	19, // 61: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	20, // 62: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	23, // 63: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	38, // 64: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	26, // 65: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	28, // 66: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	30, // 67: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	33, // 68: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	40, // 69: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	44, // 70: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	6,  // 71: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	6,  // 72: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	8,  // 73: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	14, // 74: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	11, // 75: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
+	13, // 76: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	21, // 77: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	21, // 78: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	21, // 79: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	36, // 80: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	39, // 81: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	27, // 82: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	29, // 83: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	31, // 84: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	35, // 85: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	41, // 86: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	45, // 87: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	71, // [71:88] is the sub-list for method output_type
+	54, // [54:71] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
