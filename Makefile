@@ -41,8 +41,9 @@ bench-quick: build
 	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
 	@QUICK=1 bash benchmarks/run.sh
 
-# The million-vector ANN run (build time, memory, QPS and recall at 1M), about an hour on 2
-# cores and 16 GiB of memory at its peak; kept out of `make bench`.
+# The million-vector runs, kept out of `make bench`: the ANN index (build time, memory, QPS
+# and recall at 1M; about an hour on 2 cores and 16 GiB of memory at its peak) and the
+# duplicate scan at 100,000 and 1,000,000 photos (results/photos-1m.md; about half an hour).
 bench-1m: build
 	@LOOKALIKE_SETUP_BENCH=1 bash scripts/setup.sh
 	@SCALE=1m bash benchmarks/run.sh

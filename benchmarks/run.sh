@@ -4,8 +4,8 @@
 # benchmarks/results/. Each step's start is printed as `bench: [elapsed s] step`.
 # `make bench` calls it (under 20 minutes on 2 cores), `make bench-quick` with QUICK=1 (a few
 # minutes; its results go to benchmarks/results/tmp/quick/, which git ignores, so the committed
-# full results stay), `make bench-1m` with SCALE=1m (only the million-vector ANN run, about an
-# hour on 2 cores).
+# full results stay), `make bench-1m` with SCALE=1m (only the million-vector runs: the ANN index,
+# about an hour on 2 cores, and the duplicate scan, about half an hour).
 # It expects `make build` (bin/lookalike), the peers' Debian packages and g++
 # (LOOKALIKE_SETUP_BENCH=1 scripts/setup.sh), which the make targets provide. The first run
 # embeds the 70,000 Fashion-MNIST images with the default model (a few minutes) and caches the
@@ -31,6 +31,15 @@ if [ "$SCALE" = 1m ]; then
   "$tmp/bin/annbench" -set fashion-mnist-1280-1m -queries 1000 -ef 10,20,40,80,160 -min-time 1s -rounds 2 -sequential \
     -libraries hnswlib,lookalike-int8-source -out "$out" -work "$tmp/ann-fashion-mnist-1280-1m"
   rm -f "$tmp/ann-fashion-mnist-1280-1m/base.fvecs"
+  # The duplicate scan at 100,000 and 1,000,000 photos, same settings, to show how it scales
+  # (the real photo embeddings come from embedbench's cache when `make bench` made it).
+  step "a duplicate scan over 100,000 and 1,000,000 photos (4 to a product)"
+  go build -o "$tmp/bin/photobench" ./benchmarks/cmd/photobench
+  vectors=()
+  [ -f "$out/tmp/photo-embeddings.fvecs" ] && vectors=(-photo-vectors "$out/tmp/photo-embeddings.fvecs")
+  "$tmp/bin/photobench" -photos 100000,1000000 -per-product 4 -queries 200 -keep-cost=false -name photos-1m.md \
+    -out "$out" -work "$tmp/photos-1m" "${vectors[@]}"
+  rm -rf "$tmp/photos-1m"
   step "done: results in $out/"
   exit 0
 fi

@@ -24,42 +24,60 @@ import (
 	"lookalike/benchmarks/internal/benchkit"
 	"lookalike/catalog"
 	"lookalike/embed"
+	"lookalike/index"
 	"lookalike/internal/dataset"
 )
 
 type config struct {
-	photos       int
+	photos       []int
 	perProduct   []int
 	queries      int
 	k            int
 	sigma        float64
 	photoVectors string
 	keepLimit    int
+	keepCost     bool
+	quantize     index.Quantization
 	out          string
+	name         string
 	work         string
 }
 
 func main() {
 	var cfg config
-	var per string
-	flag.IntVar(&cfg.photos, "photos", 100000, "photos in each catalogue")
+	var per, photos string
+	flag.StringVar(&photos, "photos", "100000", "photos in each catalogue, a catalogue per count and photos per product (comma-separated)")
 	flag.StringVar(&per, "per-product", "1,4,16", "photos per product, one catalogue each")
 	flag.IntVar(&cfg.queries, "queries", 1000, "timed queries per catalogue and kind")
 	flag.IntVar(&cfg.k, "k", 10, "products per search")
 	flag.Float64Var(&cfg.sigma, "sigma", 0.01, "per-component noise that makes one real vector into a product's photos")
 	flag.StringVar(&cfg.photoVectors, "photo-vectors", "", "real 1280-d photo embeddings (.fvecs, from embedbench); embedded here when empty")
 	flag.IntVar(&cfg.keepLimit, "keep-photos", 0, "photos for the keep-cost run (0: all grocery photos)")
-	flag.StringVar(&cfg.out, "out", "benchmarks/results", "where photos.md goes")
+	flag.BoolVar(&cfg.keepCost, "keep-cost", true, "also measure what keeping photos costs")
+	quantize := flag.String("quantize", "none", "the graph's vectors: none (float32) or int8")
+	flag.StringVar(&cfg.out, "out", "benchmarks/results", "where the results file goes")
+	flag.StringVar(&cfg.name, "name", "photos.md", "the results file's name")
 	flag.StringVar(&cfg.work, "work", "", "scratch directory (default: a temporary one, removed)")
 	flag.Parse()
-	for _, f := range strings.Split(per, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			fmt.Fprintf(os.Stderr, "photobench: bad -per-product %q\n", per)
-			os.Exit(2)
+	for _, list := range []struct {
+		flag, value string
+		into        *[]int
+	}{{"per-product", per, &cfg.perProduct}, {"photos", photos, &cfg.photos}} {
+		for _, f := range strings.Split(list.value, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "photobench: bad -%s %q\n", list.flag, list.value)
+				os.Exit(2)
+			}
+			*list.into = append(*list.into, n)
 		}
-		cfg.perProduct = append(cfg.perProduct, n)
 	}
+	q, err := index.ParseQuantization(*quantize)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "photobench:", err)
+		os.Exit(2)
+	}
+	cfg.quantize = q
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := run(context.Background(), log, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "photobench:", err)
@@ -90,44 +108,53 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 	}
 	search := benchkit.Table{
 		Title: "Product-level search latency",
-		Note: fmt.Sprintf("%d photos in each catalogue, grouped into products of N photos: each product is one of %d real photo "+
+		Note: fmt.Sprintf("%s photos in each catalogue, grouped into products of N photos: each product is one of %d real photo "+
 			"embeddings (shared datasets) plus N(0, %.2g²) noise per component for each of its photos, re-normalised. Queries are "+
 			"other real embeddings plus the same noise; k = %d products; one client, in process (catalog.SearchByVector / SearchByID), "+
-			"HNSW M=16, efConstruction=200, ef=64. 'more like this' queries with every photo of the product and merges by product.",
-			cfg.photos, len(real), cfg.sigma, cfg.k),
-		Header: []string{"photos per product", "products", "build s", "search p50 ms", "search p99 ms", "more-like-this p50 ms", "more-like-this p99 ms", "distinct products per result"},
+			"HNSW M=16, efConstruction=200, ef=64, graph vectors %s. 'more like this' queries with every photo of the product and merges by product.",
+			joinCounts(cfg.photos, " or "), len(real), cfg.sigma, cfg.k, cfg.quantize),
+		Header: []string{"photos", "photos per product", "products", "build s", "search p50 ms", "search p99 ms", "more-like-this p50 ms", "more-like-this p99 ms", "distinct products per result"},
 	}
 	dedup := benchkit.Table{
 		Title: "A duplicate scan over the whole catalogue",
 		Note: "catalog.FindDuplicates with the default policy (look-alike 0.90, 10 neighbours per photo, ef 64) over the same " +
-			"catalogues, on every core; allocated is what the scan allocated in all (runtime.MemStats.TotalAlloc before and after).",
-		Header: []string{"photos per product", "photos", "scan s", "photos/s", "clusters", "pairs", "allocated MB"},
+			"catalogues, on every core; allocated is what the scan allocated in all (runtime.MemStats.TotalAlloc before and after), " +
+			"catalogue heap the Go heap in use after a collection before the scan (graph and metadata; the store's vectors are " +
+			"in bbolt's mmapped file, outside it), scan heap the most the heap in use reached during the scan (sampled every 100 ms).",
+		Header: []string{"photos per product", "photos", "scan s", "photos/s", "clusters", "pairs", "allocated MB", "catalogue heap MB", "scan heap MB"},
 	}
-	for _, per := range cfg.perProduct {
-		row, drow, err := searchLatency(ctx, log, emb, real, cfg, per, filepath.Join(work, fmt.Sprint("per-", per)))
+	for _, photos := range cfg.photos {
+		for _, per := range cfg.perProduct {
+			row, drow, err := searchLatency(ctx, log, emb, real, cfg, photos, per, filepath.Join(work, fmt.Sprint(photos, "-per-", per)))
+			if err != nil {
+				return err
+			}
+			search.Rows = append(search.Rows, row)
+			dedup.Rows = append(dedup.Rows, drow)
+		}
+	}
+	var keep benchkit.Table
+	if cfg.keepCost {
+		keep, err = keepCost(ctx, log, emb, cfg, work)
 		if err != nil {
 			return err
 		}
-		search.Rows = append(search.Rows, row)
-		dedup.Rows = append(dedup.Rows, drow)
-	}
-	keep, err := keepCost(ctx, log, emb, cfg, work)
-	if err != nil {
-		return err
 	}
 	var b strings.Builder
 	b.WriteString("## Products with several photos\n\n")
 	b.WriteString(machine.Markdown())
-	b.WriteString("- command: `go run ./benchmarks/cmd/photobench` (part of `make bench`)\n\n")
+	fmt.Fprintf(&b, "- command: `photobench %s`\n\n", strings.Join(os.Args[1:], " "))
 	b.WriteString(search.Markdown())
 	b.WriteString("\n")
 	b.WriteString(dedup.Markdown())
-	b.WriteString("\n")
-	b.WriteString(keep.Markdown())
+	if cfg.keepCost {
+		b.WriteString("\n")
+		b.WriteString(keep.Markdown())
+	}
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
 	}
-	path := filepath.Join(cfg.out, "photos.md")
+	path := filepath.Join(cfg.out, cfg.name)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
@@ -162,14 +189,14 @@ func realVectors(ctx context.Context, emb *embed.Embedder, path string) ([][]flo
 	return out, nil
 }
 
-func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, real [][]float32, cfg config, per int, dir string) ([]string, []string, error) {
-	cat, err := catalog.Open(ctx, catalog.Config{DataDir: dir, Embedder: emb, Logger: log})
+func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, real [][]float32, cfg config, photos, per int, dir string) ([]string, []string, error) {
+	cat, err := catalog.Open(ctx, catalog.Config{DataDir: dir, Embedder: emb, Logger: log, Index: catalog.IndexParams{Quantize: cfg.quantize}})
 	if err != nil {
 		return nil, nil, err
 	}
 	defer cat.Close()
 	rng := rand.New(rand.NewSource(int64(per)))
-	products := cfg.photos / per
+	products := photos / per
 	start := time.Now()
 	const batch = 500
 	var writes []catalog.Write
@@ -221,6 +248,7 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	peak := benchkit.WatchHeap(100 * time.Millisecond)
 	clusters, pairs := 0, 0
 	t0 := time.Now()
 	err = cat.FindDuplicates(ctx, catalog.DuplicateOptions{}, func(cl catalog.Cluster) error {
@@ -229,16 +257,17 @@ func searchLatency(ctx context.Context, log *slog.Logger, emb *embed.Embedder, r
 		return nil
 	})
 	scan := time.Since(t0)
+	scanHeap := peak()
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		return nil, nil, err
 	}
-	photos := products * per
-	dedupRow := []string{fmt.Sprint(per), fmt.Sprint(photos), fmt.Sprintf("%.1f", scan.Seconds()),
+	dedupRow := []string{fmt.Sprint(per), fmt.Sprint(products * per), fmt.Sprintf("%.1f", scan.Seconds()),
 		fmt.Sprintf("%.0f", float64(photos)/scan.Seconds()), fmt.Sprint(clusters), fmt.Sprint(pairs),
-		fmt.Sprintf("%.0f", float64(after.TotalAlloc-before.TotalAlloc)/1e6)}
+		fmt.Sprintf("%.0f", float64(after.TotalAlloc-before.TotalAlloc)/1e6),
+		fmt.Sprintf("%.0f", float64(before.HeapInuse)/1e6), fmt.Sprintf("%.0f", float64(scanHeap)/1e6)}
 	return []string{
-		fmt.Sprint(per), fmt.Sprint(products), fmt.Sprintf("%.1f", build.Seconds()),
+		fmt.Sprint(products * per), fmt.Sprint(per), fmt.Sprint(products), fmt.Sprintf("%.1f", build.Seconds()),
 		benchkit.Millis(benchkit.Percentile(bySearch, 50)), benchkit.Millis(benchkit.Percentile(bySearch, 99)),
 		benchkit.Millis(benchkit.Percentile(byID, 50)), benchkit.Millis(benchkit.Percentile(byID, 99)),
 		fmt.Sprintf("%.2f of %d", float64(distinct)/float64(cfg.queries), cfg.k),
@@ -314,4 +343,21 @@ func keepCost(ctx context.Context, log *slog.Logger, emb *embed.Embedder, cfg co
 		t.Add(keep, fmt.Sprintf("%.0f", float64(st.Photos)/took.Seconds()), st.KeptPhotos, per, fmt.Sprintf("%.1f", float64(info.Size())/1e6))
 	}
 	return t, nil
+}
+
+// joinCounts writes counts as a reader would: 100,000 or 1,000,000.
+func joinCounts(counts []int, sep string) string {
+	var out []string
+	for _, n := range counts {
+		digits := strconv.Itoa(n)
+		var b strings.Builder
+		for i, d := range digits {
+			if i > 0 && (len(digits)-i)%3 == 0 {
+				b.WriteByte(',')
+			}
+			b.WriteRune(d)
+		}
+		out = append(out, b.String())
+	}
+	return strings.Join(out, sep)
 }

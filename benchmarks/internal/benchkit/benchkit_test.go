@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -246,4 +247,15 @@ func TestClosedLoop(t *testing.T) {
 	if q := (Load{}).QPS(); q != 0 {
 		t.Errorf("QPS of nothing = %v, want 0", q)
 	}
+}
+
+func TestWatchHeapSeesAnAllocationHeldAtTheEnd(t *testing.T) {
+	stop := WatchHeap(time.Hour) // no tick: only the first and the last reads count
+	held := make([]byte, 64<<20)
+	held[len(held)-1] = 1
+	peak := stop()
+	if peak < 64<<20 {
+		t.Errorf("peak %d bytes, want at least the 64 MiB held", peak)
+	}
+	runtime.KeepAlive(held)
 }
