@@ -158,13 +158,11 @@ func TestCropCopiesOnGroceryPhotos(t *testing.T) {
 		t.Fatal(err)
 	}
 	crops := []struct {
-		of             string
-		frac, fx, fy   float64
-		mirror         bool
-		copyHashToo    bool // set by the check: the hash rule alone would call it a copy
-		id             string
-		image          []byte
-		checkedHamming int
+		of           string
+		frac, fx, fy float64
+		mirror       bool
+		id           string
+		image        []byte
 	}{
 		{of: writes[0].ID, frac: 0.80, fx: 0, fy: 0},
 		{of: writes[1].ID, frac: 0.85, fx: 1, fy: 0.5},
@@ -172,8 +170,6 @@ func TestCropCopiesOnGroceryPhotos(t *testing.T) {
 		{of: writes[3].ID, frac: 0.82, fx: 1, fy: 1},
 		{of: writes[4].ID, frac: 0.85, fx: 0.2, fy: 0.7, mirror: true},
 	}
-	hashOnly := policy.Tier(Signals{}) // placeholder to keep the type; replaced below
-	_ = hashOnly
 	far := 0
 	for i := range crops {
 		cr := &crops[i]
