@@ -62,7 +62,7 @@ type CalibrationReport struct {
 	// negatives and Different decisions) built from them; DecisionPairs of those came from
 	// recorded decisions.
 	Photos, Positives, Negatives, DecisionPairs int
-	// Points measure rules on the fitting half.
+	// Points measure rules on the fitting half's copies and the negatives of both halves.
 	Points []CalibrationPoint
 	// Recommended reaches the target precision on the fitting half's copies and calls none
 	// of the negatives of either half a copy.

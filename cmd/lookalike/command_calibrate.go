@@ -58,7 +58,7 @@ func runCalibrate(ctx context.Context, a *app, args []string) error {
 	w := a.stdout
 	fmt.Fprintf(w, "%d photos sampled: %d positive pairs (synthetic copies, same-product decisions), %d negative pairs (nearest other products, different-product decisions); %d pairs from decisions\n",
 		rep.GetPhotos(), rep.GetPositives(), rep.GetNegatives(), rep.GetDecisionPairs())
-	fmt.Fprintf(w, "\nrules on the fitting half (target precision %.3g):\n", rep.GetTargetPrecision())
+	fmt.Fprintf(w, "\nrules on the fitting half's copies and the negatives of both halves (target precision %.3g):\n", rep.GetTargetPrecision())
 	tw := newTable(w)
 	fmt.Fprintln(tw, "RULE\tPRECISION\t95% LOW\tRECALL\tTP\tFP")
 	row := func(p *lookalikev1.CalibrationPoint) {

@@ -2742,7 +2742,8 @@ type CalibrateReport struct {
 	Negatives uint32 `protobuf:"varint,3,opt,name=negatives,proto3" json:"negatives,omitempty"`
 	// Labelled pairs that came from recorded decisions.
 	DecisionPairs uint32 `protobuf:"varint,4,opt,name=decision_pairs,json=decisionPairs,proto3" json:"decision_pairs,omitempty"`
-	// Precision and recall of rules and thresholds on the fitting half.
+	// Precision and recall of rules and thresholds on the fitting half's copies and the
+	// negatives of both halves.
 	Points []*CalibrationPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
 	// The recommended policy (reaches the target precision on the fitting half's copies and
 	// calls none of the negatives of either half a copy).
