@@ -65,8 +65,11 @@ type catchUp struct {
 	lastLog time.Time
 
 	workers sync.WaitGroup
-	// done is closed when every worker has returned (finished or stopped).
-	done chan struct{}
+	// quit is closed by stop, so that workers held at gate return too; done is closed when
+	// every worker has returned (finished or stopped).
+	quit     chan struct{}
+	quitOnce sync.Once
+	done     chan struct{}
 }
 
 // pendingPhoto is one key's desired state.
@@ -87,6 +90,7 @@ func newCatchUp(graph *index.HNSW, log *slog.Logger, gate <-chan struct{}) *catc
 		graph: graph, log: log, gate: gate,
 		pending: make(map[index.Key]*pendingPhoto),
 		queues:  make([][]index.Key, runtime.GOMAXPROCS(0)),
+		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 	c.wake = sync.NewCond(&c.mu)
@@ -167,7 +171,10 @@ func (c *catchUp) start(onEmpty func()) {
 // work is worker w: it applies the keys of its queue until the catch-up is stopped or over.
 func (c *catchUp) work(w int) {
 	if c.gate != nil {
-		<-c.gate
+		select {
+		case <-c.gate:
+		case <-c.quit:
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -237,6 +244,7 @@ func (c *catchUp) stop() {
 	c.stopped = true
 	c.wake.Broadcast()
 	c.mu.Unlock()
+	c.quitOnce.Do(func() { close(c.quit) })
 	<-c.done
 }
 
