@@ -75,6 +75,13 @@ func crashEmbedded(t *testing.T, b *Embedded) {
 	}
 }
 
+// waitCatchUp waits until b's graph holds every photo (tests only).
+func (b *Embedded) waitCatchUp() {
+	if c := b.catchUp.Load(); c != nil {
+		<-c.done
+	}
+}
+
 // storeVectors is the truth a search must answer from: every vector in the store.
 func storeVectors(t *testing.T, b *Embedded) map[index.Key][]float32 {
 	t.Helper()
