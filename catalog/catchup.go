@@ -279,16 +279,15 @@ func (c *catchUp) search(q []float32, n int, ef int, admit func(index.Key) bool)
 		return nil
 	}
 	c.mu.RLock()
-	keys := slices.Clone(c.withVec)
-	vecs := slices.Clone(c.vecs)
-	masked := make(map[index.Key]struct{}, len(c.withVec)+len(c.gone))
+	keys, vecs, gone := slices.Clone(c.withVec), slices.Clone(c.vecs), slices.Clone(c.gone)
+	c.mu.RUnlock()
+	masked := make(map[index.Key]struct{}, len(keys)+len(gone))
 	for _, k := range keys {
 		masked[k] = struct{}{}
 	}
-	for _, k := range c.gone {
+	for _, k := range gone {
 		masked[k] = struct{}{}
 	}
-	c.mu.RUnlock()
 
 	filter := func(k index.Key) bool {
 		if _, ok := masked[k]; ok {
