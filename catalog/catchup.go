@@ -275,8 +275,8 @@ func (c *catchUp) vector(key index.Key) (vec []float32, pending bool) {
 // before, and a key set meanwhile is one the graph still holds in its earlier state, so
 // every key is answered once, in a state it had during the search.
 func (c *catchUp) search(q []float32, n int, ef int, admit func(index.Key) bool) []index.Neighbor {
-	if n <= 0 {
-		return nil
+	if n <= 0 || len(q) != c.graph.Dim() {
+		return nil // as the graph answers
 	}
 	c.mu.RLock()
 	keys, vecs, gone := slices.Clone(c.withVec), slices.Clone(c.vecs), slices.Clone(c.gone)
