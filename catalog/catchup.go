@@ -119,7 +119,7 @@ func (c *catchUp) set(key index.Key, vec []float32) {
 		p.vec = vec
 		return
 	default:
-		c.unlist(key, p)
+		c.unlist(p)
 	}
 	p.vec = vec
 	if vec != nil {
@@ -132,9 +132,9 @@ func (c *catchUp) set(key index.Key, vec []float32) {
 	}
 }
 
-// unlist removes key from its dense list, moving the list's last key into its slot; the
+// unlist removes p's key from its dense list, moving the list's last key into its slot; the
 // caller holds mu.
-func (c *catchUp) unlist(key index.Key, p *pendingPhoto) {
+func (c *catchUp) unlist(p *pendingPhoto) {
 	if p.vec != nil {
 		last := len(c.withVec) - 1
 		moved := c.withVec[last]
@@ -206,7 +206,7 @@ func (c *catchUp) work(w int) {
 			c.queues[w] = append(c.queues[w], key) // written meanwhile: apply the new state
 			continue
 		}
-		c.unlist(key, p)
+		c.unlist(p)
 		delete(c.pending, key)
 		c.applied++
 		if time.Since(c.lastLog) >= 2*time.Second {
