@@ -18,9 +18,23 @@
 // the graph alone) and the in-memory key -> product table that filters and results read.
 // The embedded backend owns the graph snapshot lifecycle: load and catch up on open, rebuild
 // when the snapshot is missing, damaged or saved from another store generation (a restored
-// store), both from every core (graphload.go), save on demand, periodically, after
-// --snapshot-changes writes and at close, beside the writes and without the live vectors the
-// store already holds; and consistent store backups.
+// store), save on demand, periodically, after --snapshot-changes writes and at close, beside
+// the writes and without the live vectors the store already holds; and consistent store
+// backups.
+//
+// Catching up and rebuilding share one mechanism (catchup.go): the net state of every photo
+// the graph does not reflect (the store's vector, or deleted), applied by one worker per core.
+// Up to 256 such photos are applied before OpenEmbedded returns. Past that (a crash left many
+// changes behind the snapshot, or there is no usable snapshot) OpenEmbedded returns once the
+// snapshot is loaded, or at once with an empty graph, and the graph catches up in the
+// background while everything is served correctly: writes record their graph changes in the
+// catch-up, searches take the graph's answer for the photos it holds in their latest state and
+// score the other photos exactly, so a search costs a scan of the photos not in the graph yet
+// (all of them at the start of a rebuild). No snapshot is saved until the graph holds
+// everything; a close meanwhile saves nothing, since the old snapshot and the store's change
+// log, which only a save truncates, still describe everything. When the catch-up is over the
+// graph must hold as many photos as the store; if not, it is reconciled with the store (in the
+// background too) and an error is logged if that fails.
 //
 // It must never import grpc, bbolt or a remote backend (weaviate imports catalog, not the
 // other way): the server package adapts it to gRPC, and only store touches the database

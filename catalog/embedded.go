@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lookalike/index"
@@ -35,7 +37,16 @@ type EmbeddedConfig struct {
 	SnapshotChanges int
 	// Logger receives progress and warnings; nil discards them.
 	Logger *slog.Logger
+
+	// catchUpGate, when set (tests only), holds the background catch-up's workers until it
+	// is closed, so a test can look at a backend that is serving while its graph lags.
+	catchUpGate <-chan struct{}
 }
+
+// catchUpAbove is the most photo keys a start brings into the graph before it returns;
+// past it (a long replay of the change log, a rebuild of a catalogue) OpenEmbedded returns
+// once the snapshot is loaded and the graph catches up in the background (catchup.go).
+const catchUpAbove = 256
 
 // truncateLogAfter is how many changes a snapshot save lets the store's change log keep
 // beyond the last truncation before it truncates again. A truncation is a store write
@@ -45,8 +56,11 @@ const truncateLogAfter = 4096
 
 // DefaultSnapshotChanges bounds the change log a restart replays onto the last snapshot.
 // Replaying inserts costs what building the graph does, a few hundred to a few thousand a
-// second on one core for 1280-d vectors; chosen so that a restart at 100,000 photos serves
-// within about 10 s on the project's 2-core machine (scripts/restart-time.sh measures it).
+// second on one core for 1280-d vectors. A replay of more than catchUpAbove photos runs after
+// the start, beside the serving (catchup.go), so the bound no longer decides when a restart
+// serves but how long its graph takes to hold everything again and how many photos each
+// search scores exactly meanwhile: about 8 s and 4,000 at 100,000 photos on the project's
+// 2-core machine (scripts/restart-time.sh measures it).
 const DefaultSnapshotChanges = 4000
 
 // Embedded is the one-machine backend: products and vectors in a bbolt store (the truth),
@@ -81,13 +95,22 @@ type Embedded struct {
 	// saved, when set (tests only), is told the seq of every snapshot the saver writes.
 	saved chan uint64
 
+	// catchUp is the graph's catch-up with the store after a start, nil when the graph holds
+	// every photo's latest state. Set at open; cleared once, under writeMu, when it is over.
+	// While set, writes record their graph changes in it and searches read it too.
+	catchUp     atomic.Pointer[catchUp]
+	catchUpGate <-chan struct{}
+
 	stopPeriodic context.CancelFunc
 	periodicDone chan struct{}
 }
 
 // OpenEmbedded opens (or creates) the store in cfg.DataDir, then brings the graph up to the
 // store's state: from its snapshot caught up with the store's change log, or rebuilt from the
-// store when the snapshot is missing, stale or damaged.
+// store when the snapshot is missing, stale or damaged. When that is more than catchUpAbove
+// photos it returns as soon as the snapshot is loaded (at once for a rebuild) and the graph
+// catches up in the background (catchup.go), every search and write served correctly
+// meanwhile.
 func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("%w: catalog.EmbeddedConfig.DataDir is empty", ErrInvalidArgument)
@@ -113,8 +136,10 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: open store: %w", err)
 	}
-	b := &Embedded{log: log, store: st, params: cfg.Index.withDefaults(), dataDir: cfg.DataDir, snapshotFile: snapPath}
-	if err := b.loadGraph(ctx); err != nil {
+	b := &Embedded{log: log, store: st, params: cfg.Index.withDefaults(), dataDir: cfg.DataDir, snapshotFile: snapPath,
+		catchUpGate: cfg.catchUpGate}
+	c, err := b.loadGraph(ctx)
+	if err != nil {
 		_ = st.Close()
 		if errors.Is(err, store.ErrCorrupt) {
 			return nil, fmt.Errorf("catalog: the store %s is damaged (%w); stop the server and put back a backup "+
@@ -122,6 +147,8 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		return nil, err
 	}
+	// Before the saver starts: no snapshot may be saved until the graph caught up.
+	b.catchUp.Store(c)
 	b.snapshotChanges = cfg.SnapshotChanges
 	if b.snapshotChanges == 0 {
 		b.snapshotChanges = DefaultSnapshotChanges
@@ -132,6 +159,10 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		b.stopPeriodic = cancel
 		b.periodicDone = make(chan struct{})
 		go b.saveInBackground(pctx, cfg.SnapshotInterval)
+	}
+	if err := b.runCatchUp(ctx, c); err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("catalog: catch the graph up with the store: %w", err)
 	}
 	return b, nil
 }
@@ -199,40 +230,163 @@ func (b *Embedded) storeVector(k index.Key) []float32 {
 	return v
 }
 
-// loadGraph brings the graph up to the store's state. A bad snapshot is logged and replaced
-// by a rebuild: it never stops the start.
-func (b *Embedded) loadGraph(ctx context.Context) error {
+// loadGraph loads the graph snapshot, or makes an empty graph when there is no usable one,
+// and returns what the graph lacks of the store's state: the catch-up, not started yet. A
+// bad snapshot is logged and replaced by a rebuild: it never stops the start.
+func (b *Embedded) loadGraph(ctx context.Context) (*catchUp, error) {
 	start := time.Now()
 	graph, snapSeq, ok := b.loadSnapshot()
 	if ok {
-		if err := b.replay(graph, snapSeq); err != nil {
-			b.log.Warn("graph snapshot cannot be caught up with the store; rebuilding", "err", err)
-			ok = false
+		c := newCatchUp(graph, b.log, b.catchUpGate)
+		changes, err := b.pendingSince(c, snapSeq)
+		if err == nil {
+			b.graph = graph
+			b.snapshotSeq = snapSeq
+			if st, err := os.Stat(b.snapshotFile); err == nil {
+				b.snapshotTime = st.ModTime()
+			}
+			pending, _, _ := c.progress()
+			b.log.Info("graph loaded from snapshot", "photos", graph.Len(), "products", b.store.Count(), "snapshot_seq", snapSeq,
+				"store_seq", b.store.Seq(), "changes", changes, "photos_to_apply", pending, "took", time.Since(start).Round(time.Millisecond))
+			return c, nil
 		}
+		b.log.Warn("graph snapshot cannot be caught up with the store; rebuilding", "err", err)
+		graph.Close()
 	}
-	if ok && graph.Len() != b.store.Photos() {
-		b.log.Warn("graph snapshot disagrees with the store; rebuilding",
-			"graph_photos", graph.Len(), "store_photos", b.store.Photos())
-		ok = false
+	graph = b.newGraph()
+	c := newCatchUp(graph, b.log, b.catchUpGate)
+	b.log.Info("building graph from store", "photos", b.store.Photos(), "m", b.params.M, "ef_construction", b.params.EFConstruction)
+	err := b.store.ForEachVector(func(key uint32, vec []float32) error {
+		c.set(key, vec)
+		return ctx.Err()
+	})
+	if err != nil {
+		graph.Close()
+		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
 	}
-	if graph != nil && !ok {
-		graph.Close() // the replay may have started a compaction of it
-	}
-	if ok {
-		b.graph = graph
-		b.snapshotSeq = snapSeq
-		if st, err := os.Stat(b.snapshotFile); err == nil {
-			b.snapshotTime = st.ModTime()
+	b.graph = graph
+	return c, nil
+}
+
+// pendingSince sets in c the current state of every photo the store changed after seq (its
+// vector, or deleted) and returns how many changes that was. Several changes of one key
+// leave one state, the store's: the graph needs no more.
+func (b *Embedded) pendingSince(c *catchUp, seq uint64) (int, error) {
+	n := 0
+	seen := make(map[index.Key]struct{})
+	err := b.store.ChangesSince(seq, func(ch store.Change) error {
+		n++
+		if ch.Metadata() {
+			return nil // the graph holds no metadata
 		}
-		b.log.Info("graph loaded from snapshot", "photos", graph.Len(), "products", b.store.Count(), "snapshot_seq", snapSeq,
-			"store_seq", b.store.Seq(), "took", time.Since(start).Round(time.Millisecond))
+		if _, dup := seen[ch.Key]; dup {
+			return nil
+		}
+		seen[ch.Key] = struct{}{}
+		vec, err := b.store.Vector(ch.Key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			c.set(ch.Key, nil)
+			return nil
+		case err != nil:
+			return err
+		}
+		c.set(ch.Key, vec)
+		return nil
+	})
+	return n, err
+}
+
+// runCatchUp starts c and, when it holds at most catchUpAbove photos, waits for it to end;
+// a longer one goes on in the background while the backend serves.
+func (b *Embedded) runCatchUp(ctx context.Context, c *catchUp) error {
+	c.start(func() { b.finishCatchUp(c) })
+	if c.empty() {
+		b.finishCatchUp(c) // nothing to apply: only the count check
+	}
+	if pending, _, _ := c.progress(); pending > catchUpAbove {
+		b.log.Info("serving while the graph catches up with the store in the background (searches score its photos exactly)",
+			"graph_photos", b.graph.Len(), "photos_to_apply", pending)
 		return nil
 	}
-	graph, err := b.rebuild(ctx)
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		c.stop()
+		return ctx.Err()
+	}
+}
+
+// finishCatchUp ends c once nothing is pending (its workers call it when they forget the
+// last key): under writeMu, so no write can set a key meanwhile, it checks that the graph
+// holds as many photos as the store, and from then on writes go to the graph. A graph that
+// disagrees (a snapshot inconsistent with the store's log) is reconciled with the store once
+// more, in the background too; one that still disagrees is served, with an error logged.
+func (b *Embedded) finishCatchUp(c *catchUp) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if b.catchUp.Load() != c || !c.empty() {
+		return // over already, or a write set a key since the worker saw it empty
+	}
+	if graphPhotos, storePhotos := b.graph.Len(), b.store.Photos(); graphPhotos != storePhotos {
+		if !c.reconciled {
+			c.reconciled = true
+			b.log.Warn("graph disagrees with the store after catching up; reconciling it with the store in the background",
+				"graph_photos", graphPhotos, "store_photos", storePhotos)
+			if err := b.reconcile(c); err != nil {
+				b.log.Error("cannot reconcile the graph with the store; serving it as it is", "err", err)
+			}
+			if !c.empty() {
+				return
+			}
+		}
+		b.log.Error("graph still disagrees with the store after reconciling; serving it as it is (restart to rebuild it)",
+			"graph_photos", graphPhotos, "store_photos", storePhotos)
+	}
+	c.finish()
+	b.catchUp.Store(nil)
+	_, applied, took := c.progress()
+	b.log.Info("graph caught up with the store", "photos", b.graph.Len(), "applied", applied,
+		"took", took.Round(time.Millisecond))
+	if b.saveSoon != nil && applied > catchUpAbove {
+		select { // save it soon: a crash now would otherwise do the catch-up again
+		case b.saveSoon <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reconcile sets in c every difference between the graph and the store: the store's photos
+// the graph lacks (or holds another vector for: only a float32 graph can tell, a quantised
+// one reads its vectors from the store) and the graph's photos the store does not have. The
+// caller holds writeMu, so the store does not change meanwhile.
+func (b *Embedded) reconcile(c *catchUp) error {
+	inGraph := make(map[index.Key]struct{}, b.graph.Len())
+	for _, k := range b.graph.Keys() {
+		inGraph[k] = struct{}{}
+	}
+	ownVectors := b.params.Quantize == index.QuantizeNone
+	err := b.store.ForEachVector(func(key uint32, vec []float32) error {
+		if _, ok := inGraph[key]; !ok {
+			c.set(key, vec)
+			return nil
+		}
+		delete(inGraph, key)
+		if ownVectors {
+			// The graph's own copy: no store read inside this store transaction.
+			if gv, _ := b.graph.Vector(key); !slices.Equal(gv, vec) {
+				c.set(key, vec)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	b.graph = graph
+	for k := range inGraph {
+		c.set(k, nil)
+	}
 	return nil
 }
 
@@ -271,72 +425,6 @@ func (b *Embedded) loadSnapshot() (*index.HNSW, uint64, bool) {
 	return graph, seq, true
 }
 
-// replay applies the store changes made after the snapshot was taken, from several
-// goroutines (graphLoader).
-func (b *Embedded) replay(graph *index.HNSW, since uint64) error {
-	n := 0
-	load := newGraphLoader(graph)
-	err := b.store.ChangesSince(since, func(ch store.Change) error {
-		n++
-		switch {
-		case ch.Metadata():
-			return nil // the graph holds no metadata
-		case ch.Deleted:
-			load.delete(ch.Key)
-			return nil
-		}
-		vec, err := b.store.Vector(ch.Key)
-		if errors.Is(err, store.ErrNotFound) {
-			// Deleted again later; its own change record follows, but be safe.
-			load.delete(ch.Key)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		load.add(ch.Key, vec)
-		return nil
-	})
-	err = errors.Join(err, load.wait())
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		b.log.Info("graph snapshot caught up with the store", "changes", n)
-	}
-	return nil
-}
-
-// rebuild builds a fresh graph from every vector in the store, from several goroutines
-// (graphLoader).
-func (b *Embedded) rebuild(ctx context.Context) (*index.HNSW, error) {
-	graph := b.newGraph()
-	total := b.store.Photos()
-	start, last := time.Now(), time.Now()
-	b.log.Info("building graph from store", "photos", total, "m", b.params.M, "ef_construction", b.params.EFConstruction)
-	done := 0
-	load := newGraphLoader(graph)
-	err := b.store.ForEachVector(func(key uint32, vec []float32) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		load.add(key, vec)
-		done++
-		if time.Since(last) >= 2*time.Second {
-			last = time.Now()
-			b.log.Info("building graph", "queued", done, "photos", total,
-				"elapsed", time.Since(start).Round(time.Second))
-		}
-		return nil
-	})
-	if err := errors.Join(err, load.wait()); err != nil {
-		graph.Close()
-		return nil, fmt.Errorf("catalog: rebuild graph: %w", err)
-	}
-	b.log.Info("graph built", "photos", done, "took", time.Since(start).Round(time.Millisecond))
-	return graph, nil
-}
-
 // saveInBackground is the snapshot saver: every interval (if any), and whenever a write
 // reports that the change log outgrew snapshotChanges. Saves by change count are spaced by
 // at least twice the last save's duration, so that a bulk ingest, which crosses the count
@@ -366,8 +454,12 @@ func (b *Embedded) saveInBackground(ctx context.Context, every time.Duration) {
 			}
 		}
 		start := time.Now()
-		if err := b.SaveSnapshot(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		saved, err := b.saveSnapshot(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
 			b.log.Warn("background graph snapshot failed", "err", err)
+			continue
+		}
+		if !saved {
 			continue
 		}
 		lastEnd, lastTook = time.Now(), time.Since(start)
@@ -452,7 +544,7 @@ func (b *Embedded) Put(ctx context.Context, products []store.Product) ([]store.P
 			if ph.Vector == nil {
 				continue
 			}
-			if err := b.graph.Add(keys[j], ph.Vector); err != nil {
+			if err := b.graphAdd(keys[j], ph.Vector); err != nil {
 				// Vectors are validated before they reach the store, so this is a bug; the
 				// store stays the truth and the next open rebuilds or replays the graph.
 				return nil, fmt.Errorf("product %q: index: %w", sp.ID, err)
@@ -460,7 +552,7 @@ func (b *Embedded) Put(ctx context.Context, products []store.Product) ([]store.P
 		}
 		for _, k := range current[sp.ID] {
 			if !kept[k] {
-				b.graph.Delete(k)
+				b.graphDelete(k)
 			}
 		}
 		current[sp.ID] = keys
@@ -478,24 +570,61 @@ func (b *Embedded) Delete(ctx context.Context, id string) (store.Product, error)
 		return store.Product{}, err
 	}
 	for _, ph := range sp.Photos {
-		b.graph.Delete(ph.Key)
+		b.graphDelete(ph.Key)
 	}
 	b.noteChanges()
 	return sp, nil
 }
 
-// Search implements Backend on the graph, testing opt.Admit on every photo it visits.
+// graphAdd puts a written photo's vector in the graph, or in the catch-up while there is
+// one (the graph gets it from there); the caller holds writeMu and has committed the write.
+func (b *Embedded) graphAdd(key index.Key, vec []float32) error {
+	c := b.catchUp.Load()
+	if c == nil {
+		return b.graph.Add(key, vec)
+	}
+	if len(vec) != b.store.Dim() {
+		return fmt.Errorf("%w: got %d, want %d", index.ErrDimension, len(vec), b.store.Dim())
+	}
+	c.set(key, slices.Clone(vec)) // the caller's slice is not ours to keep
+	return nil
+}
+
+// graphDelete removes a deleted photo from the graph, or records its deletion in the
+// catch-up while there is one; the caller holds writeMu and has committed the write.
+func (b *Embedded) graphDelete(key index.Key) {
+	if c := b.catchUp.Load(); c != nil {
+		c.set(key, nil)
+		return
+	}
+	b.graph.Delete(key)
+}
+
+// Search implements Backend on the graph, testing opt.Admit on every photo it visits; while
+// the graph catches up, the photos it does not hold yet are scored exactly beside it.
 func (b *Embedded) Search(ctx context.Context, q []float32, n int, opt PhotoQuery) ([]index.Neighbor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if c := b.catchUp.Load(); c != nil {
+		return c.search(q, n, opt.EF, opt.Admit), nil
+	}
 	return b.graph.Search(q, n, index.SearchOptions{EF: opt.EF, Filter: opt.Admit}), nil
 }
 
-// Vectors implements Backend from the graph's copies (the store's for a quantised graph).
+// Vectors implements Backend from the graph's copies (the store's for a quantised graph),
+// or the catch-up's for a photo the graph does not hold yet.
 func (b *Embedded) Vectors(_ context.Context, keys []index.Key) ([][]float32, error) {
+	c := b.catchUp.Load()
 	out := make([][]float32, len(keys))
 	for i, k := range keys {
+		if c != nil {
+			// The catch-up first: a key it forgets was applied to the graph before.
+			if vec, pending := c.vector(k); pending {
+				out[i] = slices.Clone(vec)
+				continue
+			}
+		}
 		out[i], _ = b.graph.Vector(k)
 	}
 	return out, nil
@@ -529,8 +658,20 @@ func (b *Embedded) DeleteDecision(ctx context.Context, a, bID string) error {
 	return b.store.DeleteDecision(ctx, a, bID)
 }
 
-// Graph is the backend's HNSW graph, for its parameters and size.
+// Graph is the backend's HNSW graph, for its parameters and size. While the graph catches up
+// after a start (CatchingUp > 0) it lacks the latest state of that many photos.
 func (b *Embedded) Graph() *index.HNSW { return b.graph }
+
+// CatchingUp counts the photos whose latest state the graph does not hold yet, while it
+// catches up with the store after a start; 0 once it holds everything.
+func (b *Embedded) CatchingUp() int {
+	c := b.catchUp.Load()
+	if c == nil {
+		return 0
+	}
+	pending, _, _ := c.progress()
+	return pending
+}
 
 // SnapshotState reports the store's sequence number and the last snapshot's seq and time.
 func (b *Embedded) SnapshotState() (storeSeq, snapSeq uint64, at time.Time) {
@@ -540,30 +681,44 @@ func (b *Embedded) SnapshotState() (storeSeq, snapSeq uint64, at time.Time) {
 }
 
 // SaveSnapshot writes the graph to the data directory if it changed since the last save,
-// then lets the store forget the change log the snapshot covers.
+// then lets the store forget the change log the snapshot covers. While the graph catches up
+// after a start it saves nothing: the graph does not hold every change up to the store's
+// seq, and the last snapshot with the store's log still describes everything.
 func (b *Embedded) SaveSnapshot(ctx context.Context) error {
+	_, err := b.saveSnapshot(ctx)
+	return err
+}
+
+// saveSnapshot is SaveSnapshot; saved says whether it wrote a snapshot.
+func (b *Embedded) saveSnapshot(ctx context.Context) (saved bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	b.snapMu.Lock()
 	defer b.snapMu.Unlock()
 	// Every write with a seq <= this one is already in the graph (writes hold writeMu across
-	// store and graph). Later writes may or may not land in the file; replaying them on the
-	// next open is idempotent, so the snapshot stays correct either way.
+	// store and graph, and a catch-up ends under writeMu). Later writes may or may not land
+	// in the file; replaying them on the next open is idempotent, so the snapshot stays
+	// correct either way.
 	b.writeMu.Lock()
 	seq := b.store.Seq()
+	catchingUp := b.catchUp.Load() != nil
 	b.writeMu.Unlock()
+	if catchingUp {
+		b.log.Debug("graph snapshot not saved: the graph is still catching up with the store", "store_seq", seq)
+		return false, nil
+	}
 	b.snapInfoMu.Lock()
 	unchanged := seq == b.snapshotSeq && !b.snapshotTime.IsZero()
 	b.snapInfoMu.Unlock()
 	if unchanged {
-		return nil
+		return false, nil
 	}
 	start := time.Now()
 	// The store holds every live photo's vector: the file need not.
 	info := index.SnapshotInfo{Seq: seq, Tag: b.store.Generation(), VectorsOutside: true}
 	if err := b.graph.SaveSnapshot(b.snapshotFile, info); err != nil {
-		return fmt.Errorf("catalog: save graph snapshot: %w", err)
+		return false, fmt.Errorf("catalog: save graph snapshot: %w", err)
 	}
 	b.snapInfoMu.Lock()
 	b.snapshotSeq, b.snapshotTime = seq, time.Now()
@@ -577,7 +732,7 @@ func (b *Embedded) SaveSnapshot(ctx context.Context) error {
 			b.truncatedSeq = seq
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // Backup writes a consistent copy of the store file to w; see Catalog.Backup.
@@ -589,13 +744,18 @@ func (b *Embedded) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) 
 	return BackupInfo(info), nil
 }
 
-// Close stops the periodic saves and the graph's compactions (one running is abandoned: it
-// reads the store, and its tombstones are saved with the graph), saves the graph snapshot if
-// it changed and closes the store.
+// Close stops the periodic saves, a catch-up of the graph (its workers finish the photo each
+// is applying) and the graph's compactions (one running is abandoned: it reads the store, and
+// its tombstones are saved with the graph), saves the graph snapshot if it changed, unless
+// the catch-up was not over (the last snapshot and the store's log, which no save truncated
+// meanwhile, still describe everything), and closes the store.
 func (b *Embedded) Close() error {
 	if b.stopPeriodic != nil {
 		b.stopPeriodic()
 		<-b.periodicDone
+	}
+	if c := b.catchUp.Load(); c != nil {
+		c.stop()
 	}
 	b.graph.Close()
 	saveErr := b.SaveSnapshot(context.Background())

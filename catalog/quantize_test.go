@@ -139,6 +139,7 @@ func TestQuantizedCatalog(t *testing.T) {
 	// The same data directory opened for float32 vectors rebuilds rather than loading codes.
 	fc = open(int8Dir, index.QuantizeNone)
 	defer fc.Close()
+	fc.emb().waitCatchUp() // more photos than a start brings in before it serves
 	if fc.emb().graph.Config().Quantize != index.QuantizeNone || fc.emb().graph.Len() != len(vecs)-1 {
 		t.Fatalf("reopened as float32: quantisation %v, %d photos", fc.emb().graph.Config().Quantize, fc.emb().graph.Len())
 	}

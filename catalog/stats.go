@@ -41,7 +41,12 @@ type IndexStats struct {
 	EFConstruction int
 	EFSearch       int
 	Metric         string
-	Size           int
+	// Size counts the photos in the graph.
+	Size int
+	// CatchingUp counts the photos whose latest state the embedded graph does not hold yet,
+	// while it catches up with the store after a start: searches score those exactly, so
+	// they cost more until it reaches 0.
+	CatchingUp int
 }
 
 // Stats reports the catalogue's current state.
@@ -57,15 +62,19 @@ func (c *Catalog) Stats(ctx context.Context) (Stats, error) {
 			Metric: index.InnerProduct.String(),
 		},
 	}
-	if g, ok := c.backend.(interface{ Graph() *index.HNSW }); ok {
+	g, hasGraph := c.backend.(interface{ Graph() *index.HNSW })
+	if hasGraph {
 		gc := g.Graph().Config()
 		s.Index.M, s.Index.EFConstruction, s.Index.Size = gc.M, gc.EFConstruction, g.Graph().Len()
+	}
+	if cu, ok := c.backend.(interface{ CatchingUp() int }); ok {
+		s.Index.CatchingUp = cu.CatchingUp()
 	}
 	if sn, ok := c.backend.(snapshotter); ok {
 		s.StoreSeq, s.SnapshotSeq, s.SnapshotTime = sn.SnapshotState()
 	}
 	c.metaMu.RLock()
-	if s.Index.Size == 0 {
+	if !hasGraph {
 		s.Index.Size = len(c.byKey) // other backends hold one vector per photo too
 	}
 	s.Count, s.Photos = len(c.byID), len(c.byKey)

@@ -173,6 +173,17 @@ func (h *HNSW) Len() int {
 	return len(h.g.byKey)
 }
 
+// Keys returns the live keys, in no particular order.
+func (h *HNSW) Keys() []Key {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	keys := make([]Key, 0, len(h.g.byKey))
+	for k := range h.g.byKey {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // Vector returns a copy of the vector stored under key (with Config.Vectors, of the one the
 // source supplies for a key the index holds).
 func (h *HNSW) Vector(key Key) ([]float32, bool) {

@@ -40,6 +40,11 @@ func (m Metric) String() string {
 
 func (m Metric) valid() bool { return m == InnerProduct || m == L2 }
 
+// Score is the score a search under m reports for a stored vector b and the query a (the
+// same kernels, so the same float32 bits): a caller that ranks some vectors itself, beside
+// an index's results, merges the two exactly.
+func (m Metric) Score(a, b []float32) float32 { return -distance(m == L2, a, b) }
+
 // SearchOptions tunes one query. EF is the size of the candidate list (0: the index default;
 // it is raised to k when smaller). Filter, when set, admits only the keys it returns true
 // for; non-matching items are still walked through but never returned.

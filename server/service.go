@@ -406,6 +406,7 @@ func (s *service) Stats(ctx context.Context, _ *pb.StatsRequest) (*pb.StatsRespo
 		Index: &pb.IndexParams{
 			M: uint32(st.Index.M), EfConstruction: uint32(st.Index.EFConstruction),
 			EfSearch: uint32(st.Index.EFSearch), Metric: st.Index.Metric, Size: uint64(st.Index.Size),
+			CatchingUp: uint64(st.Index.CatchingUp),
 		},
 		StoreSeq: st.StoreSeq, SnapshotSeq: st.SnapshotSeq, Backend: st.Backend,
 		DuplicatePolicy: policyProto(st.Policy), Decisions: uint64(st.Decisions),

@@ -36,6 +36,9 @@ type indexJSON struct {
 	EFConstruction uint32 `json:"ef_construction"`
 	EFSearch       uint32 `json:"ef_search"`
 	Size           uint64 `json:"size"`
+	// CatchingUp counts the photos the graph does not hold yet after a restart (searches
+	// score them exactly); omitted once it holds everything.
+	CatchingUp uint64 `json:"catching_up,omitempty"`
 }
 
 func runStats(ctx context.Context, a *app, args []string) error {
@@ -76,6 +79,9 @@ func runStats(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(tw, "dim\t%d\n", out.Dim)
 	fmt.Fprintf(tw, "index\t%s, M=%d, efConstruction=%d, efSearch=%d, %d vectors\n",
 		clean(out.Index.Metric, 0), out.Index.M, out.Index.EFConstruction, out.Index.EFSearch, out.Index.Size)
+	if out.Index.CatchingUp > 0 {
+		fmt.Fprintf(tw, "catching up\t%d photos not in the graph yet (searched exactly meanwhile)\n", out.Index.CatchingUp)
+	}
 	backend := cmp.Or(out.Backend, "embedded") // servers before the field existed
 	fmt.Fprintf(tw, "backend\t%s\n", clean(backend, 40))
 	if backend == "embedded" {
@@ -131,6 +137,7 @@ func toStatsJSON(r *lookalikev1.StatsResponse) statsJSON {
 			EFConstruction: r.GetIndex().GetEfConstruction(),
 			EFSearch:       r.GetIndex().GetEfSearch(),
 			Size:           r.GetIndex().GetSize(),
+			CatchingUp:     r.GetIndex().GetCatchingUp(),
 		},
 		Backend:     r.GetBackend(),
 		StoreSeq:    r.GetStoreSeq(),

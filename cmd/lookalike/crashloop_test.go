@@ -1081,9 +1081,21 @@ func (l *crashLoop) verify(n int, srv *crashServer) {
 		t.Fatalf("cycle %d: %d writes in flight on products outside the pool", n, len(l.inFlight))
 	}
 
-	st, err := srv.client.Stats(ctx, &pb.StatsRequest{})
-	if err != nil {
-		t.Fatalf("cycle %d: Stats: %v", n, err)
+	// A restart with many changes behind its snapshot serves while its graph catches up in
+	// the background: wait for that (the checks above were served meanwhile).
+	var st *pb.StatsResponse
+	for deadline := time.Now().Add(crashGuard); ; {
+		var err error
+		if st, err = srv.client.Stats(ctx, &pb.StatsRequest{}); err != nil {
+			t.Fatalf("cycle %d: Stats: %v", n, err)
+		}
+		if st.GetIndex().GetCatchingUp() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cycle %d: the graph still catches up %d photos after %v", n, st.GetIndex().GetCatchingUp(), crashGuard)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if st.GetCount() != uint64(present) || st.GetPhotos() != uint64(photos) || st.GetKeptPhotos() != uint64(kept) || st.GetIndex().GetSize() != uint64(photos) {
 		t.Errorf("cycle %d: Stats says %d products, %d photos (%d kept), graph %d; the client counts %d, %d (%d kept)",

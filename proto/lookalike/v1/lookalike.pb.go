@@ -3513,7 +3513,10 @@ type IndexParams struct {
 	// Similarity metric, e.g. "inner_product".
 	Metric string `protobuf:"bytes,4,opt,name=metric,proto3" json:"metric,omitempty"`
 	// Number of vectors in the graph.
-	Size          uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Size uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// Photos whose latest state the graph does not hold yet, while it catches up with the
+	// store after a restart (searches score them exactly meanwhile); 0 once caught up.
+	CatchingUp    uint64 `protobuf:"varint,6,opt,name=catching_up,json=catchingUp,proto3" json:"catching_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3579,6 +3582,13 @@ func (x *IndexParams) GetMetric() string {
 func (x *IndexParams) GetSize() uint64 {
 	if x != nil {
 		return x.Size
+	}
+	return 0
+}
+
+func (x *IndexParams) GetCatchingUp() uint64 {
+	if x != nil {
+		return x.CatchingUp
 	}
 	return 0
 }
@@ -4054,13 +4064,15 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12*\n" +
-	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x8d\x01\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xae\x01\n" +
 	"\vIndexParams\x12\f\n" +
 	"\x01m\x18\x01 \x01(\rR\x01m\x12'\n" +
 	"\x0fef_construction\x18\x02 \x01(\rR\x0eefConstruction\x12\x1b\n" +
 	"\tef_search\x18\x03 \x01(\rR\befSearch\x12\x16\n" +
 	"\x06metric\x18\x04 \x01(\tR\x06metric\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x04R\x04size\"\x0f\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x1f\n" +
+	"\vcatching_up\x18\x06 \x01(\x04R\n" +
+	"catchingUp\"\x0f\n" +
 	"\rBackupRequest\"s\n" +
 	"\vBackupChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
