@@ -120,7 +120,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 		Note: "catalog.FindDuplicates with the default policy (look-alike 0.90, 10 neighbours per photo, ef 64) over the same " +
 			"catalogues, on every core; allocated is what the scan allocated in all (runtime.MemStats.TotalAlloc before and after), " +
 			"catalogue heap the Go heap in use after a collection before the scan (graph and metadata; the store's vectors are " +
-			"in bbolt's mmapped file, outside it), scan heap the most the heap in use reached during the scan (sampled every 100 ms).",
+			"in bbolt's mmapped file, outside it), scan heap the most the live heap reached during the scan (what a collection found " +
+			"reachable, sampled every 100 ms; garbage not yet collected does not count).",
 		Header: []string{"photos per product", "photos", "scan s", "photos/s", "clusters", "pairs", "allocated MB", "catalogue heap MB", "scan heap MB"},
 	}
 	for _, photos := range cfg.photos {
