@@ -112,7 +112,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config) error {
 			"embeddings (shared datasets) plus N(0, %.2g²) noise per component for each of its photos, re-normalised. Queries are "+
 			"other real embeddings plus the same noise; k = %d products; one client, in process (catalog.SearchByVector / SearchByID), "+
 			"HNSW M=16, efConstruction=200, ef=64, graph vectors %s. 'more like this' queries with every photo of the product and merges by product.",
-			joinCounts(cfg.photos, " or "), len(real), cfg.sigma, cfg.k, cfg.quantize),
+			joinCounts(cfg.photos, " or "), len(real), cfg.sigma, cfg.k, graphVectors(cfg.quantize)),
 		Header: []string{"photos", "photos per product", "products", "build s", "search p50 ms", "search p99 ms", "more-like-this p50 ms", "more-like-this p99 ms", "distinct products per result"},
 	}
 	dedup := benchkit.Table{
@@ -361,4 +361,12 @@ func joinCounts(counts []int, sep string) string {
 		out = append(out, b.String())
 	}
 	return strings.Join(out, sep)
+}
+
+// graphVectors names what the graph holds per photo.
+func graphVectors(q index.Quantization) string {
+	if q == index.QuantizeNone {
+		return "float32"
+	}
+	return q.String()
 }
