@@ -54,7 +54,9 @@ async function refresh() {
     ['Model identity', st.model_identity],
     ['Dimension', st.dim],
     ['Metric', ix.metric],
-    ['Graph size', num(ix.size) + ' vectors'],
+    // After a start the graph may still be catching up with the store: those photos are
+    // served all the same, scored exactly beside the graph.
+    ['Graph size', num(ix.size) + ' vectors' + (num(ix.catching_up) > 0 ? ` (${num(ix.catching_up)} photos still catching up; searches score them exactly)` : '')],
     ['M, efConstruction, efSearch', `${ix.m}, ${ix.ef_construction}, ${ix.ef_search}`],
   ]);
   const behind = num(st.store_seq) - num(st.snapshot_seq);
