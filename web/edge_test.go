@@ -142,20 +142,41 @@ func TestRequestBudget(t *testing.T) {
 		t.Errorf("a 5 MB upload to a 1 MiB server: %d, want 413", resp.StatusCode)
 	}
 
-	// Hold an upload: its headers and part of its body, the rest never sent.
-	conn, err := net.Dial("tcp", host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "POST /v1/search/image?k=3 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 800000\r\n\r\n%s", strings.Repeat("x", 1000))
 	status := func() int {
 		resp, _ := f.do(t, f.request(t, "GET", "/v1/stats", nil))
 		return resp.StatusCode
 	}
-	// The held body's bytes are reserved once its headers have been handled: from then on
-	// the service's own reservation for a call does not fit.
-	waitFor(t, "calls shed while an upload holds the budget", func() bool { return status() == 429 })
-	conn.Close()
+	// Hold an upload: its headers and part of its body, the rest never sent. The held body's
+	// bytes are reserved once its headers have been handled: from then on the service's own
+	// reservation for a call does not fit. The upload comes on a connection of its own, so a
+	// probe can reach the budget first and get the upload refused (it is then answered): hold
+	// another until one holds the budget.
+	for {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /v1/search/image?k=3 HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 800000\r\n\r\n%s", strings.Repeat("x", 1000))
+		answered := make(chan struct{})
+		go func() {
+			_, _ = conn.Read(make([]byte, 1)) // a held upload is never answered
+			close(answered)
+		}()
+		shed := false
+		waitFor(t, "calls shed while an upload holds the budget", func() bool {
+			select {
+			case <-answered:
+				return true
+			default:
+			}
+			shed = status() == 429
+			return shed
+		})
+		conn.Close()
+		if shed {
+			break
+		}
+	}
 	waitFor(t, "calls served once the upload is gone", func() bool { return status() == 200 })
 }
 
