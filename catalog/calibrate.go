@@ -108,10 +108,9 @@ type labelled struct {
 // hard negatives of either half a copy. The rule chosen the same way with the fitting
 // half's negatives alone is measured on the held-apart half too (Report.HeldOutEstimate):
 // how often such a choice calls pairs of different products it never saw copies. Every
-// pair's crop signals are worked out from the
-// kept photos (the copies' own windows from the copies) for the search. The look-alike
-// threshold is the highest cosine that still catches 99% of the copies (look-alikes are
-// review candidates, so the net is wide on purpose).
+// pair's crop signals are worked out from the kept photos (the copies' own windows from the
+// copies) for the search. The look-alike threshold is the highest cosine that still catches
+// 99% of the copies (look-alikes are review candidates, so the net is wide on purpose).
 func (c *Catalog) Calibrate(ctx context.Context, opt CalibrateOptions) (CalibrationReport, error) {
 	if opt.Sample == 0 {
 		opt.Sample = DefaultCalibrationSample
