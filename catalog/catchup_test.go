@@ -62,17 +62,28 @@ func cuDelete(t *testing.T, b *Embedded, id string) {
 // crashEmbedded stops b as a kill -9 would leave it: no snapshot saved, the store closed.
 func crashEmbedded(t *testing.T, b *Embedded) {
 	t.Helper()
-	if b.stopPeriodic != nil {
-		b.stopPeriodic()
-		<-b.periodicDone
-	}
-	if c := b.catchUp.Load(); c != nil {
-		c.stop()
-	}
-	b.graph.Close()
+	b.stopBackground()
 	if err := b.store.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// crashedBehind writes products p0..p(total-1), one photo each from vecs, into a backend in
+// dir, saves a snapshot after the first saved of them and crashes it after the rest: the next
+// start has total-saved photos to catch up. It returns the crashed backend.
+func crashedBehind(t *testing.T, dir string, vecs [][]float32, saved, total int) *Embedded {
+	t.Helper()
+	b := openCatchUp(t, dir, nil)
+	for i := range total {
+		if i == saved {
+			if err := b.SaveSnapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cuPut(t, b, fmt.Sprint("p", i), unit(vecs[i]))
+	}
+	crashEmbedded(t, b)
+	return b
 }
 
 // waitCatchUp waits until b's graph holds every photo (tests only).
@@ -376,20 +387,9 @@ func TestCatchUpRebuildServes(t *testing.T) {
 // meanwhile) saves no snapshot and leaves the store's change log whole, so the next start
 // catches up again, that write included.
 func TestCatchUpCloseSavesNothing(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
 	vecs := randomVectors(800, cuDim, 13)
-	b := openCatchUp(t, dir, nil)
-	for i := range 50 {
-		cuPut(t, b, fmt.Sprint("p", i), unit(vecs[i]))
-	}
-	if err := b.SaveSnapshot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i := 50; i < 400; i++ {
-		cuPut(t, b, fmt.Sprint("p", i), unit(vecs[i]))
-	}
-	crashEmbedded(t, b)
+	b := crashedBehind(t, dir, vecs, 50, 400)
 	snap, err := os.ReadFile(b.snapshotFile)
 	if err != nil {
 		t.Fatal(err)
@@ -433,17 +433,7 @@ func TestCatchUpConcurrentWritesAndSearches(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	vecs := randomVectors(1200, cuDim, 14)
-	b := openCatchUp(t, dir, nil)
-	for i := range 100 {
-		cuPut(t, b, fmt.Sprint("p", i), unit(vecs[i]))
-	}
-	if err := b.SaveSnapshot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for i := 100; i < 600; i++ {
-		cuPut(t, b, fmt.Sprint("p", i), unit(vecs[i]))
-	}
-	crashEmbedded(t, b)
+	crashedBehind(t, dir, vecs, 100, 600)
 
 	gate := make(chan struct{})
 	b2 := openCatchUp(t, dir, gate)

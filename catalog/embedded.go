@@ -744,12 +744,10 @@ func (b *Embedded) Backup(ctx context.Context, w io.Writer) (BackupInfo, error) 
 	return BackupInfo(info), nil
 }
 
-// Close stops the periodic saves, a catch-up of the graph (its workers finish the photo each
-// is applying) and the graph's compactions (one running is abandoned: it reads the store, and
-// its tombstones are saved with the graph), saves the graph snapshot if it changed, unless
-// the catch-up was not over (the last snapshot and the store's log, which no save truncated
-// meanwhile, still describe everything), and closes the store.
-func (b *Embedded) Close() error {
+// stopBackground ends the work the backend runs beside its callers: the periodic saves, a
+// catch-up of the graph (its workers finish the photo each is applying) and the graph's
+// compactions.
+func (b *Embedded) stopBackground() {
 	if b.stopPeriodic != nil {
 		b.stopPeriodic()
 		<-b.periodicDone
@@ -758,6 +756,15 @@ func (b *Embedded) Close() error {
 		c.stop()
 	}
 	b.graph.Close()
+}
+
+// Close stops the periodic saves, a catch-up of the graph (its workers finish the photo each
+// is applying) and the graph's compactions (one running is abandoned: it reads the store, and
+// its tombstones are saved with the graph), saves the graph snapshot if it changed, unless
+// the catch-up was not over (the last snapshot and the store's log, which no save truncated
+// meanwhile, still describe everything), and closes the store.
+func (b *Embedded) Close() error {
+	b.stopBackground()
 	saveErr := b.SaveSnapshot(context.Background())
 	closeErr := b.store.Close()
 	if closeErr != nil {
