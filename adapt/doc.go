@@ -5,6 +5,6 @@
 // projection's file format with its checksum, which is what a model identity can name.
 //
 // It works on vectors only. It must never import the project's embed, index, store, catalog or
-// server packages, grpc or bbolt: whoever embeds photos hands it vectors, and whoever stores
-// vectors decides when a projection applies.
+// server packages, grpc or bbolt: whoever embeds photos hands it vectors, and a model spec
+// (package embed's Post steps) decides when a projection applies.
 package adapt

@@ -12,7 +12,11 @@
 // measures their colours' correlation, so that a crop of a photo can be told from a
 // different photo of the same design.
 //
+// A Spec may list post-processing steps: a projection file of package adapt (centring,
+// whitening, a projection learned from the catalogue's groups) applied to every vector, its
+// checksum part of the Identity.
+//
 // It must never import grpc, bbolt, or the project's index, store, catalog or server packages:
-// it is a leaf that knows images and tensors only. Metrics reach callers through the small
+// it knows images and tensors, and of the project only package adapt, itself a leaf. Metrics reach callers through the small
 // Observer interface rather than a metrics library.
 package embed

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -121,6 +122,8 @@ type Embedder struct {
 	identity  string
 	inputs    []TensorInfo
 	outputs   []TensorInfo
+	post      []postStep // Spec.Post, loaded
+	dim       int        // the length of the vectors returned: the last post step's, or Spec.Dim
 
 	queue    chan *request
 	sessions chan *session // idle sessions
@@ -198,6 +201,10 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 	} else if spec, specPath, err = ResolveSpec(cfg.ModelPath, cfg.SpecPath); err != nil {
 		return nil, err
 	}
+	post, dim, err := loadPost(spec, filepath.Dir(specPath), func(s Spec) string { return Identity(cfg.ModelPath, model, s) })
+	if err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("embed: open: %w", err)
 	}
@@ -212,6 +219,7 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 		identity:  Identity(cfg.ModelPath, model, spec),
 		gather:    gather,
 	}
+	e.post, e.dim = post, dim
 	if err := e.load(model); err != nil {
 		e.destroySessions()
 		if rerr := releaseRuntime(); rerr != nil {
@@ -230,7 +238,7 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 		go e.batchLoop()
 	}
 	cfg.Logger.Info("embed: model loaded", "model", cfg.ModelPath, "identity", e.identity,
-		"spec", specPath, "dim", spec.Dim, "sessions", cfg.Sessions, "threads", cfg.Threads,
+		"spec", specPath, "dim", e.dim, "sessions", cfg.Sessions, "threads", cfg.Threads,
 		"max_batch", e.cfg.MaxBatch, "max_wait", cfg.MaxWait, "runtime", ort.GetVersion())
 	return e, nil
 }
@@ -309,7 +317,7 @@ func tensorInfos(infos []ort.InputOutputInfo) []TensorInfo {
 }
 
 // Dim is the length of the vectors.
-func (e *Embedder) Dim() int { return e.spec.Dim }
+func (e *Embedder) Dim() int { return e.dim }
 
 // Identity names the model and spec; see the package function Identity.
 func (e *Embedder) Identity() string { return e.identity }
@@ -507,7 +515,7 @@ func (e *Embedder) runRequests(batch []*request) {
 	}
 	for i, r := range live {
 		if err == nil {
-			r.out, r.err = normalized(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
+			r.out, r.err = e.finish(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
 		} else {
 			r.err = err
 		}
@@ -570,7 +578,7 @@ func (e *Embedder) RunBatch(ctx context.Context, tensors []float32, n int) ([][]
 	}
 	out := make([][]float32, n)
 	for i := range out {
-		v, err := normalized(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
+		v, err := e.finish(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
 		if err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -48,17 +49,16 @@ type Resize struct {
 	Kernel string `json:"kernel"`
 }
 
-// PostStep is one transformation applied to the model's output before the final L2
-// normalisation (for example centring on a catalogue mean, or a learned projection).
-// It exists so that such steps are recorded in the spec, and therefore in the model
-// Identity, once they are built; this version of the package knows no step and refuses
-// a spec that lists one.
+// PostStep is one transformation applied to the L2-normalised model output (centring on a
+// catalogue mean, a whitening, a learned projection), recorded in the spec and therefore in
+// the model Identity: vectors before and after a step are different spaces.
 type PostStep struct {
-	// Op names the step.
+	// Op names the step: PostProject is the only one.
 	Op string `json:"op"`
-	// File is the step's parameters, relative to the spec file.
+	// File is the step's parameters, relative to the spec file. It is not part of the
+	// Identity (SHA256 is), so moving the file does not orphan a catalogue.
 	File string `json:"file,omitempty"`
-	// SHA256 is the hex digest of File, so the identity changes when the parameters do.
+	// SHA256 is the hex digest of File's bytes; Open refuses a file that does not match.
 	SHA256 string `json:"sha256,omitempty"`
 }
 
@@ -83,9 +83,9 @@ type Spec struct {
 	// Mean and Std normalise each channel, in Channels order: (x - Mean) / Std.
 	Mean [3]float32 `json:"mean"`
 	Std  [3]float32 `json:"std"`
-	// Dim is the length of the output vector.
+	// Dim is the length of the model's output vector (before Post, which may change it).
 	Dim int `json:"dim"`
-	// Post lists output transformations before L2 normalisation; none is supported yet.
+	// Post lists transformations of the normalised output, applied in order.
 	Post []PostStep `json:"post,omitempty"`
 }
 
@@ -163,8 +163,15 @@ func (s Spec) Validate() error {
 	if s.Dim <= 0 || s.Dim > 1<<16 {
 		add("dim %d is outside 1..65536", s.Dim)
 	}
-	for _, p := range s.Post {
-		add("post-processing step %q is not supported by this version", p.Op)
+	for i, p := range s.Post {
+		switch {
+		case p.Op != PostProject:
+			add("post[%d].op %q is not %q", i, p.Op, PostProject)
+		case p.File == "":
+			add("post[%d].file is empty", i)
+		case len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "":
+			add("post[%d].sha256 %q is not 64 lower-case hex digits", i, p.SHA256)
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("embed: invalid spec: %s", strings.Join(problems, "; "))
@@ -246,6 +253,12 @@ func ResolveSpec(modelPath, specPath string) (Spec, string, error) {
 func Identity(modelName string, model []byte, s Spec) string {
 	h := sha256.New()
 	h.Write(model)
+	if len(s.Post) > 0 {
+		s.Post = slices.Clone(s.Post)
+		for i := range s.Post {
+			s.Post[i].File = ""
+		}
+	}
 	h.Write(s.CanonicalJSON())
 	return fmt.Sprintf("%s@sha256:%s", filepath.Base(modelName), hex.EncodeToString(h.Sum(nil))[:16])
 }

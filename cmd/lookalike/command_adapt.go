@@ -6,11 +6,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	"lookalike/adapt"
+	"lookalike/embed"
 )
 
 // Defaults of lookalike adapt: the grid it tries, from a wider sweep on the shared photos'
@@ -49,8 +52,11 @@ type adaptJSON struct {
 	Chosen int `json:"chosen"`
 	// Written is the projection file (empty without --out or when refused), fitted on every
 	// photo of every group with the chosen configuration.
-	Written     string  `json:"written,omitempty"`
-	Checksum    string  `json:"checksum,omitempty"`
+	Written  string `json:"written,omitempty"`
+	Checksum string `json:"checksum,omitempty"`
+	// Spec is the model spec written beside it: the model's own plus the projection as a
+	// post-processing step, what serve, ingest and quality take as --spec.
+	Spec        string  `json:"spec,omitempty"`
 	FitPhotos   int     `json:"fit_photos,omitempty"`
 	Refused     string  `json:"refused,omitempty"`
 	MillisApply float64 `json:"ms_per_apply"`
@@ -105,6 +111,7 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	tolerance := fs.Float64("tolerance", 0.02, "how far below the raw model a validation figure may fall")
 	perGroup := fs.Int("per-group", 0, "at most this many photos per group besides catalogue shots (0: all; a quick run)")
 	out := fs.String("out", "", "write the projection here (nothing is written without it)")
+	specOut := fs.String("spec-out", "", "with --out: write the model spec that applies the projection here (default: --out with the extension .spec.json)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -258,6 +265,13 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 			return fmt.Errorf("write projection: %w", err)
 		}
 		report.Written, report.Checksum, report.FitPhotos = *out, ps[0].Checksum(), len(set.photos)
+		if *specOut == "" {
+			*specOut = strings.TrimSuffix(*out, filepath.Ext(*out)) + ".spec.json"
+		}
+		if err := writeProjectedSpec(*specOut, *out, emb.Spec(), ps[0]); err != nil {
+			return err
+		}
+		report.Spec = *specOut
 	}
 	if *asJSON {
 		if err := writeJSON(a.stdout, report); err != nil {
@@ -381,8 +395,41 @@ func printAdapt(a *app, r adaptJSON) error {
 	case r.Written != "":
 		c := r.Configs[r.Chosen]
 		fmt.Fprintf(tw, "written\t%s (%s): refitted on all %d photos, dims %d, shrink %g\n", r.Written, r.Checksum, r.FitPhotos, c.Dims, c.Shrink)
+		fmt.Fprintf(tw, "spec\t%s: pass it as --spec to serve, ingest or quality to search projected vectors\n", r.Spec)
 	default:
 		fmt.Fprintf(tw, "written\tnothing (no --out)\n")
 	}
 	return tw.Flush()
+}
+
+// writeProjectedSpec writes the model spec that applies projection p, stored at projPath,
+// after the steps of the spec it was fitted under. The spec names the file relative to
+// itself, so the two can move together.
+func writeProjectedSpec(specPath, projPath string, fitted embed.Spec, p *adapt.Projection) error {
+	absSpec, err := filepath.Abs(specPath)
+	if err != nil {
+		return err
+	}
+	absProj, err := filepath.Abs(projPath)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(filepath.Dir(absSpec), absProj)
+	if err != nil {
+		return err
+	}
+	s := fitted
+	s.Post = append(slices.Clone(fitted.Post), embed.PostStep{Op: embed.PostProject, File: rel,
+		SHA256: strings.TrimPrefix(p.Checksum(), "sha256:")})
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	err = writeFileAtomically(specPath, func(w io.Writer) error {
+		_, err := w.Write(append(s.CanonicalJSON(), '\n'))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write spec: %w", err)
+	}
+	return nil
 }

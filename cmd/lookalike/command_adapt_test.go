@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/csv"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,28 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	}
 	if *q.Projected.CatalogueShotAt10 <= *q.Raw.CatalogueShotAt10 {
 		t.Errorf("projected street photos find their catalogue shot no more often than raw ones")
+	}
+
+	// The spec adapt wrote beside the projection makes the embedder project every photo, so
+	// a catalogue ingesting the photos through it answers exactly as the report scored.
+	if want := strings.TrimSuffix(out, ".proj") + ".spec.json"; r.Spec != want {
+		t.Fatalf("spec written to %q, want %q", r.Spec, want)
+	}
+	code, stdout, stderr = runCLI(t, nil, "quality", "--catalog", catalogPath, "--queries", queriesPath,
+		"--label", "title", "--catalogue-shot", "iconic__", "--spec", r.Spec, "--json")
+	if code != exitOK {
+		t.Fatalf("quality --spec: exit %d: %s", code, stderr)
+	}
+	var served qualityJSON
+	mustJSON(t, stdout, &served)
+	for k, want := range q.Projected.RecallAt {
+		if got := served.RecallAt[k]; math.Abs(got-want) > 1e-9 {
+			t.Errorf("served R@%s %.3f, the report's projected %.3f", k, got, want)
+		}
+	}
+	if math.Abs(served.MAP10-q.Projected.MAP10) > 1e-9 || math.Abs(*served.CatalogueShotAt10-*q.Projected.CatalogueShotAt10) > 1e-9 {
+		t.Errorf("served mAP@10 %.3f shot@10 %.3f, the report's projected %.3f and %.3f",
+			served.MAP10, *served.CatalogueShotAt10, q.Projected.MAP10, *q.Projected.CatalogueShotAt10)
 	}
 
 	// One dimension cannot tell 31 products apart: validation gets worse, nothing is written.

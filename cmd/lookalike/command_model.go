@@ -72,6 +72,9 @@ func runModel(ctx context.Context, a *app, args []string) error {
 	}
 	fmt.Fprintf(tw, "preprocess\t%s %dx%d, %s (shorter side %d, %s), pixel scale %g\n", s.Layout, s.Width, s.Height, s.Resize.Policy, s.Resize.ShorterSide, s.Resize.Kernel, s.PixelScale)
 	fmt.Fprintf(tw, "normalise\t%s mean %v std %v\n", s.Channels, s.Mean, s.Std)
+	for _, p := range s.Post {
+		fmt.Fprintf(tw, "post\t%s %s (sha256 %s...)\n", p.Op, p.File, p.SHA256[:16])
+	}
 	return tw.Flush()
 }
 

@@ -1,0 +1,83 @@
+package embed
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"lookalike/adapt"
+)
+
+// Post-processing operations a Spec may list.
+const (
+	// PostProject applies a projection file written by `lookalike adapt` (package adapt):
+	// y = L2(P(L2(v) - mean)). Centring on a catalogue mean and PCA or supervised whitening
+	// are all projections of that form, so one operation covers them.
+	PostProject = "project"
+)
+
+// postStep is one loaded post-processing step.
+type postStep struct {
+	p *adapt.Projection
+}
+
+// loadPost reads and checks the spec's post-processing steps. Files are relative to the spec
+// file's directory (dir). identity gives the model identity under a spec; a projection
+// records the identity of the vectors it was fitted on, which must be the model's under the
+// steps before it. It returns the steps and the dimension of the final vector.
+func loadPost(s Spec, dir string, identity func(Spec) string) ([]postStep, int, error) {
+	dim := s.Dim
+	var steps []postStep
+	for i, st := range s.Post {
+		path := st.File
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, 0, fmt.Errorf("embed: post-processing step %d (%s): %w", i, st.Op, err)
+		}
+		sum := sha256.Sum256(b)
+		if got := hex.EncodeToString(sum[:]); got != st.SHA256 {
+			return nil, 0, fmt.Errorf("%w: post-processing step %d: %s has sha256 %s, the spec says %s",
+				ErrSpecMismatch, i, path, got, st.SHA256)
+		}
+		p, err := adapt.Read(bytes.NewReader(b))
+		if err != nil {
+			return nil, 0, fmt.Errorf("embed: post-processing step %d: %s: %w", i, path, err)
+		}
+		if p.In() != dim {
+			return nil, 0, fmt.Errorf("%w: post-processing step %d: %s projects %d-d vectors, but the step before gives %d",
+				ErrSpecMismatch, i, path, p.In(), dim)
+		}
+		// A projection fitted on another model's vectors would run without complaint and
+		// give meaningless neighbours; the file says which model it was fitted on.
+		before := s
+		before.Post = s.Post[:i]
+		if m, want := p.Meta()["model"], identity(before); m != "" && m != want {
+			return nil, 0, fmt.Errorf("%w: post-processing step %d: %s was fitted on vectors of %s, not of this model (%s)",
+				ErrSpecMismatch, i, path, m, want)
+		}
+		steps = append(steps, postStep{p: p})
+		dim = p.Out()
+	}
+	return steps, dim, nil
+}
+
+// finish turns one row of model output into the embedder's vector: L2-normalised, then
+// each post-processing step.
+func (e *Embedder) finish(raw []float32) ([]float32, error) {
+	v, err := normalized(raw)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range e.post {
+		if v, err = st.p.Apply(v); err != nil {
+			return nil, fmt.Errorf("embed: post-processing: %w", err)
+		}
+	}
+	return v, nil
+}
