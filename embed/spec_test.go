@@ -25,7 +25,9 @@ func TestSpecValidate(t *testing.T) {
 		{"layout", func(s *Spec) { s.Layout = "CHW" }, "layout"},
 		{"zero std", func(s *Spec) { s.Std[1] = 0 }, "std[1]"},
 		{"zero dim", func(s *Spec) { s.Dim = 0 }, "dim"},
-		{"projection", func(s *Spec) { s.Post = []PostStep{{Op: PostProject, File: "p.proj", SHA256: strings.Repeat("ab", 32)}} }, ""},
+		{"projection", func(s *Spec) {
+			s.Post = []PostStep{{Op: PostProject, File: "p.proj", SHA256: strings.Repeat("ab", 32)}}
+		}, ""},
 		{"unknown post op", func(s *Spec) { s.Post = []PostStep{{Op: "center", File: "p", SHA256: strings.Repeat("0", 64)}} }, `post[0].op "center"`},
 		{"post without file", func(s *Spec) { s.Post = []PostStep{{Op: PostProject, SHA256: strings.Repeat("0", 64)}} }, "post[0].file"},
 		{"post short digest", func(s *Spec) { s.Post = []PostStep{{Op: PostProject, File: "p", SHA256: "abc"}} }, "post[0].sha256"},
