@@ -496,6 +496,8 @@ func TestCatalogValidation(t *testing.T) {
 		{K: 1, MinScore: float32(math.NaN())},
 		{K: 1, Diversity: -0.1}, {K: 1, Diversity: 1.1}, {K: 1, Diversity: float32(math.NaN())},
 		{K: 1, NotLike: make([]string, MaxNotLike+1)},
+		{K: 1, Expand: -1}, {K: 1, Expand: MaxExpand + 1},
+		{K: 1, Expand: 3, ExpandAlpha: -1}, {K: 1, Expand: 3, ExpandAlpha: float32(math.NaN())},
 	}
 	for _, opt := range badSearches {
 		if _, err := c.SearchByVector(ctx, good, opt); !errors.Is(err, ErrInvalidArgument) {

@@ -16,6 +16,8 @@ const (
 	MaxEF = 10000
 	// MaxNotLike bounds SearchOptions.NotLike.
 	MaxNotLike = 100
+	// MaxExpand bounds SearchOptions.Expand.
+	MaxExpand = 50
 )
 
 // Filter restricts which products a search may return; its conditions combine with AND and
@@ -34,7 +36,8 @@ func (f Filter) empty() bool {
 }
 
 // SearchOptions tunes a search. Results are products, each ranked by its best-matching
-// photo; the ranking options apply in this order: GroupBy, NotLike, Diversity.
+// photo; Expand rewrites the query first, then the ranking options apply in this order:
+// GroupBy, NotLike, Diversity.
 type SearchOptions struct {
 	// K is how many products at most, 1..MaxK. K are returned whenever that many products
 	// pass the filter and the ranking options (and MinScore).
@@ -58,6 +61,14 @@ type SearchOptions struct {
 	// maximises (1-Diversity)*score - Diversity*(its highest similarity to a result already
 	// chosen), comparing the results' matching photos. 0 ranks by similarity alone.
 	Diversity float32
+	// Expand turns on query expansion: the query becomes the normalised sum of itself and
+	// the vectors of the Expand photos it finds first (those the filter admits), each
+	// weighted by its score to the power ExpandAlpha, and that query searches again.
+	// Scores are then similarities to the expanded query. 0 leaves the query as it is.
+	Expand int
+	// ExpandAlpha weights the expansion's photos by score^ExpandAlpha (alpha query
+	// expansion); 0 weighs them equally (average query expansion).
+	ExpandAlpha float32
 }
 
 // Result is one ranked product.
@@ -82,6 +93,12 @@ func (o SearchOptions) validate() error {
 	}
 	if d := o.Diversity; math.IsNaN(float64(d)) || d < 0 || d > 1 {
 		return fmt.Errorf("%w: diversity is %v, must be in [0, 1]", ErrInvalidArgument, d)
+	}
+	if o.Expand < 0 || o.Expand > MaxExpand {
+		return fmt.Errorf("%w: expand is %d, must be 0..%d", ErrInvalidArgument, o.Expand, MaxExpand)
+	}
+	if a := o.ExpandAlpha; math.IsNaN(float64(a)) || a < 0 || a > 100 {
+		return fmt.Errorf("%w: expand_alpha is %v, must be in [0, 100]", ErrInvalidArgument, a)
 	}
 	if len(o.NotLike) > MaxNotLike {
 		return fmt.Errorf("%w: %d not_like products, at most %d", ErrInvalidArgument, len(o.NotLike), MaxNotLike)
@@ -249,6 +266,12 @@ type candidate struct {
 func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOptions, a *admit) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if opt.Expand > 0 {
+		var err error
+		if queries, err = c.expand(ctx, queries, opt, a); err != nil {
+			return nil, err
+		}
 	}
 	// The ranking options drop or reorder candidates, so they start from a deeper pool.
 	want := opt.K

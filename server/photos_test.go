@@ -146,6 +146,14 @@ func TestServerProductsWithPhotos(t *testing.T) {
 			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Diversity: 1.5})
 			return err
 		}, codes.InvalidArgument},
+		{"query expansion over 50 photos", func() error {
+			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Expand: 51})
+			return err
+		}, codes.InvalidArgument},
+		{"query expansion with a negative power", func() error {
+			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Expand: 2, ExpandAlpha: -1})
+			return err
+		}, codes.InvalidArgument},
 	}
 	for _, r := range refusals {
 		if got := codeOfErr(r.call()); got != r.code {

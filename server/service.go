@@ -327,12 +327,15 @@ type rankedRequest interface {
 	GetGroupBy() string
 	GetNotLike() []string
 	GetDiversity() float32
+	GetExpand() int32
+	GetExpandAlpha() float32
 }
 
 func searchOptions(r rankedRequest) catalog.SearchOptions {
 	return catalog.SearchOptions{
 		K: int(r.GetK()), EF: int(r.GetEf()), MinScore: r.GetMinScore(), Filter: filterOf(r.GetFilter()),
 		GroupBy: r.GetGroupBy(), NotLike: r.GetNotLike(), Diversity: r.GetDiversity(),
+		Expand: int(r.GetExpand()), ExpandAlpha: r.GetExpandAlpha(),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"lookalike/adapt"
+	"lookalike/catalog"
 	"lookalike/embed"
 )
 
@@ -196,7 +197,7 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	report.ValidationPhotos, report.SeenQueries, report.UnseenQueries = len(catalogue), len(seenQ), len(unseenQ)
 	shots := *shot != ""
 	evaluate := func(f transform, identity string, dim int, qs []labelledPhoto) (figuresJSON, error) {
-		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, catalogue, qs, f)
+		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, catalogue, qs, f, catalog.SearchOptions{K: 10})
 		if err != nil {
 			return figuresJSON{}, err
 		}

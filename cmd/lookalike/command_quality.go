@@ -51,6 +51,8 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	seed := fs.Uint64("seed", defaultAdaptSeed, "with --projection: seed of the transfer check's split of the labels")
 	heldApart := fs.Float64("held-apart", 0.5, "with --projection: share of the labels the transfer check holds out of its fit")
 	noTransfer := fs.Bool("no-transfer", false, "with --projection: skip the transfer check (a projection fitted on the other labels, scored on the held-out labels' queries)")
+	expand := fs.Int("expand", 0, "query expansion: re-search with the query plus its first N photos (0: off)")
+	expandAlpha := fs.Float64("expand-alpha", 0, "with --expand: weight each photo by its score to this power (0: equally)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -58,6 +60,10 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
+	if *expand < 0 || *expand > catalog.MaxExpand || *expandAlpha < 0 || *expandAlpha > 100 {
+		return usagef("--expand must be in 0..%d and --expand-alpha in 0..100", catalog.MaxExpand)
+	}
+	search := catalog.SearchOptions{K: *k, Expand: *expand, ExpandAlpha: float32(*expandAlpha)}
 	work, err := os.MkdirTemp("", "lookalike-quality")
 	if err != nil {
 		return err
@@ -85,7 +91,7 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 		}
 		return runQualityProjected(ctx, a, &mf, qualityProjected{
 			catalogPath: *catalogPath, queriesPath: *queriesPath, names: names, label: *label, shot: *shot,
-			projection: *projectionPath, seed: *seed, heldApart: *heldApart, transfer: !*noTransfer, asJSON: *asJSON,
+			projection: *projectionPath, seed: *seed, heldApart: *heldApart, transfer: !*noTransfer, asJSON: *asJSON, search: search,
 		})
 	}
 	catRows, err := manifestRows(*catalogPath)
@@ -161,7 +167,7 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	}
 	opt := quality.Options{
 		Label:  func(p catalog.Product) string { return labelOf(p.Category, p.Title, p.Attributes) },
-		Search: catalog.SearchOptions{K: *k},
+		Search: search,
 	}
 	if len(shots) > 0 {
 		opt.CatalogueShot = func(p catalog.Product, photo string) bool { return shots[[2]string{p.ID, photo}] }
@@ -233,6 +239,7 @@ type qualityProjected struct {
 	heldApart                float64
 	transfer                 bool
 	asJSON                   bool
+	search                   catalog.SearchOptions // K and the query expansion of every search
 }
 
 // qualityProjectionJSON is `lookalike quality --projection FILE --json`.
@@ -301,7 +308,7 @@ func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityP
 	}
 	defer os.RemoveAll(work)
 	score := func(f transform, identity string, dim int, queries []labelledPhoto) (figuresJSON, error) {
-		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, set.photos, queries, f)
+		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, set.photos, queries, f, q.search)
 		if err != nil {
 			return figuresJSON{}, err
 		}

@@ -220,7 +220,7 @@ func (a *applyTimer) millis() float64 {
 // evaluateVectors builds a scratch catalogue of photos (through f) under dir, searches it
 // with the queries (through f) and measures the answers.
 func evaluateVectors(ctx context.Context, logger *slog.Logger, dir string, dim int, identity string,
-	rows map[string]manifestRow, photos, queries []labelledPhoto, f transform) (quality.Report, error) {
+	rows map[string]manifestRow, photos, queries []labelledPhoto, f transform, search catalog.SearchOptions) (quality.Report, error) {
 	if f == nil {
 		f = func(v []float32) ([]float32, error) { return v, nil }
 	}
@@ -285,7 +285,7 @@ func evaluateVectors(ctx context.Context, logger *slog.Logger, dir string, dim i
 	}
 	opt := quality.Options{
 		Label:  func(p catalog.Product) string { return labels[p.ID] },
-		Search: catalog.SearchOptions{K: 10},
+		Search: search,
 	}
 	if len(shots) > 0 {
 		opt.CatalogueShot = func(p catalog.Product, photo string) bool { return shots[[2]string{p.ID, photo}] }

@@ -277,6 +277,9 @@ type rankFlags struct {
 	groupBy   string
 	notLike   stringList
 	diversity float64
+	// Query expansion.
+	expand      int
+	expandAlpha float64
 }
 
 func (r *rankFlags) register(fs *flag.FlagSet) {
@@ -288,6 +291,8 @@ func (r *rankFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.groupBy, "group-by", "", "at most one result per value of this attribute (e.g. family)")
 	fs.Var(&r.notLike, "not-like", "a product id the shopper rejected; results more like it than like the query are dropped (repeatable)")
 	fs.Float64Var(&r.diversity, "diversity", 0, "0..1: trade similarity for variety among the results (maximal marginal relevance)")
+	fs.IntVar(&r.expand, "expand", 0, "query expansion: search again with the query plus its first N photos (0..50; 0: off)")
+	fs.Float64Var(&r.expandAlpha, "expand-alpha", 0, "with --expand: weight each photo by its score to this power (0: equally)")
 }
 
 // parse parses args with fs, checks the flags and returns the one argument, named what in

@@ -1470,7 +1470,13 @@ type SearchByImageRequest struct {
 	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
 	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
 	// products do not fill the list; 0 (default) ranks by similarity alone.
-	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	Diversity float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	// Query expansion, 0..50: the query plus the vectors of the first `expand` photos it
+	// finds (those the filter admits) searches again; scores are then similarities to that
+	// expanded query. 0 (default) is off.
+	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
+	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
+	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1561,6 +1567,20 @@ func (x *SearchByImageRequest) GetDiversity() float32 {
 	return 0
 }
 
+func (x *SearchByImageRequest) GetExpand() int32 {
+	if x != nil {
+		return x.Expand
+	}
+	return 0
+}
+
+func (x *SearchByImageRequest) GetExpandAlpha() float32 {
+	if x != nil {
+		return x.ExpandAlpha
+	}
+	return 0
+}
+
 // SearchByIdRequest searches with a stored product's vector.
 type SearchByIdRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1582,7 +1602,13 @@ type SearchByIdRequest struct {
 	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
 	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
 	// products do not fill the list; 0 (default) ranks by similarity alone.
-	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	Diversity float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	// Query expansion, 0..50: the query plus the vectors of the first `expand` photos it
+	// finds (those the filter admits) searches again; scores are then similarities to that
+	// expanded query. 0 (default) is off.
+	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
+	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
+	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1673,6 +1699,20 @@ func (x *SearchByIdRequest) GetDiversity() float32 {
 	return 0
 }
 
+func (x *SearchByIdRequest) GetExpand() int32 {
+	if x != nil {
+		return x.Expand
+	}
+	return 0
+}
+
+func (x *SearchByIdRequest) GetExpandAlpha() float32 {
+	if x != nil {
+		return x.ExpandAlpha
+	}
+	return 0
+}
+
 // SearchByVectorRequest searches with a client-made embedding.
 type SearchByVectorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1694,7 +1734,13 @@ type SearchByVectorRequest struct {
 	NotLike []string `protobuf:"bytes,7,rep,name=not_like,json=notLike,proto3" json:"not_like,omitempty"`
 	// 0..1: maximal marginal relevance over the results' matching photos, so near-identical
 	// products do not fill the list; 0 (default) ranks by similarity alone.
-	Diversity     float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	Diversity float32 `protobuf:"fixed32,8,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	// Query expansion, 0..50: the query plus the vectors of the first `expand` photos it
+	// finds (those the filter admits) searches again; scores are then similarities to that
+	// expanded query. 0 (default) is off.
+	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
+	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
+	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1781,6 +1827,20 @@ func (x *SearchByVectorRequest) GetNotLike() []string {
 func (x *SearchByVectorRequest) GetDiversity() float32 {
 	if x != nil {
 		return x.Diversity
+	}
+	return 0
+}
+
+func (x *SearchByVectorRequest) GetExpand() int32 {
+	if x != nil {
+		return x.Expand
+	}
+	return 0
+}
+
+func (x *SearchByVectorRequest) GetExpandAlpha() float32 {
+	if x != nil {
+		return x.ExpandAlpha
 	}
 	return 0
 }
@@ -3896,7 +3956,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"excludeIds\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe9\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
 	"\x14SearchByImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3905,7 +3965,10 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
 	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
 	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
-	"\tdiversity\x18\b \x01(\x02R\tdiversity\"\xe0\x01\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
+	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
+	"\fexpand_alpha\x18\n" +
+	" \x01(\x02R\vexpandAlpha\"\x9b\x02\n" +
 	"\x11SearchByIdRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3914,7 +3977,10 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
 	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
 	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
-	"\tdiversity\x18\b \x01(\x02R\tdiversity\"\xec\x01\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
+	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
+	"\fexpand_alpha\x18\n" +
+	" \x01(\x02R\vexpandAlpha\"\xa7\x02\n" +
 	"\x15SearchByVectorRequest\x12\x16\n" +
 	"\x06vector\x18\x01 \x03(\x02R\x06vector\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3923,7 +3989,10 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\x02ef\x18\x05 \x01(\x05R\x02ef\x12\x19\n" +
 	"\bgroup_by\x18\x06 \x01(\tR\agroupBy\x12\x19\n" +
 	"\bnot_like\x18\a \x03(\tR\anotLike\x12\x1c\n" +
-	"\tdiversity\x18\b \x01(\x02R\tdiversity\"F\n" +
+	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
+	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
+	"\fexpand_alpha\x18\n" +
+	" \x01(\x02R\vexpandAlpha\"F\n" +
 	"\x0eSearchResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.lookalike.v1.SearchResultR\aresults\"p\n" +
 	"\fSearchResult\x12/\n" +
