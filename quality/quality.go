@@ -47,6 +47,22 @@ type Report struct {
 	// MillisPerQuery is the mean wall time of one search, embedding included for queries
 	// given as images.
 	MillisPerQuery float64
+	// Outcomes holds every searched query's own figures, in query order, which is what
+	// Gain needs to say how sure a difference between two reports is.
+	Outcomes []Outcome
+}
+
+// Outcome is one query's figures; the Report's are their means.
+type Outcome struct {
+	// Query indexes the queries given to Evaluate.
+	Query int
+	// First is the rank (0-based) of the first result with the query's label, -1 if none
+	// of the first 10 has it.
+	First int
+	// AP10 is the query's average precision over the first 10 results, P10 its precision.
+	AP10, P10 float64
+	// Shot says whether the label's catalogue shot is among the first 10 matching photos.
+	Shot bool
 }
 
 // Evaluate searches with every query and measures the answers. relevant counts, per label,
@@ -59,7 +75,7 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 	so.K = max(so.K, 10)
 	rep := Report{RecallAt: map[int]float64{1: 0, 5: 0, 10: 0}}
 	var spent time.Duration
-	for _, q := range queries {
+	for qi, q := range queries {
 		start := time.Now()
 		var rs []catalog.Result
 		var err error
@@ -93,15 +109,16 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 				shot = true
 			}
 		}
-		for k := range rep.RecallAt {
-			if first >= 0 && first < k {
-				rep.RecallAt[k]++
-			}
-		}
+		o := Outcome{Query: qi, First: first, P10: float64(hits) / 10, Shot: shot}
 		if n := min(relevant[q.Label], 10); n > 0 {
-			rep.MAP10 += ap / float64(n)
+			o.AP10 = ap / float64(n)
 		}
-		rep.P10 += float64(hits) / 10
+		rep.Outcomes = append(rep.Outcomes, o)
+		for k := range rep.RecallAt {
+			rep.RecallAt[k] += o.recallAt(k)
+		}
+		rep.MAP10 += o.AP10
+		rep.P10 += o.P10
 		if shot {
 			rep.CatalogueShotAt10++
 		}

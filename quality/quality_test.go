@@ -100,4 +100,15 @@ func checkReport(t *testing.T, c *catalog.Catalog, queries []Query) {
 	if rep.Queries != 2 || rep.Failed != 1 {
 		t.Errorf("queries %d, failed %d; want 2 and 1", rep.Queries, rep.Failed)
 	}
+	// The third query failed: the outcomes are the first two, by their index.
+	want := []Outcome{{Query: 0, First: 0, AP10: 1, P10: 0.2, Shot: true}, {Query: 1, First: 1, AP10: ap2, P10: 0.2, Shot: true}}
+	if len(rep.Outcomes) != 2 {
+		t.Fatalf("outcomes %+v, want %+v", rep.Outcomes, want)
+	}
+	for i, o := range rep.Outcomes {
+		w := want[i]
+		if o.Query != w.Query || o.First != w.First || !near(o.AP10, w.AP10) || !near(o.P10, w.P10) || o.Shot != w.Shot {
+			t.Errorf("outcome %d = %+v, want %+v", i, o, w)
+		}
+	}
 }

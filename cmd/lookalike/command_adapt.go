@@ -51,6 +51,9 @@ type adaptJSON struct {
 	Configs []adaptConfigJSON `json:"configs"`
 	// Chosen indexes Configs (-1 when every one made validation worse).
 	Chosen int `json:"chosen"`
+	// ChosenGain is the chosen configuration minus raw on the validation, each figure with
+	// its 95% paired-bootstrap interval over the validation queries: how sure the gain is.
+	ChosenGain *adaptGainJSON `json:"chosen_gain,omitempty"`
 	// Written is the projection file (empty without --out or when refused), fitted on every
 	// photo of every group with the chosen configuration.
 	Written  string `json:"written,omitempty"`
@@ -61,6 +64,12 @@ type adaptJSON struct {
 	FitPhotos   int     `json:"fit_photos,omitempty"`
 	Refused     string  `json:"refused,omitempty"`
 	MillisApply float64 `json:"ms_per_apply"`
+}
+
+// adaptGainJSON is the chosen configuration's gain on both validations.
+type adaptGainJSON struct {
+	Seen   []gainJSON `json:"seen"`
+	Unseen []gainJSON `json:"unseen"`
 }
 
 // adaptFiguresJSON holds the two validation figures: new photos of groups it was fitted on,
@@ -251,6 +260,17 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 			report.Chosen = i
 		}
 	}
+	if report.Chosen >= 0 {
+		c := report.Configs[report.Chosen].Figures
+		var g adaptGainJSON
+		if g.Seen, err = gainOf(report.Raw.Seen, c.Seen); err != nil {
+			return err
+		}
+		if g.Unseen, err = gainOf(report.Raw.Unseen, c.Unseen); err != nil {
+			return err
+		}
+		report.ChosenGain = &g
+	}
 	if report.Chosen < 0 {
 		report.Refused = "every configuration made validation worse; no projection written"
 	} else if *out != "" {
@@ -389,6 +409,11 @@ func printAdapt(a *app, r adaptJSON) error {
 		row(name, c.Figures, note)
 	}
 	fmt.Fprintln(tw)
+	if g := r.ChosenGain; g != nil {
+		fmt.Fprintf(tw, "how sure\tchosen - raw, 95%% paired-bootstrap interval over the validation queries\n")
+		fmt.Fprintf(tw, "\tseen groups: %s\n", gainLine(g.Seen))
+		fmt.Fprintf(tw, "\theld-apart groups: %s\n", gainLine(g.Unseen))
+	}
 	fmt.Fprintf(tw, "apply\t%.3f ms per photo\n", r.MillisApply)
 	switch {
 	case r.Refused != "":

@@ -118,6 +118,19 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	if len(r.Configs) != 1 || r.Chosen != 0 || r.Written != out || r.Refused != "" {
 		t.Fatalf("configs %+v, chosen %d, written %q, refused %q", r.Configs, r.Chosen, r.Written, r.Refused)
 	}
+	// How sure: every figure's interval holds its difference, and the difference is the
+	// chosen figures minus the raw ones.
+	if r.ChosenGain == nil || len(r.ChosenGain.Seen) != 5 || len(r.ChosenGain.Unseen) != 5 {
+		t.Fatalf("chosen gain %+v, want five figures for each validation", r.ChosenGain)
+	}
+	for _, g := range append(r.ChosenGain.Seen, r.ChosenGain.Unseen...) {
+		if !(g.Low <= g.Diff && g.Diff <= g.High) {
+			t.Errorf("gain %+v: the interval does not hold the difference", g)
+		}
+	}
+	if g := r.ChosenGain.Seen[2]; g.Figure != "mAP@10" || math.Abs(g.Diff-(r.Configs[0].Figures.Seen.MAP10-r.Raw.Seen.MAP10)) > 1e-9 {
+		t.Errorf("seen mAP@10 gain %+v, figures %.3f -> %.3f", g, r.Raw.Seen.MAP10, r.Configs[0].Figures.Seen.MAP10)
+	}
 	seen := r.Configs[0].Figures.Seen
 	t.Logf("validation on fitted groups: mAP@10 %.3f -> %.3f, catalogue shot@10 %.3f -> %.3f", r.Raw.Seen.MAP10, seen.MAP10, *r.Raw.Seen.CatalogueShotAt10, *seen.CatalogueShotAt10)
 	if seen.MAP10 < r.Raw.Seen.MAP10+0.1 || *seen.CatalogueShotAt10 < *r.Raw.Seen.CatalogueShotAt10+0.1 {
@@ -151,6 +164,9 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	}
 	if q.Transfer == nil || q.Transfer.Raw.Queries == 0 || q.Transfer.Raw.Queries >= nq || q.Transfer.Shrink != 0.3 || q.Transfer.ShotWeight != defaultAdaptShotWeight {
 		t.Fatalf("transfer %+v", q.Transfer)
+	}
+	if len(q.Gain) != 5 || len(q.Transfer.Gain) != 5 {
+		t.Errorf("quality gains %+v and %+v, want five figures each", q.Gain, q.Transfer.Gain)
 	}
 	if *q.Projected.CatalogueShotAt10 <= *q.Raw.CatalogueShotAt10 {
 		t.Errorf("projected street photos find their catalogue shot no more often than raw ones")

@@ -253,9 +253,11 @@ type qualityProjectionJSON struct {
 	Dims       int               `json:"dims"`
 	Meta       map[string]string `json:"meta"`
 	// Raw and Projected search the same catalogue photos with the same queries.
-	Raw         figuresJSON `json:"raw"`
-	Projected   figuresJSON `json:"projected"`
-	MillisApply float64     `json:"ms_per_apply"`
+	Raw       figuresJSON `json:"raw"`
+	Projected figuresJSON `json:"projected"`
+	// Gain is projected minus raw with a 95% paired-bootstrap interval over the queries.
+	Gain        []gainJSON `json:"gain"`
+	MillisApply float64    `json:"ms_per_apply"`
 	// Transfer is the check on labels the projection never saw (absent with --no-transfer).
 	Transfer *transferJSON `json:"transfer,omitempty"`
 }
@@ -273,6 +275,7 @@ type transferJSON struct {
 	ShotWeight     float64     `json:"shot_weight"`
 	Raw            figuresJSON `json:"raw"`
 	Projected      figuresJSON `json:"projected"`
+	Gain           []gainJSON  `json:"gain"`
 }
 
 func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityProjected) error {
@@ -324,6 +327,9 @@ func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityP
 		return err
 	}
 	out.MillisApply = timer.millis()
+	if out.Gain, err = gainOf(out.Raw, out.Projected); err != nil {
+		return err
+	}
 	if q.transfer {
 		if out.Transfer, err = transferCheck(set, meta, p.Out(), q, score, emb.Identity()); err != nil {
 			return err
@@ -384,6 +390,9 @@ func transferCheck(set *labelledSet, meta map[string]string, dims int, q quality
 	if t.Projected, err = score(ps[0].Apply, projectionIdentity(model, ps[0]), ps[0].Out(), queries); err != nil {
 		return nil, err
 	}
+	if t.Gain, err = gainOf(t.Raw, t.Projected); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -421,10 +430,12 @@ func printQualityProjected(a *app, r qualityProjectionJSON) error {
 		line("catalogue shot in top 10", func(f figuresJSON) float64 { return *f.CatalogueShotAt10 })
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "how sure\tprojected - raw, 95%% paired-bootstrap interval over the queries: %s\n", gainLine(r.Gain))
 	fmt.Fprintf(tw, "apply\t%.3f ms per photo\n", r.MillisApply)
 	if t := r.Transfer; t != nil {
 		fmt.Fprintf(tw, "transfer\tseed %d: refitted (dims %d, shrink %g) on the %d catalogue photos of %d labels; scored on the queries of the %d others (%s)\n",
 			t.Seed, t.Dims, t.Shrink, t.FitPhotos, len(t.TrainingLabels), len(t.HeldOutLabels), strings.Join(t.HeldOutLabels, ", "))
+		fmt.Fprintf(tw, "\thow sure: %s\n", gainLine(t.Gain))
 	}
 	return tw.Flush()
 }

@@ -300,10 +300,12 @@ type figuresJSON struct {
 	MAP10             float64            `json:"map_at_10"`
 	P10               float64            `json:"precision_at_10"`
 	CatalogueShotAt10 *float64           `json:"catalogue_shot_at_10,omitempty"`
+	// report is what the figures come from, for gainOf.
+	report quality.Report
 }
 
 func figuresOf(rep quality.Report, shots bool) figuresJSON {
-	f := figuresJSON{Queries: rep.Queries, RecallAt: map[string]float64{}, MAP10: rep.MAP10, P10: rep.P10}
+	f := figuresJSON{Queries: rep.Queries, RecallAt: map[string]float64{}, MAP10: rep.MAP10, P10: rep.P10, report: rep}
 	for k, v := range rep.RecallAt {
 		f.RecallAt[fmt.Sprint(k)] = v
 	}
@@ -387,4 +389,44 @@ func fitDims(samples []adapt.Sample, shrink float64, dims []int, meta map[string
 		}
 	}
 	return out, nil
+}
+
+// Bootstrap settings of every "how sure" the commands print: fixed, so reruns agree.
+const (
+	gainRounds = 2000
+	gainSeed   = 1
+)
+
+// gainJSON is one figure's difference (after - before) with its 95% bootstrap interval.
+type gainJSON struct {
+	Figure string  `json:"figure"`
+	Diff   float64 `json:"diff"`
+	Low    float64 `json:"low"`
+	High   float64 `json:"high"`
+}
+
+// gainOf says how sure the difference between two evaluations on the same queries is;
+// shot@10 only when the catalogue marks catalogue shots.
+func gainOf(before, after figuresJSON) ([]gainJSON, error) {
+	g, err := quality.Gain(before.report, after.report, gainRounds, gainSeed)
+	if err != nil {
+		return nil, err
+	}
+	var out []gainJSON
+	for _, iv := range g {
+		if iv.Figure == "shot@10" && before.CatalogueShotAt10 == nil {
+			continue
+		}
+		out = append(out, gainJSON{Figure: iv.Figure, Diff: iv.Diff, Low: iv.Low, High: iv.High})
+	}
+	return out, nil
+}
+
+// gainLine prints gains as "R@1 +0.230 [+0.140, +0.320], ...".
+func gainLine(gs []gainJSON) string {
+	parts := make([]string, len(gs))
+	for i, g := range gs {
+		parts[i] = fmt.Sprintf("%s %+.3f [%+.3f, %+.3f]", g.Figure, g.Diff, g.Low, g.High)
+	}
+	return strings.Join(parts, ", ")
 }
