@@ -18,6 +18,8 @@ const (
 	MaxNotLike = 100
 	// MaxExpand bounds SearchOptions.Expand.
 	MaxExpand = 50
+	// MaxBoosts bounds SearchOptions.Boosts.
+	MaxBoosts = 16
 )
 
 // Filter restricts which products a search may return; its conditions combine with AND and
@@ -37,7 +39,7 @@ func (f Filter) empty() bool {
 
 // SearchOptions tunes a search. Results are products, each ranked by its best-matching
 // photo; Expand rewrites the query first, then the ranking options apply in this order:
-// GroupBy, NotLike, Diversity.
+// Boosts, GroupBy, NotLike, Diversity.
 type SearchOptions struct {
 	// K is how many products at most, 1..MaxK. K are returned whenever that many products
 	// pass the filter and the ranking options (and MinScore).
@@ -69,6 +71,18 @@ type SearchOptions struct {
 	// ExpandAlpha weights the expansion's photos by score^ExpandAlpha (alpha query
 	// expansion); 0 weighs them equally (average query expansion).
 	ExpandAlpha float32
+	// Boosts add to the score of products with an attribute value, so that a storefront
+	// can rank, say, its catalogue (pack) shots or in-stock products a little higher;
+	// Result.Score is then the similarity plus the boosts, and MinScore applies to that.
+	Boosts []Boost
+}
+
+// Boost adds Add to the score of every product whose attribute Attribute is Value.
+type Boost struct {
+	// Attribute and Value select the products.
+	Attribute, Value string
+	// Add is what their score gains, -1..1 (negative ranks them lower).
+	Add float32
 }
 
 // Result is one ranked product.
@@ -99,6 +113,17 @@ func (o SearchOptions) validate() error {
 	}
 	if a := o.ExpandAlpha; math.IsNaN(float64(a)) || a < 0 || a > 100 {
 		return fmt.Errorf("%w: expand_alpha is %v, must be in [0, 100]", ErrInvalidArgument, a)
+	}
+	if len(o.Boosts) > MaxBoosts {
+		return fmt.Errorf("%w: %d boosts, at most %d", ErrInvalidArgument, len(o.Boosts), MaxBoosts)
+	}
+	for i, b := range o.Boosts {
+		if b.Attribute == "" {
+			return fmt.Errorf("%w: boost %d names no attribute", ErrInvalidArgument, i)
+		}
+		if math.IsNaN(float64(b.Add)) || b.Add < -1 || b.Add > 1 {
+			return fmt.Errorf("%w: boost %d adds %v, must be in [-1, 1]", ErrInvalidArgument, i, b.Add)
+		}
 	}
 	if len(o.NotLike) > MaxNotLike {
 		return fmt.Errorf("%w: %d not_like products, at most %d", ErrInvalidArgument, len(o.NotLike), MaxNotLike)
@@ -275,7 +300,7 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 	}
 	// The ranking options drop or reorder candidates, so they start from a deeper pool.
 	want := opt.K
-	if opt.GroupBy != "" || len(opt.NotLike) > 0 || opt.Diversity > 0 {
+	if opt.GroupBy != "" || len(opt.NotLike) > 0 || opt.Diversity > 0 || len(opt.Boosts) > 0 {
 		want = min(MaxK, max(3*opt.K, opt.K+20))
 	}
 	minScore := opt.MinScore
@@ -300,6 +325,13 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 			}
 		}
 		pool := len(cands)
+		// A product beyond the pool scores at most the pool's lowest similarity plus every
+		// positive boost: while that could beat the K-th result, the pool is too shallow.
+		reach := float32(math.Inf(-1))
+		if len(opt.Boosts) > 0 && pool > 0 {
+			reach = cands[pool-1].score + maxBoost(opt.Boosts)
+			boost(cands, opt.Boosts)
+		}
 		cands = slices.DeleteFunc(cands, func(x candidate) bool { return x.score < minScore })
 		if opt.GroupBy != "" {
 			cands = groupBy(cands, opt.GroupBy)
@@ -320,7 +352,8 @@ func (c *Catalog) search(ctx context.Context, queries [][]float32, opt SearchOpt
 		// near-identical photos of one group, or of one rejected look): search deeper while
 		// too few are left and the pool stopped short of the catalogue.
 		products := c.Len()
-		if len(cands) >= opt.K || pool < want || want >= products {
+		outranked := len(cands) >= opt.K && cands[opt.K-1].score < reach
+		if (len(cands) >= opt.K && !outranked) || pool < want || want >= products {
 			break
 		}
 		want = min(4*want, products)
@@ -453,6 +486,27 @@ func dot(a, b []float32) float32 {
 }
 
 // groupBy keeps the best candidate of each value of the attribute (cands are best first).
+// boost adds the boosts to the candidates' scores and re-sorts them.
+func boost(cands []candidate, boosts []Boost) {
+	for i := range cands {
+		for _, b := range boosts {
+			if v, ok := cands[i].e.attributes[b.Attribute]; ok && v == b.Value {
+				cands[i].score += b.Add
+			}
+		}
+	}
+	slices.SortStableFunc(cands, func(x, y candidate) int { return cmp.Compare(y.score, x.score) })
+}
+
+// maxBoost is the most a product can gain from the boosts.
+func maxBoost(boosts []Boost) float32 {
+	var m float32
+	for _, b := range boosts {
+		m += max(b.Add, 0)
+	}
+	return m
+}
+
 func groupBy(cands []candidate, attr string) []candidate {
 	seen := make(map[string]bool)
 	return slices.DeleteFunc(cands, func(x candidate) bool {

@@ -150,6 +150,14 @@ func TestServerProductsWithPhotos(t *testing.T) {
 			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Expand: 51})
 			return err
 		}, codes.InvalidArgument},
+		{"a boost above 1", func() error {
+			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Boosts: []*pb.Boost{{Attribute: "kind", Value: "pack", Add: 2}}})
+			return err
+		}, codes.InvalidArgument},
+		{"a boost of no attribute", func() error {
+			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Boosts: []*pb.Boost{{Value: "pack", Add: 0.1}}})
+			return err
+		}, codes.InvalidArgument},
 		{"query expansion with a negative power", func() error {
 			_, err := s.client.SearchById(ctx, &pb.SearchByIdRequest{Id: "oatly", K: 5, Expand: 2, ExpandAlpha: -1})
 			return err

@@ -329,14 +329,26 @@ type rankedRequest interface {
 	GetDiversity() float32
 	GetExpand() int32
 	GetExpandAlpha() float32
+	GetBoosts() []*pb.Boost
 }
 
 func searchOptions(r rankedRequest) catalog.SearchOptions {
 	return catalog.SearchOptions{
 		K: int(r.GetK()), EF: int(r.GetEf()), MinScore: r.GetMinScore(), Filter: filterOf(r.GetFilter()),
 		GroupBy: r.GetGroupBy(), NotLike: r.GetNotLike(), Diversity: r.GetDiversity(),
-		Expand: int(r.GetExpand()), ExpandAlpha: r.GetExpandAlpha(),
+		Expand: int(r.GetExpand()), ExpandAlpha: r.GetExpandAlpha(), Boosts: boostsOf(r.GetBoosts()),
 	}
+}
+
+func boostsOf(bs []*pb.Boost) []catalog.Boost {
+	if len(bs) == 0 {
+		return nil
+	}
+	out := make([]catalog.Boost, len(bs))
+	for i, b := range bs {
+		out[i] = catalog.Boost{Attribute: b.GetAttribute(), Value: b.GetValue(), Add: b.GetAdd()}
+	}
+	return out
 }
 
 func filterOf(f *pb.Filter) catalog.Filter {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	noTransfer := fs.Bool("no-transfer", false, "with --projection: skip the transfer check (a projection fitted on the other labels, scored on the held-out labels' queries)")
 	expand := fs.Int("expand", 0, "query expansion: re-search with the query plus its first N photos (0: off)")
 	expandAlpha := fs.Float64("expand-alpha", 0, "with --expand: weight each photo by its score to this power (0: equally)")
+	boostShots := fs.Float64("boost-shots", 0, "add this to the score of catalogue shots (products with a --catalogue-shot photo get the attribute "+shotAttribute+"=true, and every search boosts it)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -60,10 +62,13 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
-	if *expand < 0 || *expand > catalog.MaxExpand || *expandAlpha < 0 || *expandAlpha > 100 {
-		return usagef("--expand must be in 0..%d and --expand-alpha in 0..100", catalog.MaxExpand)
+	if *expand < 0 || *expand > catalog.MaxExpand || *expandAlpha < 0 || *expandAlpha > 100 || *boostShots < -1 || *boostShots > 1 {
+		return usagef("--expand must be in 0..%d, --expand-alpha in 0..100 and --boost-shots in -1..1", catalog.MaxExpand)
 	}
 	search := catalog.SearchOptions{K: *k, Expand: *expand, ExpandAlpha: float32(*expandAlpha)}
+	if *boostShots != 0 {
+		search.Boosts = []catalog.Boost{{Attribute: shotAttribute, Value: "true", Add: float32(*boostShots)}}
+	}
 	work, err := os.MkdirTemp("", "lookalike-quality")
 	if err != nil {
 		return err
@@ -133,6 +138,9 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 		writes := make([]catalog.Write, len(batch))
 		for j, row := range batch {
 			w := catalog.Write{ID: row.ID, Category: row.Category, Title: row.Title, Attributes: row.Attributes}
+			if len(search.Boosts) > 0 && *shot != "" {
+				w.Attributes = markShot(w.Attributes, slices.ContainsFunc(row.Photos, func(p manifestPhoto) bool { return strings.Contains(p.Image, *shot) }))
+			}
 			for _, ph := range row.Photos {
 				img, err := os.ReadFile(resolveImage(catDir, ph.Image))
 				if err != nil {

@@ -27,7 +27,7 @@ func runSimilar(ctx context.Context, a *app, args []string) error {
 		return c.SearchById(ctx, &lookalikev1.SearchByIdRequest{
 			Id: id, K: int32(rf.k), Filter: rf.filter.proto(), MinScore: float32(rf.minScore), Ef: int32(rf.ef),
 			GroupBy: rf.groupBy, NotLike: rf.notLike, Diversity: float32(rf.diversity),
-			Expand: int32(rf.expand), ExpandAlpha: float32(rf.expandAlpha),
+			Expand: int32(rf.expand), ExpandAlpha: float32(rf.expandAlpha), Boosts: rf.boosts,
 		})
 	})
 	if err != nil {

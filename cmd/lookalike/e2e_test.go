@@ -89,6 +89,18 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("results not ranked best first: %+v", search.Results)
 		}
 	}
+	// A boost for the juice shelf lifts a juice product above the milk; a query expansion
+	// over the first photo keeps that photo first, and closer.
+	var boosted, expanded searchJSON
+	mustJSON(t, e.run(exitOK, "search", "--json", "--k", "5", "--boost", "shelf=juice:0.5", query).stdout, &boosted)
+	if len(boosted.Results) != 5 || boosted.Results[0].Product.Category != "Juice" || search.Results[0].Product.Category == "Juice" {
+		t.Errorf("a boost for the juice shelf: %+v", boosted.Results)
+	}
+	mustJSON(t, e.run(exitOK, "search", "--json", "--k", "5", "--expand", "1", query).stdout, &expanded)
+	if len(expanded.Results) != 5 || expanded.Results[0].Product.ID != search.Results[0].Product.ID ||
+		expanded.Results[0].Score <= search.Results[0].Score {
+		t.Errorf("expanded by its first photo, the query does not find that photo first and closer: %+v", expanded.Results)
+	}
 	var juice searchJSON
 	mustJSON(t, e.run(exitOK, "search", "--json", "--category", "Juice", query).stdout, &juice)
 	if len(juice.Results) != 3 {
@@ -273,9 +285,10 @@ func (e *e2eEnv) writeManifest() string {
 	w := csv.NewWriter(f)
 	w.Write([]string{"id", "image", "category", "title", "shelf"})
 	categories := []string{"Milk", "Soyghurt", "Juice"}
+	shelves := []string{"dairy", "dairy", "juice"}
 	for i, p := range e2eProducts() {
 		for _, photo := range p.photos {
-			w.Write([]string{photo, filepath.Join(e.photos, photo+".jpg"), categories[i], p.label, "dairy"})
+			w.Write([]string{photo, filepath.Join(e.photos, photo+".jpg"), categories[i], p.label, shelves[i]})
 		}
 		if i == 0 {
 			w.Write([]string{"dup__" + p.label, "dup.jpg", categories[i], p.label + " (re-upload)", "dairy"})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -255,6 +256,9 @@ func evaluateVectors(ctx context.Context, logger *slog.Logger, dir string, dim i
 		for j, id := range ids {
 			row := rows[id]
 			w := catalog.Write{ID: id, Category: row.Category, Title: row.Title, Attributes: row.Attributes}
+			if len(search.Boosts) > 0 {
+				w.Attributes = markShot(w.Attributes, slices.ContainsFunc(byProduct[id], func(p labelledPhoto) bool { return p.shot }))
+			}
 			for _, ph := range byProduct[id] {
 				v, err := f(ph.vector)
 				if err != nil {
@@ -429,4 +433,21 @@ func gainLine(gs []gainJSON) string {
 		parts[i] = fmt.Sprintf("%s %+.3f [%+.3f, %+.3f]", g.Figure, g.Diff, g.Low, g.High)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shotAttribute marks the products of a quality run that have a catalogue shot, for
+// quality --boost-shots.
+const shotAttribute = "catalogue_shot"
+
+// markShot returns attrs with shotAttribute set when shot, without changing attrs.
+func markShot(attrs map[string]string, shot bool) map[string]string {
+	if !shot {
+		return attrs
+	}
+	out := maps.Clone(attrs)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[shotAttribute] = "true"
+	return out
 }

@@ -31,6 +31,8 @@ func TestDispatch(t *testing.T) {
 		{"unknown flag", []string{"search", "--nope", "x.jpg"}, exitUsage, "", "lookalike search: flag provided but not defined: -nope"},
 		{"missing argument", []string{"similar"}, exitUsage, "", "want exactly one ID"},
 		{"k out of range", []string{"search", "--k", "0", "x.jpg"}, exitUsage, "", "--k must be in 1..1000"},
+		{"a boost without its add", []string{"search", "--boost", "kind=pack", "x.jpg"}, exitUsage, "", `--boost "kind=pack": want ATTR=VALUE:ADD`},
+		{"a boost above 1", []string{"similar", "--boost", "kind=pack:1.5", "x"}, exitUsage, "", "ADD in -1..1"},
 		{"flags after arguments", []string{"get", "some-id", "--server", ""}, exitUsage, "", "--server is empty"},
 		{"bad threshold", []string{"dedup", "--threshold", "3"}, exitUsage, "", "--threshold must be"},
 		{"delete needs ids", []string{"delete"}, exitUsage, "", "want at least one ID"},

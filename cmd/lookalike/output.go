@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -280,6 +281,9 @@ type rankFlags struct {
 	// Query expansion.
 	expand      int
 	expandAlpha float64
+	// boosts as given, ATTR=VALUE:ADD, and parsed.
+	boostFlags stringList
+	boosts     []*lookalikev1.Boost
 }
 
 func (r *rankFlags) register(fs *flag.FlagSet) {
@@ -293,6 +297,7 @@ func (r *rankFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&r.diversity, "diversity", 0, "0..1: trade similarity for variety among the results (maximal marginal relevance)")
 	fs.IntVar(&r.expand, "expand", 0, "query expansion: search again with the query plus its first N photos (0..50; 0: off)")
 	fs.Float64Var(&r.expandAlpha, "expand-alpha", 0, "with --expand: weight each photo by its score to this power (0: equally)")
+	fs.Var(&r.boostFlags, "boost", "ATTR=VALUE:ADD: add ADD (-1..1) to the score of products whose attribute ATTR is VALUE (repeatable), e.g. kind=pack:0.04")
 }
 
 // parse parses args with fs, checks the flags and returns the one argument, named what in
@@ -309,6 +314,15 @@ func (r *rankFlags) parse(fs *flag.FlagSet, args []string, what string) (string,
 	}
 	if r.diversity < 0 || r.diversity > 1 {
 		return "", usagef("--diversity must be in 0..1, got %v", r.diversity)
+	}
+	for _, b := range r.boostFlags {
+		sel, add, ok := strings.Cut(b, ":")
+		attr, value, ok2 := strings.Cut(sel, "=")
+		x, err := strconv.ParseFloat(add, 32)
+		if !ok || !ok2 || attr == "" || err != nil || x < -1 || x > 1 {
+			return "", usagef("--boost %q: want ATTR=VALUE:ADD with ADD in -1..1", b)
+		}
+		r.boosts = append(r.boosts, &lookalikev1.Boost{Attribute: attr, Value: value, Add: float32(x)})
 	}
 	return fs.Arg(0), nil
 }

@@ -1383,6 +1383,69 @@ func (x *Photo) GetVector() []float32 {
 	return nil
 }
 
+// Boost ranks some products higher (or, with a negative add, lower): those whose attribute
+// `attribute` is `value` score `add` more, -1..1. A storefront may, say, prefer its
+// catalogue (pack) shots or in-stock products by a few hundredths.
+type Boost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attribute     string                 `protobuf:"bytes,1,opt,name=attribute,proto3" json:"attribute,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Add           float32                `protobuf:"fixed32,3,opt,name=add,proto3" json:"add,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Boost) Reset() {
+	*x = Boost{}
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Boost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Boost) ProtoMessage() {}
+
+func (x *Boost) ProtoReflect() protoreflect.Message {
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Boost.ProtoReflect.Descriptor instead.
+func (*Boost) Descriptor() ([]byte, []int) {
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Boost) GetAttribute() string {
+	if x != nil {
+		return x.Attribute
+	}
+	return ""
+}
+
+func (x *Boost) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Boost) GetAdd() float32 {
+	if x != nil {
+		return x.Add
+	}
+	return 0
+}
+
 // Filter restricts which products a search or duplicate scan may return. An empty filter
 // allows everything; conditions combine with AND.
 type Filter struct {
@@ -1399,7 +1462,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1474,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[15]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1487,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{15}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Filter) GetCategories() []string {
@@ -1476,14 +1539,17 @@ type SearchByImageRequest struct {
 	// expanded query. 0 (default) is off.
 	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
 	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
-	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	ExpandAlpha float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	// At most 16: each adds to the score of the products it selects (a result's score is
+	// then its similarity plus its boosts, and min_score applies to that).
+	Boosts        []*Boost `protobuf:"bytes,11,rep,name=boosts,proto3" json:"boosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByImageRequest) Reset() {
 	*x = SearchByImageRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1561,7 @@ func (x *SearchByImageRequest) String() string {
 func (*SearchByImageRequest) ProtoMessage() {}
 
 func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[16]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1574,7 @@ func (x *SearchByImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByImageRequest.ProtoReflect.Descriptor instead.
 func (*SearchByImageRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{16}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SearchByImageRequest) GetImage() []byte {
@@ -1581,6 +1647,13 @@ func (x *SearchByImageRequest) GetExpandAlpha() float32 {
 	return 0
 }
 
+func (x *SearchByImageRequest) GetBoosts() []*Boost {
+	if x != nil {
+		return x.Boosts
+	}
+	return nil
+}
+
 // SearchByIdRequest searches with a stored product's vector.
 type SearchByIdRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1608,14 +1681,17 @@ type SearchByIdRequest struct {
 	// expanded query. 0 (default) is off.
 	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
 	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
-	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	ExpandAlpha float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	// At most 16: each adds to the score of the products it selects (a result's score is
+	// then its similarity plus its boosts, and min_score applies to that).
+	Boosts        []*Boost `protobuf:"bytes,11,rep,name=boosts,proto3" json:"boosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByIdRequest) Reset() {
 	*x = SearchByIdRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1703,7 @@ func (x *SearchByIdRequest) String() string {
 func (*SearchByIdRequest) ProtoMessage() {}
 
 func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[17]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1716,7 @@ func (x *SearchByIdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByIdRequest.ProtoReflect.Descriptor instead.
 func (*SearchByIdRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{17}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SearchByIdRequest) GetId() string {
@@ -1713,6 +1789,13 @@ func (x *SearchByIdRequest) GetExpandAlpha() float32 {
 	return 0
 }
 
+func (x *SearchByIdRequest) GetBoosts() []*Boost {
+	if x != nil {
+		return x.Boosts
+	}
+	return nil
+}
+
 // SearchByVectorRequest searches with a client-made embedding.
 type SearchByVectorRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1740,14 +1823,17 @@ type SearchByVectorRequest struct {
 	// expanded query. 0 (default) is off.
 	Expand int32 `protobuf:"varint,9,opt,name=expand,proto3" json:"expand,omitempty"`
 	// With expand: each photo weighs its score to this power, 0..100; 0 weighs them equally.
-	ExpandAlpha   float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	ExpandAlpha float32 `protobuf:"fixed32,10,opt,name=expand_alpha,json=expandAlpha,proto3" json:"expand_alpha,omitempty"`
+	// At most 16: each adds to the score of the products it selects (a result's score is
+	// then its similarity plus its boosts, and min_score applies to that).
+	Boosts        []*Boost `protobuf:"bytes,11,rep,name=boosts,proto3" json:"boosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SearchByVectorRequest) Reset() {
 	*x = SearchByVectorRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1845,7 @@ func (x *SearchByVectorRequest) String() string {
 func (*SearchByVectorRequest) ProtoMessage() {}
 
 func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[18]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1858,7 @@ func (x *SearchByVectorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchByVectorRequest.ProtoReflect.Descriptor instead.
 func (*SearchByVectorRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{18}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SearchByVectorRequest) GetVector() []float32 {
@@ -1845,6 +1931,13 @@ func (x *SearchByVectorRequest) GetExpandAlpha() float32 {
 	return 0
 }
 
+func (x *SearchByVectorRequest) GetBoosts() []*Boost {
+	if x != nil {
+		return x.Boosts
+	}
+	return nil
+}
+
 // SearchResponse lists results, best first.
 type SearchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1856,7 +1949,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1961,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[19]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1974,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{19}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SearchResponse) GetResults() []*SearchResult {
@@ -1906,7 +1999,7 @@ type SearchResult struct {
 
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2011,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[20]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2024,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{20}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SearchResult) GetProduct() *Product {
@@ -1976,7 +2069,7 @@ type FindDuplicatesRequest struct {
 
 func (x *FindDuplicatesRequest) Reset() {
 	*x = FindDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2081,7 @@ func (x *FindDuplicatesRequest) String() string {
 func (*FindDuplicatesRequest) ProtoMessage() {}
 
 func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[21]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2094,7 @@ func (x *FindDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*FindDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{21}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FindDuplicatesRequest) GetThreshold() float32 {
@@ -2064,7 +2157,7 @@ type DuplicateSignals struct {
 
 func (x *DuplicateSignals) Reset() {
 	*x = DuplicateSignals{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2169,7 @@ func (x *DuplicateSignals) String() string {
 func (*DuplicateSignals) ProtoMessage() {}
 
 func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[22]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2182,7 @@ func (x *DuplicateSignals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateSignals.ProtoReflect.Descriptor instead.
 func (*DuplicateSignals) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{22}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DuplicateSignals) GetCosine() float32 {
@@ -2147,7 +2240,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2252,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[23]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2265,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{23}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Decision) GetA() string {
@@ -2242,7 +2335,7 @@ type ResolveDuplicatesRequest struct {
 
 func (x *ResolveDuplicatesRequest) Reset() {
 	*x = ResolveDuplicatesRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2347,7 @@ func (x *ResolveDuplicatesRequest) String() string {
 func (*ResolveDuplicatesRequest) ProtoMessage() {}
 
 func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[24]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2360,7 @@ func (x *ResolveDuplicatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{24}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveDuplicatesRequest) GetIds() []string {
@@ -2315,7 +2408,7 @@ type ResolveDuplicatesResponse struct {
 
 func (x *ResolveDuplicatesResponse) Reset() {
 	*x = ResolveDuplicatesResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2420,7 @@ func (x *ResolveDuplicatesResponse) String() string {
 func (*ResolveDuplicatesResponse) ProtoMessage() {}
 
 func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[25]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2433,7 @@ func (x *ResolveDuplicatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDuplicatesResponse.ProtoReflect.Descriptor instead.
 func (*ResolveDuplicatesResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{25}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResolveDuplicatesResponse) GetDecisions() []*Decision {
@@ -2359,7 +2452,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2464,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[26]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2477,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{26}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
 }
 
 // ListDecisionsResponse lists every recorded decision, ordered by pair.
@@ -2397,7 +2490,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2502,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[27]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2515,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{27}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -2443,7 +2536,7 @@ type ForgetDecisionRequest struct {
 
 func (x *ForgetDecisionRequest) Reset() {
 	*x = ForgetDecisionRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2548,7 @@ func (x *ForgetDecisionRequest) String() string {
 func (*ForgetDecisionRequest) ProtoMessage() {}
 
 func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[28]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2561,7 @@ func (x *ForgetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{28}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ForgetDecisionRequest) GetA() string {
@@ -2494,7 +2587,7 @@ type ForgetDecisionResponse struct {
 
 func (x *ForgetDecisionResponse) Reset() {
 	*x = ForgetDecisionResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2599,7 @@ func (x *ForgetDecisionResponse) String() string {
 func (*ForgetDecisionResponse) ProtoMessage() {}
 
 func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[29]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2612,7 @@ func (x *ForgetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*ForgetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{29}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
 }
 
 // DuplicatePolicy holds the thresholds that place a pair of photos in a tier.
@@ -2548,7 +2641,7 @@ type DuplicatePolicy struct {
 
 func (x *DuplicatePolicy) Reset() {
 	*x = DuplicatePolicy{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2653,7 @@ func (x *DuplicatePolicy) String() string {
 func (*DuplicatePolicy) ProtoMessage() {}
 
 func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[30]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2666,7 @@ func (x *DuplicatePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicatePolicy.ProtoReflect.Descriptor instead.
 func (*DuplicatePolicy) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{30}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DuplicatePolicy) GetLookAlike() float32 {
@@ -2649,7 +2742,7 @@ type CalibrateRequest struct {
 
 func (x *CalibrateRequest) Reset() {
 	*x = CalibrateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +2754,7 @@ func (x *CalibrateRequest) String() string {
 func (*CalibrateRequest) ProtoMessage() {}
 
 func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[31]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +2767,7 @@ func (x *CalibrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateRequest.ProtoReflect.Descriptor instead.
 func (*CalibrateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{31}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CalibrateRequest) GetSample() uint32 {
@@ -2723,7 +2816,7 @@ type CalibrationPoint struct {
 
 func (x *CalibrationPoint) Reset() {
 	*x = CalibrationPoint{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2828,7 @@ func (x *CalibrationPoint) String() string {
 func (*CalibrationPoint) ProtoMessage() {}
 
 func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[32]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2841,7 @@ func (x *CalibrationPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrationPoint.ProtoReflect.Descriptor instead.
 func (*CalibrationPoint) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{32}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CalibrationPoint) GetRule() string {
@@ -2828,7 +2921,7 @@ type CalibrateReport struct {
 
 func (x *CalibrateReport) Reset() {
 	*x = CalibrateReport{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +2933,7 @@ func (x *CalibrateReport) String() string {
 func (*CalibrateReport) ProtoMessage() {}
 
 func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[33]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +2946,7 @@ func (x *CalibrateReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CalibrateReport.ProtoReflect.Descriptor instead.
 func (*CalibrateReport) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{33}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CalibrateReport) GetPhotos() uint32 {
@@ -2958,7 +3051,7 @@ type DuplicateCluster struct {
 
 func (x *DuplicateCluster) Reset() {
 	*x = DuplicateCluster{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3063,7 @@ func (x *DuplicateCluster) String() string {
 func (*DuplicateCluster) ProtoMessage() {}
 
 func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[34]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3076,7 @@ func (x *DuplicateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateCluster.ProtoReflect.Descriptor instead.
 func (*DuplicateCluster) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{34}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DuplicateCluster) GetIds() []string {
@@ -3037,7 +3130,7 @@ type DuplicateEdge struct {
 
 func (x *DuplicateEdge) Reset() {
 	*x = DuplicateEdge{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3142,7 @@ func (x *DuplicateEdge) String() string {
 func (*DuplicateEdge) ProtoMessage() {}
 
 func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[35]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3155,7 @@ func (x *DuplicateEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DuplicateEdge.ProtoReflect.Descriptor instead.
 func (*DuplicateEdge) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{35}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DuplicateEdge) GetA() string {
@@ -3137,7 +3230,7 @@ type CheckDuplicateRequest struct {
 
 func (x *CheckDuplicateRequest) Reset() {
 	*x = CheckDuplicateRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3242,7 @@ func (x *CheckDuplicateRequest) String() string {
 func (*CheckDuplicateRequest) ProtoMessage() {}
 
 func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[36]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3255,7 @@ func (x *CheckDuplicateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateRequest.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{36}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CheckDuplicateRequest) GetImage() []byte {
@@ -3206,7 +3299,7 @@ type CheckDuplicateResponse struct {
 
 func (x *CheckDuplicateResponse) Reset() {
 	*x = CheckDuplicateResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3218,7 +3311,7 @@ func (x *CheckDuplicateResponse) String() string {
 func (*CheckDuplicateResponse) ProtoMessage() {}
 
 func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[37]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3231,7 +3324,7 @@ func (x *CheckDuplicateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckDuplicateResponse.ProtoReflect.Descriptor instead.
 func (*CheckDuplicateResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{37}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CheckDuplicateResponse) GetIsDuplicate() bool {
@@ -3278,7 +3371,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3290,7 +3383,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[38]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3303,7 +3396,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{38}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
 }
 
 // StatsResponse describes the catalogue.
@@ -3348,7 +3441,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3453,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[39]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3466,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{39}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatsResponse) GetCount() uint64 {
@@ -3505,7 +3598,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3517,7 +3610,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[40]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3530,7 +3623,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{40}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CallError) GetMethod() string {
@@ -3583,7 +3676,7 @@ type IndexParams struct {
 
 func (x *IndexParams) Reset() {
 	*x = IndexParams{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3688,7 @@ func (x *IndexParams) String() string {
 func (*IndexParams) ProtoMessage() {}
 
 func (x *IndexParams) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[41]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3701,7 @@ func (x *IndexParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexParams.ProtoReflect.Descriptor instead.
 func (*IndexParams) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{41}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IndexParams) GetM() uint32 {
@@ -3662,7 +3755,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3674,7 +3767,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[42]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3687,7 +3780,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{42}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{43}
 }
 
 // BackupChunk is one piece of a backup stream.
@@ -3705,7 +3798,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +3810,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[43]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +3823,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{43}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BackupChunk) GetData() []byte {
@@ -3773,7 +3866,7 @@ type BackupComplete struct {
 
 func (x *BackupComplete) Reset() {
 	*x = BackupComplete{}
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3878,7 @@ func (x *BackupComplete) String() string {
 func (*BackupComplete) ProtoMessage() {}
 
 func (x *BackupComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_lookalike_v1_lookalike_proto_msgTypes[44]
+	mi := &file_lookalike_v1_lookalike_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3891,7 @@ func (x *BackupComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupComplete.ProtoReflect.Descriptor instead.
 func (*BackupComplete) Descriptor() ([]byte, []int) {
-	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{44}
+	return file_lookalike_v1_lookalike_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BackupComplete) GetSize() uint64 {
@@ -3944,7 +4037,11 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"kept_bytes\x18\x06 \x01(\rR\tkeptBytes\x124\n" +
 	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
-	"\x06vector\x18\t \x03(\x02R\x06vector\"\xce\x01\n" +
+	"\x06vector\x18\t \x03(\x02R\x06vector\"M\n" +
+	"\x05Boost\x12\x1c\n" +
+	"\tattribute\x18\x01 \x01(\tR\tattribute\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x10\n" +
+	"\x03add\x18\x03 \x01(\x02R\x03add\"\xce\x01\n" +
 	"\x06Filter\x12\x1e\n" +
 	"\n" +
 	"categories\x18\x01 \x03(\tR\n" +
@@ -3956,7 +4053,7 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"excludeIds\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
 	"\x14SearchByImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3968,7 +4065,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
 	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
 	"\fexpand_alpha\x18\n" +
-	" \x01(\x02R\vexpandAlpha\"\x9b\x02\n" +
+	" \x01(\x02R\vexpandAlpha\x12+\n" +
+	"\x06boosts\x18\v \x03(\v2\x13.lookalike.v1.BoostR\x06boosts\"\xc8\x02\n" +
 	"\x11SearchByIdRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3980,7 +4078,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
 	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
 	"\fexpand_alpha\x18\n" +
-	" \x01(\x02R\vexpandAlpha\"\xa7\x02\n" +
+	" \x01(\x02R\vexpandAlpha\x12+\n" +
+	"\x06boosts\x18\v \x03(\v2\x13.lookalike.v1.BoostR\x06boosts\"\xd4\x02\n" +
 	"\x15SearchByVectorRequest\x12\x16\n" +
 	"\x06vector\x18\x01 \x03(\x02R\x06vector\x12\f\n" +
 	"\x01k\x18\x02 \x01(\x05R\x01k\x12,\n" +
@@ -3992,7 +4091,8 @@ const file_lookalike_v1_lookalike_proto_rawDesc = "" +
 	"\tdiversity\x18\b \x01(\x02R\tdiversity\x12\x16\n" +
 	"\x06expand\x18\t \x01(\x05R\x06expand\x12!\n" +
 	"\fexpand_alpha\x18\n" +
-	" \x01(\x02R\vexpandAlpha\"F\n" +
+	" \x01(\x02R\vexpandAlpha\x12+\n" +
+	"\x06boosts\x18\v \x03(\v2\x13.lookalike.v1.BoostR\x06boosts\"F\n" +
 	"\x0eSearchResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.lookalike.v1.SearchResultR\aresults\"p\n" +
 	"\fSearchResult\x12/\n" +
@@ -4199,7 +4299,7 @@ func file_lookalike_v1_lookalike_proto_rawDescGZIP() []byte {
 }
 
 var file_lookalike_v1_lookalike_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_lookalike_v1_lookalike_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(Outcome)(0),                      // 0: lookalike.v1.Outcome
 	(Tier)(0),                         // 1: lookalike.v1.Tier
@@ -4218,138 +4318,142 @@ var file_lookalike_v1_lookalike_proto_goTypes = []any{
 	(*GetResponse)(nil),               // 14: lookalike.v1.GetResponse
 	(*Product)(nil),                   // 15: lookalike.v1.Product
 	(*Photo)(nil),                     // 16: lookalike.v1.Photo
-	(*Filter)(nil),                    // 17: lookalike.v1.Filter
-	(*SearchByImageRequest)(nil),      // 18: lookalike.v1.SearchByImageRequest
-	(*SearchByIdRequest)(nil),         // 19: lookalike.v1.SearchByIdRequest
-	(*SearchByVectorRequest)(nil),     // 20: lookalike.v1.SearchByVectorRequest
-	(*SearchResponse)(nil),            // 21: lookalike.v1.SearchResponse
-	(*SearchResult)(nil),              // 22: lookalike.v1.SearchResult
-	(*FindDuplicatesRequest)(nil),     // 23: lookalike.v1.FindDuplicatesRequest
-	(*DuplicateSignals)(nil),          // 24: lookalike.v1.DuplicateSignals
-	(*Decision)(nil),                  // 25: lookalike.v1.Decision
-	(*ResolveDuplicatesRequest)(nil),  // 26: lookalike.v1.ResolveDuplicatesRequest
-	(*ResolveDuplicatesResponse)(nil), // 27: lookalike.v1.ResolveDuplicatesResponse
-	(*ListDecisionsRequest)(nil),      // 28: lookalike.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil),     // 29: lookalike.v1.ListDecisionsResponse
-	(*ForgetDecisionRequest)(nil),     // 30: lookalike.v1.ForgetDecisionRequest
-	(*ForgetDecisionResponse)(nil),    // 31: lookalike.v1.ForgetDecisionResponse
-	(*DuplicatePolicy)(nil),           // 32: lookalike.v1.DuplicatePolicy
-	(*CalibrateRequest)(nil),          // 33: lookalike.v1.CalibrateRequest
-	(*CalibrationPoint)(nil),          // 34: lookalike.v1.CalibrationPoint
-	(*CalibrateReport)(nil),           // 35: lookalike.v1.CalibrateReport
-	(*DuplicateCluster)(nil),          // 36: lookalike.v1.DuplicateCluster
-	(*DuplicateEdge)(nil),             // 37: lookalike.v1.DuplicateEdge
-	(*CheckDuplicateRequest)(nil),     // 38: lookalike.v1.CheckDuplicateRequest
-	(*CheckDuplicateResponse)(nil),    // 39: lookalike.v1.CheckDuplicateResponse
-	(*StatsRequest)(nil),              // 40: lookalike.v1.StatsRequest
-	(*StatsResponse)(nil),             // 41: lookalike.v1.StatsResponse
-	(*CallError)(nil),                 // 42: lookalike.v1.CallError
-	(*IndexParams)(nil),               // 43: lookalike.v1.IndexParams
-	(*BackupRequest)(nil),             // 44: lookalike.v1.BackupRequest
-	(*BackupChunk)(nil),               // 45: lookalike.v1.BackupChunk
-	(*BackupComplete)(nil),            // 46: lookalike.v1.BackupComplete
-	nil,                               // 47: lookalike.v1.UpsertRequest.AttributesEntry
-	nil,                               // 48: lookalike.v1.Product.AttributesEntry
-	nil,                               // 49: lookalike.v1.Filter.AttributesEntry
-	nil,                               // 50: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	nil,                               // 51: lookalike.v1.StatsResponse.CountByCategoryEntry
-	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 53: google.protobuf.Duration
+	(*Boost)(nil),                     // 17: lookalike.v1.Boost
+	(*Filter)(nil),                    // 18: lookalike.v1.Filter
+	(*SearchByImageRequest)(nil),      // 19: lookalike.v1.SearchByImageRequest
+	(*SearchByIdRequest)(nil),         // 20: lookalike.v1.SearchByIdRequest
+	(*SearchByVectorRequest)(nil),     // 21: lookalike.v1.SearchByVectorRequest
+	(*SearchResponse)(nil),            // 22: lookalike.v1.SearchResponse
+	(*SearchResult)(nil),              // 23: lookalike.v1.SearchResult
+	(*FindDuplicatesRequest)(nil),     // 24: lookalike.v1.FindDuplicatesRequest
+	(*DuplicateSignals)(nil),          // 25: lookalike.v1.DuplicateSignals
+	(*Decision)(nil),                  // 26: lookalike.v1.Decision
+	(*ResolveDuplicatesRequest)(nil),  // 27: lookalike.v1.ResolveDuplicatesRequest
+	(*ResolveDuplicatesResponse)(nil), // 28: lookalike.v1.ResolveDuplicatesResponse
+	(*ListDecisionsRequest)(nil),      // 29: lookalike.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),     // 30: lookalike.v1.ListDecisionsResponse
+	(*ForgetDecisionRequest)(nil),     // 31: lookalike.v1.ForgetDecisionRequest
+	(*ForgetDecisionResponse)(nil),    // 32: lookalike.v1.ForgetDecisionResponse
+	(*DuplicatePolicy)(nil),           // 33: lookalike.v1.DuplicatePolicy
+	(*CalibrateRequest)(nil),          // 34: lookalike.v1.CalibrateRequest
+	(*CalibrationPoint)(nil),          // 35: lookalike.v1.CalibrationPoint
+	(*CalibrateReport)(nil),           // 36: lookalike.v1.CalibrateReport
+	(*DuplicateCluster)(nil),          // 37: lookalike.v1.DuplicateCluster
+	(*DuplicateEdge)(nil),             // 38: lookalike.v1.DuplicateEdge
+	(*CheckDuplicateRequest)(nil),     // 39: lookalike.v1.CheckDuplicateRequest
+	(*CheckDuplicateResponse)(nil),    // 40: lookalike.v1.CheckDuplicateResponse
+	(*StatsRequest)(nil),              // 41: lookalike.v1.StatsRequest
+	(*StatsResponse)(nil),             // 42: lookalike.v1.StatsResponse
+	(*CallError)(nil),                 // 43: lookalike.v1.CallError
+	(*IndexParams)(nil),               // 44: lookalike.v1.IndexParams
+	(*BackupRequest)(nil),             // 45: lookalike.v1.BackupRequest
+	(*BackupChunk)(nil),               // 46: lookalike.v1.BackupChunk
+	(*BackupComplete)(nil),            // 47: lookalike.v1.BackupComplete
+	nil,                               // 48: lookalike.v1.UpsertRequest.AttributesEntry
+	nil,                               // 49: lookalike.v1.Product.AttributesEntry
+	nil,                               // 50: lookalike.v1.Filter.AttributesEntry
+	nil,                               // 51: lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	nil,                               // 52: lookalike.v1.StatsResponse.CountByCategoryEntry
+	(*timestamppb.Timestamp)(nil),     // 53: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 54: google.protobuf.Duration
 }
 var file_lookalike_v1_lookalike_proto_depIdxs = []int32{
 	5,  // 0: lookalike.v1.UpsertRequest.vector:type_name -> lookalike.v1.Vector
-	47, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
+	48, // 1: lookalike.v1.UpsertRequest.attributes:type_name -> lookalike.v1.UpsertRequest.AttributesEntry
 	4,  // 2: lookalike.v1.UpsertRequest.photos:type_name -> lookalike.v1.PhotoInput
 	1,  // 3: lookalike.v1.PhotoDuplicate.tier:type_name -> lookalike.v1.Tier
-	24, // 4: lookalike.v1.PhotoDuplicate.signals:type_name -> lookalike.v1.DuplicateSignals
+	25, // 4: lookalike.v1.PhotoDuplicate.signals:type_name -> lookalike.v1.DuplicateSignals
 	5,  // 5: lookalike.v1.PhotoInput.vector:type_name -> lookalike.v1.Vector
 	0,  // 6: lookalike.v1.UpsertResult.outcome:type_name -> lookalike.v1.Outcome
 	16, // 7: lookalike.v1.UpsertResult.photos:type_name -> lookalike.v1.Photo
 	3,  // 8: lookalike.v1.UpsertResult.duplicates:type_name -> lookalike.v1.PhotoDuplicate
 	15, // 9: lookalike.v1.DeleteResponse.product:type_name -> lookalike.v1.Product
-	17, // 10: lookalike.v1.ListProductsRequest.filter:type_name -> lookalike.v1.Filter
+	18, // 10: lookalike.v1.ListProductsRequest.filter:type_name -> lookalike.v1.Filter
 	15, // 11: lookalike.v1.ListProductsResponse.products:type_name -> lookalike.v1.Product
 	16, // 12: lookalike.v1.GetPhotoResponse.photo:type_name -> lookalike.v1.Photo
 	15, // 13: lookalike.v1.GetResponse.product:type_name -> lookalike.v1.Product
-	48, // 14: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
-	52, // 15: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
-	52, // 16: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
+	49, // 14: lookalike.v1.Product.attributes:type_name -> lookalike.v1.Product.AttributesEntry
+	53, // 15: lookalike.v1.Product.created:type_name -> google.protobuf.Timestamp
+	53, // 16: lookalike.v1.Product.updated:type_name -> google.protobuf.Timestamp
 	16, // 17: lookalike.v1.Product.photos:type_name -> lookalike.v1.Photo
-	52, // 18: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
-	52, // 19: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
-	49, // 20: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
-	17, // 21: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
-	17, // 22: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
-	17, // 23: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
-	22, // 24: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
-	15, // 25: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
-	17, // 26: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
-	1,  // 27: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
-	52, // 28: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
-	25, // 29: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
-	25, // 30: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
-	34, // 31: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
-	32, // 32: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
-	34, // 33: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
-	34, // 34: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
-	50, // 35: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
-	34, // 36: lookalike.v1.CalibrateReport.held_out_estimate:type_name -> lookalike.v1.CalibrationPoint
-	37, // 37: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
-	1,  // 38: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
-	1,  // 39: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
-	24, // 40: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
-	25, // 41: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
-	17, // 42: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
-	22, // 43: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
-	1,  // 44: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
-	24, // 45: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
-	51, // 46: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
-	43, // 47: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
-	52, // 48: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
-	53, // 49: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
-	32, // 50: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
-	42, // 51: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
-	52, // 52: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
-	46, // 53: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
-	2,  // 54: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
-	2,  // 55: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
-	7,  // 56: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
-	9,  // 57: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
-	10, // 58: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
-	12, // 59: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
-	18, // 60: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
-	19, // 61: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
-	20, // 62: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
-	23, // 63: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
-	38, // 64: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
-	26, // 65: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
-	28, // 66: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
-	30, // 67: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
-	33, // 68: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
-	40, // 69: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
-	44, // 70: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
-	6,  // 71: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
-	6,  // 72: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
-	8,  // 73: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
-	14, // 74: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
-	11, // 75: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
-	13, // 76: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
-	21, // 77: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
-	21, // 78: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
-	21, // 79: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
-	36, // 80: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
-	39, // 81: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
-	27, // 82: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
-	29, // 83: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
-	31, // 84: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
-	35, // 85: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
-	41, // 86: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
-	45, // 87: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
-	71, // [71:88] is the sub-list for method output_type
-	54, // [54:71] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	53, // 18: lookalike.v1.Photo.created:type_name -> google.protobuf.Timestamp
+	53, // 19: lookalike.v1.Photo.updated:type_name -> google.protobuf.Timestamp
+	50, // 20: lookalike.v1.Filter.attributes:type_name -> lookalike.v1.Filter.AttributesEntry
+	18, // 21: lookalike.v1.SearchByImageRequest.filter:type_name -> lookalike.v1.Filter
+	17, // 22: lookalike.v1.SearchByImageRequest.boosts:type_name -> lookalike.v1.Boost
+	18, // 23: lookalike.v1.SearchByIdRequest.filter:type_name -> lookalike.v1.Filter
+	17, // 24: lookalike.v1.SearchByIdRequest.boosts:type_name -> lookalike.v1.Boost
+	18, // 25: lookalike.v1.SearchByVectorRequest.filter:type_name -> lookalike.v1.Filter
+	17, // 26: lookalike.v1.SearchByVectorRequest.boosts:type_name -> lookalike.v1.Boost
+	23, // 27: lookalike.v1.SearchResponse.results:type_name -> lookalike.v1.SearchResult
+	15, // 28: lookalike.v1.SearchResult.product:type_name -> lookalike.v1.Product
+	18, // 29: lookalike.v1.FindDuplicatesRequest.filter:type_name -> lookalike.v1.Filter
+	1,  // 30: lookalike.v1.FindDuplicatesRequest.min_tier:type_name -> lookalike.v1.Tier
+	53, // 31: lookalike.v1.Decision.at:type_name -> google.protobuf.Timestamp
+	26, // 32: lookalike.v1.ResolveDuplicatesResponse.decisions:type_name -> lookalike.v1.Decision
+	26, // 33: lookalike.v1.ListDecisionsResponse.decisions:type_name -> lookalike.v1.Decision
+	35, // 34: lookalike.v1.CalibrateReport.points:type_name -> lookalike.v1.CalibrationPoint
+	33, // 35: lookalike.v1.CalibrateReport.recommended:type_name -> lookalike.v1.DuplicatePolicy
+	35, // 36: lookalike.v1.CalibrateReport.held_out_copy:type_name -> lookalike.v1.CalibrationPoint
+	35, // 37: lookalike.v1.CalibrateReport.held_out_look_alike:type_name -> lookalike.v1.CalibrationPoint
+	51, // 38: lookalike.v1.CalibrateReport.copy_recall_by_transform:type_name -> lookalike.v1.CalibrateReport.CopyRecallByTransformEntry
+	35, // 39: lookalike.v1.CalibrateReport.held_out_estimate:type_name -> lookalike.v1.CalibrationPoint
+	38, // 40: lookalike.v1.DuplicateCluster.edges:type_name -> lookalike.v1.DuplicateEdge
+	1,  // 41: lookalike.v1.DuplicateCluster.tier:type_name -> lookalike.v1.Tier
+	1,  // 42: lookalike.v1.DuplicateEdge.tier:type_name -> lookalike.v1.Tier
+	25, // 43: lookalike.v1.DuplicateEdge.signals:type_name -> lookalike.v1.DuplicateSignals
+	26, // 44: lookalike.v1.DuplicateEdge.decision:type_name -> lookalike.v1.Decision
+	18, // 45: lookalike.v1.CheckDuplicateRequest.filter:type_name -> lookalike.v1.Filter
+	23, // 46: lookalike.v1.CheckDuplicateResponse.best_match:type_name -> lookalike.v1.SearchResult
+	1,  // 47: lookalike.v1.CheckDuplicateResponse.tier:type_name -> lookalike.v1.Tier
+	25, // 48: lookalike.v1.CheckDuplicateResponse.signals:type_name -> lookalike.v1.DuplicateSignals
+	52, // 49: lookalike.v1.StatsResponse.count_by_category:type_name -> lookalike.v1.StatsResponse.CountByCategoryEntry
+	44, // 50: lookalike.v1.StatsResponse.index:type_name -> lookalike.v1.IndexParams
+	53, // 51: lookalike.v1.StatsResponse.snapshot_time:type_name -> google.protobuf.Timestamp
+	54, // 52: lookalike.v1.StatsResponse.snapshot_age:type_name -> google.protobuf.Duration
+	33, // 53: lookalike.v1.StatsResponse.duplicate_policy:type_name -> lookalike.v1.DuplicatePolicy
+	43, // 54: lookalike.v1.StatsResponse.recent_errors:type_name -> lookalike.v1.CallError
+	53, // 55: lookalike.v1.CallError.at:type_name -> google.protobuf.Timestamp
+	47, // 56: lookalike.v1.BackupChunk.complete:type_name -> lookalike.v1.BackupComplete
+	2,  // 57: lookalike.v1.Lookalike.Upsert:input_type -> lookalike.v1.UpsertRequest
+	2,  // 58: lookalike.v1.Lookalike.UpsertStream:input_type -> lookalike.v1.UpsertRequest
+	7,  // 59: lookalike.v1.Lookalike.Delete:input_type -> lookalike.v1.DeleteRequest
+	9,  // 60: lookalike.v1.Lookalike.Get:input_type -> lookalike.v1.GetRequest
+	10, // 61: lookalike.v1.Lookalike.ListProducts:input_type -> lookalike.v1.ListProductsRequest
+	12, // 62: lookalike.v1.Lookalike.GetPhoto:input_type -> lookalike.v1.GetPhotoRequest
+	19, // 63: lookalike.v1.Lookalike.SearchByImage:input_type -> lookalike.v1.SearchByImageRequest
+	20, // 64: lookalike.v1.Lookalike.SearchById:input_type -> lookalike.v1.SearchByIdRequest
+	21, // 65: lookalike.v1.Lookalike.SearchByVector:input_type -> lookalike.v1.SearchByVectorRequest
+	24, // 66: lookalike.v1.Lookalike.FindDuplicates:input_type -> lookalike.v1.FindDuplicatesRequest
+	39, // 67: lookalike.v1.Lookalike.CheckDuplicate:input_type -> lookalike.v1.CheckDuplicateRequest
+	27, // 68: lookalike.v1.Lookalike.ResolveDuplicates:input_type -> lookalike.v1.ResolveDuplicatesRequest
+	29, // 69: lookalike.v1.Lookalike.ListDecisions:input_type -> lookalike.v1.ListDecisionsRequest
+	31, // 70: lookalike.v1.Lookalike.ForgetDecision:input_type -> lookalike.v1.ForgetDecisionRequest
+	34, // 71: lookalike.v1.Lookalike.Calibrate:input_type -> lookalike.v1.CalibrateRequest
+	41, // 72: lookalike.v1.Lookalike.Stats:input_type -> lookalike.v1.StatsRequest
+	45, // 73: lookalike.v1.Lookalike.Backup:input_type -> lookalike.v1.BackupRequest
+	6,  // 74: lookalike.v1.Lookalike.Upsert:output_type -> lookalike.v1.UpsertResult
+	6,  // 75: lookalike.v1.Lookalike.UpsertStream:output_type -> lookalike.v1.UpsertResult
+	8,  // 76: lookalike.v1.Lookalike.Delete:output_type -> lookalike.v1.DeleteResponse
+	14, // 77: lookalike.v1.Lookalike.Get:output_type -> lookalike.v1.GetResponse
+	11, // 78: lookalike.v1.Lookalike.ListProducts:output_type -> lookalike.v1.ListProductsResponse
+	13, // 79: lookalike.v1.Lookalike.GetPhoto:output_type -> lookalike.v1.GetPhotoResponse
+	22, // 80: lookalike.v1.Lookalike.SearchByImage:output_type -> lookalike.v1.SearchResponse
+	22, // 81: lookalike.v1.Lookalike.SearchById:output_type -> lookalike.v1.SearchResponse
+	22, // 82: lookalike.v1.Lookalike.SearchByVector:output_type -> lookalike.v1.SearchResponse
+	37, // 83: lookalike.v1.Lookalike.FindDuplicates:output_type -> lookalike.v1.DuplicateCluster
+	40, // 84: lookalike.v1.Lookalike.CheckDuplicate:output_type -> lookalike.v1.CheckDuplicateResponse
+	28, // 85: lookalike.v1.Lookalike.ResolveDuplicates:output_type -> lookalike.v1.ResolveDuplicatesResponse
+	30, // 86: lookalike.v1.Lookalike.ListDecisions:output_type -> lookalike.v1.ListDecisionsResponse
+	32, // 87: lookalike.v1.Lookalike.ForgetDecision:output_type -> lookalike.v1.ForgetDecisionResponse
+	36, // 88: lookalike.v1.Lookalike.Calibrate:output_type -> lookalike.v1.CalibrateReport
+	42, // 89: lookalike.v1.Lookalike.Stats:output_type -> lookalike.v1.StatsResponse
+	46, // 90: lookalike.v1.Lookalike.Backup:output_type -> lookalike.v1.BackupChunk
+	74, // [74:91] is the sub-list for method output_type
+	57, // [57:74] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_lookalike_v1_lookalike_proto_init() }
@@ -4365,15 +4469,15 @@ func file_lookalike_v1_lookalike_proto_init() {
 		(*PhotoInput_Image)(nil),
 		(*PhotoInput_Vector)(nil),
 	}
-	file_lookalike_v1_lookalike_proto_msgTypes[21].OneofWrappers = []any{}
-	file_lookalike_v1_lookalike_proto_msgTypes[36].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[22].OneofWrappers = []any{}
+	file_lookalike_v1_lookalike_proto_msgTypes[37].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lookalike_v1_lookalike_proto_rawDesc), len(file_lookalike_v1_lookalike_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
