@@ -552,7 +552,7 @@ func (e *Embedder) run(s *session, n int) error {
 
 // RunBatch runs the model directly on n preprocessed inputs laid end to end in tensors
 // (n*Spec.TensorLen() values), bypassing the batching queue, and returns the n
-// L2-normalised vectors. It exists to measure raw inference; n must not exceed MaxBatch.
+// vectors as Embed returns them. It exists to measure raw inference; n must not exceed MaxBatch.
 func (e *Embedder) RunBatch(ctx context.Context, tensors []float32, n int) ([][]float32, error) {
 	L := e.spec.TensorLen()
 	if n < 1 || n > e.cfg.MaxBatch || len(tensors) != n*L {

@@ -266,6 +266,9 @@ type qualityProjectionJSON struct {
 	// Gain is projected minus raw with a 95% paired-bootstrap interval over the queries.
 	Gain        []gainJSON `json:"gain"`
 	MillisApply float64    `json:"ms_per_apply"`
+	// MillisPerPhoto is the embedding's cost: the wall time of embedding every catalogue
+	// and query photo, all cores busy, divided by their number.
+	MillisPerPhoto float64 `json:"ms_per_photo"`
 	// Transfer is the check on labels the projection never saw (absent with --no-transfer).
 	Transfer *transferJSON `json:"transfer,omitempty"`
 }
@@ -326,7 +329,7 @@ func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityP
 		return figuresOf(rep, shots), nil
 	}
 	out := qualityProjectionJSON{Catalog: q.names[0], Queries: q.names[1], Products: len(set.rows), Photos: len(set.photos),
-		Projection: q.projection, Checksum: p.Checksum(), Dims: p.Out(), Meta: meta}
+		Projection: q.projection, Checksum: p.Checksum(), Dims: p.Out(), Meta: meta, MillisPerPhoto: set.millisPerPhoto}
 	if out.Raw, err = score(nil, emb.Identity(), emb.Dim(), set.queries); err != nil {
 		return err
 	}
@@ -439,6 +442,7 @@ func printQualityProjected(a *app, r qualityProjectionJSON) error {
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "how sure\tprojected - raw, 95%% paired-bootstrap interval over the queries: %s\n", gainLine(r.Gain))
+	fmt.Fprintf(tw, "embed\t%.2f ms per photo (all cores busy)\n", r.MillisPerPhoto)
 	fmt.Fprintf(tw, "apply\t%.3f ms per photo\n", r.MillisApply)
 	if t := r.Transfer; t != nil {
 		fmt.Fprintf(tw, "transfer\tseed %d: refitted (dims %d, shrink %g) on the %d catalogue photos of %d labels; scored on the queries of the %d others (%s)\n",
