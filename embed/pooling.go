@@ -97,12 +97,27 @@ func (p *Pooling) pool(out, fmap []float32, c, h, w int) {
 		}
 	case PoolGeM:
 		pp := float64(p.P)
+		// An integer p (the usual 3) is repeated multiplication: math.Pow on every cell
+		// cost more than the model run of a 280 view.
+		ip := int(p.P)
+		if float32(ip) != p.P {
+			ip = 0
+		}
 		for k := range c {
 			var s float64
 			for _, x := range fmap[k*hw : (k+1)*hw] {
 				// A ReLU map is non-negative; the clamp keeps a stray negative (a
 				// dequantised zero point off by one) from making the power NaN.
-				s += math.Pow(max(float64(x), 1e-6), pp)
+				v := max(float64(x), 1e-6)
+				if ip > 0 {
+					pw := v
+					for range ip - 1 {
+						pw *= v
+					}
+					s += pw
+				} else {
+					s += math.Pow(v, pp)
+				}
 			}
 			out[k] = float32(math.Pow(s/float64(hw), 1/pp))
 		}

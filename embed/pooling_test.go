@@ -210,6 +210,25 @@ func TestViews(t *testing.T) {
 	if ep.Identity() == em.Identity() {
 		t.Error("mirroring left the identity unchanged")
 	}
+
+	// A view and its mirror together (the mirror flipped from the first view's tensor)
+	// make a vector that mirroring the photo does not change.
+	both := pooledSpec(PoolRMAC, []View{{320, 280, false}, {320, 280, true}})
+	eb := openTest(t, Config{Spec: &both, Sessions: 1, Threads: 1})
+	b1, err := eb.Embed(ctx, encodePNG(t, img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := eb.Embed(ctx, encodePNG(t, mir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cosine(b1, b2); c < 0.999 {
+		t.Errorf("a view and its mirror score %v between a photo and its mirror", c)
+	}
+	if c := cosine(b1, v1); c > 0.9999 {
+		t.Errorf("adding the mirrored view changed nothing (cosine %v)", c)
+	}
 }
 
 func TestPoolingSpecValidate(t *testing.T) {

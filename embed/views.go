@@ -127,18 +127,28 @@ type viewPrep struct {
 	tensor []float32
 	size   int // the crop's side; 0 for the spec's own Width x Height
 	mirror bool
+	// same is the index of an earlier view with the same shorter side and crop, -1 if none.
+	same int
 }
 
 // newViewPreps returns a worker's preprocessing for each view; without views, the one
 // preprocessor and tensor it already has.
 func newViewPreps(s Spec, prep *Preprocessor, tensor []float32) []viewPrep {
 	if len(s.Views) == 0 {
-		return []viewPrep{{prep: prep, tensor: tensor}}
+		return []viewPrep{{prep: prep, tensor: tensor, same: -1}}
 	}
 	vs := make([]viewPrep, len(s.Views))
 	for i, v := range s.Views {
-		p, _ := NewPreprocessor(s.viewSpec(v)) // validated with the spec
-		vs[i] = viewPrep{prep: p, tensor: make([]float32, 3*v.Crop*v.Crop), size: v.Crop, mirror: v.Mirror}
+		vs[i] = viewPrep{tensor: make([]float32, 3*v.Crop*v.Crop), size: v.Crop, mirror: v.Mirror, same: -1}
+		for j, u := range s.Views[:i] {
+			if u.ShorterSide == v.ShorterSide && u.Crop == v.Crop {
+				vs[i].same = j
+				break
+			}
+		}
+		if vs[i].same < 0 {
+			vs[i].prep, _ = NewPreprocessor(s.viewSpec(v)) // validated with the spec
+		}
 	}
 	return vs
 }
@@ -150,11 +160,19 @@ func newViewPreps(s Spec, prep *Preprocessor, tensor []float32) []viewPrep {
 func (e *Embedder) submitViews(ctx context.Context, w *prepWorker, d Decoded) ([]*request, error) {
 	reqs := make([]*request, 0, len(w.views))
 	for _, v := range w.views {
-		if err := v.prep.Into(v.tensor, d); err != nil {
-			return reqs, err
-		}
-		if v.mirror {
-			mirrorTensor(v.tensor, v.size, v.size, e.spec.Layout)
+		if j := v.same; j >= 0 {
+			// The mirror of an earlier view: flipping its tensor is cheaper than resampling.
+			copy(v.tensor, w.views[j].tensor)
+			if v.mirror != w.views[j].mirror {
+				mirrorTensor(v.tensor, v.size, v.size, e.spec.Layout)
+			}
+		} else {
+			if err := v.prep.Into(v.tensor, d); err != nil {
+				return reqs, err
+			}
+			if v.mirror {
+				mirrorTensor(v.tensor, v.size, v.size, e.spec.Layout)
+			}
 		}
 		r := &request{ctx: ctx, input: v.tensor, size: v.size, done: make(chan struct{})}
 		if err := e.enqueue(r); err != nil {
