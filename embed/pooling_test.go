@@ -177,6 +177,24 @@ func TestViews(t *testing.T) {
 		t.Error("EmbedTensor accepted one tensor for a multi-view spec")
 	}
 
+	// One view that is the default preprocessing, read from the model's own output, is the
+	// default embedding.
+	oneView := DefaultSpec()
+	oneView.Views = []View{{256, 224, false}}
+	plain := openTest(t, Config{Sessions: 1, Threads: 1})
+	eo := openTest(t, Config{Spec: &oneView, Sessions: 1, Threads: 1})
+	want, err := plain.Embed(ctx, files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := eo.Embed(ctx, files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cosine(got, want); c < 0.99999 {
+		t.Errorf("the default preprocessing as a view scores %v against the default", c)
+	}
+
 	// The mirror of a photo whose crop is centred exactly (even margins at every view), so
 	// that mirroring commutes with the crop.
 	src := decodeWith(t, files[0], DecodeOptions{}).Upright()
@@ -316,4 +334,26 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("round trip changed %s", s.CanonicalJSON())
 		}
 	})
+}
+
+func TestPoolingCheckModel(t *testing.T) {
+	ins := []TensorInfo{{Name: "input", Type: "float32", Shape: []int64{-1, 3, 224, 224}}}
+	outs := []TensorInfo{{Name: "embedding", Type: "float32", Shape: []int64{-1, 1280}},
+		{Name: "featmap", Type: "float32", Shape: []int64{-1, 1280, -1, -1}}}
+	s := pooledSpec(PoolRMAC, []View{{256, 224, false}})
+	if err := s.CheckModel(ins, outs); err != nil {
+		t.Fatal(err)
+	}
+	s.Pooling.Output = "conv_last"
+	if err := s.CheckModel(ins, outs); err == nil || !strings.Contains(err.Error(), `"conv_last"`) {
+		t.Errorf("a missing feature map was accepted: %v", err)
+	}
+	s = pooledSpec(PoolRMAC, fourViews)
+	if err := s.CheckModel(ins, outs); err == nil || !strings.Contains(err.Error(), "views[2]") {
+		t.Errorf("a 280 view was accepted by a fixed 224 input: %v", err)
+	}
+	ins[0].Shape = []int64{-1, 3, -1, -1}
+	if err := s.CheckModel(ins, outs); err != nil {
+		t.Errorf("a dynamic input refused the views: %v", err)
+	}
 }
