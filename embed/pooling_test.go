@@ -357,3 +357,41 @@ func TestPoolingCheckModel(t *testing.T) {
 		t.Errorf("a dynamic input refused the views: %v", err)
 	}
 }
+
+// TestViewsOfTwoSizesInOneBatch holds the batcher so that one photo's four views (two at
+// 224, two at 280) are certain to be taken as one batch, and checks that it runs as one
+// model run per size and gives the vector an ungated Embed gives.
+func TestViewsOfTwoSizesInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	file := readFile(t, photos(t, "grocery", 1)[0].Path)
+	s := pooledSpec(PoolRMAC, fourViews)
+	obs := newRecordingObserver()
+	e, gate := openTestGated(t, Config{Spec: &s, Sessions: 1, Threads: 1, Observer: obs})
+	want, err := e.Embed(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs.reset()
+	gate.arm()
+	type result struct {
+		v   []float32
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := e.Embed(ctx, file)
+		done <- result{v, err}
+	}()
+	obs.waitQueued(len(fourViews))
+	gate.open()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if b := obs.batchSizes(); len(b) != 2 || b[0] != 2 || b[1] != 2 {
+		t.Errorf("model runs of %v images, want one of 2 per size", b)
+	}
+	if c := cosine(r.v, want); c < 0.99999 {
+		t.Errorf("the batched views score %v against an ungated Embed", c)
+	}
+}
