@@ -68,16 +68,15 @@ func (e *Embedder) analyze(ctx context.Context, image []byte, want derive) (Anal
 	}
 	w := e.workers.Get().(*prepWorker)
 	d, err := Decode(image, e.DecodeOptions())
+	var reqs []*request
 	if err == nil {
-		err = w.prep.Into(w.tensor, d)
-	}
-	var req *request
-	if err == nil {
-		req, err = e.submit(ctx, w.tensor)
+		reqs, err = e.submitViews(ctx, w, d)
 	}
 	if err != nil {
 		<-e.decodes
-		e.workers.Put(w)
+		if len(reqs) == 0 {
+			e.workers.Put(w) // else a queued view may still be read; leave it to the GC
+		}
 		return Analysis{}, err
 	}
 	var a Analysis
@@ -89,7 +88,7 @@ func (e *Embedder) analyze(ctx context.Context, image []byte, want derive) (Anal
 		a.Kept, keepErr = w.keep(d, e.spec)
 	}
 	<-e.decodes
-	vec, inFlight, err := e.await(ctx, req)
+	vec, inFlight, err := e.awaitViews(ctx, reqs)
 	if !inFlight {
 		e.workers.Put(w) // a cancelled request may still be read by a batch; leave it to the GC
 	}

@@ -5,7 +5,10 @@
 // JPEGs at reduced DCT scale through libjpeg-turbo, which the cgo build always links),
 // resizing and cropping straight into the model's input tensor, the ONNX Runtime environment
 // and session pool, dynamic batching of concurrent calls, and the model Spec and Identity that
-// let a store refuse vectors from a different model. Analyze derives, from the same decode,
+// let a store refuse vectors from a different model. A Spec may also pool the model's last
+// convolutional feature map (GAP, GeM, R-MAC; pooling.go), read through an output added to
+// the graph in memory at load time (onnxedit.go), and embed several views of each photo,
+// each its own model request, summed (views.go). Analyze derives, from the same decode,
 // a 64-bit DCT perceptual hash (PHash, Hamming) and, when asked, the kept photo: the picture
 // as the model sees it before cropping, JPEG-encoded with libjpeg-turbo. Windows hashes a
 // kept photo's crop windows and MatchCrop aligns another photo with the nearest of them and

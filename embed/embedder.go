@@ -144,15 +144,19 @@ type Embedder struct {
 type request struct {
 	ctx   context.Context
 	input []float32
-	out   []float32
-	err   error
-	done  chan struct{}
+	// size is the side of a square view's input, 0 for the spec's Width x Height (views.go).
+	size int
+	out  []float32
+	err  error
+	done chan struct{}
 }
 
 // prepWorker is one goroutine's preprocessing state: canvases and a tensor slot.
 type prepWorker struct {
 	prep   *Preprocessor
 	tensor []float32
+	// views preprocess the spec's views (views.go): prep and tensor when it has none.
+	views []viewPrep
 	// kept and keptUp are the kept photo's canvases, in the stored frame and turned
 	// upright; made on first use.
 	kept, keptUp *image.RGBA
@@ -231,7 +235,8 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 	e.decodes = make(chan struct{}, cfg.DecodeWorkers)
 	e.workers.New = func() any {
 		p, _ := NewPreprocessor(e.spec) // the spec was validated above
-		return &prepWorker{prep: p, tensor: make([]float32, e.spec.TensorLen())}
+		t := make([]float32, e.spec.TensorLen())
+		return &prepWorker{prep: p, tensor: t, views: newViewPreps(e.spec, p, t)}
 	}
 	for range cfg.Sessions {
 		e.batchers.Add(1)
@@ -245,6 +250,10 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 
 // load checks the spec against the model and creates the sessions.
 func (e *Embedder) load(model []byte) error {
+	model, err := e.spec.sessionModel(model)
+	if err != nil {
+		return fmt.Errorf("model %s: %w", e.modelPath, err)
+	}
 	ins, outs, err := ort.GetInputOutputInfoWithONNXData(model)
 	if err != nil {
 		return fmt.Errorf("embed: load model %s: %w", e.modelPath, err)
@@ -279,13 +288,13 @@ func (e *Embedder) load(model []byte) error {
 	}
 	e.sessions = make(chan *session, e.cfg.Sessions)
 	for range e.cfg.Sessions {
-		s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{e.spec.Input}, []string{e.spec.Output}, opts)
+		s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{e.spec.Input}, []string{e.spec.fetchName()}, opts)
 		if err != nil {
 			return fmt.Errorf("embed: create session for %s: %w", e.modelPath, err)
 		}
 		sess := &session{
 			s:    s,
-			in:   make([]float32, e.cfg.MaxBatch*e.spec.TensorLen()),
+			in:   make([]float32, e.cfg.MaxBatch*e.spec.maxTensorLen()),
 			out:  make([]float32, e.cfg.MaxBatch*e.spec.Dim),
 			inT:  make([]*ort.Tensor[float32], e.cfg.MaxBatch),
 			outT: make([]*ort.Tensor[float32], e.cfg.MaxBatch),
@@ -350,6 +359,7 @@ func (e *Embedder) DecodeOptions() DecodeOptions {
 	if e.spec.Resize.Policy == ResizeShorterThenCrop {
 		minShort = e.spec.Resize.ShorterSide
 	}
+	minShort = max(minShort, e.spec.maxShorterSide())
 	return DecodeOptions{Limits: e.cfg.Limits, MinShortSide: minShort, PureGo: e.cfg.PureGoDecode}
 }
 
@@ -367,8 +377,14 @@ func (e *Embedder) EmbedTensor(ctx context.Context, tensor []float32) ([]float32
 	if len(tensor) != e.spec.TensorLen() {
 		return nil, fmt.Errorf("embed: tensor holds %d values, want %d", len(tensor), e.spec.TensorLen())
 	}
+	if len(e.spec.Views) > 0 {
+		return nil, fmt.Errorf("embed: the spec's views are cut from the photo, not from one tensor: use Embed")
+	}
 	vec, _, err := e.infer(ctx, tensor)
-	return vec, err
+	if err != nil {
+		return nil, err
+	}
+	return e.applyPost(vec)
 }
 
 // EmbedBatch embeds many images, decoding them in parallel while the model runs. It
@@ -412,23 +428,28 @@ func (e *Embedder) infer(ctx context.Context, tensor []float32) (vec []float32, 
 // inFlight false.
 func (e *Embedder) submit(ctx context.Context, tensor []float32) (*request, error) {
 	req := &request{ctx: ctx, input: tensor, done: make(chan struct{})}
+	return req, e.enqueue(req)
+}
+
+// enqueue queues a request for the batcher.
+func (e *Embedder) enqueue(req *request) error {
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	select {
 	case e.queue <- req:
 	default:
 		e.mu.RUnlock()
-		return nil, fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
+		return fmt.Errorf("%w (%d waiting)", ErrOverloaded, cap(e.queue))
 	}
 	depth := len(e.queue)
 	e.mu.RUnlock()
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.ObserveQueue(depth)
 	}
-	return req, nil
+	return nil
 }
 
 // await waits for a submitted request's vector. inFlight reports that the request was
@@ -502,6 +523,10 @@ func (e *Embedder) runRequests(batch []*request) {
 	if len(live) == 0 {
 		return
 	}
+	if e.spec.ownPipeline() {
+		e.runViews(live)
+		return
+	}
 	sess := <-e.sessions
 	L := e.spec.TensorLen()
 	for i, r := range live {
@@ -515,7 +540,7 @@ func (e *Embedder) runRequests(batch []*request) {
 	}
 	for i, r := range live {
 		if err == nil {
-			r.out, r.err = e.finish(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
+			r.out, r.err = normalized(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
 		} else {
 			r.err = err
 		}
@@ -573,6 +598,21 @@ func (e *Embedder) RunBatch(ctx context.Context, tensors []float32, n int) ([][]
 	}
 	defer func() { e.sessions <- sess }()
 	copy(sess.in, tensors)
+	if e.spec.ownPipeline() {
+		if len(e.spec.Views) > 0 {
+			return nil, fmt.Errorf("embed: the spec's views are cut from the photo, not from one tensor: use Embed")
+		}
+		vecs, err := e.runSized(sess, n, e.spec.Width, e.spec.Height)
+		if err != nil {
+			return nil, err
+		}
+		for i := range vecs {
+			if vecs[i], err = e.applyPost(vecs[i]); err != nil {
+				return nil, err
+			}
+		}
+		return vecs, nil
+	}
 	if err := e.run(sess, n); err != nil {
 		return nil, err
 	}

@@ -68,12 +68,19 @@ func loadPost(s Spec, dir string, identity func(Spec) string) ([]postStep, int, 
 }
 
 // finish turns one row of model output into the embedder's vector: L2-normalised, then
-// each post-processing step.
+// the post-processing steps.
 func (e *Embedder) finish(raw []float32) ([]float32, error) {
 	v, err := normalized(raw)
 	if err != nil {
 		return nil, err
 	}
+	return e.applyPost(v)
+}
+
+// applyPost applies the post-processing steps to a photo's normalised vector (every view
+// combined): once per photo, whatever its views.
+func (e *Embedder) applyPost(v []float32) ([]float32, error) {
+	var err error
 	for _, st := range e.post {
 		if v, err = st.p.Apply(v); err != nil {
 			return nil, fmt.Errorf("embed: post-processing: %w", err)

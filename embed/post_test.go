@@ -46,7 +46,18 @@ func projectedSpec(t *testing.T, raw *Embedder, dir string, meta map[string]stri
 }
 
 func TestPostProjectionIsAppliedToEveryVector(t *testing.T) {
-	raw := openTest(t, Config{})
+	// The model's own embedding, and pooled multi-view vectors (their own pipeline).
+	for _, base := range []string{"", filepath.Join("..", "docs", "specs", "mobilenetv2-int8-rmac-4views.json")} {
+		name := filepath.Base(base)
+		if base == "" {
+			name = "built-in"
+		}
+		t.Run(name, func(t *testing.T) { checkPostProjection(t, base) })
+	}
+}
+
+func checkPostProjection(t *testing.T, baseSpec string) {
+	raw := openTest(t, Config{SpecPath: baseSpec})
 	dir := t.TempDir()
 	specPath, p := projectedSpec(t, raw, dir, map[string]string{"model": raw.Identity()})
 	e := openTest(t, Config{SpecPath: specPath})

@@ -87,6 +87,11 @@ type Spec struct {
 	Dim int `json:"dim"`
 	// Post lists transformations of the normalised output, applied in order.
 	Post []PostStep `json:"post,omitempty"`
+	// Pooling, when set, pools the model's feature map instead of reading Output (pooling.go).
+	Pooling *Pooling `json:"pooling,omitempty"`
+	// Views, when set, replace the single Resize: each view is embedded and the unit
+	// vectors summed and L2-normalised (views.go).
+	Views []View `json:"views,omitempty"`
 }
 
 // DefaultModelFile is the file name of the default model in ../shared/models.
@@ -173,6 +178,10 @@ func (s Spec) Validate() error {
 			add("post[%d].sha256 %q is not 64 lower-case hex digits", i, p.SHA256)
 		}
 	}
+	if s.Pooling != nil {
+		s.Pooling.validate(add)
+	}
+	s.validateViews(add)
 	if len(problems) > 0 {
 		return fmt.Errorf("embed: invalid spec: %s", strings.Join(problems, "; "))
 	}
@@ -308,6 +317,9 @@ func (s Spec) CheckModel(inputs, outputs []TensorInfo) error {
 		} else {
 			want = []int64{-1, 3, int64(s.Height), int64(s.Width)}
 		}
+		if len(in.Shape) == 4 {
+			s.checkViewSizes(in, add)
+		}
 		if len(in.Shape) != 4 {
 			add("input %q has shape %v, want %d dimensions %v (%s)", in.Name, in.Shape, len(want), want, s.Layout)
 		} else {
@@ -326,7 +338,14 @@ func (s Spec) CheckModel(inputs, outputs []TensorInfo) error {
 		}
 	}
 	out, ok := find(outputs, s.Output)
-	if !ok {
+	if s.Pooling != nil {
+		// The feature map's size follows the input's, so only each run can check its shape.
+		if fm, ok := find(outputs, s.Pooling.Output); !ok {
+			add("spec pooling.output %q is not among the model's outputs %s", s.Pooling.Output, names(outputs))
+		} else if fm.Type != "float32" {
+			add("feature map %q has element type %s, want float32", fm.Name, fm.Type)
+		}
+	} else if !ok {
 		add("spec output %q is not among the model's outputs %s", s.Output, names(outputs))
 	} else {
 		if out.Type != "float32" {

@@ -67,11 +67,21 @@ func runModel(ctx context.Context, a *app, args []string) error {
 	for _, t := range out.Inputs {
 		fmt.Fprintf(tw, "input\t%s\n", tensorLine(t, s.Input))
 	}
+	used := s.Output
+	if s.Pooling != nil {
+		used = s.Pooling.Output // the feature map the pooling reads, derived at load time
+	}
 	for _, t := range out.Outputs {
-		fmt.Fprintf(tw, "output\t%s\n", tensorLine(t, s.Output))
+		fmt.Fprintf(tw, "output\t%s\n", tensorLine(t, used))
 	}
 	fmt.Fprintf(tw, "preprocess\t%s %dx%d, %s (shorter side %d, %s), pixel scale %g\n", s.Layout, s.Width, s.Height, s.Resize.Policy, s.Resize.ShorterSide, s.Resize.Kernel, s.PixelScale)
 	fmt.Fprintf(tw, "normalise\t%s mean %v std %v\n", s.Channels, s.Mean, s.Std)
+	if p := s.Pooling; p != nil {
+		fmt.Fprintf(tw, "pooling\t%s of %s (p %g, levels %d, overlap %g)\n", p.Op, p.Output, p.P, p.Levels, p.Overlap)
+	}
+	for _, v := range s.Views {
+		fmt.Fprintf(tw, "view\tshorter side %d, centre %dx%d, mirror %v\n", v.ShorterSide, v.Crop, v.Crop, v.Mirror)
+	}
 	for _, p := range s.Post {
 		fmt.Fprintf(tw, "post\t%s %s (sha256 %s...)\n", p.Op, p.File, p.SHA256[:16])
 	}
