@@ -37,9 +37,10 @@ type Analysis struct {
 // the photo's tensor, within the same decode slot, so they add CPU work but little latency.
 // The kept photo is the decoded image turned upright and composited over white, resized
 // with the bilinear kernel (x/image's BiLinear levels) so that its shorter side is the
-// Spec's Resize.ShorterSide (the whole Width x Height for ResizeStretch, each side capped at
-// the source's), never enlarged; a large JPEG is resized from its DCT-scaled decode, which is
-// never smaller than that. It is encoded with libjpeg-turbo, 4:2:0 chroma.
+// Spec's Resize.ShorterSide, or its largest view's when larger (the whole Width x Height for
+// ResizeStretch, each side capped at the source's), never enlarged; a large JPEG is resized
+// from its DCT-scaled decode, which is never smaller than that. It is encoded with
+// libjpeg-turbo, 4:2:0 chroma.
 func (e *Embedder) Analyze(ctx context.Context, image []byte, opt AnalyzeOptions) (Analysis, error) {
 	return e.analyze(ctx, image, derive{phash: true, keep: opt.Keep})
 }
@@ -110,7 +111,9 @@ const maxKeptSide = 65500
 // orientation o.
 func keptSize(s Spec, w, h, o int) (int, int) {
 	var tw, th int
-	switch short, side := min(w, h), s.Resize.ShorterSide; {
+	// With views, the largest view's shorter side, so that a view re-embedded from the kept
+	// photo is not cut from an enlarged one.
+	switch short, side := min(w, h), max(s.Resize.ShorterSide, s.maxShorterSide()); {
 	case s.Resize.Policy == ResizeStretch:
 		tw, th = s.Width, s.Height
 		if o >= 5 { // the stored frame is the shown one turned a quarter

@@ -165,9 +165,16 @@ func TestViews(t *testing.T) {
 		if math.Abs(norm(vecs[i])-1) > 1e-5 {
 			t.Errorf("photo %d: length %v", i, norm(vecs[i]))
 		}
-		a, err := e.Analyze(ctx, files[i], AnalyzeOptions{})
+		a, err := e.Analyze(ctx, files[i], AnalyzeOptions{Keep: true})
 		if err != nil {
 			t.Fatal(err)
+		}
+		kc, _, err := image.DecodeConfig(bytes.NewReader(a.Kept))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if short := min(kc.Width, kc.Height); short != 320 {
+			t.Errorf("photo %d: the kept photo's shorter side is %d, want the largest view's 320", i, short)
 		}
 		if c := cosine(a.Vector, vecs[i]); c < 0.99999 {
 			t.Errorf("photo %d: Analyze and EmbedBatch score %v", i, c)
