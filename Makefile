@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/lookalike
 
-.PHONY: setup build test soak demo bench bench-quick bench-1m bench-backends bench-upkeep proto fmt vet screenshots
+.PHONY: setup build test soak demo bench bench-quick bench-1m bench-backends bench-upkeep bench-quality proto fmt vet screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -53,6 +53,12 @@ bench-1m: build
 bench-backends: build
 	@LOOKALIKE_SETUP_WEAVIATE=1 bash scripts/setup.sh
 	$(GO) run ./benchmarks/cmd/backendbench -photos 100000
+
+# Retrieval quality on the shared labelled sets for each model spec (the default embedding,
+# R-MAC of one view, GeM and R-MAC of four views), each beside the projection adapt learns,
+# in one run (results/quality.md; about 10 minutes on 2 cores; apart from make bench).
+bench-quality: build
+	$(GO) run ./benchmarks/cmd/qualitybench -specs "default=,rmac=docs/specs/mobilenetv2-int8-rmac.json,gem-4views=docs/specs/mobilenetv2-int8-gem-4views.json,rmac-4views=docs/specs/mobilenetv2-int8-rmac-4views.json"
 
 # Write latency while the graph's upkeep runs (snapshot saves, a compaction after a bulk
 # replace) against none, at 100,000 photos (about 10 minutes on 2 cores; apart from make bench).

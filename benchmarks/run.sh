@@ -111,11 +111,10 @@ rm -rf "$serve_work"/data-*
 step "products with several photos: product-level search latency, the cost of kept photos"
 "$tmp/bin/photobench" "${photo_bench_args[@]}" -out "$out" -photo-vectors "$out/tmp/photo-embeddings.fvecs"
 
-step "retrieval quality on the shared photos (lookalike quality)"
-for q in "--dataset grocery" "--dataset grocery --products" "--dataset clothing"; do
-  echo "lookalike quality $q"
-  bin/lookalike quality $q
-done | tee "$out/quality.txt"
+step "retrieval quality on the shared photos (lookalike adapt and quality; every spec: make bench-quality)"
+echo "lookalike quality --dataset grocery --products" | tee "$out/quality.txt"
+bin/lookalike quality --dataset grocery --products | tee -a "$out/quality.txt"
+go run ./benchmarks/cmd/qualitybench -specs "default=" -out "$out/quality-default.md" -work "$tmp/quality"
 
 step "CPU profile of the index query loop"
 env "${profile_env[@]}" go test ./benchmarks -run '^$' -bench HNSWQueryFashionMNIST -benchtime "$benchtime" \
