@@ -485,7 +485,6 @@ func dot(a, b []float32) float32 {
 	return s
 }
 
-// groupBy keeps the best candidate of each value of the attribute (cands are best first).
 // boost adds the boosts to the candidates' scores and re-sorts them.
 func boost(cands []candidate, boosts []Boost) {
 	for i := range cands {
@@ -507,6 +506,7 @@ func maxBoost(boosts []Boost) float32 {
 	return m
 }
 
+// groupBy keeps the best candidate of each value of the attribute (cands are best first).
 func groupBy(cands []candidate, attr string) []candidate {
 	seen := make(map[string]bool)
 	return slices.DeleteFunc(cands, func(x candidate) bool {
