@@ -79,12 +79,60 @@ func (e *Embedder) finish(raw []float32) ([]float32, error) {
 
 // applyPost applies the post-processing steps to a photo's normalised vector (every view
 // combined): once per photo, whatever its views.
-func (e *Embedder) applyPost(v []float32) ([]float32, error) {
+func (e *Embedder) applyPost(v []float32) ([]float32, error) { return applySteps(e.post, v) }
+
+func applySteps(steps []postStep, v []float32) ([]float32, error) {
 	var err error
-	for _, st := range e.post {
+	for _, st := range steps {
 		if v, err = st.p.Apply(v); err != nil {
 			return nil, fmt.Errorf("embed: post-processing: %w", err)
 		}
 	}
 	return v, nil
+}
+
+// Derivation turns vectors stored under one model identity into those of a spec whose
+// post-processing extends it: the steps the source did not run. It needs no runtime and no
+// photo, so a catalogue of raw vectors can be projected without embedding anything again.
+type Derivation struct {
+	// Identity and Dim are the target spec's identity and vector length.
+	Identity string
+	Dim      int
+	// Steps counts the post-processing steps Apply runs.
+	Steps int
+	post  []postStep
+}
+
+// Apply maps one source vector to the target space.
+func (d Derivation) Apply(v []float32) ([]float32, error) {
+	return applySteps(d.post, v)
+}
+
+// DeriveFrom returns the Derivation from vectors of identity source to those of the model at
+// modelPath under the spec at specPath (resolved as Open does). source must be the identity
+// of the same model and spec with some of its last post-processing steps left out; any
+// other change (pooling, views, preprocessing, another model) needs the photos embedded again.
+func DeriveFrom(modelPath, specPath, source string) (Derivation, error) {
+	model, err := os.ReadFile(modelPath)
+	if err != nil {
+		return Derivation{}, fmt.Errorf("embed: read model: %w", err)
+	}
+	s, resolved, err := ResolveSpec(modelPath, specPath)
+	if err != nil {
+		return Derivation{}, err
+	}
+	identity := func(s Spec) string { return Identity(modelPath, model, s) }
+	post, dim, err := loadPost(s, filepath.Dir(resolved), identity)
+	if err != nil {
+		return Derivation{}, err
+	}
+	for k := len(s.Post); k >= 0; k-- {
+		before := s
+		before.Post = s.Post[:k]
+		if identity(before) == source {
+			return Derivation{Identity: identity(s), Dim: dim, Steps: len(s.Post) - k, post: post[k:]}, nil
+		}
+	}
+	return Derivation{}, fmt.Errorf("%w: vectors of %s are not this model's under this spec before some of its post-processing steps; embed the photos again",
+		ErrSpecMismatch, source)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"lookalike/adapt"
+	"lookalike/catalog"
 )
 
 func TestAdaptRefusesBadFlags(t *testing.T) {
@@ -194,6 +197,37 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 			served.MAP10, *served.CatalogueShotAt10, q.Projected.MAP10, *q.Projected.CatalogueShotAt10)
 	}
 
+	// derive: a raw catalogue of some of the photos, projected without embedding them again,
+	// is the catalogue the projected spec makes.
+	raw := filepath.Join(t.TempDir(), "raw")
+	code, stdout, stderr = runCLI(t, nil, "model", "--json")
+	var rawModel, projModel modelJSON
+	mustJSON(t, stdout, &rawModel)
+	code, stdout, stderr = runCLI(t, nil, "model", "--json", "--spec", r.Spec)
+	if code != exitOK {
+		t.Fatalf("model --spec: exit %d: %s", code, stderr)
+	}
+	mustJSON(t, stdout, &projModel)
+	writeRawCatalogue(t, raw, catalogPath, 12)
+	derived := filepath.Join(t.TempDir(), "derived")
+	code, stdout, stderr = runCLI(t, nil, "derive", "--from", raw, "--to", derived, "--spec", r.Spec, "--json")
+	if code != exitOK {
+		t.Fatalf("derive: exit %d: %s", code, stderr)
+	}
+	var d deriveJSON
+	mustJSON(t, stdout, &d)
+	if d.Products != 12 || d.Photos != 12 || d.KeptPhotos != 12 || d.Steps != 1 || d.Identity != projModel.Identity || d.Dim != 64 || d.Identity == rawModel.Identity {
+		t.Errorf("derive: %+v; the projected model is %s", d, projModel.Identity)
+	}
+	code, _, stderr = runCLI(t, nil, "derive", "--from", derived, "--to", filepath.Join(t.TempDir(), "again"), "--spec", r.Spec)
+	if code != exitFailure || !strings.Contains(stderr, "already holds this spec's vectors") {
+		t.Errorf("deriving projected vectors again: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = runCLI(t, nil, "derive", "--from", derived, "--to", filepath.Join(t.TempDir(), "pooled"), "--spec", filepath.Join("..", "..", "docs", "specs", "mobilenetv2-int8-rmac.json"))
+	if code != exitFailure || !strings.Contains(stderr, "embed the photos again") {
+		t.Errorf("deriving pooled vectors from projected ones: exit %d, %q", code, stderr)
+	}
+
 	// One dimension cannot tell 31 products apart: validation gets worse, nothing is written.
 	refused := filepath.Join(t.TempDir(), "refused.proj")
 	code, stdout, stderr = runCLI(t, nil, append([]string{"adapt", "--dims", "1", "--shrink", "0.3", "--out", refused}, base...)...)
@@ -206,5 +240,38 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	}
 	if _, err := os.Stat(refused); !os.IsNotExist(err) {
 		t.Errorf("a refused projection was written (%v)", err)
+	}
+}
+
+// writeRawCatalogue ingests the first n photos of a manifest into a new data directory with
+// the default model, keeping photos, and closes it.
+func writeRawCatalogue(t *testing.T, dir, manifest string, n int) {
+	t.Helper()
+	rows, err := manifestRows(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mf modelFlags
+	emb, _, err := mf.open(context.Background(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx := context.Background()
+	c, err := catalog.Open(ctx, catalog.Config{DataDir: dir, Embedder: emb, KeepPhotos: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows[:n] {
+		img, err := os.ReadFile(resolveImage(filepath.Dir(manifest), row.Photos[0].Image))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Upsert(ctx, catalog.Write{ID: row.ID, Title: row.Title, Photos: []catalog.PhotoWrite{{Image: img}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -61,6 +61,7 @@ func commands() []command {
 		{"dedup", "clusters of near-duplicate products with their tiers; resolve, decisions, forget record reviewers' verdicts", runDedup},
 		{"get", "show one stored product and its photos", runGet},
 		{"adapt", "learn a projection of the embeddings from the catalogue's own groups, validated on photos it did not fit (no server)", runAdapt},
+		{"derive", "make a stopped catalogue's copy under a projection of its vectors, embedding nothing (no server)", runDerive},
 		{"quality", "measure retrieval quality (R@k, mAP@10, P@10, catalogue shot in top 10) on labelled photos (no server)", runQuality},
 		{"photo", "write the kept copy of a product's photo (JPEG)", runPhoto},
 		{"health", "ask whether a server is SERVING; --wait polls until it is", runHealth},
