@@ -201,6 +201,9 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	// is the catalogue the projected spec makes.
 	raw := filepath.Join(t.TempDir(), "raw")
 	code, stdout, stderr = runCLI(t, nil, "model", "--json")
+	if code != exitOK {
+		t.Fatalf("model: exit %d: %s", code, stderr)
+	}
 	var rawModel, projModel modelJSON
 	mustJSON(t, stdout, &rawModel)
 	code, stdout, stderr = runCLI(t, nil, "model", "--json", "--spec", r.Spec)
