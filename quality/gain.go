@@ -6,21 +6,27 @@ import (
 	"slices"
 )
 
-// Figures Gain measures, by the names reports print.
-var gainFigures = []struct {
+// gainFigure is one figure Gain measures: its name as reports print it, and its value for one
+// query.
+type gainFigure struct {
 	name string
 	of   func(Outcome) float64
-}{
-	{"R@1", func(o Outcome) float64 { return o.recallAt(1) }},
-	{"R@10", func(o Outcome) float64 { return o.recallAt(10) }},
-	{"mAP@10", func(o Outcome) float64 { return o.AP10 }},
-	{"P@10", func(o Outcome) float64 { return o.P10 }},
-	{"shot@10", func(o Outcome) float64 {
-		if o.Shot {
-			return 1
-		}
-		return 0
-	}},
+}
+
+// gainFigures lists them (a function, so no package-level table can be changed).
+func gainFigures() []gainFigure {
+	return []gainFigure{
+		{"R@1", func(o Outcome) float64 { return o.recallAt(1) }},
+		{"R@10", func(o Outcome) float64 { return o.recallAt(10) }},
+		{"mAP@10", func(o Outcome) float64 { return o.AP10 }},
+		{"P@10", func(o Outcome) float64 { return o.P10 }},
+		{"shot@10", func(o Outcome) float64 {
+			if o.Shot {
+				return 1
+			}
+			return 0
+		}},
+	}
 }
 
 func (o Outcome) recallAt(k int) float64 {
@@ -64,9 +70,10 @@ func Gain(before, after Report, rounds int, seed uint64) ([]Interval, error) {
 		return nil, fmt.Errorf("quality: the reports share no searched query")
 	}
 	n := len(pairs)
-	out := make([]Interval, len(gainFigures))
-	diffs := make([][]float64, len(gainFigures)) // per figure, per pair
-	for f, g := range gainFigures {
+	figures := gainFigures()
+	out := make([]Interval, len(figures))
+	diffs := make([][]float64, len(figures)) // per figure, per pair
+	for f, g := range figures {
 		out[f].Figure = g.name
 		diffs[f] = make([]float64, n)
 		for i, p := range pairs {
@@ -76,12 +83,12 @@ func Gain(before, after Report, rounds int, seed uint64) ([]Interval, error) {
 		out[f].Diff /= float64(n)
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x9a1))
-	means := make([][]float64, len(gainFigures))
+	means := make([][]float64, len(figures))
 	for f := range means {
 		means[f] = make([]float64, rounds)
 	}
 	for r := range rounds {
-		sums := make([]float64, len(gainFigures))
+		sums := make([]float64, len(figures))
 		for range n {
 			i := rng.IntN(n)
 			for f := range sums {
