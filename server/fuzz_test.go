@@ -83,6 +83,15 @@ func FuzzRequestValidation(f *testing.F) {
 		check("SearchByVector", resp, err)
 		resp, err = svc.SearchById(ctx, &pb.SearchByIdRequest{Id: id, K: k, Ef: ef, MinScore: minScore, Filter: filter})
 		check("SearchById", resp, err)
+		// The same with query expansion and a boost steered by the other parameters (out of
+		// range as often as not): boosted scores still respect min_score and the order.
+		boosts := []*pb.Boost{{Attribute: id, Value: "x", Add: threshold}}
+		resp, err = svc.SearchByVector(ctx, &pb.SearchByVectorRequest{Vector: vec, K: k, Ef: ef, MinScore: minScore, Filter: filter,
+			Expand: ef % 64, ExpandAlpha: threshold, Boosts: boosts})
+		check("SearchByVector expanded and boosted", resp, err)
+		resp, err = svc.SearchById(ctx, &pb.SearchByIdRequest{Id: id, K: k, Ef: ef, MinScore: minScore, Filter: filter,
+			Expand: k % 64, ExpandAlpha: minScore, Boosts: boosts})
+		check("SearchById expanded and boosted", resp, err)
 		_, err = svc.SearchByImage(ctx, &pb.SearchByImageRequest{Image: img, K: k, Ef: ef, MinScore: minScore})
 		if err != nil { // results of an image search cannot match the filter checks above
 			check("SearchByImage", nil, err)
