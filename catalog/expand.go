@@ -43,20 +43,13 @@ func (c *Catalog) expand(ctx context.Context, queries [][]float32, opt SearchOpt
 				sum[d] += w * float64(x)
 			}
 		}
-		var n float64
-		for _, x := range sum {
-			n += x * x
-		}
-		if !(n > 0) || math.IsInf(n, 0) {
-			out[qi] = q // the photos cancel the query out: search with it as it was
-			continue
-		}
-		inv := 1 / math.Sqrt(n)
-		e := make([]float32, len(q))
+		e := make([]float32, len(sum))
 		for d, x := range sum {
-			e[d] = float32(x * inv)
+			e[d] = float32(x)
 		}
-		out[qi] = e
+		if out[qi], err = normalise(e, len(q)); err != nil {
+			out[qi] = q // the photos cancel the query out: search with it as it was
+		}
 	}
 	return out, nil
 }

@@ -221,9 +221,10 @@ func open(ctx context.Context, cfg Config, gather func()) (*Embedder, error) {
 		modelPath: cfg.ModelPath,
 		specPath:  specPath,
 		identity:  Identity(cfg.ModelPath, model, spec),
+		post:      post,
+		dim:       dim,
 		gather:    gather,
 	}
-	e.post, e.dim = post, dim
 	if err := e.load(model); err != nil {
 		e.destroySessions()
 		if rerr := releaseRuntime(); rerr != nil {
@@ -378,7 +379,7 @@ func (e *Embedder) EmbedTensor(ctx context.Context, tensor []float32) ([]float32
 		return nil, fmt.Errorf("embed: tensor holds %d values, want %d", len(tensor), e.spec.TensorLen())
 	}
 	if len(e.spec.Views) > 0 {
-		return nil, fmt.Errorf("embed: the spec's views are cut from the photo, not from one tensor: use Embed")
+		return nil, errViewsNeedPhoto
 	}
 	vec, _, err := e.infer(ctx, tensor)
 	if err != nil {
@@ -584,6 +585,9 @@ func (e *Embedder) RunBatch(ctx context.Context, tensors []float32, n int) ([][]
 		return nil, fmt.Errorf("embed: RunBatch wants 1..%d inputs of %d values, got n=%d and %d values",
 			e.cfg.MaxBatch, L, n, len(tensors))
 	}
+	if len(e.spec.Views) > 0 {
+		return nil, errViewsNeedPhoto
+	}
 	// Holding the read lock for the whole run keeps Close from taking the sessions away.
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -598,33 +602,29 @@ func (e *Embedder) RunBatch(ctx context.Context, tensors []float32, n int) ([][]
 	}
 	defer func() { e.sessions <- sess }()
 	copy(sess.in, tensors)
+	var vecs [][]float32
+	var err error
 	if e.spec.ownPipeline() {
-		if len(e.spec.Views) > 0 {
-			return nil, fmt.Errorf("embed: the spec's views are cut from the photo, not from one tensor: use Embed")
-		}
-		vecs, err := e.runSized(sess, n, e.spec.Width, e.spec.Height)
-		if err != nil {
+		if vecs, err = e.runSized(sess, n, e.spec.Width, e.spec.Height); err != nil {
 			return nil, err
 		}
+	} else {
+		if err := e.run(sess, n); err != nil {
+			return nil, err
+		}
+		vecs = make([][]float32, n)
 		for i := range vecs {
-			if vecs[i], err = e.applyPost(vecs[i]); err != nil {
+			if vecs[i], err = normalized(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim]); err != nil {
 				return nil, err
 			}
 		}
-		return vecs, nil
 	}
-	if err := e.run(sess, n); err != nil {
-		return nil, err
-	}
-	out := make([][]float32, n)
-	for i := range out {
-		v, err := e.finish(sess.out[i*e.spec.Dim : (i+1)*e.spec.Dim])
-		if err != nil {
+	for i := range vecs {
+		if vecs[i], err = e.applyPost(vecs[i]); err != nil {
 			return nil, err
 		}
-		out[i] = v
 	}
-	return out, nil
+	return vecs, nil
 }
 
 // normalized returns a copy of v scaled to unit L2 length.

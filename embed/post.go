@@ -67,16 +67,6 @@ func loadPost(s Spec, dir string, identity func(Spec) string) ([]postStep, int, 
 	return steps, dim, nil
 }
 
-// finish turns one row of model output into the embedder's vector: L2-normalised, then
-// the post-processing steps.
-func (e *Embedder) finish(raw []float32) ([]float32, error) {
-	v, err := normalized(raw)
-	if err != nil {
-		return nil, err
-	}
-	return e.applyPost(v)
-}
-
 // applyPost applies the post-processing steps to a photo's normalised vector (every view
 // combined): once per photo, whatever its views.
 func (e *Embedder) applyPost(v []float32) ([]float32, error) { return applySteps(e.post, v) }

@@ -2,6 +2,7 @@ package embed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,9 @@ import (
 
 // maxViews bounds Spec.Views: each view is one more model run per photo.
 const maxViews = 16
+
+// errViewsNeedPhoto refuses a ready tensor under a spec with views.
+var errViewsNeedPhoto = errors.New("embed: the spec's views are cut from the photo, not from one tensor: use Embed")
 
 // View is one crop of a photo that multi-view embedding runs the model on: the shorter side
 // scaled to ShorterSide, the centre Crop x Crop cut, optionally mirrored left to right. A
@@ -183,16 +187,21 @@ func (e *Embedder) submitViews(ctx context.Context, w *prepWorker, d Decoded) ([
 	return reqs, nil
 }
 
-// awaitViews waits for every view's vector and returns the photo's: the one view's as it
-// is, or the L2-normalised sum, then post-processed. inFlight reports that a request was abandoned while a batch
-// may still read its tensor.
+// awaitViews waits for every view's vector and returns the photo's, post-processed.
+// inFlight reports that a request was abandoned while a batch may still read its tensor.
 func (e *Embedder) awaitViews(ctx context.Context, reqs []*request) (vec []float32, inFlight bool, err error) {
+	if vec, inFlight, err = e.combineViews(ctx, reqs); err != nil {
+		return nil, inFlight, err
+	}
+	vec, err = e.applyPost(vec)
+	return vec, false, err
+}
+
+// combineViews waits for every view's unit vector: the one view's as it is, or the
+// L2-normalised sum.
+func (e *Embedder) combineViews(ctx context.Context, reqs []*request) (vec []float32, inFlight bool, err error) {
 	if len(reqs) == 1 {
-		if vec, inFlight, err = e.await(ctx, reqs[0]); err != nil {
-			return nil, inFlight, err
-		}
-		vec, err = e.applyPost(vec)
-		return vec, false, err
+		return e.await(ctx, reqs[0])
 	}
 	sum := make([]float32, e.spec.Dim)
 	for _, r := range reqs {
@@ -211,10 +220,7 @@ func (e *Embedder) awaitViews(ctx context.Context, reqs []*request) (vec []float
 	if err != nil {
 		return nil, inFlight, err
 	}
-	if vec, err = normalized(sum); err != nil {
-		return nil, false, err
-	}
-	vec, err = e.applyPost(vec)
+	vec, err = normalized(sum)
 	return vec, false, err
 }
 
