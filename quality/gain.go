@@ -26,6 +26,12 @@ func gainFigures() []gainFigure {
 			}
 			return 0
 		}},
+		{"shot MRR@10", func(o Outcome) float64 {
+			if o.ShotRank < 0 {
+				return 0
+			}
+			return 1 / float64(o.ShotRank+1)
+		}},
 	}
 }
 
@@ -38,7 +44,7 @@ func (o Outcome) recallAt(k int) float64 {
 
 // Interval is a difference of one figure between two reports and how sure it is.
 type Interval struct {
-	// Figure names it ("R@1", "R@10", "mAP@10", "P@10", "shot@10").
+	// Figure names it ("R@1", "R@10", "mAP@10", "P@10", "shot@10", "shot MRR@10").
 	Figure string
 	// Diff is after minus before over the queries both searched.
 	Diff float64

@@ -44,6 +44,11 @@ type Report struct {
 	// CatalogueShotAt10 is the share of queries whose label's catalogue shot is among the
 	// first 10 results' matching photos (0 when the catalogue marks none).
 	CatalogueShotAt10 float64
+	// CatalogueShotMRR10 is the mean over queries of 1/(1+rank) of the label's catalogue
+	// shot among the first 10 results (0 when it is not among them): shot@10 that also
+	// counts how high the shot comes, which still tells two projections apart when both put
+	// nearly every shot in the top 10.
+	CatalogueShotMRR10 float64
 	// MillisPerQuery is the mean wall time of one search, embedding included for queries
 	// given as images.
 	MillisPerQuery float64
@@ -63,6 +68,9 @@ type Outcome struct {
 	AP10, P10 float64
 	// Shot says whether the label's catalogue shot is among the first 10 matching photos.
 	Shot bool
+	// ShotRank is the rank (0-based) of the first result whose matching photo is the
+	// label's catalogue shot, -1 if none of the first 10 is.
+	ShotRank int
 }
 
 // Evaluate searches with every query and measures the answers. relevant counts, per label,
@@ -95,7 +103,7 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 		rep.Queries++
 		first := -1
 		hits, ap := 0, 0.0
-		shot := false
+		shotRank := -1
 		for i, r := range rs[:min(len(rs), 10)] {
 			if opt.Label(r.Product) != q.Label {
 				continue
@@ -105,11 +113,11 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 			}
 			hits++
 			ap += float64(hits) / float64(i+1)
-			if opt.CatalogueShot != nil && opt.CatalogueShot(r.Product, r.PhotoID) {
-				shot = true
+			if shotRank < 0 && opt.CatalogueShot != nil && opt.CatalogueShot(r.Product, r.PhotoID) {
+				shotRank = i
 			}
 		}
-		o := Outcome{Query: qi, First: first, P10: float64(hits) / 10, Shot: shot}
+		o := Outcome{Query: qi, First: first, P10: float64(hits) / 10, Shot: shotRank >= 0, ShotRank: shotRank}
 		if n := min(relevant[q.Label], 10); n > 0 {
 			o.AP10 = ap / float64(n)
 		}
@@ -119,8 +127,9 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 		}
 		rep.MAP10 += o.AP10
 		rep.P10 += o.P10
-		if shot {
+		if o.Shot {
 			rep.CatalogueShotAt10++
+			rep.CatalogueShotMRR10 += 1 / float64(shotRank+1)
 		}
 	}
 	if rep.Queries == 0 {
@@ -133,6 +142,7 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 	rep.MAP10 /= n
 	rep.P10 /= n
 	rep.CatalogueShotAt10 /= n
+	rep.CatalogueShotMRR10 /= n
 	rep.MillisPerQuery = float64(spent.Microseconds()) / 1000 / float64(len(queries))
 	return rep, nil
 }

@@ -91,6 +91,9 @@ func checkReport(t *testing.T, c *catalog.Catalog, queries []Query) {
 		{"mAP@10", rep.MAP10, (1 + ap2) / 2},
 		{"P@10", rep.P10, (0.2 + 0.2) / 2},
 		{"catalogue shot in top 10", rep.CatalogueShotAt10, 1},
+		// b, the shot, comes second for the first query (after a, same score, lower id)
+		// and third for the second.
+		{"catalogue shot MRR@10", rep.CatalogueShotMRR10, (1.0/2 + 1.0/3) / 2},
 	}
 	for _, c := range checks {
 		if !near(c.got, c.want) {
@@ -101,13 +104,13 @@ func checkReport(t *testing.T, c *catalog.Catalog, queries []Query) {
 		t.Errorf("queries %d, failed %d; want 2 and 1", rep.Queries, rep.Failed)
 	}
 	// The third query failed: the outcomes are the first two, by their index.
-	want := []Outcome{{Query: 0, First: 0, AP10: 1, P10: 0.2, Shot: true}, {Query: 1, First: 1, AP10: ap2, P10: 0.2, Shot: true}}
+	want := []Outcome{{Query: 0, First: 0, AP10: 1, P10: 0.2, Shot: true, ShotRank: 1}, {Query: 1, First: 1, AP10: ap2, P10: 0.2, Shot: true, ShotRank: 2}}
 	if len(rep.Outcomes) != 2 {
 		t.Fatalf("outcomes %+v, want %+v", rep.Outcomes, want)
 	}
 	for i, o := range rep.Outcomes {
 		w := want[i]
-		if o.Query != w.Query || o.First != w.First || !near(o.AP10, w.AP10) || !near(o.P10, w.P10) || o.Shot != w.Shot {
+		if o.Query != w.Query || o.First != w.First || !near(o.AP10, w.AP10) || !near(o.P10, w.P10) || o.Shot != w.Shot || o.ShotRank != w.ShotRank {
 			t.Errorf("outcome %d = %+v, want %+v", i, o, w)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,27 +18,30 @@ import (
 	"lookalike/embed"
 )
 
-// Defaults of lookalike adapt: the grid it tries, from a wider sweep on the shared photos'
+// Defaults of lookalike adapt: the grid it tries, from wider sweeps on the shared photos'
 // validation (benchmarks/results/adapt.md): fewer dimensions lose the catalogue shots, less
-// shrinkage loses the groups never fitted. A catalogue shot weighs 10 photos: at 1 the
-// projection learns the street photos' look and pulls them away from the shot.
+// shrinkage loses the groups never fitted. A catalogue shot weighs 10 or 30 photos: at 1 the
+// projection learns the street photos' look and pulls them away from the shot, and which
+// of the two serves a catalogue better depends on how many photos each product has.
 const (
-	defaultAdaptDims       = "128,256,512"
+	defaultAdaptDims       = "256,512,768"
 	defaultAdaptShrink     = "0.03,0.1,0.3"
-	defaultAdaptShotWeight = 10
+	defaultAdaptShotWeight = "10,30"
 	defaultAdaptSeed       = 1
 )
 
 // adaptJSON is `lookalike adapt --json`.
 type adaptJSON struct {
-	Catalog    string  `json:"catalog"`
-	Label      string  `json:"label"`
-	Model      string  `json:"model"`
-	Photos     int     `json:"photos"`
-	Groups     int     `json:"groups"`
-	Seed       uint64  `json:"seed"`
-	ShotWeight float64 `json:"shot_weight"`
-	Tolerance  float64 `json:"tolerance"`
+	Catalog string `json:"catalog"`
+	Label   string `json:"label"`
+	Model   string `json:"model"`
+	Photos  int    `json:"photos"`
+	Groups  int    `json:"groups"`
+	Seed    uint64 `json:"seed"`
+	// ShotWeights are the catalogue-shot weights tried (one, unused, when the catalogue
+	// marks no shots).
+	ShotWeights []float64 `json:"shot_weights"`
+	Tolerance   float64   `json:"tolerance"`
 	// TrainingGroups are fitted in the held-apart check; HeldApartGroups never are.
 	TrainingGroups  []string `json:"training_groups"`
 	HeldApartGroups []string `json:"held_apart_groups"`
@@ -83,6 +87,8 @@ type adaptFiguresJSON struct {
 type adaptConfigJSON struct {
 	Dims   int     `json:"dims"`
 	Shrink float64 `json:"shrink"`
+	// ShotWeight is what a catalogue shot weighs against one other photo in the fit.
+	ShotWeight float64 `json:"shot_weight"`
 	// Capped says why Dims is below the --dims asked for ("" when it is not).
 	Capped string `json:"capped,omitempty"`
 	// UnseenDims is the dimension of the held-apart check's projection: Dims, or the
@@ -100,10 +106,11 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 			"of W1 St W1 times W1 with W1 = Sw^-1/2 (Sw the within-group covariance, shrunk; St the total\n"+
 			"one). It embeds the catalogue once and validates on photos it does not fit: a contiguous quarter\n"+
 			"of every group's photos (never a catalogue shot) searches the rest, both from groups it fits and\n"+
-			"from groups --seed holds apart (fitted without them). Of the --dims x --shrink tried, those not\n"+
-			"worse than the raw model on any figure by more than --tolerance compete on mAP@10 of the fitted\n"+
-			"groups, plus their catalogue shots in the top 10 when the catalogue marks shots (a street photo\n"+
-			"should find its pack shot); the winner is refitted on every photo and written to --out. When all are worse nothing\n"+
+			"from groups --seed holds apart (fitted without them). Of the --dims x --shrink x --shot-weight\n"+
+			"tried, those not worse than the raw model on any figure by more than --tolerance compete on\n"+
+			"mAP@10 of the fitted groups, plus the reciprocal rank of their catalogue shot in the top 10 when\n"+
+			"the catalogue marks shots (a street photo should find its pack shot, and high); the winner is\n"+
+			"refitted on every photo and written to --out. When all are worse nothing\n"+
 			"is written (exit 1). --dataset grocery (iconic+train, label = product) or clothing (train, label\n"+
 			"= class) use the shared photos; their query split is left to 'lookalike quality --projection'.")
 	var mf modelFlags
@@ -113,10 +120,10 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	label := fs.String("label", "title", "what a row is labelled with: title, category or an attribute column (the groups)")
 	shot := fs.String("catalogue-shot", "", "photos whose image path contains this are catalogue shots (grocery: iconic__)")
 	products := fs.Bool("products", false, "with --dataset grocery: one product per grocery product with all its photos")
-	var dimsList, shrinkList stringList
+	var dimsList, shrinkList, weightList stringList
 	fs.Var(&dimsList, "dims", "projected dimensions to try (comma-separated; default "+defaultAdaptDims+")")
 	fs.Var(&shrinkList, "shrink", "within-group covariance shrinkages in [0, 1) to try (comma-separated; default "+defaultAdaptShrink+")")
-	shotWeight := fs.Float64("shot-weight", defaultAdaptShotWeight, "weight of a catalogue shot against one other photo")
+	fs.Var(&weightList, "shot-weight", "weights of a catalogue shot against one other photo to try (comma-separated, above 0; default "+defaultAdaptShotWeight+")")
 	seed := fs.Uint64("seed", defaultAdaptSeed, "seed of the split into training and held-apart groups and of the validation photos")
 	heldApart := fs.Float64("held-apart", 0.5, "share of the groups held apart from the held-apart check's fit")
 	tolerance := fs.Float64("tolerance", 0.02, "how far below the raw model a validation figure may fall")
@@ -130,12 +137,12 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("takes no arguments")
 	}
-	dims, shrinks, err := adaptGrid(dimsList, shrinkList)
+	dims, shrinks, weights, err := adaptGrid(dimsList, shrinkList, weightList)
 	if err != nil {
 		return err
 	}
-	if !(*shotWeight > 0) || !(*heldApart > 0 && *heldApart < 1) || !(*tolerance >= 0) || *perGroup < 0 {
-		return usagef("--shot-weight must be above 0, --held-apart in (0, 1), --tolerance and --per-group at least 0")
+	if !(*heldApart > 0 && *heldApart < 1) || !(*tolerance >= 0) || *perGroup < 0 {
+		return usagef("--held-apart must be in (0, 1), --tolerance and --per-group at least 0")
 	}
 	work, err := os.MkdirTemp("", "lookalike-adapt")
 	if err != nil {
@@ -177,8 +184,15 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	shots := false
+	for _, ph := range set.photos {
+		shots = shots || ph.shot
+	}
+	if !shots {
+		weights = weights[:1] // no photo it would weigh
+	}
 	report := adaptJSON{Catalog: name, Label: *label, Model: emb.Identity(), Photos: len(set.photos),
-		Groups: len(train) + len(held), Seed: *seed, ShotWeight: *shotWeight, Tolerance: *tolerance,
+		Groups: len(train) + len(held), Seed: *seed, ShotWeights: weights, Tolerance: *tolerance,
 		TrainingGroups: train, HeldApartGroups: held, Chosen: -1}
 	isHeld := map[string]bool{}
 	for _, g := range held {
@@ -205,7 +219,6 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 		}
 	}
 	report.ValidationPhotos, report.SeenQueries, report.UnseenQueries = len(catalogue), len(seenQ), len(unseenQ)
-	shots := *shot != ""
 	evaluate := func(f transform, identity string, dim int, qs []labelledPhoto) (figuresJSON, error) {
 		rep, err := evaluateVectors(ctx, a.logger, work, dim, identity, set.rows, catalogue, qs, f, catalog.SearchOptions{K: 10})
 		if err != nil {
@@ -225,33 +238,35 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	var timer applyTimer
-	for _, s := range shrinks {
-		seenPs, err := fitDims(samplesOf(seenFit, *shotWeight), s, dims, nil)
-		if err != nil {
-			return fmt.Errorf("fit on the seen groups: %w", err)
-		}
-		unseenPs, err := fitDims(samplesOf(unseenFit, *shotWeight), s, dims, nil)
-		if err != nil {
-			return fmt.Errorf("fit on the training groups: %w", err)
-		}
-		for i, d := range dims {
-			sp, up := seenPs[i], unseenPs[i]
-			timer.p = sp
-			seenApply := timer.apply
-			figs, err := both(seenApply, up.Apply, projectionIdentity(emb.Identity(), sp), projectionIdentity(emb.Identity(), up), sp.Out(), up.Out())
+	for _, w := range weights {
+		for _, s := range shrinks {
+			seenPs, err := fitDims(samplesOf(seenFit, w), s, dims, nil)
 			if err != nil {
-				return err
+				return fmt.Errorf("fit on the seen groups: %w", err)
 			}
-			cfg := adaptConfigJSON{Dims: sp.Out(), Shrink: s, UnseenDims: up.Out(), Figures: figs}
-			if sp.Out() != d {
-				cfg.Capped = fmt.Sprintf("--dims %d: the %d photos fitted span %d directions", d, len(seenFit), sp.Out())
+			unseenPs, err := fitDims(samplesOf(unseenFit, w), s, dims, nil)
+			if err != nil {
+				return fmt.Errorf("fit on the training groups: %w", err)
 			}
-			if w := figs.Seen.worseThan(report.Raw.Seen, *tolerance); w != "" {
-				cfg.Worse = "seen groups: " + w
-			} else if w := figs.Unseen.worseThan(report.Raw.Unseen, *tolerance); w != "" {
-				cfg.Worse = "held-apart groups: " + w
+			for i, d := range dims {
+				sp, up := seenPs[i], unseenPs[i]
+				timer.p = sp
+				seenApply := timer.apply
+				figs, err := both(seenApply, up.Apply, projectionIdentity(emb.Identity(), sp), projectionIdentity(emb.Identity(), up), sp.Out(), up.Out())
+				if err != nil {
+					return err
+				}
+				cfg := adaptConfigJSON{Dims: sp.Out(), Shrink: s, ShotWeight: w, UnseenDims: up.Out(), Figures: figs}
+				if sp.Out() != d {
+					cfg.Capped = fmt.Sprintf("--dims %d: the %d photos fitted span %d directions", d, len(seenFit), sp.Out())
+				}
+				if w := figs.Seen.worseThan(report.Raw.Seen, *tolerance); w != "" {
+					cfg.Worse = "seen groups: " + w
+				} else if w := figs.Unseen.worseThan(report.Raw.Unseen, *tolerance); w != "" {
+					cfg.Worse = "held-apart groups: " + w
+				}
+				report.Configs = append(report.Configs, cfg)
 			}
-			report.Configs = append(report.Configs, cfg)
 		}
 	}
 	report.MillisApply = timer.millis()
@@ -277,8 +292,8 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	} else if *out != "" {
 		c := report.Configs[report.Chosen]
 		meta := map[string]string{"model": emb.Identity(), "label": *label, "catalogue": name,
-			"shot_weight": strconv.FormatFloat(*shotWeight, 'g', -1, 64), "seed": strconv.FormatUint(*seed, 10)}
-		ps, err := fitDims(samplesOf(set.photos, *shotWeight), c.Shrink, []int{c.Dims}, meta)
+			"shot_weight": strconv.FormatFloat(c.ShotWeight, 'g', -1, 64), "seed": strconv.FormatUint(*seed, 10)}
+		ps, err := fitDims(samplesOf(set.photos, c.ShotWeight), c.Shrink, []int{c.Dims}, meta)
 		if err != nil {
 			return fmt.Errorf("fit on every photo: %w", err)
 		}
@@ -308,19 +323,22 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	return ctx.Err()
 }
 
-// adaptGrid parses --dims and --shrink.
-func adaptGrid(dimsList, shrinkList stringList) ([]int, []float64, error) {
+// adaptGrid parses --dims, --shrink and --shot-weight.
+func adaptGrid(dimsList, shrinkList, weightList stringList) ([]int, []float64, []float64, error) {
 	if len(dimsList) == 0 {
 		dimsList.Set(defaultAdaptDims)
 	}
 	if len(shrinkList) == 0 {
 		shrinkList.Set(defaultAdaptShrink)
 	}
+	if len(weightList) == 0 {
+		weightList.Set(defaultAdaptShotWeight)
+	}
 	var dims []int
 	for _, s := range dimsList {
 		d, err := strconv.Atoi(s)
 		if err != nil || d < 1 || d > adapt.MaxDim {
-			return nil, nil, usagef("--dims: %q is not a dimension in 1..%d", s, adapt.MaxDim)
+			return nil, nil, nil, usagef("--dims: %q is not a dimension in 1..%d", s, adapt.MaxDim)
 		}
 		dims = append(dims, d)
 	}
@@ -328,11 +346,19 @@ func adaptGrid(dimsList, shrinkList stringList) ([]int, []float64, error) {
 	for _, s := range shrinkList {
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil || !(f >= 0 && f < 1) {
-			return nil, nil, usagef("--shrink: %q is not in [0, 1)", s)
+			return nil, nil, nil, usagef("--shrink: %q is not in [0, 1)", s)
 		}
 		shrinks = append(shrinks, f)
 	}
-	return dims, shrinks, nil
+	var weights []float64
+	for _, s := range weightList {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f > 0) || math.IsInf(f, 0) {
+			return nil, nil, nil, usagef("--shot-weight: %q is not a weight above 0", s)
+		}
+		weights = append(weights, f)
+	}
+	return dims, shrinks, weights, nil
 }
 
 // validationQueries marks a quarter of every group's photos (at least one of a group with
@@ -377,11 +403,11 @@ func printAdapt(a *app, r adaptJSON) error {
 	shots := r.Raw.Seen.CatalogueShotAt10 != nil
 	head := "\tseen R@1\tR@10\tmAP@10\tP@10"
 	if shots {
-		head += "\tshot@10"
+		head += "\tshot@10\tshot MRR"
 	}
 	head += "\theld-apart R@1\tR@10\tmAP@10\tP@10"
 	if shots {
-		head += "\tshot@10"
+		head += "\tshot@10\tshot MRR"
 	}
 	fmt.Fprintln(tw, head+"\t")
 	row := func(name string, f adaptFiguresJSON, note string) {
@@ -389,7 +415,7 @@ func printAdapt(a *app, r adaptJSON) error {
 		for _, g := range []figuresJSON{f.Seen, f.Unseen} {
 			fmt.Fprintf(tw, "\t%.3f\t%.3f\t%.3f\t%.3f", g.RecallAt["1"], g.RecallAt["10"], g.MAP10, g.P10)
 			if shots {
-				fmt.Fprintf(tw, "\t%.3f", *g.CatalogueShotAt10)
+				fmt.Fprintf(tw, "\t%.3f\t%.3f", *g.CatalogueShotAt10, *g.CatalogueShotMRR10)
 			}
 		}
 		fmt.Fprintf(tw, "\t%s\n", note)
@@ -401,6 +427,9 @@ func printAdapt(a *app, r adaptJSON) error {
 			note = "chosen"
 		}
 		name := fmt.Sprintf("dims %d, shrink %g", c.Dims, c.Shrink)
+		if shots {
+			name += fmt.Sprintf(", shot weight %g", c.ShotWeight)
+		}
 		if c.Capped != "" {
 			name += " (capped)"
 		}
@@ -421,7 +450,7 @@ func printAdapt(a *app, r adaptJSON) error {
 		fmt.Fprintf(tw, "refused\t%s\n", r.Refused)
 	case r.Written != "":
 		c := r.Configs[r.Chosen]
-		fmt.Fprintf(tw, "written\t%s (%s): refitted on all %d photos, dims %d, shrink %g\n", r.Written, r.Checksum, r.FitPhotos, c.Dims, c.Shrink)
+		fmt.Fprintf(tw, "written\t%s (%s): refitted on all %d photos, dims %d, shrink %g, shot weight %g\n", r.Written, r.Checksum, r.FitPhotos, c.Dims, c.Shrink, c.ShotWeight)
 		fmt.Fprintf(tw, "spec\t%s: pass it as --spec to serve, ingest or quality to search projected vectors\n", r.Spec)
 	default:
 		fmt.Fprintf(tw, "written\tnothing (no --out)\n")
@@ -462,12 +491,14 @@ func writeProjectedSpec(specPath, projPath string, fitted embed.Spec, p *adapt.P
 }
 
 // merit is what adapt maximises among the configurations it may choose: mAP@10, plus the
-// share of queries finding their catalogue shot in the top 10 when the catalogue marks
-// shots, since a shop with one pack shot per product is searched by street photos.
+// catalogue shot's reciprocal rank in the top 10 when the catalogue marks shots, since a
+// shop with one pack shot per product is searched by street photos. The rank rather than
+// shot@10: on a catalogue's own photos nearly every configuration puts the shot in the top
+// 10, and only how high it comes still tells them apart.
 func (f figuresJSON) merit() float64 {
 	m := f.MAP10
-	if f.CatalogueShotAt10 != nil {
-		m += *f.CatalogueShotAt10
+	if f.CatalogueShotMRR10 != nil {
+		m += *f.CatalogueShotMRR10
 	}
 	return m
 }

@@ -25,6 +25,8 @@ func TestAdaptRefusesBadFlags(t *testing.T) {
 		{"an unknown dataset", []string{"adapt", "--dataset", "abo"}, "--dataset must be grocery or clothing"},
 		{"zero dims", []string{"adapt", "--dataset", "grocery", "--dims", "0"}, "--dims"},
 		{"shrink 1", []string{"adapt", "--dataset", "grocery", "--shrink", "1"}, "--shrink"},
+		{"a zero shot weight", []string{"adapt", "--dataset", "grocery", "--shot-weight", "10,0"}, "--shot-weight"},
+		{"a shot weight that is no number", []string{"adapt", "--dataset", "grocery", "--shot-weight", "ten"}, "--shot-weight"},
 		{"everything held apart", []string{"adapt", "--dataset", "grocery", "--held-apart", "1"}, "--held-apart"},
 		{"an argument", []string{"adapt", "x"}, "takes no arguments"},
 	} {
@@ -105,7 +107,7 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 
 	// A part this small validates on 62 photos, where one query is 0.016 of a figure: the
 	// tolerance is wide so the test checks the mechanics and the gain on fitted groups.
-	code, stdout, stderr := runCLI(t, nil, append([]string{"adapt", "--dims", "64", "--shrink", "0.3", "--tolerance", "0.2", "--out", out}, base...)...)
+	code, stdout, stderr := runCLI(t, nil, append([]string{"adapt", "--dims", "64", "--shrink", "0.3", "--shot-weight", "20", "--tolerance", "0.2", "--out", out}, base...)...)
 	if code != exitOK {
 		t.Fatalf("adapt: exit %d: %s", code, stderr)
 	}
@@ -118,13 +120,13 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	if r.SeenQueries+r.UnseenQueries != 62 || r.ValidationPhotos != 31*9-62 || r.UnseenQueries != 32 {
 		t.Errorf("validation: %d + %d queries against %d photos", r.SeenQueries, r.UnseenQueries, r.ValidationPhotos)
 	}
-	if len(r.Configs) != 1 || r.Chosen != 0 || r.Written != out || r.Refused != "" {
+	if len(r.Configs) != 1 || r.Chosen != 0 || r.Configs[0].ShotWeight != 20 || r.Written != out || r.Refused != "" {
 		t.Fatalf("configs %+v, chosen %d, written %q, refused %q", r.Configs, r.Chosen, r.Written, r.Refused)
 	}
 	// How sure: every figure's interval holds its difference, and the difference is the
 	// chosen figures minus the raw ones.
-	if r.ChosenGain == nil || len(r.ChosenGain.Seen) != 5 || len(r.ChosenGain.Unseen) != 5 {
-		t.Fatalf("chosen gain %+v, want five figures for each validation", r.ChosenGain)
+	if r.ChosenGain == nil || len(r.ChosenGain.Seen) != 6 || len(r.ChosenGain.Unseen) != 6 {
+		t.Fatalf("chosen gain %+v, want six figures for each validation", r.ChosenGain)
 	}
 	for _, g := range append(r.ChosenGain.Seen, r.ChosenGain.Unseen...) {
 		if !(g.Low <= g.Diff && g.Diff <= g.High) {
@@ -148,7 +150,7 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Checksum() != r.Checksum || p.In() != 1280 || p.Out() != 64 || p.Meta()["model"] != r.Model || p.Meta()["samples"] != "279" {
+	if p.Checksum() != r.Checksum || p.In() != 1280 || p.Out() != 64 || p.Meta()["model"] != r.Model || p.Meta()["samples"] != "279" || p.Meta()["shot_weight"] != "20" {
 		t.Errorf("the file: %s %d -> %d, meta %v; the report: %s", p.Checksum(), p.In(), p.Out(), p.Meta(), r.Checksum)
 	}
 
@@ -165,11 +167,11 @@ func TestAdaptThenQualityOnGroceryPhotos(t *testing.T) {
 	if q.Photos != 279 || q.Raw.Queries != nq || q.Projected.Queries != nq || q.Checksum != r.Checksum || q.Dims != 64 {
 		t.Errorf("quality covered %d photos, %d/%d queries, projection %s of %d dims", q.Photos, q.Raw.Queries, q.Projected.Queries, q.Checksum, q.Dims)
 	}
-	if q.Transfer == nil || q.Transfer.Raw.Queries == 0 || q.Transfer.Raw.Queries >= nq || q.Transfer.Shrink != 0.3 || q.Transfer.ShotWeight != defaultAdaptShotWeight {
+	if q.Transfer == nil || q.Transfer.Raw.Queries == 0 || q.Transfer.Raw.Queries >= nq || q.Transfer.Shrink != 0.3 || q.Transfer.ShotWeight != 20 {
 		t.Fatalf("transfer %+v", q.Transfer)
 	}
-	if len(q.Gain) != 5 || len(q.Transfer.Gain) != 5 {
-		t.Errorf("quality gains %+v and %+v, want five figures each", q.Gain, q.Transfer.Gain)
+	if len(q.Gain) != 6 || len(q.Transfer.Gain) != 6 {
+		t.Errorf("quality gains %+v and %+v, want six figures each", q.Gain, q.Transfer.Gain)
 	}
 	if *q.Projected.CatalogueShotAt10 <= *q.Raw.CatalogueShotAt10 {
 		t.Errorf("projected street photos find their catalogue shot no more often than raw ones")

@@ -27,7 +27,10 @@ type qualityJSON struct {
 	MAP10             float64            `json:"map_at_10"`
 	P10               float64            `json:"precision_at_10"`
 	CatalogueShotAt10 *float64           `json:"catalogue_shot_at_10,omitempty"`
-	MillisPerQuery    float64            `json:"ms_per_query"`
+	// CatalogueShotMRR10 is the mean reciprocal rank of the label's catalogue shot in the
+	// first 10 (0 for a query whose shot is not there).
+	CatalogueShotMRR10 *float64 `json:"catalogue_shot_mrr_at_10,omitempty"`
+	MillisPerQuery     float64  `json:"ms_per_query"`
 }
 
 func runQuality(ctx context.Context, a *app, args []string) error {
@@ -194,8 +197,8 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 		out.RecallAt[fmt.Sprint(k)] = v
 	}
 	if opt.CatalogueShot != nil {
-		v := rep.CatalogueShotAt10
-		out.CatalogueShotAt10 = &v
+		v, m := rep.CatalogueShotAt10, rep.CatalogueShotMRR10
+		out.CatalogueShotAt10, out.CatalogueShotMRR10 = &v, &m
 	}
 	if *asJSON {
 		return writeJSON(a.stdout, out)
@@ -215,6 +218,7 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(tw, "P@10\t%.3f\n", out.P10)
 	if out.CatalogueShotAt10 != nil {
 		fmt.Fprintf(tw, "catalogue shot in top 10\t%.3f\n", *out.CatalogueShotAt10)
+		fmt.Fprintf(tw, "catalogue shot MRR@10\t%.3f\n", *out.CatalogueShotMRR10)
 	}
 	fmt.Fprintf(tw, "ms per query\t%.2f (embedding and search)\n", out.MillisPerQuery)
 	return tw.Flush()
@@ -439,6 +443,7 @@ func printQualityProjected(a *app, r qualityProjectionJSON) error {
 	line("P@10", func(f figuresJSON) float64 { return f.P10 })
 	if r.Raw.CatalogueShotAt10 != nil {
 		line("catalogue shot in top 10", func(f figuresJSON) float64 { return *f.CatalogueShotAt10 })
+		line("catalogue shot MRR@10", func(f figuresJSON) float64 { return *f.CatalogueShotMRR10 })
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "how sure\tprojected - raw, 95%% paired-bootstrap interval over the queries: %s\n", gainLine(r.Gain))

@@ -309,6 +309,9 @@ type figuresJSON struct {
 	MAP10             float64            `json:"map_at_10"`
 	P10               float64            `json:"precision_at_10"`
 	CatalogueShotAt10 *float64           `json:"catalogue_shot_at_10,omitempty"`
+	// CatalogueShotMRR10 is the mean reciprocal rank of the label's catalogue shot in the
+	// first 10 (0 for a query whose shot is not there).
+	CatalogueShotMRR10 *float64 `json:"catalogue_shot_mrr_at_10,omitempty"`
 	// report is what the figures come from, for gainOf.
 	report quality.Report
 }
@@ -319,8 +322,8 @@ func figuresOf(rep quality.Report, shots bool) figuresJSON {
 		f.RecallAt[fmt.Sprint(k)] = v
 	}
 	if shots {
-		v := rep.CatalogueShotAt10
-		f.CatalogueShotAt10 = &v
+		v, m := rep.CatalogueShotAt10, rep.CatalogueShotMRR10
+		f.CatalogueShotAt10, f.CatalogueShotMRR10 = &v, &m
 	}
 	return f
 }
@@ -415,7 +418,7 @@ type gainJSON struct {
 }
 
 // gainOf says how sure the difference between two evaluations on the same queries is;
-// shot@10 only when the catalogue marks catalogue shots.
+// the shot figures only when the catalogue marks catalogue shots.
 func gainOf(before, after figuresJSON) ([]gainJSON, error) {
 	g, err := quality.Gain(before.report, after.report, gainRounds, gainSeed)
 	if err != nil {
@@ -423,7 +426,7 @@ func gainOf(before, after figuresJSON) ([]gainJSON, error) {
 	}
 	var out []gainJSON
 	for _, iv := range g {
-		if iv.Figure == "shot@10" && before.CatalogueShotAt10 == nil {
+		if strings.HasPrefix(iv.Figure, "shot") && before.CatalogueShotAt10 == nil {
 			continue
 		}
 		out = append(out, gainJSON{Figure: iv.Figure, Diff: iv.Diff, Low: iv.Low, High: iv.High})

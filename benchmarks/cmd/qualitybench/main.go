@@ -100,7 +100,7 @@ func main() {
 			if rep.Transfer != nil {
 				tr = rep.Transfer.Gain
 			}
-			t.Add(append([]any{d, s.name, "", fmt.Sprintf("projected (%d dims, shrink %s)", rep.Dims, rep.Meta["shrink"])}, cells(rep.Projected, tr)...)...)
+			t.Add(append([]any{d, s.name, "", projectedLabel(rep)}, cells(rep.Projected, tr)...)...)
 			if d == "grocery" && *boost != 0 {
 				b, err := measure(ctx, *bin, d, s, *work, *boost)
 				if err != nil {
@@ -197,3 +197,13 @@ func cells(f figures, transfer []gain) []any {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// projectedLabel names the configuration adapt chose: its dims and shrink, and the weight of
+// a catalogue shot when the catalogue marks shots.
+func projectedLabel(rep report) string {
+	l := fmt.Sprintf("projected (%d dims, shrink %s", rep.Dims, rep.Meta["shrink"])
+	if rep.Projected.CatalogueShotAt10 != nil {
+		l += ", shot weight " + rep.Meta["shot_weight"]
+	}
+	return l + ")"
+}
