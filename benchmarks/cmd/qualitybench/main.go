@@ -81,7 +81,7 @@ func main() {
 
 	t := benchkit.Table{
 		Title: "Query split of each shared set: raw vectors, then the projection adapt chose (and, for grocery, catalogue shots boosted)",
-		Note: fmt.Sprintf("Each row: `lookalike adapt --dataset D --spec S --out P` (it chooses dims and shrink on its own split of the catalogue), "+
+		Note: fmt.Sprintf("Each row: `lookalike adapt --dataset D --spec S --out P` (it chooses dims, shrink and, where the catalogue marks shots, their weight on its own split of the catalogue), "+
 			"then `lookalike quality --dataset D --spec S --projection P` (the dataset's query split, never seen by adapt); "+
 			"the boost row adds `--boost-shots %g`. ms/photo: embedding every catalogue and query photo with all cores busy, divided by their number. "+
 			"transfer: the same training refitted on half the labels (seed 1), scored on the other half's queries, projected - raw with its 95%% interval.", *boost),
