@@ -280,3 +280,25 @@ func writeRawCatalogue(t *testing.T, dir, manifest string, n int) {
 		t.Fatal(err)
 	}
 }
+
+// The merit adapt ranks by: two configurations with every catalogue shot in the top 10 are
+// told apart by how high the shot comes; without shots it is mAP@10 alone.
+func TestAdaptMeritRanksByTheShotsRank(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	for _, tc := range []struct {
+		name        string
+		better, not figuresJSON
+	}{
+		{"shot first beats shot tenth at the same shot@10",
+			figuresJSON{MAP10: 0.9, CatalogueShotAt10: f(1), CatalogueShotMRR10: f(0.9)},
+			figuresJSON{MAP10: 0.9, CatalogueShotAt10: f(1), CatalogueShotMRR10: f(0.1)}},
+		{"mAP@10 counts beside the rank",
+			figuresJSON{MAP10: 0.95, CatalogueShotAt10: f(1), CatalogueShotMRR10: f(0.5)},
+			figuresJSON{MAP10: 0.80, CatalogueShotAt10: f(1), CatalogueShotMRR10: f(0.6)}},
+		{"no shots: mAP@10 alone", figuresJSON{MAP10: 0.7}, figuresJSON{MAP10: 0.6}},
+	} {
+		if !(tc.better.merit() > tc.not.merit()) {
+			t.Errorf("%s: merit %v not above %v", tc.name, tc.better.merit(), tc.not.merit())
+		}
+	}
+}
