@@ -176,27 +176,47 @@ func decodeChange(k, v []byte) (Change, error) {
 }
 
 // TruncateLog drops the log entries up to and including uptoSeq (clamped to Seq), once a
-// saved snapshot covers them. It is not a change: Seq stays as it is.
+// saved snapshot covers them. It is not a change: Seq stays as it is. It deletes them in
+// transactions of at most defaultTruncateChunk entries: bbolt has one writer at a time, and
+// the first save after a bulk ingest truncates a log as long as the ingest, which in one
+// transaction would hold every write back for all of it.
+
 func (s *Store) TruncateLog(uptoSeq uint64) error {
-	return s.update(func(tx *bolt.Tx, m *metaState) error {
-		upto := min(uptoSeq, m.seq)
-		if upto <= m.logFloor {
-			return nil
-		}
-		b := tx.Bucket(bucketLog)
-		var doomed [][]byte
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upto; k, _ = c.Next() {
-			doomed = append(doomed, append([]byte(nil), k...))
-		}
-		for _, k := range doomed {
-			if err := b.Delete(k); err != nil {
-				return fmt.Errorf("store: truncate log: %w", err)
+	for {
+		var floor, upto uint64
+		err := s.update(func(tx *bolt.Tx, m *metaState) error {
+			upto = min(uptoSeq, m.seq)
+			floor = m.logFloor
+			if upto <= floor {
+				return nil
 			}
+			b := tx.Bucket(bucketLog)
+			var doomed [][]byte
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upto && len(doomed) < s.truncateChunk; k, _ = c.Next() {
+				doomed = append(doomed, append([]byte(nil), k...))
+			}
+			for _, k := range doomed {
+				if err := b.Delete(k); err != nil {
+					return fmt.Errorf("store: truncate log: %w", err)
+				}
+			}
+			// The log holds every seq above the floor, so deleting its first entries up to
+			// key k leaves it starting after k.
+			floor = upto
+			if len(doomed) == s.truncateChunk {
+				floor = min(upto, binary.BigEndian.Uint64(doomed[len(doomed)-1]))
+			}
+			m.logFloor = floor
+			return nil
+		})
+		if err != nil || floor >= upto {
+			return err
 		}
-		m.logFloor = upto
-		return nil
-	})
+		if s.afterTruncateChunk != nil {
+			s.afterTruncateChunk(floor)
+		}
+	}
 }
 
 // CountByCategory returns the number of products per category. The counts are maintained

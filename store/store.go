@@ -79,6 +79,11 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// defaultTruncateChunk is how many log entries one transaction of TruncateLog deletes: a
+// write waiting behind one such transaction waits for a fraction of what a whole ingest's
+// log would take.
+const defaultTruncateChunk = 1024
+
 // Store is an open catalogue file. All methods are safe for concurrent use; writes are
 // serialised by bbolt, reads run in parallel with them.
 type Store struct {
@@ -88,6 +93,12 @@ type Store struct {
 	model      string
 	generation string
 	log        *slog.Logger
+
+	// truncateChunk is how many log entries one transaction of TruncateLog deletes at most
+	// (defaultTruncateChunk; smaller in tests); afterTruncateChunk, when set (tests), is
+	// called between those transactions with the log floor reached.
+	truncateChunk      int
+	afterTruncateChunk func(floor uint64)
 
 	// mu guards the mirror of the last committed meta, so Seq and Count cost no transaction.
 	mu     sync.Mutex
@@ -170,7 +181,7 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, log: logger}
+	s := &Store{db: db, path: path, log: logger, truncateChunk: defaultTruncateChunk}
 	if err := s.init(opt); err != nil {
 		_ = db.Close()
 		return nil, err

@@ -769,6 +769,46 @@ func TestChangesSinceAndTruncateLog(t *testing.T) {
 	mustCheck(t, s)
 }
 
+// A long log is truncated in transactions of truncateChunk entries, and a write made between
+// two of them commits then (bbolt's one writer is free) and stays in the log.
+func TestTruncateLogInChunksLetsWritesIn(t *testing.T) {
+	const dim = 4
+	ctx := context.Background()
+	s := openFast(t, filepath.Join(t.TempDir(), "c.db"), dim)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 10 {
+		if _, err := s.Upsert(ctx, testProduct(rng, fmt.Sprint("id-", i), "", dim)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upto := s.Seq() // 10
+	s.truncateChunk = 3
+	var floors []uint64
+	var between uint64
+	s.afterTruncateChunk = func(floor uint64) {
+		floors = append(floors, floor)
+		if len(floors) == 1 {
+			if _, err := s.Upsert(ctx, testProduct(rng, "between", "", dim)); err != nil {
+				t.Errorf("a write between two truncation transactions: %v", err)
+			}
+			between = s.Seq()
+		}
+	}
+	if err := s.TruncateLog(upto); err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{3, 6, 9}; !slices.Equal(floors, want) {
+		t.Fatalf("floors between the transactions %v, want %v", floors, want)
+	}
+	if got := changesSince(t, s, upto); len(got) != 1 || got[0].Seq != between || between != upto+1 {
+		t.Fatalf("after the truncation the log holds %v; the write between was seq %d", got, between)
+	}
+	if err := s.ChangesSince(upto-1, func(Change) error { return nil }); !errors.Is(err, ErrChangesUnavailable) {
+		t.Fatalf("ChangesSince below the truncation: %v", err)
+	}
+	mustCheck(t, s)
+}
+
 func TestForEachVisitsEveryProductInIDOrder(t *testing.T) {
 	const dim = 16
 	ctx := context.Background()
