@@ -260,10 +260,10 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 				if sp.Out() != d {
 					cfg.Capped = fmt.Sprintf("--dims %d: the %d photos fitted span %d directions", d, len(seenFit), sp.Out())
 				}
-				if w := figs.Seen.worseThan(report.Raw.Seen, *tolerance); w != "" {
-					cfg.Worse = "seen groups: " + w
-				} else if w := figs.Unseen.worseThan(report.Raw.Unseen, *tolerance); w != "" {
-					cfg.Worse = "held-apart groups: " + w
+				if worse := figs.Seen.worseThan(report.Raw.Seen, *tolerance); worse != "" {
+					cfg.Worse = "seen groups: " + worse
+				} else if worse := figs.Unseen.worseThan(report.Raw.Unseen, *tolerance); worse != "" {
+					cfg.Worse = "held-apart groups: " + worse
 				}
 				report.Configs = append(report.Configs, cfg)
 			}
