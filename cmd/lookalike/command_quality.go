@@ -38,8 +38,9 @@ func runQuality(ctx context.Context, a *app, args []string) error {
 		"Measure retrieval quality on labelled photos, in process (no server): a catalogue manifest is\n"+
 			"ingested into a temporary catalogue, every query photo searches it, and a result is right when\n"+
 			"it has the query's label. Prints R@1/5/10, mAP@10, P@10 and, with --catalogue-shot, how often the\n"+
-			"label's catalogue (shop) shot is among the first 10. --dataset grocery (val street photos\n"+
-			"against iconic+train) and --dataset clothing (validation against train) use the shared photos.\n"+
+			"label's catalogue (shop) shot is among the first 10 and its mean reciprocal rank there (MRR@10:\n"+
+			"1 first, 1/2 second, 0 outside). --dataset grocery (val street photos against iconic+train)\n"+
+			"and --dataset clothing (validation against train) use the shared photos.\n"+
 			"--projection FILE adds the projected vectors beside the raw ones and a transfer check: the same\n"+
 			"training fitted on the catalogue photos of half the labels, scored on the other half's queries.")
 	var mf modelFlags
