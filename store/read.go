@@ -180,7 +180,6 @@ func decodeChange(k, v []byte) (Change, error) {
 // transactions of at most defaultTruncateChunk entries: bbolt has one writer at a time, and
 // the first save after a bulk ingest truncates a log as long as the ingest, which in one
 // transaction would hold every write back for all of it.
-
 func (s *Store) TruncateLog(uptoSeq uint64) error {
 	for {
 		var floor, upto uint64
