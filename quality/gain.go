@@ -26,13 +26,16 @@ func gainFigures() []gainFigure {
 			}
 			return 0
 		}},
-		{"shot MRR@10", func(o Outcome) float64 {
-			if o.ShotRank < 0 {
-				return 0
-			}
-			return 1 / float64(o.ShotRank+1)
-		}},
+		{"shot MRR@10", Outcome.shotReciprocalRank},
 	}
+}
+
+// shotReciprocalRank is 1/(1+ShotRank), 0 when the shot is not in the first 10.
+func (o Outcome) shotReciprocalRank() float64 {
+	if o.ShotRank < 0 {
+		return 0
+	}
+	return 1 / float64(o.ShotRank+1)
 }
 
 func (o Outcome) recallAt(k int) float64 {

@@ -129,7 +129,7 @@ func Evaluate(ctx context.Context, c *catalog.Catalog, queries []Query, relevant
 		rep.P10 += o.P10
 		if o.Shot {
 			rep.CatalogueShotAt10++
-			rep.CatalogueShotMRR10 += 1 / float64(shotRank+1)
+			rep.CatalogueShotMRR10 += o.shotReciprocalRank()
 		}
 	}
 	if rep.Queries == 0 {

@@ -204,7 +204,7 @@ func (s *Store) TruncateLog(uptoSeq uint64) error {
 			// key k leaves it starting after k.
 			floor = upto
 			if len(doomed) == s.truncateChunk {
-				floor = min(upto, binary.BigEndian.Uint64(doomed[len(doomed)-1]))
+				floor = binary.BigEndian.Uint64(doomed[len(doomed)-1])
 			}
 			m.logFloor = floor
 			return nil

@@ -184,10 +184,7 @@ func runAdapt(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	shots := false
-	for _, ph := range set.photos {
-		shots = shots || ph.shot
-	}
+	shots := set.hasShots()
 	if !shots {
 		weights = weights[:1] // no photo it would weigh
 	}

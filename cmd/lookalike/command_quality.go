@@ -317,10 +317,7 @@ func runQualityProjected(ctx context.Context, a *app, mf *modelFlags, q qualityP
 	if err != nil {
 		return err
 	}
-	shots := false
-	for _, ph := range set.photos {
-		shots = shots || ph.shot
-	}
+	shots := set.hasShots()
 	work, err := os.MkdirTemp("", "lookalike-quality")
 	if err != nil {
 		return err

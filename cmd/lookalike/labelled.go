@@ -84,6 +84,11 @@ type labelledSet struct {
 	millisPerPhoto float64
 }
 
+// hasShots reports whether any catalogue photo is a catalogue shot.
+func (s *labelledSet) hasShots() bool {
+	return slices.ContainsFunc(s.photos, func(ph labelledPhoto) bool { return ph.shot })
+}
+
 // loadLabelled reads and embeds the catalogue manifest (and the query manifest, when
 // given). perGroup > 0 keeps at most that many photos per label besides catalogue shots,
 // the first in manifest order: a quick run on a part of the collection.
